@@ -1,0 +1,16 @@
+"""fer_tf: identity-aware facial expression recognition (Liu et al., CVPR-W 2017) in Keras 3."""
+
+import os as _os
+
+_os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Heavy objects load on first use so that `import fer_tf` stays fast.
+    if name == "Recognizer":
+        from fer_tf.inference import Recognizer
+
+        return Recognizer
+    raise AttributeError(f"module 'fer_tf' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""One module per `fer-tf` subcommand; each defines ``register(subparsers)`` and imports lazily."""
