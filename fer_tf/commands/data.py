@@ -1,0 +1,112 @@
+"""`fer-tf data summary ROOT [--format F] [--json]`: what a dataset folder holds, before training.
+
+Prints images, subjects, sequences, images per expression, official splits, subjects that show only
+one expression (they cannot give identity-aware negatives) and how many files the reader skipped,
+with their reasons.
+"""
+
+from __future__ import annotations
+
+import json
+
+_FORMATS = ("ckplus48", "ckplus", "fer2013", "fer2013-csv", "jaffe", "kdef", "yale", "manifest", "cache")
+
+
+def register(subparsers):
+    parser = subparsers.add_parser("data", help="inspect datasets", description=__doc__)
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    summary = sub.add_parser("summary", help="count images, subjects, sequences and expressions")
+    summary.add_argument("root", help="dataset folder (or CSV file for manifest / fer2013-csv)")
+    summary.add_argument("--format", "-f", choices=_FORMATS, default=None,
+                         help="dataset layout; detected from the folder when left out")
+    summary.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                         help="reader option, e.g. -o poses=S,FL or -o include_neutral=true")
+    summary.add_argument("--json", action="store_true", help="print JSON instead of text")
+    summary.add_argument("--show-skipped", type=int, default=5, metavar="N",
+                         help="list the first N skipped files (text output; default 5)")
+    summary.set_defaults(func=run_summary)
+
+
+def parse_options(items):
+    """``["a=1", "poses=S,FL"]`` -> ``{"a": 1, "poses": ("S", "FL")}``."""
+    from fer_tf.errors import ConfigError
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"reader option {item!r} is not KEY=VALUE")
+        value = value.strip()
+        if value.lower() in ("true", "false"):
+            parsed = value.lower() == "true"
+        elif value.lstrip("-").isdigit():
+            parsed = int(value)
+        elif "," in value:
+            parsed = tuple(v.strip() for v in value.split(",") if v.strip())
+        else:
+            parsed = value
+        options[key.strip().replace("-", "_")] = parsed
+    return options
+
+
+def collect_summary(root, fmt=None, options=None):
+    """Read ``root`` and return the summary dict printed by the command."""
+    from collections import Counter
+
+    from fer_tf.data.readers import LAYOUTS, detect_format, read_dataset
+    from fer_tf.errors import DatasetError
+
+    if fmt is None:
+        fmt = detect_format(root)
+        if fmt is None:
+            raise DatasetError(
+                f"cannot tell the dataset layout of {root}; pass --format with one of: "
+                f"{', '.join(LAYOUTS)}"
+            )
+    table, skipped = read_dataset(root, fmt, return_skipped=True, **(options or {}))
+    info = {"root": str(root), "format": fmt}
+    info.update(table.summary())
+    info["skipped"] = len(skipped)
+    info["skipped_reasons"] = dict(sorted(Counter(s["reason"] for s in skipped).items()))
+    info["skipped_files"] = skipped
+    return info
+
+
+def run_summary(args):
+    from fer_tf.errors import ConfigError, DatasetError
+
+    try:
+        options = parse_options(args.option)
+    except ConfigError as exc:
+        raise DatasetError(str(exc)) from None
+    info = collect_summary(args.root, args.format, options)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        print(format_summary(info, args.show_skipped))
+    return 0
+
+
+def format_summary(info, show_skipped=5):
+    lines = [
+        f"dataset:    {info['root']} (format {info['format']})",
+        f"images:     {info['images']}",
+        f"subjects:   {info['subjects']}",
+        f"sequences:  {info['sequences']}",
+        "expressions:",
+    ]
+    lines += [f"  {name:<10} {n}" for name, n in info["expressions"].items()]
+    if info["splits"]:
+        lines.append("splits:")
+        lines += [f"  {name:<12} {n}" for name, n in info["splits"].items()]
+    single = info["single_expression_subjects"]
+    if info["subjects"]:
+        shown = ", ".join(single[:10]) + (", ..." if len(single) > 10 else "")
+        lines.append(f"subjects with one expression only: {len(single)}" + (f" ({shown})" if single else ""))
+    lines.append(f"skipped files: {info['skipped']}")
+    lines += [f"  {reason}: {n}" for reason, n in info["skipped_reasons"].items()]
+    for item in info["skipped_files"][:show_skipped]:
+        lines.append(f"    {item['path']}: {item['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""Configuration as plain dataclasses, with the paper's values as defaults, readable from YAML.
+
+YAML files in ``configs/`` override fields by name; unknown keys are an error that names the key,
+so a typo never silently falls back to a default. Loading uses ``yaml.safe_load`` (no code runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import yaml
+
+from fer_tf.errors import ConfigError
+
+VARIANTS = ("softmax", "1B(N+1)", "2B(N+1)", "1B(N+M)", "2B(N+M)")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Network shape (Section 4, Fig. 4) and the metric loss of each variant."""
+
+    variant: str = "2B(N+M)"
+    labels: tuple = ("anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise")
+    input_size: int = 48
+    batch_norm: bool = True  # not in the paper: lets short CPU schedules converge; folded at export
+    ec_units: tuple = (1024, 512)  # FC1, FC2 of the expression-classification branch
+    ml_units: int = 512  # FC3, the metric branch's first layer
+    connect_units: int = 512  # FC4, the connecting layer (Eq. 13)
+    embedding_dim: int = 256  # FC5, the metric embedding
+    dropout: float = 0.5
+    l2_normalize: bool = True  # metric loss on unit-length embeddings, so T lives in [0, 4]
+    num_positives: int = 6  # M
+    num_negatives: int = 6  # N
+    reference_distance: float = 1.0  # T of the fixed-threshold (N+M) loss
+    margin: float = 0.5  # tau of the fixed-threshold (N+M) loss and of the (N+1) loss
+    adaptive: bool = True  # (N+M) with the learned threshold (Eq. 10); False: fixed T (Eq. 3)
+    threshold_init: float = 2.0  # b of AdaptiveThreshold at step 0
+    threshold_scale: float = 2.0  # L_A = L_B = scale * I at step 0
+    alpha: float = 1.0  # weight of the metric loss in the joint loss
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        self.labels = tuple(self.labels)
+        self.ec_units = tuple(self.ec_units)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation (Section 5.2). Defaults are the fine-tuning stage: Adam, M = N = 6."""
+
+    optimizer: str = "adam"  # "adam" or "sgd"
+    learning_rate: float = 1e-4
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 1e-4
+    batch_size: int = 128  # images per step in classification mode
+    queries_per_batch: int = 64  # in_batch mode; 12 in tuple mode
+    mode: str = "in_batch"  # "in_batch" or "tuple"
+    epochs: int = 30
+    steps_per_epoch: int | None = None
+    loss_rise: float = 0.25  # halve the LR and reload the best weights when the loss rises > 25%
+    patience: int = 10  # ... or when validation accuracy has not improved for this many epochs
+    min_learning_rate: float = 1e-6
+    seed: int = 0
+
+
+def _build(cls, values, where):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; "
+            f"valid keys are {', '.join(sorted(names))}"
+        )
+    return cls(**values)
+
+
+def load_yaml(path):
+    """Read a YAML config file into a dict (safe loader)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
+def model_config(values=None, where="config", **overrides):
+    return _build(ModelConfig, {**(values or {}), **overrides}, where)
+
+
+def train_config(values=None, where="config", **overrides):
+    return _build(TrainConfig, {**(values or {}), **overrides}, where)
+
+
+def to_dict(config):
+    return dataclasses.asdict(config)

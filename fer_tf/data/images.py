@@ -1,0 +1,194 @@
+"""Safe image loading: one grey (or RGB) uint8 array per file, or an :class:`ImageError`.
+
+Face photos are small, so an image whose header claims more than ``max_pixels`` pixels is refused
+*before* its pixel data is decoded (decompression bombs cost nothing). Every other way a file can
+fail is turned into ``ImageError(path, reason)`` with one of these reasons:
+
+- "file not found", "not a file", "permission denied", "empty file (0 bytes)";
+- "not an image" (Pillow cannot identify the format);
+- "truncated or corrupt image";
+- "image too large (W x H pixels; limit N pixels)";
+- "image too small (WxH)" (a side shorter than ``min_side``, default 2: a 1x1 image is refused);
+- "unsupported image mode M".
+
+Images that pass these checks but cannot hold a face (e.g. 10000x2) are returned as they are; face
+alignment then reports "no face found" for them.
+
+Modes: 1-bit, palette (with or without transparency), L/LA, RGB/RGBA, CMYK, YCbCr, 16-bit
+(``I;16*``, scaled by 1/257), 32-bit integer ``I`` and float ``F`` (scaled to 0..255, see
+:func:`_scale_to_uint8`). Transparent pixels are composited on white. EXIF orientation is applied
+and the first frame of animated files is used.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from fer_tf.errors import ImageError
+
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def load_image(path, max_pixels=DEFAULT_MAX_PIXELS, min_side=2) -> np.ndarray:
+    """Load ``path`` as a grey ``uint8`` array ``[H, W]``; raise :class:`ImageError` on failure."""
+    image = _open(path, max_pixels, min_side)
+    try:
+        return _to_grey(image, path)
+    finally:
+        image.close()
+
+
+def load_image_rgb(path, max_pixels=DEFAULT_MAX_PIXELS, min_side=2) -> np.ndarray:
+    """Load ``path`` as an RGB ``uint8`` array ``[H, W, 3]`` (for face detection)."""
+    image = _open(path, max_pixels, min_side)
+    try:
+        return _to_rgb(image, path)
+    finally:
+        image.close()
+
+
+def _open(path, max_pixels, min_side):
+    """Open, check the header size, then decode fully; return a loaded PIL image."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except PermissionError:
+        raise ImageError(path, "permission denied") from None
+    if not path.is_file():
+        raise ImageError(path, "not a file")
+    if size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above Image.MAX_IMAGE_PIXELS (our own limit below decides) and about
+            # corrupt metadata (the file either loads or raises below).
+            warnings.simplefilter("ignore")
+            image = Image.open(path)
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(path, _bomb_reason(exc, max_pixels)) from None
+    except PermissionError:
+        raise ImageError(path, "permission denied") from None
+    except (OSError, SyntaxError, ValueError, EOFError):
+        raise ImageError(path, "truncated or corrupt image") from None
+    try:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(
+                path, f"image too large ({width} x {height} pixels; limit {max_pixels} pixels)"
+            )
+        if min(width, height) < min_side:
+            raise ImageError(path, f"image too small ({width}x{height})")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                image.load()
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError):
+            raise ImageError(path, "truncated or corrupt image") from None
+        except Image.DecompressionBombError as exc:
+            raise ImageError(path, _bomb_reason(exc, max_pixels)) from None
+        try:
+            rotated = ImageOps.exif_transpose(image)
+        except Exception:  # broken EXIF: keep the image as stored
+            rotated = image
+        if rotated is not image:
+            image.close()
+            image = rotated
+        return image
+    except BaseException:
+        image.close()
+        raise
+
+
+def _bomb_reason(exc, max_pixels):
+    """Reason for Pillow's own DecompressionBombError (headers claiming > 2 x its limit)."""
+    match = re.search(r"\((\d+) pixels\)", str(exc))
+    claimed = f"{match.group(1)} pixels" if match else "too many pixels"
+    return f"image too large ({claimed}; limit {max_pixels} pixels)"
+
+
+def _scale_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """Map 16-bit, 32-bit integer or float pixel values onto 0..255.
+
+    ``I;16*`` images are divided by 257 (65535 -> 255). For ``I`` and ``F`` images, values already
+    in 0..255 are kept, except floats in 0..1 which are multiplied by 255; integers in 0..65535 are
+    divided by 257; anything else is stretched from its min..max. NaN and infinities become 0.
+    """
+    arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if mode.startswith("I;16"):
+        arr = arr / 257.0
+    elif mode == "F" and lo >= 0 and hi <= 1.0:
+        arr = arr * 255.0
+    elif lo >= 0 and hi <= 255:
+        pass
+    elif lo >= 0 and hi <= 65535 and mode != "F":
+        arr = arr / 257.0
+    elif hi > lo:
+        arr = (arr - lo) * (255.0 / (hi - lo))
+    else:
+        arr = np.zeros_like(arr)
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+def _flatten_alpha(image):
+    """Composite an image with transparency onto white; return an RGB image."""
+    from PIL import Image
+
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _has_alpha(image):
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode in ("P", "L", "RGB") and "transparency" in image.info
+    )
+
+
+def _to_grey(image, path) -> np.ndarray:
+    mode = image.mode
+    if mode == "L" and "transparency" not in image.info:
+        out = np.asarray(image, dtype=np.uint8)
+    elif mode.startswith("I") or mode == "F":
+        out = _scale_to_uint8(np.asarray(image), mode)
+    else:
+        try:
+            if _has_alpha(image):
+                image = _flatten_alpha(image)
+            elif mode not in ("1", "P", "RGB"):
+                image = image.convert("RGB")
+            out = np.asarray(image.convert("L"), dtype=np.uint8)
+        except (ValueError, OSError):
+            raise ImageError(path, f"unsupported image mode {mode}") from None
+    if out.ndim != 2:
+        raise ImageError(path, f"unsupported image mode {mode}")
+    return np.ascontiguousarray(out)
+
+
+def _to_rgb(image, path) -> np.ndarray:
+    mode = image.mode
+    if mode.startswith("I") or mode == "F":
+        grey = _scale_to_uint8(np.asarray(image), mode)
+        out = np.repeat(grey[:, :, None], 3, axis=2)
+    else:
+        try:
+            image = _flatten_alpha(image) if _has_alpha(image) else image.convert("RGB")
+            out = np.asarray(image, dtype=np.uint8)
+        except (ValueError, OSError):
+            raise ImageError(path, f"unsupported image mode {mode}") from None
+    if out.ndim != 3 or out.shape[2] != 3:
+        raise ImageError(path, f"unsupported image mode {mode}")
+    return np.ascontiguousarray(out)
+
+
+__all__ = ["load_image", "load_image_rgb", "DEFAULT_MAX_PIXELS"]

@@ -1,0 +1,240 @@
+"""The network of Section 4 (Fig. 4) and its five variants.
+
+- :func:`build_backbone`: the convolutional groups of the inception FER network (Mollahosseini et
+  al., WACV 2016) with per-channel PReLU, 48x48x1 -> a feature vector.
+- :class:`JointModel`: backbone + expression-classification (EC) branch (FC1, FC2, softmax) and, for
+  the two-branch variants, the metric-learning (ML) branch (FC3, the connecting layer
+  FC4 = P1^T FC2 + P2^T FC3, FC5 = the embedding). Its ``compute_loss`` is the joint loss:
+  softmax cross-entropy on the query images plus ``alpha`` times the metric loss, so every variant
+  trains with plain ``model.fit`` on the identity-aware ``tf.data`` pipelines.
+- ``model.ec_model()``: the inference-only network (image -> class probabilities through the EC
+  branch, no ML weights).
+
+Variants: ``softmax`` (EC only), ``1B(N+1)`` / ``1B(N+M)`` (metric loss on the EC branch's FC2),
+``2B(N+1)`` / ``2B(N+M)`` (metric loss on the ML branch's FC5).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from fer_tf import losses as fer_losses
+from fer_tf.config import ModelConfig, to_dict
+from fer_tf.layers import AdaptiveThreshold, ConnectingLayer, conv_prelu, inception_block
+
+PACKAGE = "fer_tf"
+
+
+def build_backbone(input_size=48, batch_norm=True, name="backbone"):
+    """Convolutional groups: conv 7x7/2, pool, conv 1x1, conv 3x3, pool, inception 3a, 3b, pool,
+    inception 4a, global average pool. 48x48 input -> 512 features (about 50 MMAC per image)."""
+    inputs = keras.Input((input_size, input_size, 1), name="face")
+    x = conv_prelu(inputs, 64, 7, strides=2, batch_norm=batch_norm, name="conv1")
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+    x = conv_prelu(x, 64, 1, batch_norm=batch_norm, name="conv2a")
+    x = conv_prelu(x, 192, 3, batch_norm=batch_norm, name="conv2b")
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)
+    x = inception_block(x, 64, 96, 128, 16, 32, 32, batch_norm, name="inception3a")
+    x = inception_block(x, 128, 128, 192, 32, 96, 64, batch_norm, name="inception3b")
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool3")(x)
+    x = inception_block(x, 192, 96, 208, 16, 48, 64, batch_norm, name="inception4a")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def _dense_prelu(x, units, name):
+    x = layers.Dense(units, name=name)(x)
+    return layers.PReLU(name=f"{name}_prelu")(x)
+
+
+def _metric_loss(config: ModelConfig, threshold):
+    if config.variant == "softmax":
+        return None
+    m = config.num_positives
+    if config.variant.endswith("(N+1)"):
+        return fer_losses.NPlusOneTupleLoss(num_positives=m, margin=config.margin)
+    if config.adaptive:
+        return fer_losses.AdaptiveNMTupleClustersLoss(num_positives=m, threshold=threshold)
+    return fer_losses.NMTupleClustersLoss(
+        num_positives=m, reference_distance=config.reference_distance, margin=config.margin
+    )
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class JointModel(keras.Model):
+    """Backbone + EC branch (+ ML branch) with the paper's joint loss.
+
+    Outputs a dict: ``expression`` [B, C] probabilities and ``embedding`` [B, d] (FC5 for 2B,
+    FC2 for 1B and softmax), L2-normalised when ``config.l2_normalize``.
+
+    Targets (see docs/architecture.md): ``{"expression": [B] int (-1 = not a query),
+    "tuples": [B, M + N] int}``; ``tuples`` may be absent (softmax training).
+    """
+
+    def __init__(self, backbone=None, config=None, **kwargs):
+        if isinstance(config, dict):
+            config = ModelConfig(**config)
+        config = config or ModelConfig()
+        backbone = backbone or build_backbone(config.input_size, config.batch_norm)
+        two_branch = config.variant.startswith("2B")
+        adaptive = config.variant == "2B(N+M)" or config.variant == "1B(N+M)"
+        adaptive = adaptive and config.adaptive
+
+        # === Layers ===
+        self.backbone = backbone
+        inputs = keras.Input((config.input_size, config.input_size, 1), name="face")
+        features = backbone(inputs)
+        fc1 = _dense_prelu(features, config.ec_units[0], "fc1")
+        fc1 = layers.Dropout(config.dropout, name="fc1_dropout")(fc1)
+        fc2 = _dense_prelu(fc1, config.ec_units[1], "fc2")
+        fc2_dropped = layers.Dropout(config.dropout, name="fc2_dropout")(fc2)
+        probabilities = layers.Dense(len(config.labels), activation="softmax", name="expression")(
+            fc2_dropped
+        )
+        if two_branch:
+            fc3 = _dense_prelu(features, config.ml_units, "fc3")
+            fc4 = ConnectingLayer(config.connect_units, name="fc4_connecting")([fc2, fc3])
+            fc4 = layers.PReLU(name="fc4_prelu")(fc4)
+            embedding = layers.Dense(config.embedding_dim, name="fc5_embedding")(fc4)
+        else:
+            embedding = fc2
+        if config.l2_normalize:
+            embedding = layers.UnitNormalization(name="embedding")(embedding)
+        else:
+            embedding = layers.Identity(name="embedding")(embedding)
+        outputs = {"expression": probabilities, "embedding": embedding}
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Loss state ===
+        self.config = config
+        self.labels = tuple(config.labels)
+        self.threshold = (
+            AdaptiveThreshold(
+                initial_threshold=config.threshold_init,
+                initial_scale=config.threshold_scale,
+                name="adaptive_threshold",
+            )
+            if adaptive
+            else None
+        )
+        if self.threshold is not None:
+            dim = config.embedding_dim if two_branch else config.ec_units[1]
+            self.threshold.build((None, dim))
+        self.metric_loss = _metric_loss(config, self.threshold)
+        self.classification_loss = keras.losses.SparseCategoricalCrossentropy(ignore_class=-1)
+        self.ce_tracker = keras.metrics.Mean(name="ce_loss")
+        self.metric_tracker = keras.metrics.Mean(name="metric_loss")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    @property
+    def variant(self):
+        return self.config.variant
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Joint loss: cross-entropy on the queries + alpha x metric loss (+ regularisers)."""
+        labels = ops.cast(y["expression"], "int32")
+        probabilities = y_pred["expression"]
+        ce = self.classification_loss(labels, probabilities)
+        total = ce
+        self.ce_tracker.update_state(ce)
+        if self.metric_loss is not None and "tuples" in y:
+            metric = self.metric_loss(ops.cast(y["tuples"], "int32"), y_pred["embedding"])
+            total = total + self.config.alpha * metric
+            self.metric_tracker.update_state(metric)
+        query = ops.cast(labels >= 0, "float32")
+        self.accuracy_tracker.update_state(ops.maximum(labels, 0), probabilities, sample_weight=query)
+        if self.losses:
+            total = total + ops.sum(ops.stack(self.losses))
+        return total
+
+    @property
+    def metrics(self):
+        base = [m for m in super().metrics if m is not None]
+        own = [self.ce_tracker, self.accuracy_tracker]
+        if self.metric_loss is not None:
+            own.insert(1, self.metric_tracker)
+        return base + own
+
+    def ec_model(self, name="ec_model"):
+        """The inference-only network: face [B, 48, 48, 1] -> probabilities through the EC branch."""
+        return keras.Model(self.input, self.get_layer("expression").output, name=name)
+
+    def feature_model(self, name="ec_features"):
+        """Face -> the EC branch's FC2 features (for identity probes and embeddings plots)."""
+        return keras.Model(self.input, self.get_layer("fc2_prelu").output, name=name)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "config": to_dict(self.config),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def build_model(variant="2B(N+M)", labels=None, **overrides) -> JointModel:
+    """Build one of the five variants: ``softmax``, ``1B(N+1)``, ``2B(N+1)``, ``1B(N+M)``, ``2B(N+M)``.
+
+    ``labels`` is the class order (canonical names); other keyword arguments override
+    :class:`fer_tf.config.ModelConfig` fields.
+    """
+    values = dict(overrides, variant=variant)
+    if labels is not None:
+        values["labels"] = tuple(labels)
+    return JointModel(config=ModelConfig(**values), name=f"fer_tf_{_slug(variant)}")
+
+
+def _slug(variant):
+    return variant.lower().replace("(", "_").replace(")", "").replace("+", "p")
+
+
+def transfer_weights(source: keras.Model, target: keras.Model) -> list:
+    """Copy weights layer by layer (matched by name and shape) from a pretrained model.
+
+    The classifier is matched class by class when the label sets differ (e.g. FER2013's seven
+    basic expressions -> CK+'s seven, which share six): rows for shared classes are copied, new
+    classes keep their fresh initialisation. Returns the names of the layers that were copied.
+    """
+    copied = []
+    source_layers = {layer.name: layer for layer in _all_layers(source)}
+    for layer in _all_layers(target):
+        other = source_layers.get(layer.name)
+        if other is None or not layer.weights:
+            continue
+        if layer.name == "expression":
+            if _copy_classifier(other, layer, getattr(source, "labels", ()), getattr(target, "labels", ())):
+                copied.append(layer.name)
+            continue
+        src, dst = other.get_weights(), layer.get_weights()
+        if len(src) == len(dst) and all(a.shape == b.shape for a, b in zip(src, dst)):
+            layer.set_weights(src)
+            copied.append(layer.name)
+    return copied
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def _copy_classifier(src_layer, dst_layer, src_labels, dst_labels):
+    (src_kernel, src_bias), (kernel, bias) = src_layer.get_weights(), dst_layer.get_weights()
+    if src_kernel.shape[0] != kernel.shape[0]:
+        return False
+    shared = [(src_labels.index(name), i) for i, name in enumerate(dst_labels) if name in src_labels]
+    if not shared:
+        return False
+    for s, d in shared:
+        kernel[:, d], bias[d] = src_kernel[:, s], src_bias[s]
+    dst_layer.set_weights([kernel, bias])
+    return True

@@ -1,0 +1,69 @@
+"""Matplotlib figures for the reports (written as PNG; the Agg backend needs no display)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path):
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def training_curves(histories, path, title=None):
+    """Training loss and validation accuracy per epoch, one line per run (Fig. 5 and 6)."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, history in histories.items():
+        epochs = [row["epoch"] for row in history]
+        ax_loss.plot(epochs, [row.get("loss", np.nan) for row in history], label=name)
+        if any("val_accuracy" in row for row in history):
+            ax_acc.plot(epochs, [row.get("val_accuracy", np.nan) for row in history], label=name)
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def confusion_matrix(matrix, labels, path, title="confusion matrix"):
+    """Row-normalised confusion matrix (rows = true class), percentages in the cells (Table 1)."""
+    matrix = np.asarray(matrix, dtype=float)
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{100 * rates[i, j]:.0f}", ha="center", va="center",
+                    color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
+    return _save(fig, path)
+
+
+def embedding_scatter(points, expression, subject, path, title="test features"):
+    """2-D embedding of features coloured by expression (left) and by subject (right)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for ax, values, name in ((axes[0], expression, "expression"), (axes[1], subject, "subject")):
+        names = sorted(set(values))
+        cmap = plt.get_cmap("tab10" if len(names) <= 10 else "nipy_spectral")
+        for k, value in enumerate(names):
+            sel = np.asarray(values) == value
+            ax.scatter(points[sel, 0], points[sel, 1], s=8, color=cmap(k / max(len(names) - 1, 1)),
+                       label=value if len(names) <= 10 else None)
+        ax.set(title=f"{title}, coloured by {name}", xticks=[], yticks=[])
+        if len(names) <= 10:
+            ax.legend(fontsize=7, markerscale=2)
+    return _save(fig, path)

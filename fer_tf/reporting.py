@@ -1,0 +1,86 @@
+"""Run metadata for reports: the exact command, config, seed, git commit, machine and date."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import shlex
+import subprocess
+import sys
+
+
+def git_commit(cwd=None):
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=cwd or pathlib.Path(__file__).parent, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, cwd=cwd or pathlib.Path(__file__).parent,
+                               timeout=10)
+        commit = out.stdout.strip() or "unknown"
+        return commit + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def cpu_model():
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine():
+    import tensorflow as tf
+
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": __import__("keras").__version__,
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+    }
+
+
+def run_info(config=None, seed=None, started=None):
+    """Everything a report needs to be reproduced."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    info = {
+        "command": " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable)] + sys.argv),
+        "make_command": os.environ.get("FER_TF_MAKE_COMMAND"),
+        "git_commit": git_commit(),
+        "date": now.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "seed": seed,
+        "config": config,
+    }
+    if started is not None:
+        info["wall_time_s"] = round(now.timestamp() - started, 1)
+    return info
+
+
+def write_json(path, data):
+    from fer_tf.training import atomic_write_text
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(data, indent=2, default=_default) + "\n")
+
+
+def _default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (tuple, set)):
+        return list(obj)
+    return str(obj)

@@ -1,0 +1,42 @@
+"""Shared argument handling for the pipeline scripts (thin wrappers over fer_tf.experiments)."""
+
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DATASETS = pathlib.Path(os.environ.get("FER_TF_DATASETS", REPO.parent / "shared" / "datasets"))
+
+
+def load_configs(path, **overrides):
+    """(ModelConfig, TrainConfig) from a YAML file with `model:` and `train:` sections."""
+    from fer_tf.config import load_yaml, model_config, train_config
+
+    data = load_yaml(path)
+    unknown = set(data) - {"model", "train", "data", "evaluation"}
+    if unknown:
+        from fer_tf.errors import ConfigError
+
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; "
+                          "use model, train, data, evaluation")
+    train = {**data.get("train", {}), **{k: v for k, v in overrides.items() if v is not None}}
+    return (model_config(data.get("model", {}), where=f"{path}: model"),
+            train_config(train, where=f"{path}: train"), data)
+
+
+def run(main):
+    """Call ``main()``; print user errors as one line (exit 2) instead of a traceback."""
+    from fer_tf.errors import FerTfError
+
+    try:
+        sys.exit(main() or 0)
+    except FerTfError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: the last completed epoch is checkpointed; run the same command again "
+              "to resume", file=sys.stderr)
+        sys.exit(130)
