@@ -1,0 +1,57 @@
+# fer_tf: every target uses the virtual environment in .venv (made by `make install`).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+export KERAS_BACKEND := tensorflow
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONUNBUFFERED := 1
+DATASETS ?= ../shared/datasets
+DATASET ?= ckplus48
+CHECKPOINT ?= runs/shipped/fer_tf_basic7.keras
+EXPORT_DIR ?= runs/export
+
+.PHONY: install demo test test-slow pretrain finetune evaluate export bench ship clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "make install needs $(PYTHON) (set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: install
+	@mkdir -p runs/demo
+	$(PY) -c "import skimage.data, PIL.Image; PIL.Image.fromarray(skimage.data.astronaut()).save('runs/demo/astronaut.png')"
+	$(VENV)/bin/fer-tf predict runs/demo/astronaut.png --annotate runs/demo/astronaut_annotated.png
+	@echo "annotated image: runs/demo/astronaut_annotated.png"
+
+test: install
+	$(VENV)/bin/pytest -m "not slow" -q
+
+test-slow: install
+	$(VENV)/bin/pytest -m slow -q
+
+pretrain: install
+	FER_TF_MAKE_COMMAND="make pretrain" $(PY) pipelines/pretrain.py --data $(DATASETS)/fer2013
+
+finetune: install
+	FER_TF_MAKE_COMMAND="make finetune DATASET=$(DATASET)" $(PY) pipelines/finetune.py --dataset $(DATASET)
+
+# Cross-validation resumes per (fold, variant): with every fold done this only rewrites the report.
+evaluate: finetune
+
+export: install
+	$(VENV)/bin/fer-tf export $(CHECKPOINT) --output $(EXPORT_DIR) \
+		--calibration $(DATASETS)/ckplus48 --calibration-format ckplus48
+
+bench: install
+	FER_TF_MAKE_COMMAND="make bench" $(PY) benchmarks/run.py
+
+# Train the shipped default model (FER2013 pretraining -> 2B(N+M) on the identity-labelled data).
+ship: install
+	FER_TF_MAKE_COMMAND="make ship" $(PY) pipelines/ship.py
+
+clean:
+	rm -rf runs .pytest_cache .hypothesis

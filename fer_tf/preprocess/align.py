@@ -1,0 +1,457 @@
+"""Face detection and alignment (Section 5.1 of the paper, with MediaPipe in place of IntraFace).
+
+The paper detects faces and 49 landmarks with IntraFace, rotates the face so that the eyes are level
+and crops it to 60x60 grey pixels. IntraFace is not available; this module does the same with
+MediaPipe's legacy ``solutions`` graphs, whose models ship inside the ``mediapipe`` wheel (nothing is
+downloaded):
+
+1. **Detect.** ``face_detection`` runs twice: the short-range model (``model_selection=0``) on the
+   image, which finds faces that fill most of the frame (loose face crops such as KDEF), and the
+   full-range model (``model_selection=1``) on the image padded by half its size on every side, which
+   finds small faces in larger photos and also faces cut by the border. Overlapping boxes are merged
+   (non-maximum suppression). Images whose shorter side is below :data:`UPSCALE_BELOW` pixels are
+   upscaled first (a 48x48 crop is too small for the detector).
+2. **Landmarks.** For each detection the 478-point ``face_mesh`` (``refine_landmarks=True``) runs on a
+   square crop of twice the box size centred on the box, so that every face gets its own landmarks
+   even when several faces are close together; of the meshes found in the crop the one that overlaps
+   the box best is kept. When the detector finds nothing, the mesh runs once on the whole image (its
+   own detector sometimes succeeds where the detector's threshold was not reached).
+3. **Align.** The eye centres (mean of the 16 eye-contour landmarks of each eye) give the roll
+   angle; the image is rotated about the landmarks' centre so that the eye line is level, and a square
+   of side :data:`CROP_SCALE` (1.25) times the larger side of the rotated landmarks' bounding box is
+   cut around the box's centre and resized to ``size`` x ``size`` grey pixels. MediaPipe's mesh spans
+   the face from the hairline to the chin and from cheek to cheek, so the central 48/60 = 1/1.25 of
+   the crop (the part the network sees after the centre crop) frames the face like the 48x48 crops of
+   FER2013 and CK+48.
+
+Conventions: ``left_eye`` is the eye on the *image's* left when the face is upright (the person's
+right eye), ``right_eye`` the other one; ``angle`` is the eye line's angle in degrees, positive when
+the right eye (image right) lies lower in the image than the left eye.
+
+A :class:`FaceAligner` creates the MediaPipe graphs once and reuses them; close it with
+:meth:`FaceAligner.close` or use it as a context manager. It is **not thread-safe**: MediaPipe graphs
+process one image at a time, so give each thread (or process) its own aligner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import sys
+
+import numpy as np
+
+from fer_tf.errors import ImageError, NoFaceError
+
+#: Side of the aligned square, as a multiple of the larger side of the rotated landmarks' box.
+CROP_SCALE = 1.25
+#: Square crop around a detection box (multiple of the box's larger side) that the mesh runs on.
+MESH_CROP_SCALE = 2.0
+#: Images whose shorter side is below this many pixels are upscaled before detection.
+UPSCALE_BELOW = 160
+#: Images whose longer side is above this are downscaled for detection (landmarks use full size crops).
+DETECT_MAX_SIDE = 1280
+#: Smallest usable image side, and the largest aspect ratio; outside these no face is reported.
+MIN_SIDE = 16
+MAX_ASPECT = 8.0
+#: Landmark indices (MediaPipe face mesh) of the eye contours; "left" = the image's left.
+_EYE_ON_IMAGE_LEFT = (7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246)
+_EYE_ON_IMAGE_RIGHT = (249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466)
+
+
+@dataclasses.dataclass
+class Face:
+    """One detected face, in pixel coordinates of the original image."""
+
+    box: tuple  # (x, y, w, h) floats
+    score: float
+    landmarks: np.ndarray  # [478, 2] float32 (x, y)
+    left_eye: np.ndarray  # [2] centre of the eye on the image's left
+    right_eye: np.ndarray  # [2]
+
+    @property
+    def area(self) -> float:
+        return float(self.box[2] * self.box[3])
+
+    @property
+    def angle(self) -> float:
+        """Roll of the eye line in degrees (0 = level)."""
+        dx, dy = self.right_eye - self.left_eye
+        return float(math.degrees(math.atan2(dy, dx)))
+
+
+@dataclasses.dataclass
+class AlignedFace:
+    """An aligned face crop and where it came from."""
+
+    image: np.ndarray  # [size, size] uint8 grey
+    face: Face  # the detection, in original-image coordinates
+    angle: float  # the eye line's angle before alignment, degrees
+    crop_center: tuple  # (x, y) in the original image
+    crop_side: float  # side of the square crop in original-image pixels
+    landmarks: np.ndarray  # [478, 2] landmarks in the aligned crop's coordinates
+
+    @property
+    def box(self):
+        return self.face.box
+
+    @property
+    def score(self):
+        return self.face.score
+
+
+def _as_uint8(image, label):
+    """Any supported array -> (rgb uint8 [H,W,3], grey uint8 [H,W])."""
+    img = np.asarray(image)
+    if img.dtype == np.uint16 or img.dtype == np.int32 or img.dtype == np.uint32:
+        img = (img.astype(np.float64) / (65535.0 if img.max() > 255 else 255.0) * 255.0)
+    if img.dtype == bool:
+        img = img.astype(np.uint8) * 255
+    if img.dtype != np.uint8:
+        img = np.asarray(img, dtype=np.float64)
+        if not np.all(np.isfinite(img)):
+            raise ImageError(label, "image holds NaN or infinite values")
+        if img.size and img.max() <= 1.0:
+            img = img * 255.0
+        img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        grey = img
+        rgb = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.ndim == 3 and img.shape[2] in (3, 4):
+        rgb = img[:, :, :3]
+        if img.shape[2] == 4:  # composite on white, so transparent parts do not turn black
+            alpha = img[:, :, 3:4].astype(np.float32) / 255.0
+            rgb = np.rint(rgb * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+        # ITU-R 601-2 luma, as PIL's convert("L")
+        grey = np.rint(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).clip(0, 255).astype(np.uint8)
+    else:
+        raise ImageError(label, f"unsupported image array shape {img.shape}")
+    return np.ascontiguousarray(rgb), np.ascontiguousarray(grey)
+
+
+def _iou(a, b):
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _overlap_small(a, b):
+    """Intersection over the smaller box's area."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    small = min(aw * ah, bw * bh)
+    return ix * iy / small if small > 0 else 0.0
+
+
+def _landmark_box(points):
+    x0, y0 = points.min(axis=0)
+    x1, y1 = points.max(axis=0)
+    return (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
+
+
+@contextlib.contextmanager
+def _quiet_stderr(enabled=True):
+    """Send the process's stderr (file descriptor 2) to /dev/null for a moment.
+
+    MediaPipe's C++ code logs INFO/WARNING lines through absl before logging is initialised, which
+    no environment variable silences; they appear when a graph is created and when it first runs.
+    """
+    if not enabled:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # no usable fd 2 (embedded interpreters): just run
+        yield
+        return
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class FaceAligner:
+    """Detect, landmark and align faces with MediaPipe (offline, CPU).
+
+    Not thread-safe: use one aligner per thread or process. Create it once and reuse it; the
+    MediaPipe graphs are built in the constructor and released by :meth:`close`.
+
+    Args:
+        min_detection_confidence: detector score threshold (0.5 by default).
+        max_faces: at most this many faces are returned by :meth:`detect`.
+        quiet: hide MediaPipe's C++ log lines, which it writes straight to file descriptor 2 (from
+            its own threads) while graphs are created and run; while a graph runs, stderr output of
+            other threads of the process is hidden too. Pass ``quiet=False`` to see everything.
+    """
+
+    def __init__(self, min_detection_confidence=0.5, max_faces=8, quiet=True):
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import cv2  # noqa: F401  (fail early with a clear ImportError)
+
+        self.quiet = bool(quiet)
+        self._detectors, self._mesh, self._full_mesh, self._closed = {}, None, None, False
+        with _quiet_stderr(self.quiet):
+            import mediapipe as mp
+
+            self._build(mp, min_detection_confidence, max_faces)
+            # graphs load their models on their own threads and log while doing so: run each once
+            # now, while stderr is hidden, so that the log lines do not surface later
+            blank = np.zeros((64, 64, 3), np.uint8)
+            for graph in (*self._detectors.values(), self._mesh):
+                graph.process(blank)
+
+    def _build(self, mp, min_detection_confidence, max_faces):
+        self.min_detection_confidence = float(min_detection_confidence)
+        self.max_faces = int(max_faces)
+        solutions = mp.solutions
+        self._detectors = {
+            0: solutions.face_detection.FaceDetection(
+                model_selection=0, min_detection_confidence=self.min_detection_confidence),
+            1: solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=self.min_detection_confidence),
+        }
+        self._mesh = solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=3, refine_landmarks=True,
+            min_detection_confidence=0.3)
+        self._full_mesh = None  # created on first need (fallback on whole images)
+        self._closed = False
+
+    def _run(self, name, graph, image):
+        """graph.process(image), with file descriptor 2 hidden while it runs (when quiet)."""
+        if not self.quiet:
+            return graph.process(image)
+        with _quiet_stderr():
+            return graph.process(image)
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        for graph in [*self._detectors.values(), self._mesh, self._full_mesh]:
+            if graph is not None:
+                try:
+                    graph.close()
+                except Exception:  # pragma: no cover - closing must not raise
+                    pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):  # pragma: no cover
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- detection ------------------------------------------------------------------------------
+    def _check_open(self):
+        if self._closed:
+            raise RuntimeError("FaceAligner is closed")
+
+    def _detect_boxes(self, rgb):
+        """Detection boxes (x, y, w, h, score) in rgb's pixel coordinates, merged across models."""
+        import cv2
+
+        h, w = rgb.shape[:2]
+        found = []
+        # short range on the image
+        res = self._run("det0", self._detectors[0], rgb)
+        for d in res.detections or []:
+            b = d.location_data.relative_bounding_box
+            found.append((b.xmin * w, b.ymin * h, b.width * w, b.height * h, float(d.score[0])))
+        # full range on the image padded by half its size
+        py, px = h // 2, w // 2
+        padded = cv2.copyMakeBorder(rgb, py, py, px, px, cv2.BORDER_REPLICATE)
+        ph, pw = padded.shape[:2]
+        res = self._run("det1", self._detectors[1], padded)
+        for d in res.detections or []:
+            b = d.location_data.relative_bounding_box
+            found.append((b.xmin * pw - px, b.ymin * ph - py, b.width * pw, b.height * ph,
+                          float(d.score[0])))
+        found = [f for f in found if f[2] > 1 and f[3] > 1]
+        # keep boxes that overlap the image, then non-maximum suppression by score
+        found = [f for f in found if f[0] < w and f[1] < h and f[0] + f[2] > 0 and f[1] + f[3] > 0]
+        found.sort(key=lambda f: -f[4])
+        kept = []
+        for f in found:
+            if all(_iou(f[:4], k[:4]) < 0.3 and _overlap_small(f[:4], k[:4]) < 0.6 for k in kept):
+                kept.append(f)
+        return kept
+
+    def _mesh_in_crop(self, rgb, box, scale):
+        """Landmarks [478, 2] of the face in ``box`` from a mesh run on a square crop around it."""
+        import cv2
+
+        x, y, bw, bh = box
+        side = max(bw, bh) * scale
+        cx, cy = x + bw / 2.0, y + bh / 2.0
+        out = 256
+        s = out / side
+        # affine map from image to crop (scale + translate), replicate the border outside the image
+        m = np.array([[s, 0, out / 2.0 - s * cx], [0, s, out / 2.0 - s * cy]], dtype=np.float64)
+        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        if s < 0.5:  # pre-shrink to avoid aliasing: warpAffine has no area interpolation
+            small = cv2.resize(rgb, None, fx=s * 2, fy=s * 2, interpolation=cv2.INTER_AREA)
+            m2 = m.copy()
+            m2[:, :2] /= s * 2
+            crop = cv2.warpAffine(small, m2, (out, out), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)
+        else:
+            crop = cv2.warpAffine(rgb, m, (out, out), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+        res = self._run("mesh", self._mesh, np.ascontiguousarray(crop))
+        if not res.multi_face_landmarks:
+            return None
+        best, best_iou = None, 0.0
+        for lms in res.multi_face_landmarks:
+            pts = np.array([(p.x * out, p.y * out) for p in lms.landmark], dtype=np.float64)
+            pts = (pts - [out / 2.0, out / 2.0]) / s + [cx, cy]
+            iou = _iou(_landmark_box(pts), box)
+            if iou > best_iou:
+                best, best_iou = pts, iou
+        if best is None or best_iou < 0.2:
+            return None
+        return best
+
+    def _mesh_full(self, rgb, max_faces):
+        if self._full_mesh is None:
+            import mediapipe as mp
+
+            with _quiet_stderr(self.quiet):
+                self._full_mesh = mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=True, max_num_faces=self.max_faces, refine_landmarks=True,
+                    min_detection_confidence=self.min_detection_confidence)
+        h, w = rgb.shape[:2]
+        res = self._run("full_mesh", self._full_mesh, rgb)
+        out = []
+        for lms in (res.multi_face_landmarks or [])[:max_faces]:
+            out.append(np.array([(p.x * w, p.y * h) for p in lms.landmark], dtype=np.float64))
+        return out
+
+    def detect(self, image, label="image"):
+        """All faces in ``image`` (grey, RGB, RGBA; uint8, uint16 or float), largest first.
+
+        Returns an empty list when there is none (never raises for a face-less image); raises
+        :class:`ImageError` for arrays that are not images.
+        """
+        import cv2
+
+        self._check_open()
+        rgb, _ = _as_uint8(image, label)
+        h, w = rgb.shape[:2]
+        if min(h, w) < MIN_SIDE or max(h, w) / min(h, w) > MAX_ASPECT:
+            return []
+        # working scale: upscale small images, downscale huge ones, for detection
+        f = 1.0
+        if min(h, w) < UPSCALE_BELOW:
+            f = UPSCALE_BELOW / min(h, w)
+        elif max(h, w) > DETECT_MAX_SIDE:
+            f = DETECT_MAX_SIDE / max(h, w)
+        work = rgb
+        if f != 1.0:
+            interp = cv2.INTER_CUBIC if f > 1 else cv2.INTER_AREA
+            work = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=interp)
+        fx, fy = work.shape[1] / w, work.shape[0] / h
+        work = np.ascontiguousarray(work)
+        boxes = self._detect_boxes(work)[: self.max_faces]
+        faces = []
+        for bx, by, bw, bh, score in boxes:
+            pts = self._mesh_in_crop(work, (bx, by, bw, bh), MESH_CROP_SCALE)
+            if pts is None:
+                pts = self._mesh_in_crop(work, (bx, by, bw, bh), MESH_CROP_SCALE * 1.5)
+            if pts is None:
+                continue
+            faces.append((pts, (bx, by, bw, bh), score))
+        if not boxes:
+            for pts in self._mesh_full(work, self.max_faces):
+                faces.append((pts, _landmark_box(pts), float("nan")))
+        result = []
+        for pts, (bx, by, bw, bh), score in faces:
+            pts = pts / [fx, fy]
+            box = (bx / fx, by / fy, bw / fx, bh / fy)
+            # the eye on the image's left when upright: decide by mesh topology, not by x order
+            left = pts[list(_EYE_ON_IMAGE_LEFT)].mean(axis=0)
+            right = pts[list(_EYE_ON_IMAGE_RIGHT)].mean(axis=0)
+            result.append(Face(box=tuple(float(v) for v in box), score=float(score),
+                               landmarks=pts.astype(np.float32), left_eye=left, right_eye=right))
+        result.sort(key=lambda fc: -fc.area)
+        return result
+
+    # -- alignment ------------------------------------------------------------------------------
+    def _crop(self, grey, face, size):
+        import cv2
+
+        angle = face.angle
+        pts = face.landmarks.astype(np.float64)
+        centre = pts.mean(axis=0)
+        # rotation that makes the eye line level (cv2 angles are counter-clockwise in image view)
+        rot = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, 1.0)
+        rpts = pts @ rot[:, :2].T + rot[:, 2]
+        x0, y0 = rpts.min(axis=0)
+        x1, y1 = rpts.max(axis=0)
+        side = max(x1 - x0, y1 - y0) * CROP_SCALE
+        side = max(side, 2.0)
+        cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        # compose: rotate, then move (cx, cy) to the crop centre and scale side -> size
+        s = size / side
+        pre = 1.0
+        src = grey
+        if s < 0.5:  # shrink first with area averaging, then warp at about twice the output size
+            pre = min(1.0, 2.0 * s)
+            src = cv2.resize(grey, None, fx=pre, fy=pre, interpolation=cv2.INTER_AREA)
+        a = np.vstack([rot, [0, 0, 1]])
+        t = np.array([[s, 0, size / 2.0 - s * cx], [0, s, size / 2.0 - s * cy], [0, 0, 1]])
+        p = np.diag([1.0 / pre, 1.0 / pre, 1.0])  # shrunk-image coords -> original coords
+        m = (t @ a @ p)[:2]
+        crop = cv2.warpAffine(src, m, (size, size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+        # landmarks in crop coordinates
+        full = t @ a
+        lm = pts @ full[:2, :2].T + full[:2, 2]
+        # crop centre in the original image
+        inv = np.linalg.inv(a)
+        c0 = inv @ np.array([cx, cy, 1.0])
+        return AlignedFace(image=np.ascontiguousarray(crop, dtype=np.uint8), face=face, angle=angle,
+                           crop_center=(float(c0[0]), float(c0[1])), crop_side=float(side),
+                           landmarks=lm.astype(np.float32))
+
+    def align(self, image, size=60, label="image"):
+        """Align the largest face in ``image`` to a ``size`` x ``size`` uint8 grey crop.
+
+        Raises :class:`NoFaceError` (with ``label``, e.g. the file path) when there is no face.
+        """
+        faces = self.align_all(image, size=size, label=label, _largest_only=True)
+        return faces[0]
+
+    def align_all(self, image, size=60, label="image", _largest_only=False):
+        """Aligned crops of every face in ``image``, largest first; NoFaceError when none."""
+        self._check_open()
+        if not isinstance(size, (int, np.integer)) or size < 8:
+            raise ValueError(f"size must be an integer >= 8, got {size!r}")
+        _, grey = _as_uint8(image, label)
+        faces = self.detect(image, label=label)
+        if not faces:
+            raise NoFaceError(label)
+        if _largest_only:
+            faces = faces[:1]
+        return [self._crop(grey, f, int(size)) for f in faces]

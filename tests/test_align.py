@@ -1,0 +1,169 @@
+"""FaceAligner on real photos (KDEF, Yale): level eyes, framing, rotation, several faces, no face."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mediapipe")
+from PIL import Image  # noqa: E402
+
+from fer_tf.errors import ImageError, NoFaceError  # noqa: E402
+from fer_tf.preprocess.align import CROP_SCALE, AlignedFace, FaceAligner  # noqa: E402
+
+KDEF = ("Angry/AF01ANS.JPG", "Happy/BM16HAS.JPG", "Sad/AM06SAS.JPG")
+YALE = ("subject01.happy", "subject09.surprised")
+
+
+@pytest.fixture(scope="module")
+def aligner():
+    with FaceAligner() as a:
+        yield a
+
+
+@pytest.fixture(scope="module")
+def kdef(datasets_dir):
+    return lambda name: Image.open(datasets_dir / "kdef-subset" / name)
+
+
+def redetect(aligner, aligned: AlignedFace):
+    """The face found again on the aligned crop, upscaled 4x (detectors want more than 60 px)."""
+    side = aligned.image.shape[0]
+    up = np.asarray(Image.fromarray(aligned.image).resize((side * 4, side * 4), Image.BICUBIC))
+    faces = aligner.detect(up)
+    assert len(faces) == 1
+    return faces[0], side * 4
+
+
+def assert_well_aligned(aligner, aligned, size=60):
+    assert aligned.image.shape == (size, size) and aligned.image.dtype == np.uint8
+    face, side = redetect(aligner, aligned)
+    assert abs(face.angle) < 2.0  # eyes level
+    extent = face.landmarks.max(axis=0) - face.landmarks.min(axis=0)
+    # the landmarks span 1/CROP_SCALE of the crop on their longer side: the face fills the crop
+    assert extent.max() / side == pytest.approx(1 / CROP_SCALE, abs=0.06)
+    assert extent.min() / side > 0.55
+    centre = (face.landmarks.max(axis=0) + face.landmarks.min(axis=0)) / 2
+    assert np.all(np.abs(centre / side - 0.5) < 0.06)
+    # the eye on the image's left is left of the other one
+    assert face.left_eye[0] < face.right_eye[0]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", KDEF)
+def test_kdef_aligned_level_and_framed(aligner, kdef, name):
+    img = np.asarray(kdef(name).convert("RGB"))
+    aligned = aligner.align(img, label=name)
+    assert_well_aligned(aligner, aligned)
+    x, y, w, h = aligned.box
+    assert w > 100 and h > 100  # KDEF: a loose crop, the face fills most of the 240 px image
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", YALE)
+def test_yale_aligned_level_and_framed(aligner, datasets_dir, name):
+    img = np.asarray(Image.open(datasets_dir / "yalefaces" / name).convert("L"))
+    aligned = aligner.align(img, label=name)
+    assert_well_aligned(aligner, aligned)
+    x, y, w, h = aligned.box
+    assert 60 < w < 220 and 0 <= x < img.shape[1]  # a head in a 320x243 photo, not the whole image
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("degrees", [15, -15])
+def test_rotated_photo_comes_out_level(aligner, kdef, degrees):
+    img = kdef(KDEF[0]).convert("L").rotate(degrees, resample=Image.BILINEAR, expand=True,
+                                            fillcolor=128)
+    aligned = aligner.align(np.asarray(img))
+    # PIL rotates counter-clockwise, so the eye line (angle measured with y pointing down) tilts
+    # by about -degrees; the aligned crop is level again
+    assert aligned.angle == pytest.approx(-degrees, abs=4)
+    assert_well_aligned(aligner, aligned)
+
+
+@pytest.mark.integration
+def test_larger_size(aligner, kdef):
+    aligned = aligner.align(np.asarray(kdef(KDEF[1])), size=96)
+    assert aligned.image.shape == (96, 96)
+    assert aligned.landmarks.shape == (478, 2)
+
+
+@pytest.mark.parametrize("image", [
+    np.full((200, 200), 128, np.uint8),
+    np.zeros((240, 320, 3), np.uint8),
+    np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8),
+    np.zeros((1, 1), np.uint8),
+    np.zeros((5, 400), np.uint8),
+    np.zeros((3000, 4), np.uint8),
+    np.zeros((48, 48), np.uint8),
+])
+def test_no_face(aligner, image):
+    assert aligner.detect(image) == []
+    with pytest.raises(NoFaceError) as info:
+        aligner.align(image, label="some/file.png")
+    assert info.value.path == "some/file.png" and info.value.reason == "no face found"
+
+
+def test_not_an_image_array(aligner):
+    with pytest.raises(ImageError):
+        aligner.align(np.zeros((10, 10, 10, 3), np.uint8))
+    with pytest.raises(ImageError):
+        aligner.align(np.full((60, 60), np.nan))
+
+
+@pytest.mark.integration
+def test_several_faces(aligner, kdef):
+    big = kdef("Happy/AF01HAS.JPG").convert("L")
+    small = kdef("Sad/BM16SAS.JPG").convert("L").resize((120, 120))
+    canvas = Image.new("L", (640, 360), 200)
+    canvas.paste(small, (60, 120))
+    canvas.paste(big, (340, 60))
+    img = np.asarray(canvas)
+    faces = aligner.detect(img)
+    assert len(faces) == 2
+    assert faces[0].area > faces[1].area
+    # each face got its own landmarks, inside its own pasted photo
+    assert np.all(faces[0].landmarks[:, 0] > 330)
+    assert np.all(faces[1].landmarks[:, 0] < 190)
+    largest = aligner.align(img)
+    assert largest.box[0] > 300
+    both = aligner.align_all(img)
+    assert len(both) == 2 and both[0].box[0] > 300 and both[1].box[0] < 200
+    for a in both:
+        assert_well_aligned(aligner, a)
+
+
+@pytest.mark.integration
+def test_input_kinds(aligner, kdef, tmp_path):
+    from fer_tf.data.images import load_image_rgb
+
+    photo = kdef(KDEF[0])
+    grey = np.asarray(photo.convert("L"))
+    rgb = np.asarray(photo.convert("RGB"))
+    rgba = np.asarray(photo.convert("RGBA"))
+    photo.convert("P").save(tmp_path / "palette.png")
+    palette = load_image_rgb(tmp_path / "palette.png")
+    wide16 = grey.astype(np.uint16) * 257
+    floats = grey.astype(np.float32) / 255.0
+    crops = {}
+    for kind, img in [("grey", grey), ("grey1", grey[..., None]), ("rgb", rgb), ("rgba", rgba),
+                      ("palette", palette), ("uint16", wide16), ("float01", floats)]:
+        crops[kind] = aligner.align(img).image
+    for kind, crop in crops.items():  # the same face comes out, whatever the input kind
+        diff = np.abs(crop.astype(int) - crops["grey"].astype(int)).mean()
+        assert diff < 6, kind
+
+
+@pytest.mark.integration
+def test_small_crop_is_upscaled_for_detection(aligner, datasets_dir):
+    folder = datasets_dir / "ckplus48" / "happy"
+    path = sorted(folder.iterdir())[0]
+    aligned = aligner.align(np.asarray(Image.open(path)))
+    assert aligned.image.shape == (60, 60)
+    assert abs(aligned.angle) < 20
+
+
+def test_closed_aligner_refuses():
+    a = FaceAligner()
+    a.close()
+    a.close()  # idempotent
+    with pytest.raises(RuntimeError):
+        a.detect(np.zeros((64, 64), np.uint8))

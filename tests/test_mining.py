@@ -1,0 +1,246 @@
+"""Online positive mining (Algorithm 1) against an independent NumPy reference."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from fer_tf.mining import online_positive_mining
+
+
+# ---------------------------------------------------------------------------------------------
+# Independent reference: plain loops, float64.
+# ---------------------------------------------------------------------------------------------
+
+
+def sqdist(a, b):
+    total = 0.0
+    for x, y in zip(a, b):
+        total += (float(x) - float(y)) ** 2
+    return total
+
+
+def ref_mine(positives, negatives, pmask=None, nmask=None):
+    """Returns (mask [B, M], centre [B, d], gap) where gap is the smallest |D(f+, c+) - D*| (to
+    skip near-ties whose decision depends on rounding)."""
+    B, M, d = positives.shape
+    N = negatives.shape[1]
+    pmask = np.ones((B, M)) if pmask is None else pmask
+    nmask = np.ones((B, N)) if nmask is None else nmask
+    mask = np.zeros((B, M), np.float32)
+    centre = np.zeros((B, d))
+    gap = np.inf
+    for i in range(B):
+        valid_p = [j for j in range(M) if pmask[i][j]]
+        valid_n = [k for k in range(N) if nmask[i][k]]
+        if not valid_p:
+            continue
+        c0 = [sum(float(positives[i][j][t]) for j in valid_p) / len(valid_p) for t in range(d)]
+        dp = {j: sqdist(positives[i][j], c0) for j in valid_p}
+        if valid_n:
+            dstar = min(sqdist(negatives[i][k], c0) for k in valid_n)
+            kept = [j for j in valid_p if dp[j] <= dstar]
+            for j in valid_p:
+                gap = min(gap, abs(dp[j] - dstar) / (1.0 + dstar))
+            if not kept:
+                best = min(valid_p, key=lambda j: dp[j])
+                kept = [best]
+                others = sorted(dp[j] for j in valid_p)
+                if len(others) > 1:
+                    gap = min(gap, (others[1] - others[0]) / (1.0 + others[1]))
+        else:
+            kept = valid_p
+        for j in kept:
+            mask[i][j] = 1.0
+        for t in range(d):
+            centre[i][t] = sum(float(positives[i][j][t]) for j in kept) / len(kept)
+    return mask, centre, gap
+
+
+def random_case(seed, B, M, N, d, scale=1.0, padding=0.0):
+    rng = np.random.default_rng(seed)
+    pos = (rng.normal(size=(B, M, d)) * scale).astype(np.float32)
+    neg = (rng.normal(size=(B, N, d)) * scale).astype(np.float32)
+    pmask = (rng.random((B, M)) >= padding).astype(np.float32)
+    nmask = (rng.random((B, N)) >= padding).astype(np.float32)
+    return pos, neg, pmask, nmask
+
+
+def check_against_reference(pos, neg, pmask=None, nmask=None, scale=1.0):
+    ref_mask, ref_centre, _ = ref_mine(pos, neg, pmask, nmask)
+    mask, centre = online_positive_mining(pos, neg, pmask, nmask)
+    assert mask.dtype == tf.float32 and mask.shape == pos.shape[:2]
+    assert centre.shape == (pos.shape[0], pos.shape[2])
+    np.testing.assert_array_equal(mask.numpy(), ref_mask)
+    np.testing.assert_allclose(centre.numpy(), ref_centre, rtol=1e-5, atol=1e-5 * scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random inputs
+# ---------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    B=st.integers(1, 3),
+    M=st.integers(1, 6),
+    N=st.integers(1, 5),
+    d=st.integers(1, 6),
+    scale=st.sampled_from([0.01, 1.0, 100.0]),
+    padding=st.sampled_from([0.0, 0.3, 0.7]),
+    use_masks=st.booleans(),
+)
+def test_matches_reference_random(seed, B, M, N, d, scale, padding, use_masks):
+    pos, neg, pmask, nmask = random_case(seed, B, M, N, d, scale, padding if use_masks else 0.0)
+    if not use_masks:
+        pmask = nmask = None
+    assume(ref_mine(pos, neg, pmask, nmask)[2] > 1e-4)
+    check_against_reference(pos, neg, pmask, nmask, scale)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_matches_reference_fixed_seeds(seed):
+    pos, neg, pmask, nmask = random_case(seed, 4, 6, 8, 16, padding=0.2)
+    assert ref_mine(pos, neg, pmask, nmask)[2] > 1e-4
+    check_against_reference(pos, neg, pmask, nmask)
+    check_against_reference(pos, neg)
+
+
+def test_graph_mode_matches_eager():
+    pos, neg, pmask, nmask = random_case(5, 3, 5, 4, 8, padding=0.3)
+    eager = online_positive_mining(pos, neg, pmask, nmask)
+    graph = tf.function(online_positive_mining)(pos, neg, pmask, nmask)
+    for a, b in zip(eager, graph):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_bool_masks_accepted():
+    pos, neg, pmask, nmask = random_case(6, 2, 4, 3, 5, padding=0.3)
+    a = online_positive_mining(pos, neg, pmask, nmask)
+    b = online_positive_mining(pos, neg, pmask > 0, nmask > 0)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
+# ---------------------------------------------------------------------------------------------
+# Special cases
+# ---------------------------------------------------------------------------------------------
+
+
+def test_all_positives_farther_than_nearest_negative_keeps_nearest():
+    # Centre of the positives is (0, 0.5/3); a negative sits right on it.
+    pos = np.array([[[10.0, 0.0], [-10.0, 0.0], [0.0, 0.5]]], np.float32)
+    neg = np.array([[[0.0, 0.2], [50.0, 50.0]]], np.float32)
+    mask, centre = online_positive_mining(pos, neg)
+    np.testing.assert_array_equal(mask.numpy(), [[0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(centre.numpy(), [[0.0, 0.5]])
+    check_against_reference(pos, neg)
+
+
+def test_keeps_positive_at_exactly_the_nearest_negative_distance():
+    pos = np.array([[[1.0, 0.0], [-1.0, 0.0], [0.0, 3.0], [0.0, -3.0]]], np.float32)
+    neg = np.array([[[1.0, 0.0], [5.0, 5.0]]], np.float32)  # D* = 1 = D of the first two
+    mask, centre = online_positive_mining(pos, neg)
+    np.testing.assert_array_equal(mask.numpy(), [[1.0, 1.0, 0.0, 0.0]])
+    np.testing.assert_allclose(centre.numpy(), [[0.0, 0.0]])
+
+
+def test_single_positive():
+    rng = np.random.default_rng(7)
+    pos = rng.normal(size=(3, 1, 4)).astype(np.float32)
+    neg = rng.normal(size=(3, 5, 4)).astype(np.float32)
+    mask, centre = online_positive_mining(pos, neg)
+    np.testing.assert_array_equal(mask.numpy(), np.ones((3, 1)))
+    np.testing.assert_allclose(centre.numpy(), pos[:, 0], rtol=1e-6)
+
+
+def test_coincident_points():
+    pos = np.full((2, 4, 3), 0.7, np.float32)
+    neg = np.full((2, 5, 3), 0.7, np.float32)
+    mask, centre = online_positive_mining(pos, neg)
+    np.testing.assert_array_equal(mask.numpy(), np.ones((2, 4)))
+    np.testing.assert_allclose(centre.numpy(), np.full((2, 3), 0.7), rtol=1e-6)
+
+
+def test_all_positives_padded_gives_empty_row_and_zero_centre():
+    pos, neg, _, _ = random_case(8, 2, 4, 3, 5)
+    pmask = np.array([[0, 0, 0, 0], [1, 0, 1, 1]], np.float32)
+    pos[0] = np.nan  # padding content must not matter
+    mask, centre = online_positive_mining(pos, neg, pmask)
+    np.testing.assert_array_equal(mask.numpy()[0], np.zeros(4))
+    np.testing.assert_array_equal(centre.numpy()[0], np.zeros(5))
+    assert np.all(np.isfinite(centre.numpy()))
+    ref_mask, ref_centre, _ = ref_mine(np.nan_to_num(pos), neg, pmask)
+    np.testing.assert_array_equal(mask.numpy(), ref_mask)
+    np.testing.assert_allclose(centre.numpy(), ref_centre, rtol=1e-5, atol=1e-6)
+
+
+def test_no_valid_negatives_keeps_every_valid_positive():
+    pos, neg, _, _ = random_case(9, 2, 5, 3, 4)
+    pmask = np.array([[1, 1, 0, 1, 1], [1, 1, 1, 1, 1]], np.float32)
+    nmask = np.zeros((2, 3), np.float32)
+    neg[:] = np.inf
+    mask, centre = online_positive_mining(pos, neg, pmask, nmask)
+    np.testing.assert_array_equal(mask.numpy(), pmask)
+    expected = (pos * pmask[..., None]).sum(1) / pmask.sum(1, keepdims=True)
+    np.testing.assert_allclose(centre.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_padded_negative_is_ignored():
+    # Without the mask the negative at the centre would drop every positive but the nearest.
+    pos = np.array([[[1.0, 0.0], [-1.0, 0.0], [0.0, 2.0]]], np.float32)
+    neg = np.array([[[0.0, 0.3], [9.0, 9.0]]], np.float32)
+    mask, _ = online_positive_mining(pos, neg, negative_mask=[[0.0, 1.0]])
+    np.testing.assert_array_equal(mask.numpy(), [[1.0, 1.0, 1.0]])
+
+
+def test_permuting_positives_permutes_mask_and_keeps_centre():
+    pos, neg, pmask, nmask = random_case(10, 3, 6, 4, 5, padding=0.2)
+    perm = np.random.default_rng(0).permutation(6)
+    m1, c1 = online_positive_mining(pos, neg, pmask, nmask)
+    m2, c2 = online_positive_mining(pos[:, perm], neg, pmask[:, perm], nmask)
+    np.testing.assert_array_equal(m1.numpy()[:, perm], m2.numpy())
+    np.testing.assert_allclose(c1.numpy(), c2.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients
+# ---------------------------------------------------------------------------------------------
+
+
+def test_mask_has_no_gradient_and_centre_is_mean_of_kept():
+    pos, neg, pmask, nmask = random_case(11, 3, 5, 4, 3, padding=0.2)
+    pos_t, neg_t = tf.constant(pos), tf.constant(neg)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([pos_t, neg_t])
+        mask, centre = online_positive_mining(pos_t, neg_t, pmask, nmask)
+        mask_sum = tf.reduce_sum(mask)
+        centre_sum = tf.reduce_sum(centre)
+    grads = tape.gradient(mask_sum, [pos_t, neg_t])
+    assert all(g is None or not np.any(g.numpy()) for g in grads)
+    g_pos, g_neg = tape.gradient(centre_sum, [pos_t, neg_t], unconnected_gradients="zero")
+    m = mask.numpy()
+    expected = m / np.maximum(m.sum(1, keepdims=True), 1.0)
+    np.testing.assert_allclose(g_pos.numpy(), np.repeat(expected[..., None], 3, -1), rtol=1e-6)
+    np.testing.assert_array_equal(g_neg.numpy(), 0.0)
+
+
+@pytest.mark.parametrize(
+    "pos, neg",
+    [
+        (np.full((2, 3, 4), 1.5, np.float32), np.full((2, 2, 4), 1.5, np.float32)),
+        (np.full((2, 3, 4), 0.0, np.float32), np.full((2, 2, 4), 0.0, np.float32)),
+        random_case(12, 2, 3, 2, 4, scale=1e5)[:2],
+    ],
+    ids=["coincident", "zeros", "large"],
+)
+def test_centre_gradients_finite(pos, neg):
+    pos_t, neg_t = tf.constant(pos), tf.constant(neg)
+    with tf.GradientTape() as tape:
+        tape.watch([pos_t, neg_t])
+        _, centre = online_positive_mining(pos_t, neg_t)
+        out = tf.reduce_sum(tf.square(centre))
+    for g in tape.gradient(out, [pos_t, neg_t], unconnected_gradients="zero"):
+        assert np.all(np.isfinite(g.numpy()))
