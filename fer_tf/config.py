@@ -24,10 +24,11 @@ class ModelConfig:
     labels: tuple = ("anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise")
     input_size: int = 48
     batch_norm: bool = True  # not in the paper: lets short CPU schedules converge; folded at export
-    ec_units: tuple = (1024, 512)  # FC1, FC2 of the expression-classification branch
-    ml_units: int = 512  # FC3, the metric branch's first layer
-    connect_units: int = 512  # FC4, the connecting layer (Eq. 13)
-    embedding_dim: int = 256  # FC5, the metric embedding
+    # FC sizes: the paper does not fix them; these keep the shipped .keras + .tflite under 10 MB.
+    ec_units: tuple = (512, 256)  # FC1, FC2 of the expression-classification branch
+    ml_units: int = 256  # FC3, the metric branch's first layer
+    connect_units: int = 256  # FC4, the connecting layer (Eq. 13)
+    embedding_dim: int = 128  # FC5, the metric embedding
     dropout: float = 0.5
     l2_normalize: bool = True  # metric loss on unit-length embeddings, so T lives in [0, 4]
     num_positives: int = 6  # M

@@ -111,7 +111,7 @@ def train_variant(variant, table, faces, train_rows, test_rows, model_config: Mo
                   verbose=2):
     """Fine-tune one variant on ``train_rows``; evaluate on ``test_rows``. Returns a result dict."""
     from fer_tf import models, training
-    from fer_tf.sampling import identity_aware_dataset
+    from fer_tf.sampling import eval_dataset, identity_aware_dataset
 
     labels = model_config.labels
     ids = table.expression_ids(labels)
@@ -141,14 +141,12 @@ def train_variant(variant, table, faces, train_rows, test_rows, model_config: Mo
     from fer_tf.experiments import predict_probabilities
 
     probabilities = predict_probabilities(model, faces[test_rows])
-    features = model.feature_model().predict(
-        __import__("fer_tf.sampling", fromlist=["eval_dataset"]).eval_dataset(faces[test_rows]),
-        verbose=0)
+    features = model.feature_model().predict(eval_dataset(faces[test_rows]), verbose=0)
     return {
         "variant": variant, "mode": mode, "train_rows": len(train_rows), "test_rows": len(test_rows),
         "transferred_layers": len(copied), "steps_per_epoch": int(steps),
         "train_seconds": round(time.time() - started, 1),
-        "history": history, "probabilities": probabilities, "features": features,
+        "history": history, "probabilities": probabilities, "features": features, "model": model,
     }
 
 

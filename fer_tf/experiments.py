@@ -104,3 +104,90 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
           f"PrivateTest {results['private_test_accuracy']:.4f}; saved {out / 'pretrained.keras'}",
           file=sys.stderr)
     return results
+
+
+#: The identity-labelled shared datasets the shipped model is fine-tuned on: (folder, format).
+IDENTITY_DATASETS = (("ckplus48", "ckplus48"), ("kdef-subset", "kdef"), ("yalefaces", "yale"))
+
+
+def identity_training_set(datasets_dir, labels, datasets=IDENTITY_DATASETS):
+    """The union of the identity-labelled datasets restricted to ``labels`` (ids namespaced)."""
+    from fer_tf.data.table import FaceTable
+
+    tables = []
+    for folder, fmt in datasets:
+        table, _ = prepared_dataset(pathlib.Path(datasets_dir) / folder, fmt)
+        table.name = fmt
+        tables.append(table.take(table.expression_ids(labels) >= 0))
+    combined = FaceTable.concat(tables, name="identity")
+    return combined, combined.pixels
+
+
+def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig,
+                        train_config: TrainConfig, output="runs/shipped", saved_models="saved_models",
+                        report_dir="reports/shipped", verbose=2):
+    """FER2013-pretrained network -> 2B(N+M) fine-tuning on the identity-labelled shared data.
+
+    One subject-independent eighth of the subjects is held out to measure the shipped model; the
+    model is exported (SavedModel, TFLite) and its inference ``.keras`` and dynamic-range ``.tflite``
+    are copied into ``saved_models/`` with their label/preprocessing sidecars.
+    """
+    import shutil
+
+    from fer_tf import evaluation, export, models, reporting, training
+    from fer_tf.data.splits import subject_kfold
+    from fer_tf.preprocess.normalize import normalize_faces
+
+    started = time.time()
+    labels = model_config.labels
+    table, raw_faces = identity_training_set(datasets_dir, labels)
+    faces = np.asarray(normalize_faces(raw_faces), np.float32)
+    train_rows, test_rows = subject_kfold(table, k=8, seed=train_config.seed)[0]
+    pretrained = training.load_checkpoint(pretrained_path, compile=False)
+    result = evaluation.train_variant(model_config.variant, table, faces, train_rows, test_rows,
+                                      model_config, train_config, pretrained,
+                                      workdir=pathlib.Path(output) / "train", verbose=verbose)
+    ids = table.expression_ids(labels)
+    p = result["probabilities"]
+    held_out = {"images": int(len(test_rows)),
+                "image_accuracy": accuracy(p, ids[test_rows])}
+    for name in np.unique([s.split(":")[0] for s in table.subject[test_rows]]):
+        sel = np.array([s.startswith(name + ":") for s in table.subject[test_rows]])
+        held_out[f"{name}_image_accuracy"] = accuracy(p[sel], ids[test_rows][sel])
+        held_out[f"{name}_images"] = int(sel.sum())
+    seq_p, seq_y, _ = evaluation.sequence_scores(p, table.sequence[test_rows], ids[test_rows])
+    held_out["sequence_accuracy"] = float(np.mean(np.argmax(seq_p, 1) == seq_y))
+
+    # FER2013 test splits, which fine-tuning never saw.
+    fer_table, fer_faces = prepared_dataset(pathlib.Path(datasets_dir) / "fer2013", "fer2013")
+    fer_ids = fer_table.expression_ids(labels)
+    fer_norm = np.asarray(normalize_faces(fer_faces[fer_table.split != "Training"]), np.float32)
+    fer_split, fer_ids = fer_table.split[fer_table.split != "Training"], fer_ids[fer_table.split != "Training"]
+    fer = {}
+    for name in ("PublicTest", "PrivateTest"):
+        sel = fer_split == name
+        fer[f"{name}_accuracy"] = accuracy(predict_probabilities(result["model"], fer_norm[sel]),
+                                           fer_ids[sel])
+    out = pathlib.Path(output)
+    report = export.export_model(result["model"], out / "export", labels=labels,
+                                 calibration_faces=raw_faces[train_rows][::4],
+                                 parity_faces=raw_faces[test_rows], source="make ship")
+    target = pathlib.Path(saved_models)
+    target.mkdir(parents=True, exist_ok=True)
+    for src, dst in (("inference.keras", "fer_tf_basic7.keras"),
+                     ("model_dynamic.tflite", "fer_tf_basic7.tflite")):
+        shutil.copyfile(out / "export" / src, target / dst)
+        sidecar = (out / "export" / src).with_suffix(".json")
+        if sidecar.is_file():
+            shutil.copyfile(sidecar, (target / dst).with_suffix(".json"))
+    results = {
+        "held_out_subjects": held_out, "fer2013": fer, "labels": list(labels),
+        "train_images": int(len(train_rows)), "history": result["history"],
+        "export": {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in report["variants"].items()},
+        "sizes_bytes": {p.name: p.stat().st_size for p in sorted(target.glob("fer_tf_basic7.*"))},
+        "run": reporting.run_info({"model": to_dict(model_config), "train": to_dict(train_config),
+                                   "pretrained": str(pretrained_path)}, seed=train_config.seed,
+                                  started=started),
+    }
+    reporting.write_json(pathlib.Path(report_dir) / "results.json", results)
+    return results

@@ -56,6 +56,24 @@ class FaceTable:
             cols = {c: np.zeros(0, dtype=np.int64 if c == "frame" else object) for c in COLUMNS}
         return cls(**cols, pixels=pixels, name=name)
 
+    @classmethod
+    def concat(cls, tables, name="combined", namespace=True):
+        """Stack tables row-wise. With ``namespace``, subject and sequence ids are prefixed with each
+        table's name ("kdef:F01") so that ids from different datasets never collide."""
+        tables = list(tables)
+        cols = {}
+        for c in COLUMNS:
+            parts = []
+            for t in tables:
+                values = getattr(t, c)
+                if namespace and c in ("subject", "sequence"):
+                    values = np.array([f"{t.name}:{v}" if v != "" else "" for v in values], dtype=object)
+                parts.append(values)
+            cols[c] = np.concatenate(parts) if parts else np.zeros(0, dtype=object)
+        have = [t.pixels is not None for t in tables]
+        pixels = np.concatenate([t.pixels for t in tables]) if tables and all(have) else None
+        return cls(**cols, pixels=pixels, name=name)
+
     def __len__(self):
         return len(self.path)
 

@@ -1,0 +1,455 @@
+"""Export a trained model for inference: SavedModel, ``inference.keras`` and four TFLite variants.
+
+The exported model takes what :class:`~fer_tf.preprocess.align.FaceAligner` gives: one aligned grey
+face ``[B, 60, 60, 1]`` float32 with raw pixel values 0..255. ``FacePreprocessing`` (normalisation
+and centre crop to 48x48) is inside the model, then the EC branch returns ``[B, C]`` softmax
+probabilities. Only the EC branch is exported; the metric-learning branch is a training aid.
+
+``export_model`` writes into ``output_dir``::
+
+    saved_model/            Keras 3 ``Model.export(format="tf_saved_model")``; signature
+                            ``serving_default`` takes ``face`` [None, 60, 60, 1] float32
+    saved_model.json        metadata sidecar (see :mod:`fer_tf.model_io`)
+    inference.keras         the same inference model as a Keras file (+ inference.json)
+    model_fp32.tflite       float32, converted from saved_model/ (+ model_fp32.json)
+    model_float16.tflite    float16 weights, float32 compute/io (+ .json)
+    model_dynamic.tflite    dynamic-range quantisation: int8 weights, float32 io (+ .json)
+    model_int8.tflite       int8 network calibrated on training faces, float32 preprocessing/io
+    export_report.json      sizes, conversion notes and parity of every variant
+
+All TFLite files are converted FROM the SavedModel with ``tf.lite.TFLiteConverter.from_saved_model``
+using TFLite builtin operations only (no ``SELECT_TF_OPS``, no custom ops), so that the standalone
+``ai_edge_litert`` runtime runs them.
+
+int8 variant: the EC network's weights and activations are int8, calibrated with a representative
+dataset of faces (training images). Two things stay float32, by design:
+
+- the **input and output**: the converter adds a quantize op after the input and a dequantize op
+  before the output, so every variant, int8 included, is fed ``[B, 60, 60, 1]`` float32 pixels and
+  returns float32 probabilities;
+- the **preprocessing** (``FacePreprocessing``, layer ``face_preprocessing``): histogram
+  equalisation, plane fit and z-normalisation lose too much in int8 (on an untrained 2B(N+M) model
+  the top-1 agreement with Keras fell to 17%, against 98.5% with float preprocessing). It is kept
+  float with selective quantisation (``tf.lite.experimental.QuantizationDebugger`` with the
+  preprocessing's operations denylisted).
+
+If selective quantisation fails, the whole model is quantised: first asking for int8 kernels only
+(``TFLITE_BUILTINS_INT8``), then, if some operation has no int8 kernel, letting those operations run
+in float32. The sidecar's ``quantization`` and ``float_ops`` keys and the report's ``note`` say what
+was done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import time
+
+import numpy as np
+
+from fer_tf import model_io
+from fer_tf.errors import ConfigError, ModelFileError
+
+VARIANTS = ("fp32", "float16", "dynamic", "int8")
+
+VARIANT_DESCRIPTIONS = {
+    "fp32": "float32 weights and compute",
+    "float16": "float16 weights (dequantised to float32 at load), float32 compute and io",
+    "dynamic": "dynamic-range quantisation: int8 weights, float32 activations and io",
+    "int8": "int8 network (weights and activations), float32 preprocessing and input/output",
+}
+
+#: At most this many calibration faces are fed to the int8 converter.
+MAX_CALIBRATION = 300
+
+
+def _face_preprocessing_layer():
+    try:
+        from fer_tf.preprocess.normalize import FacePreprocessing
+    except ModuleNotFoundError as exc:  # pragma: no cover - normalize.py is part of the package
+        raise ModelFileError(
+            f"cannot build the inference model: fer_tf.preprocess.normalize is missing ({exc})"
+        ) from None
+    return FacePreprocessing(name="face_preprocessing")
+
+
+def build_inference_model(model, labels=None, name="fer_tf_inference"):
+    """Wrap an expression classifier into the exported inference model.
+
+    ``model`` is a JointModel (its ``ec_model()`` is used), an EC network (``[B,48,48,1]``
+    normalised -> ``[B,C]``) or an inference model already (``[B,60,60,1]`` raw face; returned as it
+    is). The result maps ``[B,60,60,1]`` float32 grey faces 0..255 -> ``FacePreprocessing`` -> EC
+    network -> ``[B,C]`` probabilities. Its ``labels`` attribute holds the class names when known
+    (from ``labels`` or the model's own ``labels``).
+    """
+    import keras
+
+    kind = model_io.check_classifier(model)
+    labels = labels if labels is not None else getattr(model, "labels", None)
+    if kind == "joint":
+        network = model.ec_model()
+    else:
+        network = model
+    if kind == "face":
+        inference = model
+    else:
+        kind_net = model_io.check_classifier(network)
+        if kind_net != "network":
+            raise ModelFileError(
+                f"the EC network's input is {list(network.inputs[0].shape)}, expected [batch, 48, 48, 1]"
+            )
+        face = keras.Input(model_io.FACE_SHAPE, dtype="float32", name="face")
+        x = _face_preprocessing_layer()(face)  # named "face_preprocessing" (see KEEP_FLOAT)
+        probabilities = network(x)
+        inference = keras.Model(face, probabilities, name=name)
+    if labels is not None:
+        labels = tuple(str(x) for x in labels)
+        classes = int(inference.outputs[0].shape[-1])
+        if len(labels) != classes:
+            raise ConfigError(f"{len(labels)} labels given for a model with {classes} outputs")
+        object.__setattr__(inference, "labels", labels)
+    return inference
+
+
+def _as_faces(faces):
+    """Faces ``[n,60,60]`` / ``[n,60,60,1]`` (any real dtype, 0..255) -> float32 ``[n,60,60,1]``."""
+    faces = np.asarray(faces)
+    if faces.ndim == 2:
+        faces = faces[None]
+    if faces.ndim == 3:
+        faces = faces[..., None]
+    if faces.ndim != 4 or tuple(faces.shape[1:]) != model_io.FACE_SHAPE:
+        raise ValueError(f"faces must be [n, 60, 60] or [n, 60, 60, 1], got {list(faces.shape)}")
+    return np.ascontiguousarray(faces, dtype=np.float32)
+
+
+def keras_probabilities(model, faces, batch_size=64):
+    """Probabilities of an inference model (``[B,60,60,1]`` input) on ``faces``, batched."""
+    faces = _as_faces(faces)
+    if len(faces) == 0:
+        return np.zeros((0, int(model.outputs[0].shape[-1])), np.float32)
+    return np.asarray(model.predict(faces, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def parity(keras_model, tflite_path, faces, num_threads=None):
+    """Compare a TFLite file with the Keras inference model on ``faces``.
+
+    Returns ``{"top1_agreement": fraction of faces with the same arg-max, "max_abs_prob_diff":
+    largest absolute difference of any probability, "mean_abs_prob_diff": mean of the per-face
+    maxima, "n": number of faces}``.
+    """
+    from fer_tf.inference import TFLiteRunner
+
+    faces = _as_faces(faces)
+    if getattr(keras_model, "inputs", None) and model_io.check_classifier(keras_model) != "face":
+        keras_model = build_inference_model(keras_model)
+    expected = keras_probabilities(keras_model, faces)
+    runner = TFLiteRunner(tflite_path, num_threads=num_threads)
+    got = runner(faces)
+    n = len(faces)
+    if n == 0:
+        return {"top1_agreement": float("nan"), "max_abs_prob_diff": float("nan"),
+                "mean_abs_prob_diff": float("nan"), "n": 0}
+    diff = np.abs(expected - got)
+    return {
+        "top1_agreement": float(np.mean(expected.argmax(1) == got.argmax(1))),
+        "max_abs_prob_diff": float(diff.max()),
+        "mean_abs_prob_diff": float(diff.max(axis=1).mean()),
+        "n": int(n),
+    }
+
+
+def _size(path):
+    path = pathlib.Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _converter(saved_model_dir):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(saved_model_dir), signature_keys=["serving_default"]
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.allow_custom_ops = False
+    return converter
+
+
+def _representative(calibration_faces):
+    faces = _as_faces(calibration_faces)
+
+    def generate():
+        for face in faces:
+            yield [face[None]]
+
+    return generate
+
+
+def _short_error(exc, limit=600):
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+#: Layers the int8 variant keeps in float32: the preprocessing (histogram equalisation, plane fit
+#: and z-normalisation lose too much in int8: on an untrained 2B(N+M) model top-1 agreement with
+#: Keras fell from 98.5% to 17% when they were quantised too).
+KEEP_FLOAT = ("face_preprocessing",)
+
+
+def convert_variant(saved_model_dir, variant, calibration_faces=None, keep_float=KEEP_FLOAT,
+                    fp32_flatbuffer=None):
+    """Convert the SavedModel into one TFLite variant; return ``(flatbuffer bytes, info dict)``.
+
+    For ``int8``, operations whose names contain one of ``keep_float`` stay float32 (selective
+    quantisation with ``tf.lite.experimental.QuantizationDebugger``); ``fp32_flatbuffer`` (the fp32
+    variant, converted when not given) provides the operation names.
+    """
+    import tensorflow as tf
+
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown TFLite variant {variant!r}; use {', '.join(VARIANTS)}")
+    info = {"variant": variant, "description": VARIANT_DESCRIPTIONS[variant],
+            "input_dtype": "float32", "output_dtype": "float32"}
+    converter = _converter(saved_model_dir)
+    if variant == "fp32":
+        info["quantization"] = "none"
+        return converter.convert(), info
+    if variant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+        info["quantization"] = "float16 weights"
+        return converter.convert(), info
+    if variant == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        info["quantization"] = "dynamic range (int8 weights)"
+        return converter.convert(), info
+    # int8: int8 network with float32 io; the preprocessing stays float (see the module docstring)
+    if calibration_faces is None or len(calibration_faces) == 0:
+        raise ConfigError("the int8 variant needs calibration faces (training images)")
+    calibration = _as_faces(calibration_faces)[:MAX_CALIBRATION]
+    info["calibration_faces"] = int(len(calibration))
+
+    def int8_converter(strict=True):
+        converter = _converter(saved_model_dir)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _representative(calibration)
+        if strict:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        return converter
+
+    flatbuffer = None
+    if keep_float:
+        try:
+            flatbuffer = _selective_int8(int8_converter(), calibration, keep_float,
+                                         fp32_flatbuffer or _converter(saved_model_dir).convert())
+            info["float_layers"] = list(keep_float)
+        except Exception as exc:  # the experimental debugger API failed: quantise everything
+            info["selective_error"] = _short_error(exc)
+    if flatbuffer is None:
+        try:
+            flatbuffer = int8_converter(strict=True).convert()
+        except Exception as exc:  # an op without an int8 kernel
+            info["int8_only_error"] = _short_error(exc)
+            flatbuffer = int8_converter(strict=False).convert()
+    ops = float_ops(flatbuffer)
+    info["float_ops"] = ops
+    if "float_layers" in info:
+        info["quantization"] = (
+            f"int8 network (weights and activations); {', '.join(keep_float)} kept in float32"
+        )
+    elif ops:
+        info["quantization"] = f"int8 weights and activations; float32 kept for {', '.join(ops)}"
+    else:
+        info["quantization"] = "full integer (int8 weights and activations)"
+    return flatbuffer, info
+
+
+def _selective_int8(converter, calibration, keep_float, fp32_flatbuffer):
+    """Quantise everything except the operations whose names contain one of ``keep_float``."""
+    import warnings
+
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    names = [t["name"] for t in Interpreter(model_content=fp32_flatbuffer).get_tensor_details()]
+    deny = sorted({n for n in names if any(k in n for k in keep_float)})
+    if not deny:
+        raise ValueError(f"no operation named like {list(keep_float)} in the model")
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=deny)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the debugger uses the deprecated tf.lite.Interpreter
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=_representative(calibration[:4]),
+            debug_options=options)
+        return debugger.get_nondebug_quantized_model()
+
+
+def float_ops(model):
+    """Sorted names of the operations of a ``.tflite`` (path or bytes) that compute in float32.
+
+    QUANTIZE / DEQUANTIZE are not counted (they are the int8 model's float32 interface and the
+    boundaries of float islands). Returns ``None`` when the runtime cannot list operations.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    try:
+        kwargs = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else \
+            {"model_path": str(model)}
+        interpreter = Interpreter(
+            **kwargs, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interpreter.allocate_tensors()
+        tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+        names = set()
+        for op in interpreter._get_ops_details():
+            if op["op_name"] in ("QUANTIZE", "DEQUANTIZE", "SHAPE"):
+                continue
+            ids = [i for i in list(op["inputs"]) + list(op["outputs"]) if i in tensors]
+            if any(tensors[i]["dtype"] == np.float32 for i in ids):
+                names.add(op["op_name"])
+        return sorted(names)
+    except Exception:  # private API; the list is informative only
+        return None
+
+
+def _labels_of(model, labels):
+    labels = labels if labels is not None else getattr(model, "labels", None)
+    if labels is None:
+        raise ConfigError(
+            "the model does not say its expression labels; pass labels=[...] (canonical names)"
+        )
+    from fer_tf.data.labels import label_set
+
+    return tuple(label_set(list(labels)))
+
+
+def export_model(
+    checkpoint_or_model,
+    output_dir,
+    calibration_faces=None,
+    variants=VARIANTS,
+    labels=None,
+    parity_faces=None,
+    source=None,
+    overwrite=True,
+):
+    """Export a checkpoint (path to ``.keras``) or a model; return a report dict.
+
+    The report: ``{"output_dir", "labels", "source", "artefacts": {name: {"path", "size"}},
+    "variants": {variant: {"path", "size", "status": "ok"|"failed"|"skipped", "note",
+    "quantization", "parity"?}}}``. A variant that fails to convert is reported as ``failed`` with
+    the converter's message and does not stop the others; ``int8`` without calibration faces is
+    ``skipped``. ``parity_faces`` (``[n,60,60]``) adds each variant's :func:`parity`.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    variants = tuple(variants)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown TFLite variants {unknown}; use {', '.join(VARIANTS)}")
+    if isinstance(checkpoint_or_model, (str, os.PathLike)):
+        source = source or str(checkpoint_or_model)
+        model = model_io.load_model(checkpoint_or_model)
+    else:
+        model = checkpoint_or_model
+    labels = _labels_of(model, labels)
+    inference = build_inference_model(model, labels)
+
+    out = pathlib.Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"output_dir": str(out), "labels": list(labels), "source": source,
+              "artefacts": {}, "variants": {}}
+
+    # inference.keras
+    keras_path = out / "inference.keras"
+    inference.save(str(keras_path))
+    model_io.write_metadata(keras_path, labels, source=source, format="keras")
+    report["artefacts"]["inference.keras"] = {"path": str(keras_path), "size": _size(keras_path)}
+
+    # SavedModel
+    sm_dir = out / "saved_model"
+    if sm_dir.exists():
+        if not overwrite:
+            raise ConfigError(f"{sm_dir} exists; remove it or export into another folder")
+        shutil.rmtree(sm_dir)
+    inference.export(
+        str(sm_dir),
+        format="tf_saved_model",
+        verbose=False,
+        input_signature=[tf.TensorSpec([None, *model_io.FACE_SHAPE], tf.float32, name="face")],
+    )
+    model_io.write_metadata(sm_dir, labels, source=source, format="tf_saved_model",
+                            signature="serving_default")
+    report["artefacts"]["saved_model"] = {"path": str(sm_dir), "size": _size(sm_dir)}
+
+    fp32_flatbuffer = None
+    for variant in variants:
+        path = out / f"model_{variant}.tflite"
+        entry = {"path": str(path), "size": None, "status": "ok", "note": ""}
+        report["variants"][variant] = entry
+        if variant == "int8" and (calibration_faces is None or len(calibration_faces) == 0):
+            entry.update(status="skipped", note="no calibration faces given")
+            continue
+        started = time.perf_counter()
+        try:
+            with model_io.quiet_native_stderr():  # calibration logs; errors come as exceptions
+                flatbuffer, info = convert_variant(sm_dir, variant, calibration_faces,
+                                                   fp32_flatbuffer=fp32_flatbuffer)
+        except Exception as exc:
+            entry.update(status="failed", note=_short_error(exc))
+            continue
+        path.write_bytes(flatbuffer)
+        if variant == "fp32":
+            fp32_flatbuffer = flatbuffer
+        info["seconds"] = round(time.perf_counter() - started, 2)
+        model_io.write_metadata(path, labels, source=source, format="tflite", **info)
+        entry.update(size=_size(path), quantization=info.get("quantization"),
+                     note=info.get("quantization", ""))
+        if "int8_only_error" in info:
+            entry["int8_only_error"] = info["int8_only_error"]
+        try:  # it must open in the standalone LiteRT runtime
+            model_io.load_tflite(path)
+        except ModelFileError as exc:
+            entry.update(status="failed", note=f"LiteRT cannot run it: {exc}")
+            continue
+        if parity_faces is not None and len(parity_faces):
+            entry["parity"] = parity(inference, path, parity_faces)
+
+    (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def format_report(report):
+    """Human-readable table of an export report."""
+    lines = [f"exported to {report['output_dir']} (labels: {', '.join(report['labels'])})"]
+    for name, art in report["artefacts"].items():
+        lines.append(f"  {name:<22} {_human(art['size']):>10}")
+    header = f"  {'variant':<10} {'file':<22} {'size':>10}  {'status':<8} {'top-1 agree':>11} {'max |dp|':>9}  note"
+    lines.append(header)
+    for variant, entry in report["variants"].items():
+        name = pathlib.Path(entry["path"]).name
+        par = entry.get("parity")
+        agree = f"{100 * par['top1_agreement']:.1f}%" if par else "-"
+        diff = f"{par['max_abs_prob_diff']:.4f}" if par else "-"
+        size = _human(entry["size"]) if entry.get("size") else "-"
+        lines.append(
+            f"  {variant:<10} {name:<22} {size:>10}  {entry['status']:<8} {agree:>11} {diff:>9}  "
+            f"{entry.get('note', '')}"
+        )
+    if any(e.get("parity") for e in report["variants"].values()):
+        n = next(e["parity"]["n"] for e in report["variants"].values() if e.get("parity"))
+        lines.append(f"  parity against the Keras inference model on {n} faces")
+    return "\n".join(lines)
+
+
+def _human(size):
+    if size is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024

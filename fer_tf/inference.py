@@ -1,0 +1,533 @@
+"""Recognise facial expressions in photos and videos: detect -> align -> classify.
+
+:class:`Recognizer` runs an exported model (``.tflite`` through the standalone LiteRT runtime, or a
+``.keras`` file / ``keras.Model`` through TensorFlow) on every face that
+:class:`~fer_tf.preprocess.align.FaceAligner` finds. Results are plain dicts, ready for JSON::
+
+    {"faces": [{"box": [x, y, w, h], "expression": "happiness",
+                "probabilities": {"anger": 0.01, ..., "surprise": 0.02}}]}
+
+Boxes are integer pixels of the input image (clipped to it), faces are ordered largest first, and
+probability keys follow the model's label order (canonical names of :mod:`fer_tf.data.labels`).
+
+Import cost: the LiteRT backend never imports TensorFlow itself; TensorFlow loads only for Keras
+models. MediaPipe's task modules try to import TensorFlow for documentation decorators; when
+TensorFlow is not loaded yet, :func:`_make_aligner` gives them the no-op they fall back to, so a
+LiteRT recogniser stays free of TensorFlow.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import pathlib
+import sys
+import types
+
+import numpy as np
+
+from fer_tf import model_io
+from fer_tf.errors import ConfigError, ImageError, ModelFileError, NoFaceError
+
+#: The model shipped with the package, relative to the repository root.
+SHIPPED_MODEL = "saved_models/fer_tf_basic7.tflite"
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
+                    ".ppm", ".pbm", ".pnm")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
+
+#: A tracked face keeps its smoothing window while consecutive boxes overlap at least this much.
+TRACK_IOU = 0.3
+
+
+def shipped_model_path():
+    """Path of the shipped model (it may not exist in a development checkout)."""
+    import fer_tf
+
+    return pathlib.Path(fer_tf.__file__).resolve().parents[1] / SHIPPED_MODEL
+
+
+# --- model runners ----------------------------------------------------------------------------
+
+def _as_faces(faces):
+    faces = np.asarray(faces)
+    if faces.ndim == 2:
+        faces = faces[None]
+    if faces.ndim == 3:
+        faces = faces[..., None]
+    if faces.ndim != 4 or tuple(faces.shape[1:]) != model_io.FACE_SHAPE:
+        raise ValueError(
+            f"aligned faces must be [n, 60, 60] or [n, 60, 60, 1], got {list(faces.shape)}"
+        )
+    return np.ascontiguousarray(faces, dtype=np.float32)
+
+
+class TFLiteRunner:
+    """Run a face-classifier ``.tflite`` in ``ai_edge_litert``: ``runner(faces) -> [n, C]``.
+
+    Batches are run in one invocation when the model's batch dimension is dynamic (it is for
+    models from :func:`fer_tf.export.export_model`); otherwise face by face. Quantised (int8/uint8)
+    inputs and outputs are (de)quantised with the tensors' own scale and zero point.
+    """
+
+    def __init__(self, model, num_threads=None):
+        if isinstance(model, (str, os.PathLike)):
+            self.path = str(model)
+            self.interpreter = model_io.load_tflite(model, num_threads=num_threads)
+        else:
+            self.path = "<interpreter>"
+            self.interpreter = model
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        signature = self._input.get("shape_signature")
+        self.dynamic_batch = signature is not None and len(signature) and int(signature[0]) == -1
+        self._batch = int(self._input["shape"][0])
+        self.num_classes = int(self._output["shape"][-1])
+
+    def _set_batch(self, n):
+        if n == self._batch:
+            return True
+        if not self.dynamic_batch:
+            return False
+        with model_io.quiet_native_stderr():
+            self.interpreter.resize_tensor_input(self._input["index"], [n, *model_io.FACE_SHAPE])
+            self.interpreter.allocate_tensors()
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        self._batch = n
+        return True
+
+    def _quantize(self, x):
+        dtype = self._input["dtype"]
+        if dtype == np.float32:
+            return x
+        scale, zero = self._input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(x / scale + zero), info.min, info.max).astype(dtype)
+
+    def _dequantize(self, y):
+        if self._output["dtype"] == np.float32:
+            return y
+        scale, zero = self._output["quantization"]
+        return (y.astype(np.float32) - zero) * scale
+
+    def _invoke(self, batch):
+        self.interpreter.set_tensor(self._input["index"], self._quantize(batch))
+        self.interpreter.invoke()
+        return self._dequantize(self.interpreter.get_tensor(self._output["index"])).copy()
+
+    def __call__(self, faces, max_batch=64):
+        faces = _as_faces(faces)
+        if len(faces) == 0:
+            return np.zeros((0, self.num_classes), np.float32)
+        out = []
+        for start in range(0, len(faces), max_batch):
+            chunk = faces[start:start + max_batch]
+            if self._set_batch(len(chunk)):
+                out.append(self._invoke(chunk))
+            else:
+                self._set_batch(1)
+                out.extend(self._invoke(face[None]) for face in chunk)
+        return np.concatenate(out, axis=0).astype(np.float32)
+
+
+class KerasRunner:
+    """Run an inference ``keras.Model`` (``[B,60,60,1]`` -> ``[B,C]``) through one ``tf.function``."""
+
+    def __init__(self, model):
+        import tensorflow as tf
+
+        self.model = model
+        self.num_classes = int(model.outputs[0].shape[-1])
+        self._tf = tf
+        self._fn = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec([None, *model_io.FACE_SHAPE], tf.float32)],
+            reduce_retracing=True,
+        )
+
+    def __call__(self, faces, max_batch=256):
+        faces = _as_faces(faces)
+        if len(faces) == 0:
+            return np.zeros((0, self.num_classes), np.float32)
+        out = [np.asarray(self._fn(self._tf.constant(faces[s:s + max_batch])))
+               for s in range(0, len(faces), max_batch)]
+        return np.concatenate(out, axis=0).astype(np.float32)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def _model_kind(path):
+    """"tflite" or "keras" from the suffix, else from the file's first bytes."""
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        return "tflite"
+    if suffix == ".keras":
+        return "keras"
+    model_io._check_file(path, "pass a .tflite or .keras model written by `fer-tf export`")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    if head[:2] == b"PK":
+        return "keras"
+    raise ModelFileError(
+        f"{path}: not a model file (neither a .tflite flatbuffer nor a .keras archive); pass a "
+        f".tflite or .keras model written by `fer-tf export`"
+    )
+
+
+def _avoid_tensorflow_via_mediapipe():
+    """Give MediaPipe's optional TensorFlow doc decorators their no-op fallback.
+
+    ``mediapipe.tasks.python.core.optional_dependencies`` imports ``tensorflow.tools.docs`` only
+    for a documentation decorator and falls back to a no-op without TensorFlow; importing
+    TensorFlow there would cost seconds for nothing, so when TensorFlow is not loaded yet the
+    fallback module is installed first.
+    """
+    name = "mediapipe.tasks.python.core.optional_dependencies"
+    if "tensorflow" in sys.modules or name in sys.modules:
+        return
+    module = types.ModuleType(name)
+    module.__doc__ = "fer_tf stand-in: MediaPipe's no-TensorFlow fallback."
+    doc_controls = types.SimpleNamespace(do_not_generate_docs=lambda obj: obj)
+    module.doc_controls = doc_controls
+    sys.modules[name] = module
+
+
+def _make_aligner():
+    _avoid_tensorflow_via_mediapipe()
+    from fer_tf.preprocess.align import FaceAligner
+
+    return FaceAligner()
+
+
+def _load_rgb(image, label):
+    """An image path or array -> (RGB uint8 [H,W,3], label)."""
+    if isinstance(image, (str, os.PathLike)):
+        from fer_tf.data.images import load_image_rgb
+
+        return load_image_rgb(image), str(image)
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
+            raise ImageError(label, f"unsupported image array dtype {arr.dtype}")
+        arr = np.asarray(arr, dtype=np.float64)
+        if not np.all(np.isfinite(arr)):
+            raise ImageError(label, "image holds NaN or infinite values")
+        if arr.size and arr.max() <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ImageError(label, f"unsupported image array shape {list(np.shape(image))}")
+    return np.ascontiguousarray(arr), label
+
+
+def _int_box(box, width, height):
+    x, y, w, h = (float(v) for v in box)
+    x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+    x1, y1 = min(width, int(round(x + w))), min(height, int(round(y + h)))
+    return [x0, y0, max(0, x1 - x0), max(0, y1 - y0)]
+
+
+def _iou(a, b):
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+# --- the recogniser ---------------------------------------------------------------------------
+
+class Recognizer:
+    """Facial expression recogniser: face detection + alignment + an exported classifier.
+
+    Args:
+        model: a ``.tflite`` or ``.keras`` path, or a ``keras.Model`` (an inference model taking
+            ``[B,60,60,1]`` raw faces, an EC network taking ``[B,48,48,1]``, or a JointModel);
+            ``None`` = the shipped model ``saved_models/fer_tf_basic7.tflite``.
+        backend: ``"auto"`` (from the model), ``"litert"`` (``.tflite``) or ``"keras"``.
+        window: frames averaged per face track in :meth:`predict_video`.
+        num_threads: LiteRT interpreter threads (``None`` = LiteRT's default).
+        labels: class names in output order; by default from the model's metadata sidecar
+            (``<stem>.json``) or the model's ``labels`` attribute.
+        aligner: a face aligner with ``align_all(image, size, label)`` (default: a
+            :class:`~fer_tf.preprocess.align.FaceAligner`, created on first use).
+
+    Not thread-safe (the aligner and the interpreter are not); use one recogniser per thread.
+    """
+
+    def __init__(self, model=None, backend="auto", window=5, num_threads=None, labels=None,
+                 aligner=None):
+        if backend not in ("auto", "litert", "keras"):
+            raise ConfigError(f"unknown backend {backend!r}; use auto, litert or keras")
+        if int(window) < 1:
+            raise ConfigError(f"window must be at least 1 frame, got {window}")
+        self.window = int(window)
+        self._aligner = aligner
+        meta = None
+        if model is None:
+            model = shipped_model_path()
+            if not model.is_file():
+                raise ModelFileError(
+                    f"no model given and the shipped model {SHIPPED_MODEL} is not there "
+                    f"({model}); pass a model (--model FILE.tflite or FILE.keras) exported with "
+                    f"`fer-tf export`"
+                )
+        if isinstance(model, (str, os.PathLike)):
+            path = pathlib.Path(model)
+            self.model_path = str(path)
+            kind = _model_kind(path)
+            if backend == "auto":
+                backend = "litert" if kind == "tflite" else "keras"
+            if backend == "litert" and kind != "tflite":
+                raise ConfigError(
+                    f"{path}: the LiteRT backend needs a .tflite model; export one with "
+                    f"`fer-tf export`, or use the keras backend"
+                )
+            if backend == "keras" and kind != "keras":
+                raise ConfigError(f"{path}: the keras backend needs a .keras model; use the litert backend")
+            meta = model_io.read_metadata(path)
+            if meta is not None and meta.get("input", {}).get("shape") not in (None, list(model_io.FACE_SHAPE)):
+                raise ModelFileError(
+                    f"{path}: its metadata says the input is {meta['input']['shape']}, expected "
+                    f"[60, 60, 1]; re-export the model with `fer-tf export`"
+                )
+            if backend == "litert":
+                self._runner = TFLiteRunner(path, num_threads=num_threads)
+                model_labels = None
+            else:
+                keras_model = model_io.load_model(path)
+                self._runner, model_labels = self._keras_runner(keras_model, labels)
+        else:
+            if backend == "litert":
+                raise ConfigError("the LiteRT backend needs a .tflite path, not a Keras model object")
+            backend = "keras"
+            self.model_path = f"<{type(model).__name__} {getattr(model, 'name', '')}>"
+            model_io.check_classifier(model, self.model_path)
+            self._runner, model_labels = self._keras_runner(model, labels)
+        self.backend = backend
+        self.metadata = meta
+        if labels is None:
+            labels = (meta or {}).get("labels") or model_labels
+        if labels is None:
+            raise ModelFileError(
+                f"{self.model_path}: the model's expression labels are unknown (no metadata file "
+                f"beside it and no labels in the model); export it with `fer-tf export`, which "
+                f"writes the labels, or pass labels=[...]"
+            )
+        from fer_tf.data.labels import label_set
+
+        self.labels = tuple(label_set(list(labels)))
+        if len(self.labels) != self._runner.num_classes:
+            raise ModelFileError(
+                f"{self.model_path}: the model has {self._runner.num_classes} outputs but "
+                f"{len(self.labels)} labels ({', '.join(self.labels)}); re-export the model"
+            )
+
+    @staticmethod
+    def _keras_runner(model, labels):
+        kind = model_io.check_classifier(model)
+        model_labels = getattr(model, "labels", None)
+        if kind != "face":
+            from fer_tf.export import build_inference_model
+
+            model = build_inference_model(model, labels if labels is not None else model_labels)
+        return KerasRunner(model), (tuple(model_labels) if model_labels is not None else None)
+
+    # -- lifetime --
+    @property
+    def aligner(self):
+        if self._aligner is None:
+            self._aligner = _make_aligner()
+        return self._aligner
+
+    def close(self):
+        if self._aligner is not None and hasattr(self._aligner, "close"):
+            self._aligner.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    # -- classification --
+    def probabilities(self, crops):
+        """``[n, C]`` float32 probabilities of aligned ``[n,60,60]`` crops, in one batch."""
+        return self._runner(crops)
+
+    def _entry(self, probs, box=None):
+        probs = np.asarray(probs, dtype=np.float64)
+        entry = {} if box is None else {"box": box}
+        entry["expression"] = self.labels[int(np.argmax(probs))]
+        entry["probabilities"] = {name: round(float(p), 6) for name, p in zip(self.labels, probs)}
+        return entry
+
+    def predict_faces(self, crops):
+        """Classify already aligned 60x60 grey crops (batched): ``[{"expression", "probabilities"}]``."""
+        return [self._entry(p) for p in self.probabilities(crops)]
+
+    def _align(self, rgb, label):
+        try:
+            return list(self.aligner.align_all(rgb, size=60, label=label))
+        except NoFaceError:
+            return []
+
+    def predict(self, image, label="image"):
+        """Every face in ``image`` (RGB/grey array or a path): ``{"faces": [...]}``, largest first.
+
+        An image without a face gives ``{"faces": []}``.
+        """
+        rgb, label = _load_rgb(image, label)
+        aligned = self._align(rgb, label)
+        return {"faces": self._classify(aligned, rgb.shape)}
+
+    def _classify(self, aligned, shape):
+        if not aligned:
+            return []
+        probs = self.probabilities(np.stack([a.image for a in aligned]))
+        h, w = shape[:2]
+        return [self._entry(p, _int_box(a.box, w, h)) for a, p in zip(aligned, probs)]
+
+    def predict_path(self, path):
+        """``{"path": path, "faces": [...]}`` for an image file.
+
+        Raises :class:`ImageError` (missing, unreadable, not an image, truncated) or
+        :class:`NoFaceError` (no face in it), each naming the file.
+        """
+        rgb, label = _load_rgb(pathlib.Path(path), str(path))
+        result = self.predict(rgb, label=label)
+        if not result["faces"]:
+            raise NoFaceError(path)
+        return {"path": str(path), "faces": result["faces"]}
+
+    def predict_video(self, path, window=None, every=1, max_frames=None, annotate_to=None):
+        """Expressions in every ``every``-th frame of a video (OpenCV decodes it).
+
+        The largest face of each frame is tracked (it keeps its track while consecutive boxes
+        overlap with IoU >= :data:`TRACK_IOU`); its ``probabilities`` and ``expression`` are the
+        mean over the last ``window`` frames of the track (``frame_probabilities`` keeps the frame's
+        own) and it is marked ``"track": 0``. Other faces are per-frame. Returns ``{"path", "fps",
+        "frames": [{"frame", "time", "faces"}], "summary"}``; ``annotate_to`` also writes an
+        annotated copy of the video (mp4v).
+        """
+        import cv2
+
+        window = self.window if window is None else int(window)
+        if window < 1:
+            raise ConfigError(f"window must be at least 1 frame, got {window}")
+        path = pathlib.Path(path)
+        if not path.exists():
+            raise ImageError(path, "file not found")
+        if not path.is_file():
+            raise ImageError(path, "not a file")
+        capture = cv2.VideoCapture(str(path))
+        if not capture.isOpened():
+            raise ImageError(path, "cannot open as a video (not a video, or a codec OpenCV lacks)")
+        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        if not np.isfinite(fps) or fps <= 0:
+            fps = 0.0
+        history = collections.deque(maxlen=window)
+        last_box = None
+        frames, writer, index = [], None, -1
+        counts = collections.Counter()
+        try:
+            while max_frames is None or len(frames) < max_frames:
+                ok, bgr = capture.read()
+                if not ok or bgr is None:
+                    break
+                index += 1
+                if index % max(1, int(every)):
+                    continue
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if bgr.ndim == 3 else \
+                    cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+                aligned = self._align(rgb, f"{path} frame {index}")
+                faces = self._classify(aligned, rgb.shape)
+                if faces:
+                    tracked = faces[0]  # largest first
+                    if last_box is None or _iou(last_box, tracked["box"]) < TRACK_IOU:
+                        history.clear()
+                    last_box = tracked["box"]
+                    raw = np.array([tracked["probabilities"][n] for n in self.labels])
+                    history.append(raw)
+                    smooth = self._entry(np.mean(history, axis=0), tracked["box"])
+                    smooth["frame_probabilities"] = tracked["probabilities"]
+                    smooth["track"] = 0
+                    faces[0] = smooth
+                    counts[smooth["expression"]] += 1
+                else:
+                    history.clear()
+                    last_box = None
+                frame = {"frame": index, "time": round(index / fps, 4) if fps else None,
+                         "faces": faces}
+                frames.append(frame)
+                if annotate_to is not None:
+                    drawn = annotate(rgb, frame)
+                    if writer is None:
+                        writer = _video_writer(annotate_to, fps or 25.0, drawn.shape)
+                    writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        finally:
+            capture.release()
+            if writer is not None:
+                writer.release()
+        if not frames:
+            raise ImageError(path, "no frames could be decoded (not a video, or a codec OpenCV lacks)")
+        with_face = sum(1 for f in frames if f["faces"])
+        summary = {"frames": len(frames), "frames_with_face": with_face,
+                   "expressions": dict(counts.most_common())}
+        return {"path": str(path), "fps": fps or None, "frames": frames, "summary": summary}
+
+
+def _video_writer(path, fps, shape):
+    import cv2
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fourcc = cv2.VideoWriter_fourcc(*("XVID" if path.suffix.lower() == ".avi" else "mp4v"))
+    writer = cv2.VideoWriter(str(path), fourcc, float(fps), (int(shape[1]), int(shape[0])))
+    if not writer.isOpened():
+        raise ImageError(path, "cannot write the annotated video here")
+    return writer
+
+
+def annotate(image, result):
+    """An RGB uint8 copy of ``image`` with every face's box and expression drawn on it.
+
+    ``image`` is an array (grey or RGB) or a path; ``result`` is what :meth:`Recognizer.predict`
+    (or one frame of :meth:`Recognizer.predict_video`) returned.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    rgb, _ = _load_rgb(image, "image")
+    canvas = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(canvas)
+    h, w = rgb.shape[:2]
+    thickness = max(2, min(h, w) // 150)
+    size = max(12, min(h, w) // 30)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType sizes
+        font = ImageFont.load_default()
+    colour = (255, 215, 0)
+    for face in result.get("faces", []):
+        x, y, bw, bh = face["box"]
+        draw.rectangle([x, y, x + bw - 1, y + bh - 1], outline=colour, width=thickness)
+        name = face["expression"]
+        text = f"{name} {face['probabilities'][name]:.0%}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th = right - left, bottom - top
+        ty = y - th - 2 * thickness if y - th - 2 * thickness >= 0 else y + bh
+        ty = min(max(0, ty), max(0, h - th - 2 * thickness))
+        tx = min(max(0, x), max(0, w - tw - 2 * thickness))
+        draw.rectangle([tx, ty, tx + tw + 2 * thickness, ty + th + 2 * thickness], fill=colour)
+        draw.text((tx + thickness - left, ty + thickness - top), text, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas, dtype=np.uint8)

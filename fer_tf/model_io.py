@@ -1,0 +1,395 @@
+"""Loading model files safely, and the JSON metadata written beside exported models.
+
+Every failure a user can cause (a missing file, a truncated or corrupt ``.keras`` zip, a text file
+with a model's name, a ``.tflite`` that is not a TFLite flatbuffer, a model whose input or output
+does not fit a face classifier) is raised as :class:`~fer_tf.errors.ModelFileError` naming the file
+and saying what to do.
+
+Nothing heavy is imported at module import time: Keras/TensorFlow load only in :func:`load_model`,
+and :func:`load_tflite` uses ``ai_edge_litert`` alone (it does not import TensorFlow).
+
+Metadata sidecar
+----------------
+Each exported artefact ``<dir>/<stem>.<ext>`` (or the ``saved_model/`` folder) has a JSON file
+``<dir>/<stem>.json`` beside it::
+
+    {"format_version": 1,
+     "labels": ["anger", ...],                       # canonical names, in output order
+     "input": {"shape": [60, 60, 1], "dtype": "float32", "range": [0, 255],
+               "kind": "aligned grey face crop, eye-levelled, 60x60"},
+     "output": {"shape": [7], "dtype": "float32", "kind": "softmax probabilities"},
+     "preprocessing": "...",                          # what the model does inside
+     "source": "<checkpoint the artefact was exported from>",
+     ...}                                             # variant-specific keys (quantization, io)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import sys
+import pathlib
+import zipfile
+
+from fer_tf.errors import ModelFileError
+
+FORMAT_VERSION = 1
+
+#: The raw face input of exported / inference models.
+FACE_SHAPE = (60, 60, 1)
+#: The normalised, centre-cropped input of the EC network.
+NETWORK_SHAPE = (48, 48, 1)
+
+INPUT_METADATA = {
+    "shape": list(FACE_SHAPE),
+    "dtype": "float32",
+    "range": [0, 255],
+    "kind": "aligned grey face crop, eye-levelled, 60x60",
+}
+
+PREPROCESSING = (
+    "inside the model (FacePreprocessing): histogram equalisation, plane fit, zero mean / unit "
+    "variance per face, centre crop 60x60 -> 48x48; feed raw grey pixels 0..255 as float32"
+)
+
+# Modules whose Keras classes are registered for deserialisation; imported lazily before loading.
+_REGISTERING_MODULES = (
+    "fer_tf.layers",
+    "fer_tf.losses",
+    "fer_tf.preprocess.normalize",
+    "fer_tf.models",
+)
+
+_WHAT_TO_DO_KERAS = (
+    "pass a .keras checkpoint written by `fer-tf train` or an inference.keras written by "
+    "`fer-tf export`"
+)
+_WHAT_TO_DO_TFLITE = "pass a .tflite file written by `fer-tf export`"
+
+
+def register_custom_objects():
+    """Import the modules that register fer_tf's Keras classes (layers, losses, models)."""
+    for name in _REGISTERING_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a module not written / installed yet
+            if exc.name != name:
+                raise
+
+
+def _check_file(path, kind_hint):
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise ModelFileError(f"{path}: model file not found; {kind_hint}")
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a folder, not a model file; {kind_hint}")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot be read ({exc.strerror or exc}); {kind_hint}") from None
+    if size == 0:
+        raise ModelFileError(f"{path}: model file is empty; {kind_hint}")
+    return path
+
+
+def _shape(tensor_shape):
+    return tuple(None if d is None else int(d) for d in tensor_shape)
+
+
+def _check_keras_zip(path):
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(
+            f"{path}: not a Keras model file (a .keras file is a zip archive; this one is not, "
+            f"or it is truncated); {_WHAT_TO_DO_KERAS}"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(
+            f"{path}: corrupt or truncated Keras model file ({exc}); {_WHAT_TO_DO_KERAS}"
+        ) from None
+    if bad is not None:
+        raise ModelFileError(
+            f"{path}: corrupt Keras model file (member {bad!r} fails its checksum); "
+            f"{_WHAT_TO_DO_KERAS}"
+        )
+    if "config.json" not in names:
+        raise ModelFileError(
+            f"{path}: a zip file but not a Keras model (no config.json inside); {_WHAT_TO_DO_KERAS}"
+        )
+
+
+def check_classifier(model, path="model"):
+    """Check that ``model`` is a face classifier this package can run; return its input kind.
+
+    Returns ``"joint"`` (a JointModel with ``ec_model()``), ``"face"`` (input ``[B,60,60,1]`` raw
+    grey faces: an inference model) or ``"network"`` (input ``[B,48,48,1]`` normalised: an EC
+    network). Raises :class:`ModelFileError` for anything else.
+    """
+    if callable(getattr(model, "ec_model", None)):
+        return "joint"
+    inputs = getattr(model, "inputs", None)
+    if not inputs or len(inputs) != 1:
+        raise ModelFileError(
+            f"{path}: the model has {len(inputs or [])} inputs, expected one grey face input "
+            f"[batch, 60, 60, 1] or [batch, 48, 48, 1]; {_WHAT_TO_DO_KERAS}"
+        )
+    in_shape = _shape(inputs[0].shape)
+    outputs = getattr(model, "outputs", None) or []
+    out_shapes = [_shape(o.shape) for o in outputs]
+    if len(out_shapes) != 1 or len(out_shapes[0]) != 2 or not out_shapes[0][1]:
+        raise ModelFileError(
+            f"{path}: the model's output is {out_shapes}, expected one [batch, classes] tensor of "
+            f"expression probabilities; {_WHAT_TO_DO_KERAS}"
+        )
+    if in_shape[1:] == FACE_SHAPE:
+        return "face"
+    if in_shape[1:] == NETWORK_SHAPE:
+        return "network"
+    raise ModelFileError(
+        f"{path}: the model's input shape is {list(in_shape)}, expected [batch, 60, 60, 1] (raw "
+        f"face) or [batch, 48, 48, 1] (normalised face); this is not a fer_tf expression model; "
+        f"{_WHAT_TO_DO_KERAS}"
+    )
+
+
+def load_model(path, check=True):
+    """Load a ``.keras`` file safely (``safe_mode=True``, not compiled).
+
+    Raises :class:`ModelFileError` naming ``path`` when the file is missing, truncated, corrupt, not
+    a Keras model, or (with ``check``) not a face classifier of the expected shape.
+    """
+    path = _check_file(path, _WHAT_TO_DO_KERAS)
+    if path.suffix.lower() == ".tflite":
+        raise ModelFileError(
+            f"{path}: a TFLite model cannot be loaded as a Keras model; use the LiteRT backend "
+            f"(load_tflite) or {_WHAT_TO_DO_KERAS}"
+        )
+    _check_keras_zip(path)
+    register_custom_objects()
+    import keras
+
+    try:
+        model = keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    except Exception as exc:  # Keras raises ValueError/TypeError/KeyError/OSError for bad files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if len(reason) > 300:
+            reason = reason[:300] + "..."
+        raise ModelFileError(
+            f"{path}: cannot load this Keras model ({type(exc).__name__}: {reason}); it may come "
+            f"from an incompatible version of fer_tf, or be damaged; {_WHAT_TO_DO_KERAS}"
+        ) from None
+    if not isinstance(model, keras.Model):
+        raise ModelFileError(f"{path}: holds a {type(model).__name__}, not a model; {_WHAT_TO_DO_KERAS}")
+    if check:
+        check_classifier(model, path)
+    return model
+
+
+# --- TFLite -----------------------------------------------------------------------------------
+
+def _tflite_interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # pragma: no cover - ai-edge-litert is a hard dependency
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what native code writes to file descriptor 2 inside the block (Python's
+    ``sys.stderr`` object is untouched). Does nothing when fd 2 cannot be duplicated."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+        finally:
+            os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _verify_tflite_structure(path):
+    """Walk the flatbuffer's tables and vectors in Python before LiteRT sees the file.
+
+    LiteRT's native loader does not verify every offset: a truncated or damaged ``.tflite`` can
+    crash the process (segmentation fault) instead of raising. Every table, vector and buffer the
+    runtime will touch is read here first, and any offset outside the file raises
+    :class:`ModelFileError`.
+    """
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # pragma: no cover - part of ai-edge-litert
+        return
+    data = pathlib.Path(path).read_bytes()
+    size = len(data)
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        if model.SubgraphsLength() < 1:
+            raise ValueError("no subgraph")
+        for i in range(model.OperatorCodesLength()):
+            code = model.OperatorCodes(i)
+            code.BuiltinCode(), code.DeprecatedBuiltinCode(), code.CustomCode()
+        for g in range(model.SubgraphsLength()):
+            graph = model.Subgraphs(g)
+            graph.InputsAsNumpy(), graph.OutputsAsNumpy(), graph.Name()
+            for t in range(graph.TensorsLength()):
+                tensor = graph.Tensors(t)
+                tensor.ShapeAsNumpy(), tensor.ShapeSignatureAsNumpy(), tensor.Name()
+                tensor.Type(), tensor.Buffer()
+                quant = tensor.Quantization()
+                if quant is not None:
+                    quant.ScaleAsNumpy(), quant.ZeroPointAsNumpy()
+            for o in range(graph.OperatorsLength()):
+                op = graph.Operators(o)
+                op.InputsAsNumpy(), op.OutputsAsNumpy(), op.OpcodeIndex()
+                op.BuiltinOptionsType(), op.CustomOptionsAsNumpy()
+        for b in range(model.BuffersLength()):
+            buffer = model.Buffers(b)
+            buffer.DataAsNumpy()  # np.frombuffer raises when the data runs past the end
+            offset, length = buffer.Offset(), buffer.Size()
+            if offset > 1 and offset + length > size:
+                raise ValueError(f"buffer {b} ends at byte {offset + length} of {size}")
+        for m in range(model.MetadataLength()):
+            entry = model.Metadata(m)
+            entry.Name(), entry.Buffer()
+    except Exception as exc:  # struct.error, IndexError, ValueError, UnicodeDecodeError
+        raise ModelFileError(
+            f"{path}: cannot open this TFLite model: the file is truncated or damaged "
+            f"({type(exc).__name__}: {exc}); {_WHAT_TO_DO_TFLITE}"
+        ) from None
+
+
+def load_tflite(path, num_threads=None, check=True):
+    """Open a ``.tflite`` file in a LiteRT interpreter (tensors allocated).
+
+    Raises :class:`ModelFileError` naming ``path`` for a missing, empty, truncated or garbage file,
+    or (with ``check``) a model whose input is not one ``[1|batch, 60, 60, 1]`` face tensor or whose
+    output is not ``[batch, classes]``.
+    """
+    path = _check_file(path, _WHAT_TO_DO_TFLITE)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    # A TFLite flatbuffer carries the file identifier "TFL3" at bytes 4..8.
+    if len(head) < 8 or head[4:8] != b"TFL3":
+        raise ModelFileError(
+            f"{path}: not a TFLite model (no TFL3 identifier; the file is damaged or of another "
+            f"kind); {_WHAT_TO_DO_TFLITE}"
+        )
+    _verify_tflite_structure(path)
+    Interpreter = _tflite_interpreter_class()
+    try:
+        with quiet_native_stderr():  # LiteRT prints "INFO: Created ... XNNPACK delegate" to fd 2
+            interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            interpreter.allocate_tensors()
+    except Exception as exc:  # LiteRT raises ValueError/RuntimeError for broken flatbuffers
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(
+            f"{path}: cannot open this TFLite model ({reason}); it is truncated, damaged or uses "
+            f"operations LiteRT does not have; {_WHAT_TO_DO_TFLITE}"
+        ) from None
+    if check:
+        ins = interpreter.get_input_details()
+        outs = interpreter.get_output_details()
+        if len(ins) != 1 or tuple(int(d) for d in ins[0]["shape"][1:]) != FACE_SHAPE:
+            shapes = [list(int(d) for d in i["shape"]) for i in ins]
+            raise ModelFileError(
+                f"{path}: the model's input is {shapes}, expected one [batch, 60, 60, 1] grey face; "
+                f"this is not a fer_tf expression model; {_WHAT_TO_DO_TFLITE}"
+            )
+        if len(outs) != 1 or len(outs[0]["shape"]) != 2:
+            shapes = [list(int(d) for d in o["shape"]) for o in outs]
+            raise ModelFileError(
+                f"{path}: the model's output is {shapes}, expected one [batch, classes] tensor of "
+                f"probabilities; {_WHAT_TO_DO_TFLITE}"
+            )
+    return interpreter
+
+
+# --- metadata sidecars ------------------------------------------------------------------------
+
+def metadata_path(path):
+    """The sidecar of ``path``: ``<dir>/<stem>.json`` (for a folder: ``<parent>/<name>.json``)."""
+    path = pathlib.Path(path)
+    if path.suffix.lower() == ".json":
+        return path
+    return path.with_name(path.stem + ".json") if path.suffix else path.with_name(path.name + ".json")
+
+
+def make_metadata(labels, source=None, **extra):
+    """The metadata dict for an exported artefact (see the module docstring)."""
+    labels = [str(x) for x in labels]
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "labels": labels,
+        "input": dict(INPUT_METADATA),
+        "output": {"shape": [len(labels)], "dtype": "float32", "kind": "softmax probabilities"},
+        "preprocessing": PREPROCESSING,
+        "source": None if source is None else str(source),
+    }
+    meta.update(extra)
+    return meta
+
+
+def write_metadata(path, labels, source=None, **extra):
+    """Write the sidecar of artefact ``path``; return the sidecar's path."""
+    target = metadata_path(path)
+    meta = make_metadata(labels, source=source, **extra)
+    target.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return target
+
+
+def read_metadata(path, required=False):
+    """Read the sidecar of artefact ``path`` (or a ``.json`` file itself).
+
+    Returns the dict, or ``None`` when there is no sidecar (unless ``required``). A sidecar that is
+    not valid metadata raises :class:`ModelFileError`.
+    """
+    target = metadata_path(path)
+    if not target.is_file():
+        if required:
+            raise ModelFileError(
+                f"{path}: no metadata file {target.name} beside it; export the model with "
+                f"`fer-tf export`, which writes one"
+            )
+        return None
+    try:
+        meta = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{target}: model metadata is not valid JSON ({exc}); re-export the model") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{target}: model metadata is not a JSON object; re-export the model")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{target}: model metadata format_version {version!r} is not supported by this fer_tf "
+            f"(reads up to {FORMAT_VERSION}); upgrade fer_tf or re-export the model"
+        )
+    labels = meta.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise ModelFileError(f"{target}: model metadata has no list of labels; re-export the model")
+    from fer_tf.data.labels import canonical_expression
+
+    canon = [canonical_expression(x) for x in labels]
+    if any(c is None for c in canon):
+        bad = [x for x, c in zip(labels, canon) if c is None]
+        raise ModelFileError(f"{target}: unknown expression labels {bad}; re-export the model")
+    meta["labels"] = canon
+    return meta

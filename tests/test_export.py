@@ -1,0 +1,281 @@
+"""Export round trip: SavedModel + four TFLite variants from a tiny stand-in EC network, parity on
+real CK+48 faces, safe loading and every kind of bad model file."""
+
+import json
+import pathlib
+import zipfile
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from fer_tf import model_io  # noqa: E402
+from fer_tf.data.labels import BASIC7  # noqa: E402
+from fer_tf.errors import ConfigError, ModelFileError  # noqa: E402
+from fer_tf.export import VARIANTS, build_inference_model, export_model, parity  # noqa: E402
+
+
+def tiny_ec_model(classes=7, seed=0, input_shape=(48, 48, 1)):
+    """A small EC network with the package's contract: [B,48,48,1] normalised -> [B,C] softmax.
+
+    The last layer's weights are large so that the top-1 class of most faces is well separated.
+    """
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input(input_shape, name="normalised_face")
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inp)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(classes, activation="softmax", name="expression")
+    out = dense(x)
+    model = keras.Model(inp, out, name="tiny_ec")
+    rng = np.random.default_rng(seed)
+    kernel, bias = dense.get_weights()
+    dense.set_weights([rng.normal(0.0, 3.0, kernel.shape).astype("float32"), bias])
+    return model
+
+
+def ckplus_faces(root, per_class=8):
+    """Real CK+48 faces resized to 60x60 (uint8 [n, 60, 60]), a few of each class."""
+    from PIL import Image
+
+    faces = []
+    for folder in sorted(p for p in pathlib.Path(root).iterdir() if p.is_dir()):
+        for path in sorted(folder.glob("*.png"))[::7][:per_class]:
+            img = Image.open(path).convert("L").resize((60, 60), Image.BILINEAR)
+            faces.append(np.asarray(img, dtype=np.uint8))
+    return np.stack(faces)
+
+
+@pytest.fixture(scope="module")
+def faces(ckplus48_dir):
+    return ckplus_faces(ckplus48_dir)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, faces):
+    out = tmp_path_factory.mktemp("export")
+    ec = tiny_ec_model()
+    report = export_model(ec, out, calibration_faces=faces[::2], labels=BASIC7,
+                          parity_faces=faces, source="tiny-test-model")
+    return out, report, ec
+
+
+def test_all_artefacts_written_with_metadata(exported, faces):
+    out, report, _ = exported
+    assert (out / "saved_model" / "saved_model.pb").is_file()
+    assert (out / "inference.keras").is_file()
+    for variant in VARIANTS:
+        entry = report["variants"][variant]
+        assert entry["status"] == "ok", entry
+        path = out / f"model_{variant}.tflite"
+        assert path.is_file() and entry["size"] == path.stat().st_size > 0
+        meta = model_io.read_metadata(path)
+        assert meta["labels"] == list(BASIC7)
+        assert meta["input"] == {"shape": [60, 60, 1], "dtype": "float32", "range": [0, 255],
+                                 "kind": "aligned grey face crop, eye-levelled, 60x60"}
+        assert meta["format_version"] == 1 and meta["source"] == "tiny-test-model"
+        assert meta["preprocessing"] and meta["input_dtype"] == meta["output_dtype"] == "float32"
+    for name in ("saved_model", "inference"):
+        assert model_io.read_metadata(out / name)["labels"] == list(BASIC7)
+    assert report["artefacts"]["saved_model"]["size"] > 0
+    on_disk = json.loads((out / "export_report.json").read_text())
+    assert set(on_disk["variants"]) == set(VARIANTS)
+    # quantised variants are smaller than fp32
+    sizes = {v: report["variants"][v]["size"] for v in VARIANTS}
+    assert sizes["float16"] < sizes["fp32"] and sizes["dynamic"] < sizes["fp32"]
+    assert model_io.read_metadata(out / "model_int8.tflite")["calibration_faces"] == len(faces[::2])
+
+
+def test_every_variant_runs_in_litert(exported, faces):
+    from fer_tf.inference import TFLiteRunner
+
+    out, _, _ = exported
+    for variant in VARIANTS:
+        interpreter = model_io.load_tflite(out / f"model_{variant}.tflite")
+        (inp,) = interpreter.get_input_details()
+        assert list(inp["shape_signature"]) == [-1, 60, 60, 1]
+        assert inp["dtype"] == np.float32  # float interface for every variant, int8 included
+        probs = TFLiteRunner(out / f"model_{variant}.tflite")(faces[:5])
+        assert probs.shape == (5, 7)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-2)
+
+
+def test_parity_with_keras(exported, faces):
+    out, report, ec = exported
+    inference = build_inference_model(ec, BASIC7)
+    expected = inference.predict(faces.astype("float32")[..., None], verbose=0)
+    top2 = np.sort(expected, axis=1)[:, -2:]
+    separated = (top2[:, 1] - top2[:, 0]) > 0.05
+    assert separated.sum() >= len(faces) // 2  # the stand-in model is decisive on most faces
+
+    fp32 = report["variants"]["fp32"]["parity"]
+    assert fp32["n"] == len(faces)
+    assert fp32["top1_agreement"] == 1.0 and fp32["max_abs_prob_diff"] < 1e-4
+    for variant in ("float16", "dynamic"):
+        p = report["variants"][variant]["parity"]
+        assert p["max_abs_prob_diff"] < 0.05, (variant, p)
+        sub = parity(inference, out / f"model_{variant}.tflite", faces[separated])
+        assert sub["top1_agreement"] >= 0.99, (variant, sub)
+    int8 = report["variants"]["int8"]["parity"]
+    assert int8["n"] == len(faces) and int8["max_abs_prob_diff"] < 0.2  # loose: report only
+    # the preprocessing stays float32 in the int8 variant, the network is int8
+    meta = model_io.read_metadata(out / "model_int8.tflite")
+    assert meta["float_layers"] == ["face_preprocessing"], meta
+    assert "CONV_2D" not in (meta["float_ops"] or []) and "CUMSUM" in meta["float_ops"]
+
+
+def test_saved_model_serving_signature(exported, faces):
+    import tensorflow as tf
+
+    out, _, ec = exported
+    loaded = tf.saved_model.load(str(out / "saved_model"))
+    fn = loaded.signatures["serving_default"]
+    (result,) = fn(face=tf.constant(faces[:4].astype("float32")[..., None])).values()
+    expected = build_inference_model(ec).predict(faces[:4].astype("float32")[..., None], verbose=0)
+    np.testing.assert_allclose(result.numpy(), expected, atol=1e-5)
+
+
+def test_inference_keras_loads_in_safe_mode(exported, faces):
+    out, _, ec = exported
+    model = model_io.load_model(out / "inference.keras")
+    assert model_io.check_classifier(model) == "face"
+    x = faces[:3].astype("float32")[..., None]
+    np.testing.assert_allclose(model.predict(x, verbose=0),
+                               build_inference_model(ec).predict(x, verbose=0), atol=1e-6)
+
+
+def test_int8_without_calibration_is_skipped(tmp_path, faces):
+    report = export_model(tiny_ec_model(seed=1), tmp_path, variants=("fp32", "int8"),
+                          labels=BASIC7)
+    assert report["variants"]["fp32"]["status"] == "ok"
+    assert report["variants"]["int8"]["status"] == "skipped"
+    assert not (tmp_path / "model_int8.tflite").exists()
+
+
+def test_labels_are_required_and_checked(tmp_path):
+    with pytest.raises(ConfigError, match="labels"):
+        export_model(tiny_ec_model(), tmp_path, variants=("fp32",))
+    with pytest.raises(ConfigError, match="6 labels"):
+        build_inference_model(tiny_ec_model(), BASIC7[:6])
+
+
+def test_joint_model_checkpoint_exports(tmp_path, faces):
+    models = pytest.importorskip("fer_tf.models")
+    joint = models.build_model("softmax", labels=BASIC7)
+    ckpt = tmp_path / "ckpt.keras"
+    joint.save(ckpt)
+    report = export_model(ckpt, tmp_path / "out", variants=("fp32",), parity_faces=faces[:10])
+    assert report["labels"] == list(BASIC7) and report["source"] == str(ckpt)
+    assert report["variants"]["fp32"]["parity"]["top1_agreement"] == 1.0
+    inference = model_io.load_model(tmp_path / "out" / "inference.keras")
+    # only the EC branch is exported: one output of probabilities
+    assert len(inference.outputs) == 1 and inference.outputs[0].shape[-1] == 7
+
+
+# --- bad model files ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, exported):
+    out, _, _ = exported
+    d = tmp_path_factory.mktemp("bad")
+    good_keras = (out / "inference.keras").read_bytes()
+    good_tflite = (out / "model_fp32.tflite").read_bytes()
+    (d / "truncated.keras").write_bytes(good_keras[: len(good_keras) // 2])
+    (d / "text.keras").write_text("this is not a model\n")
+    (d / "empty.keras").write_bytes(b"")
+    (d / "garbage.tflite").write_bytes(np.random.default_rng(0).bytes(4096))
+    (d / "text.tflite").write_text("hello\n" * 100)
+    (d / "truncated.tflite").write_bytes(good_tflite[: len(good_tflite) // 3])
+    with zipfile.ZipFile(d / "notmodel.keras", "w") as z:
+        z.writestr("readme.txt", "a zip, but no Keras model inside")
+    # a real Keras model of the wrong shape (RGB 32x32 input)
+    wrong = tiny_ec_model(input_shape=(32, 32, 3))
+    wrong.save(d / "wrong_shape.keras")
+    # a model with the right input but the wrong output (a feature map, not probabilities)
+    inp = keras.Input((60, 60, 1))
+    keras.Model(inp, keras.layers.Conv2D(2, 3)(inp)).save(d / "wrong_output.keras")
+    return d
+
+
+@pytest.mark.parametrize("name, message", [
+    ("missing.keras", "not found"),
+    ("truncated.keras", "truncated"),
+    ("text.keras", "not a Keras model file"),
+    ("empty.keras", "empty"),
+    ("notmodel.keras", "no config.json"),
+    ("wrong_shape.keras", "input shape is"),
+    ("wrong_output.keras", "output"),
+])
+def test_bad_keras_files(bad_files, name, message):
+    with pytest.raises(ModelFileError, match=message) as info:
+        model_io.load_model(bad_files / name)
+    assert name in str(info.value)
+    assert "fer-tf" in str(info.value)  # says what to do
+
+
+@pytest.mark.parametrize("name, message", [
+    ("missing.tflite", "not found"),
+    ("garbage.tflite", "not a TFLite model"),
+    ("text.tflite", "not a TFLite model"),
+    ("truncated.tflite", "cannot open"),
+])
+def test_bad_tflite_files(bad_files, name, message):
+    with pytest.raises(ModelFileError, match=message) as info:
+        model_io.load_tflite(bad_files / name)
+    assert name in str(info.value)
+
+
+def test_tflite_of_the_wrong_shape(tmp_path):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(tiny_ec_model(input_shape=(32, 32, 3)))
+    (tmp_path / "wrong.tflite").write_bytes(converter.convert())
+    with pytest.raises(ModelFileError, match="expected one \\[batch, 60, 60, 1\\]"):
+        model_io.load_tflite(tmp_path / "wrong.tflite")
+
+
+def test_folder_and_tflite_as_keras(tmp_path, exported):
+    out, _, _ = exported
+    with pytest.raises(ModelFileError, match="folder"):
+        model_io.load_model(tmp_path)
+    with pytest.raises(ModelFileError, match="TFLite"):
+        model_io.load_model(out / "model_fp32.tflite")
+
+
+def test_metadata_sidecar(tmp_path):
+    artefact = tmp_path / "m.tflite"
+    assert model_io.read_metadata(artefact) is None
+    with pytest.raises(ModelFileError, match="no metadata"):
+        model_io.read_metadata(artefact, required=True)
+    model_io.write_metadata(artefact, ["happy", "sad"], source="x")
+    meta = model_io.read_metadata(artefact)
+    assert meta["labels"] == ["happiness", "sadness"] and meta["output"]["shape"] == [2]
+    (tmp_path / "m.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        model_io.read_metadata(artefact)
+    (tmp_path / "m.json").write_text(json.dumps({"format_version": 99, "labels": ["anger"]}))
+    with pytest.raises(ModelFileError, match="format_version"):
+        model_io.read_metadata(artefact)
+    (tmp_path / "m.json").write_text(json.dumps({"format_version": 1, "labels": ["grumpy"]}))
+    with pytest.raises(ModelFileError, match="unknown expression"):
+        model_io.read_metadata(artefact)
+
+
+@pytest.mark.integration
+def test_export_command(tmp_path, ckplus48_dir, capsys):
+    models = pytest.importorskip("fer_tf.models")
+    from fer_tf.cli import main
+
+    ckpt = tmp_path / "ckpt.keras"
+    models.build_model("softmax", labels=BASIC7).save(ckpt)
+    rc = main(["export", str(ckpt), "--output", str(tmp_path / "out"),
+               "--calibration", str(ckplus48_dir), "--parity-data", str(ckplus48_dir),
+               "--format", "ckplus48", "--calibration-size", "16", "--parity-size", "24",
+               "--variants", "fp32,int8"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "model_fp32.tflite" in text and "model_int8.tflite" in text and "24 faces" in text
+    assert (tmp_path / "out" / "model_int8.tflite").is_file()
+    rc = main(["export", str(tmp_path / "nope.keras"), "--output", str(tmp_path / "o2")])
+    assert rc == 2 and "nope.keras" in capsys.readouterr().err
