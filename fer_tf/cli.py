@@ -14,7 +14,7 @@ import os
 import sys
 
 # Subcommand modules, in the order data flows.
-COMMANDS = ("data", "preprocess", "train", "evaluate", "export", "predict", "bench")
+COMMANDS = ("data", "preprocess", "export", "predict", "bench")
 
 
 def build_parser():

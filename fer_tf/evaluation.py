@@ -178,12 +178,12 @@ def cross_validate(root, fmt, variants, model_config: ModelConfig, train_config:
     from fer_tf import training
     from fer_tf.data.splits import leave_one_subject_out, subject_kfold
     from fer_tf.experiments import prepared_dataset
-    from fer_tf.preprocess.normalize import normalize_faces
+    from fer_tf.preprocess.normalize import normalize_many
 
     table, faces = prepared_dataset(root, fmt)
     keep = table.expression_ids(model_config.labels) >= 0
     table, faces = table.take(keep), faces[keep]
-    faces = np.asarray(normalize_faces(faces), np.float32)
+    faces = normalize_many(faces)
     splits = leave_one_subject_out(table) if folds in ("loso", 0) else subject_kfold(
         table, k=folds, seed=train_config.seed)
     pretrained = training.load_checkpoint(pretrained_path, compile=False) if pretrained_path else None

@@ -53,7 +53,7 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
              report_dir="reports/fer2013", resume=True, verbose=2, max_train_images=None):
     """Softmax pretraining on FER2013; writes ``output/pretrained.keras`` and the report."""
     from fer_tf import models, plots, reporting, training
-    from fer_tf.preprocess.normalize import normalize_faces
+    from fer_tf.preprocess.normalize import normalize_many
     from fer_tf.sampling import classification_dataset, eval_dataset, steps_per_epoch
 
     started = time.time()
@@ -61,8 +61,7 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
     table, faces = prepared_dataset(data_root, "fer2013")
     labels = model_config.labels
     ids = table.expression_ids(labels)
-    faces = np.concatenate([np.asarray(normalize_faces(faces[i:i + 4096]), np.float32)
-                            for i in range(0, len(faces), 4096)])
+    faces = normalize_many(faces)
     split = {name: np.flatnonzero((table.split == name) & (ids >= 0))
              for name in ("Training", "PublicTest", "PrivateTest")}
     train_rows = split["Training"]
@@ -136,12 +135,12 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
 
     from fer_tf import evaluation, export, models, reporting, training
     from fer_tf.data.splits import subject_kfold
-    from fer_tf.preprocess.normalize import normalize_faces
+    from fer_tf.preprocess.normalize import normalize_many
 
     started = time.time()
     labels = model_config.labels
     table, raw_faces = identity_training_set(datasets_dir, labels)
-    faces = np.asarray(normalize_faces(raw_faces), np.float32)
+    faces = normalize_many(raw_faces)
     train_rows, test_rows = subject_kfold(table, k=8, seed=train_config.seed)[0]
     pretrained = training.load_checkpoint(pretrained_path, compile=False)
     result = evaluation.train_variant(model_config.variant, table, faces, train_rows, test_rows,
@@ -161,7 +160,7 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
     # FER2013 test splits, which fine-tuning never saw.
     fer_table, fer_faces = prepared_dataset(pathlib.Path(datasets_dir) / "fer2013", "fer2013")
     fer_ids = fer_table.expression_ids(labels)
-    fer_norm = np.asarray(normalize_faces(fer_faces[fer_table.split != "Training"]), np.float32)
+    fer_norm = normalize_many(fer_faces[fer_table.split != "Training"])
     fer_split, fer_ids = fer_table.split[fer_table.split != "Training"], fer_ids[fer_table.split != "Training"]
     fer = {}
     for name in ("PublicTest", "PrivateTest"):
@@ -190,4 +189,69 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
                                   started=started),
     }
     reporting.write_json(pathlib.Path(report_dir) / "results.json", results)
+    write_model_card(results, target / "MODEL_CARD.md")
     return results
+
+
+def write_model_card(results, path):
+    """saved_models/MODEL_CARD.md from the measured results of `make ship`."""
+    h, fer, run = results["held_out_subjects"], results["fer2013"], results["run"]
+    dyn = results["export"].get("dynamic", {}).get("parity", {})
+    sizes = ", ".join(f"`{k}` {v / 1e6:.2f} MB" for k, v in results["sizes_bytes"].items())
+    per_dataset = "\n".join(
+        f"| held-out subjects: {name} | {h[f'{name}_images']} images | {100 * h[f'{name}_image_accuracy']:.1f}% |"
+        for name in sorted({k.split('_image_accuracy')[0] for k in h if k.endswith('_image_accuracy')}))
+    text = f"""# Model card: fer_tf_basic7
+
+The default model of `fer-tf predict` and `fer_tf.Recognizer()`.
+
+- **Files:** `fer_tf_basic7.keras` (Keras 3, loads in safe mode) and `fer_tf_basic7.tflite`
+  (dynamic-range quantised, runs with `ai_edge_litert`), each with a JSON sidecar holding the labels
+  and the input contract. Sizes: {sizes}.
+- **Labels:** {", ".join(results["labels"])}.
+- **Input:** one aligned grey face, `[1, 60, 60, 1]` float32 in 0..255: detected with mediapipe,
+  rotated so the eyes are level, cropped square around the face-mesh landmarks (1.25 x their extent)
+  and resized to 60x60 (`fer_tf.preprocess.align.FaceAligner`). Histogram equalisation, plane
+  fitting, zero mean / unit variance and the centre 48x48 crop are inside the model.
+- **Output:** probabilities over the labels.
+
+## How it was trained
+1. `make pretrain`: the network and its expression branch on FER2013 `Training` with softmax
+   (`configs/pretrain.yaml`; report in `reports/fer2013/`).
+2. `make ship`: {results["history"] and len(results["history"])} epochs of 2B(N+M) fine-tuning
+   (identity-aware negatives, online positive mining, adaptive threshold; `configs/ship.yaml`) on the
+   identity-labelled shared data: CK+48 (without contempt), the frontal KDEF subset (anger,
+   happiness, sadness) and Yale faces (happiness, neutral, sadness, surprise), with one eighth of the
+   subjects held out ({h["images"]} images) to measure it. {results["train_images"]} training images.
+
+Commit `{run["git_commit"]}`, {run["date"]}, {run["machine"]["cpu"]} ({run["machine"]["cores"]} cores),
+seed {run["seed"]}. All figures below are in `reports/shipped/results.json`.
+
+## Accuracy
+
+| benchmark | protocol | accuracy |
+|---|---|---|
+| held-out subjects, all | image level, subjects never seen in training | {100 * h["image_accuracy"]:.1f}% |
+| held-out subjects, all | sequence level (CK+ frames averaged) | {100 * h["sequence_accuracy"]:.1f}% |
+{per_dataset}
+| FER2013 PublicTest | single model, centre crop, 3,589 images | {100 * fer["PublicTest_accuracy"]:.1f}% |
+| FER2013 PrivateTest | single model, centre crop, 3,589 images | {100 * fer["PrivateTest_accuracy"]:.1f}% |
+
+The paper's cross-validated comparison of the variants on CK+ is in `reports/ckplus48/`.
+TFLite (dynamic-range) vs Keras on the held-out faces: top-1 agreement
+{100 * dyn.get("top1_agreement", float("nan")):.1f}%, largest probability difference
+{dyn.get("max_abs_prob_diff", float("nan")):.3f}.
+
+## Intended use and limitations
+- For research, teaching and prototypes that recognise posed or clear expressions of one or more
+  frontal faces. Not for judging a person's feelings, honesty or suitability for anything: an
+  expression is not an emotion, and the model's errors are not evenly spread.
+- Trained on small research datasets of mostly young adults, posed in a lab (CK+, KDEF, Yale) and
+  on web images (FER2013); accuracy on other ages, skin tones, poses, lighting, occlusions and
+  spontaneous expressions is unmeasured and likely lower. Neutral comes only from FER2013 and 15
+  Yale subjects; contempt is not among the labels.
+- Faces that mediapipe does not detect (strong profile, very small, heavily occluded) are reported
+  as "no face found", not classified.
+- The training datasets are licensed for research only; check their licences before any other use.
+"""
+    pathlib.Path(path).write_text(text)

@@ -55,11 +55,15 @@ def _split_shape(x):
     return has_channel, int(h), int(w)
 
 
-def normalize_faces(x):
+def normalize_faces(x, histogram="bincount"):
     """Histogram equalisation, plane fit, zero mean / unit variance on each face.
 
     Args:
         x: ``[..., H, W]`` or ``[..., H, W, 1]`` grey levels 0..255, uint8 or float.
+        histogram: how the per-image histogram is counted; both give the same integer counts.
+            ``"bincount"`` (default) needs O(B * 256) memory; ``"onehot"`` uses only TFLite
+            builtin ops (one-hot sum) but O(B * H * W * 256) memory, so the exported model's
+            :class:`FacePreprocessing` uses it on one face at a time.
     Returns:
         float32 tensor of the same shape.
     """
@@ -72,8 +76,13 @@ def normalize_faces(x):
         flat = tf.cast(flat, tf.float32)
     levels = tf.cast(tf.clip_by_value(tf.round(flat), 0.0, 255.0), tf.int32)  # [B, N]
     # 1. histogram equalisation: histogram by one-hot sum, CDF by cumsum, lookup by gather
-    onehot = tf.one_hot(levels, 256, dtype=tf.float32)  # [B, N, 256]
-    hist = tf.reduce_sum(onehot, axis=1)  # [B, 256]
+    if histogram == "onehot":
+        hist = tf.reduce_sum(tf.one_hot(levels, 256, dtype=tf.float32), axis=1)  # [B, 256]
+    else:
+        rows = tf.shape(levels)[0]
+        offsets = levels + 256 * tf.range(rows)[:, None]
+        hist = tf.reshape(tf.math.bincount(tf.reshape(offsets, [-1]), minlength=256 * rows,
+                                           maxlength=256 * rows, dtype=tf.float32), [rows, 256])
     cdf = tf.math.cumsum(hist, axis=1) / float(n)  # [B, 256]
     eq = tf.gather(cdf, levels, batch_dims=1)  # [B, N]
     # 2. plane fit: coefficients = eq @ pinv, fitted = coefficients @ design^T
@@ -89,6 +98,15 @@ def normalize_faces(x):
     keep = tf.cast(std > MIN_STD, tf.float32)
     out = centred * (keep / tf.maximum(std, MIN_STD))
     return tf.reshape(out, out_shape)
+
+
+def normalize_many(faces, chunk=2048):
+    """:func:`normalize_faces` over a large uint8 array in chunks -> NumPy float32 (same shape)."""
+    faces = np.asarray(faces)
+    if len(faces) == 0:
+        return faces.astype(np.float32)
+    return np.concatenate([np.asarray(normalize_faces(faces[i:i + chunk]), np.float32)
+                           for i in range(0, len(faces), chunk)])
 
 
 def normalize_faces_numpy(x):
@@ -208,7 +226,7 @@ class FacePreprocessing(keras.layers.Layer):
         x = tf.convert_to_tensor(inputs)
         if x.shape.rank == 3:
             x = x[..., None]
-        x = normalize_faces(tf.cast(x, tf.float32))
+        x = normalize_faces(tf.cast(x, tf.float32), histogram="onehot")
         return center_crop(x, self.crop_size)
 
     def compute_output_shape(self, input_shape):
