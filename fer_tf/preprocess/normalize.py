@@ -87,8 +87,11 @@ def normalize_faces(x, histogram="bincount"):
     eq = tf.gather(cdf, levels, batch_dims=1)  # [B, N]
     # 2. plane fit: coefficients = eq @ pinv, fitted = coefficients @ design^T
     pinv, design = plane_pinv(h, w)
-    coef = tf.matmul(eq, tf.constant(pinv, dtype=tf.float32))  # [B, 3]
-    fitted = tf.matmul(coef, tf.constant(design.T, dtype=tf.float32))  # [B, N]
+    # Written as multiply + sum rather than matmul so that TFLite's dynamic-range quantisation,
+    # which quantises the constant operands of matmuls, leaves the plane fit in float32.
+    pinv_t = tf.constant(pinv.T[None], dtype=tf.float32)  # [1, 3, N]
+    coef = tf.reduce_sum(eq[:, None, :] * pinv_t, axis=2)  # [B, 3]
+    fitted = tf.reduce_sum(coef[:, :, None] * tf.constant(design.T[None], dtype=tf.float32), axis=1)
     resid = eq - fitted
     # 3. zero mean, unit variance (floored std: constant images give zeros)
     mean = tf.reduce_mean(resid, axis=1, keepdims=True)
