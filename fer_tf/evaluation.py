@@ -98,11 +98,10 @@ class FoldAccuracy(keras.callbacks.Callback):
         self.dataset = eval_dataset(faces, batch_size=256)
         self.label_ids = np.asarray(label_ids)
 
-    def on_train_begin(self, logs=None):
-        self.ec = self.model.ec_model()
-
     def on_epoch_end(self, epoch, logs=None):
-        probabilities = self.ec.predict(self.dataset, verbose=0)
+        if getattr(self, "_ec_of", None) is not self.model:  # built once per model, not per epoch
+            self._ec, self._ec_of = self.model.ec_model(), self.model
+        probabilities = self._ec.predict(self.dataset, verbose=0)
         logs["fold_accuracy"] = float(np.mean(np.argmax(probabilities, 1) == self.label_ids))
 
 

@@ -302,6 +302,15 @@ def _readme(r):
         f"Max abs difference: per-epoch metrics {d['history_max_abs_diff']:.3g}, final metrics "
         f"{d['final_metrics_max_abs_diff']:.3g}, final weights {d['weights_max_abs_diff']:.3g}.",
         "",
+        "How: `fer_tf.training.fit` writes `last.keras` after every epoch through a temporary file and "
+        "a rename; the file holds the model, the optimizer state (Keras 3 saves it in `.keras` "
+        "files), the run state (epoch, history, learning-rate schedule) and the schedule's best "
+        "weights, so one rename commits all of them. Epoch e trains on the first steps of a fresh "
+        "`make_train_dataset(e)` (batches and crop/flip seeds depend only on (seed, epoch, step)), "
+        "and at every epoch start the global seeds and the dropout seed generators (which Keras "
+        "does not save) are set from (seed, epoch). With TF op determinism on, the resumed run is "
+        "bit-identical on the same CPU.",
+        "",
         f"Wall time: uninterrupted {r['wall_time_s']['uninterrupted']} s, killed + resumed "
         f"{r['wall_time_s']['killed_and_resumed']} s (each includes process start-up).",
         f"Command: `{r['run']['command']}`; commit {r['run']['git_commit']}; {r['run']['date']}; "
