@@ -99,6 +99,7 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
     report = pathlib.Path(report_dir)
     reporting.write_json(report / "results.json", results)
     plots.training_curves({"softmax (FER2013)": history}, report / "curves.png")
+    write_pretrain_readme(results, report / "README.md")
     print(f"FER2013 PublicTest {results['public_test_accuracy']:.4f}, "
           f"PrivateTest {results['private_test_accuracy']:.4f}; saved {out / 'pretrained.keras'}",
           file=sys.stderr)
@@ -253,5 +254,45 @@ TFLite (dynamic-range) vs Keras on the held-out faces: top-1 agreement
 - Faces that mediapipe does not detect (strong profile, very small, heavily occluded) are reported
   as "no face found", not classified.
 - The training datasets are licensed for research only; check their licences before any other use.
+"""
+    pathlib.Path(path).write_text(text)
+
+
+def write_pretrain_readme(results, path):
+    """reports/fer2013/README.md from the measured pretraining results."""
+    run, cfg = results["run"], results["run"]["config"]["train"]
+    best = max(results["history"], key=lambda r: r.get("val_accuracy", 0)) if results["history"] else {}
+    text = f"""# FER2013: softmax pretraining (Section 5.2, first stage)
+
+Produced by:
+
+```
+{run.get("make_command") or run["command"]}
+```
+
+Commit `{run["git_commit"]}`, {run["date"]}, {run["machine"]["cpu"]} ({run["machine"]["cores"]} cores),
+seed {run["seed"]}, wall time {run.get("wall_time_s", "?")} s. Config: {cfg["optimizer"]}, learning rate
+{cfg["learning_rate"]}, momentum {cfg["momentum"]}, batch {cfg["batch_size"]}, weight decay
+{cfg["weight_decay"]}, {cfg["epochs"]} epochs, halve-and-reload (loss rise > {cfg["loss_rise"]:.0%} or
+{cfg["patience"]} epochs without a better validation accuracy).
+
+| split | images | accuracy |
+|---|---|---|
+| PublicTest (validation; picks the best epoch) | 3,589 | {100 * results["public_test_accuracy"]:.2f}% |
+| PrivateTest (test; single model, centre crop) | 3,589 | {100 * results["private_test_accuracy"]:.2f}% |
+
+Best epoch: {best.get("epoch", "?")} of {len(results["history"])}. Training on {results["train_images"]} images,
+labels {", ".join(results["labels"])}.
+
+![training curves](curves.png)
+
+## Against the target
+The issue's target is 70% on PrivateTest for a single model. The CPU schedule stops after
+{cfg["epochs"]} epochs, far from convergence (the curves are still rising); the published single-model
+results near 70-73% train for 100-300 epochs with heavier augmentation (ten-crop, rotation,
+scaling) and test-time averaging. `configs/pretrain-paper.yaml` runs the paper's full
+halve-and-reload schedule (300 epochs) with the same command:
+`python pipelines/pretrain.py --config configs/pretrain-paper.yaml`; it needs about
+{cfg["epochs"] and round(300 / cfg["epochs"] * (run.get("wall_time_s") or 0) / 3600, 1)} hours on this CPU, or a GPU.
 """
     pathlib.Path(path).write_text(text)

@@ -17,6 +17,7 @@ Variants: ``softmax`` (EC only), ``1B(N+1)`` / ``1B(N+M)`` (metric loss on the E
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
 from fer_tf import losses as fer_losses
@@ -137,11 +138,14 @@ class JointModel(keras.Model):
         probabilities = y_pred["expression"]
         ce = self.classification_loss(labels, probabilities)
         total = ce
-        self.ce_tracker.update_state(ce)
+        # Under a tf.distribute strategy Keras' losses come back divided by the replica count
+        # (so that summed gradients average); the logged components are scaled back.
+        replicas = float(tf.distribute.get_strategy().num_replicas_in_sync)
+        self.ce_tracker.update_state(ce * replicas)
         if self.metric_loss is not None and "tuples" in y:
             metric = self.metric_loss(ops.cast(y["tuples"], "int32"), y_pred["embedding"])
             total = total + self.config.alpha * metric
-            self.metric_tracker.update_state(metric)
+            self.metric_tracker.update_state(metric * replicas)
         query = ops.cast(labels >= 0, "float32")
         self.accuracy_tracker.update_state(ops.maximum(labels, 0), probabilities, sample_weight=query)
         if self.losses:

@@ -463,7 +463,7 @@ def _sigterm_as_interrupt():
 
 
 def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validation_data=None,
-        workdir=None, resume=True, verbose=2, callbacks=()):
+        workdir=None, resume=True, verbose=2, callbacks=(), strategy=None):
     """Train ``model`` with the joint loss; returns ``(model, history)``.
 
     Epoch ``e`` trains on the first ``steps_per_epoch`` batches of ``make_train_dataset(e)`` (a
@@ -474,7 +474,17 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
     learning rate, optimizer state, schedule state and best weights, and the random state continue
     as in an uninterrupted run. The best weights (by validation accuracy, or training loss without
     validation) are loaded at the end. A NaN/Inf loss raises :class:`TrainingError`.
+
+    With a ``tf.distribute`` ``strategy`` (see :mod:`fer_tf.distribute`; the model must have been
+    built inside ``strategy.scope()``), training runs under it and only the chief worker writes
+    checkpoints into ``workdir``.
     """
+    if strategy is not None:
+        from fer_tf import distribute
+
+        with distribute.scope(strategy), distribute.keras_multi_worker_fix(strategy):
+            return fit(model, make_train_dataset, config, steps_per_epoch, validation_data,
+                       distribute.worker_workdir(workdir, strategy), resume, verbose, callbacks)
     set_seed(config.seed)
     schedule = HalveAndReload(config.loss_rise, config.patience, config.min_learning_rate,
                               monitor="val_accuracy" if validation_data is not None else "loss")

@@ -1,0 +1,144 @@
+"""Smoke test of the benchmark code (benchmarks/) with tiny settings: `make bench` stays runnable."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # benchmarks/ is not part of the installed package
+    sys.path.insert(0, str(REPO))
+
+
+def test_flop_counter_counts_conv_dense_and_connecting_layer():
+    import keras
+
+    from benchmarks import flops
+    from fer_tf.layers import ConnectingLayer
+
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(4, 3, padding="same", name="c")(x)  # 8*8*3*3*3*4 = 6912
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    a = keras.layers.Dense(5, name="d")(y)  # 4*5 = 20
+    b = keras.layers.Dense(6, name="e")(y)  # 4*6 = 24
+    z = ConnectingLayer(7, name="k")([a, b])  # (5+6)*7 = 77
+    total, per_layer = flops.model_macs(keras.Model(x, z))
+    assert per_layer == {"c": 6912, "d": 20, "e": 24, "k": 77}
+    assert total == 7033
+
+
+def test_full_model_flops_are_in_the_expected_range():
+    from benchmarks import flops
+    from fer_tf.data.labels import CKPLUS7
+    from fer_tf.models import build_model
+
+    macs, _ = flops.model_macs(build_model("2B(N+M)", labels=CKPLUS7))
+    assert 30e6 < macs < 70e6  # the inception FER network: ~44 M MACs per 48x48 face
+
+
+def test_log_slope_and_summary():
+    from benchmarks.common import log_slope, summary
+
+    xs = [32, 64, 128, 256]
+    assert math.isclose(log_slope(xs, [x ** 3 for x in xs]), 3.0, rel_tol=1e-6)
+    assert log_slope([1], [1]) is None
+    s = summary([3.0, 1.0, 2.0], scale=10)
+    assert s == {"median": 20.0, "min": 10.0, "max": 30.0, "repeats": 3}
+
+
+def test_loss_section_tiny():
+    from benchmarks import loss_bench
+    from benchmarks.common import Settings
+
+    settings = Settings.quick_settings()
+    settings.loss_sizes = (8, 16)
+    settings.repeats = 1
+    out = loss_bench.run(settings, log=lambda *_: None)
+    for name in ("nm_tuple_clusters", "n_plus_one_tuple", "batch_all_triplet"):
+        assert out["ms_per_step"][name]["16"]["median"] > 0
+    assert set(out["scaling_exponent"]) >= {"nm_tuple_clusters", "batch_all_triplet"}
+
+
+def test_runner_writes_results_and_readme(tmp_path):
+    """run.py end to end on the one section that needs no data (seconds)."""
+    from benchmarks import run
+
+    out = tmp_path / "bench"
+    results = run.run(run.parse_args(["--quick", "--output", str(out), "--sections", "loss"]))
+    data = json.loads((out / "results.json").read_text())
+    assert data["headline"] == results["headline"]
+    assert "nm_tuple_clusters" in data["headline"]["loss_scaling_exponent"]
+    assert data["run"]["machine"]["cores"] and data["run"]["machine"]["cpu"]
+    readme = (out / "README.md").read_text()
+    assert "## 2." in readme and "Machine:" in readme and "Quick smoke-test" in readme
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_benchmark_quick_run_writes_results_and_readme(tmp_path, ckplus48_dir):
+    """The training sections on tiny settings (about a minute or two: the model is traced for
+    both modes and twice more for the race); the inference section is left out (it exports and
+    may build .venv-bench)."""
+    from benchmarks import run
+
+    out = tmp_path / "bench"
+    args = run.parse_args(["--quick", "--output", str(out), "--datasets", str(ckplus48_dir.parent),
+                           "--sections", "training,race,loss"])
+    results = run.run(args)
+    data = json.loads((out / "results.json").read_text())
+    assert data["headline"]["in_batch_speedup"] > 0
+    assert np.isfinite(data["training"]["fraction_of_matmul_peak"])
+    assert data["run"]["machine"]["cores"]
+    assert set(data["race"]["modes"]) == {"in_batch", "tuple"}
+    readme = (out / "README.md").read_text()
+    assert "in_batch_speedup" in readme and "Machine:" in readme and "Quick smoke-test" in readme
+    assert results["headline"] == data["headline"]
+
+
+def test_readme_renders_a_full_results_dict():
+    """report.readme on a synthetic results dict with every section (no measuring)."""
+    from benchmarks import report
+
+    mode = {"images_per_step": 64, "queries_per_step": 64, "steps_per_epoch": 16,
+            "step_s": {"median": 0.3}, "step_with_pipeline_s": {"median": 0.31},
+            "pipeline_only_s_per_batch": {"median": 0.002}, "queries_per_s": 200.0,
+            "images_per_s": 200.0, "images_per_s_compute_only": 210.0, "input_bound_ratio": 0.01}
+    tuple_mode = dict(mode, images_per_step=144, queries_per_step=12, queries_per_s=20.0)
+    timing = {"median": 1.0, "min": 1.0, "max": 1.0, "repeats": 1}
+    r = {
+        "settings": {"repeats": 1, "train_steps": 1, "race_eval_every_s": 1},
+        "training": {"in_batch": mode, "tuple": tuple_mode, "in_batch_speedup": 10.0,
+                     "macs_per_image": 43e6, "training_flops_per_image": 258e6,
+                     "largest_layers_macs": {"a": 1e6}, "achieved_gflops": 20.0,
+                     "fraction_of_matmul_peak": 0.4},
+        "matmul_peak": {"before": {"n": 8, "gflops": 50.0}, "after": {"n": 8, "gflops": 48.0}, "gflops": 50.0},
+        "race": {"fold": "f", "train_images": 1, "val_images": 1, "learning_rate": 1e-3,
+                 "target_accuracy": 0.5, "budget_s": 10, "time_speedup": 6.0,
+                 "modes": {m: {"reached": True, "time_to_target_s": 1.0, "steps_to_target": 1,
+                               "epochs_to_target": 1.0, "best_val_accuracy": 0.6, "curve": []}
+                           for m in ("in_batch", "tuple")}},
+        "loss": {"embedding_dim": 4, "M": 6, "N": 6, "sizes": [8],
+                 "ms_per_step": {"nm_tuple_clusters": {"8": timing}},
+                 "scaling_exponent": {"nm_tuple_clusters": {"all_sizes": 1.0, "x_ge_128": None,
+                                                            "count": "c", "paper_exponent": 1}}},
+        "inference": {"tflite_ms": {"fp32_1thread": timing, "headline": "fp32_1thread"},
+                      "keras_tf_function_ms": timing, "end_to_end_ms": timing, "end_to_end_faces": 1,
+                      "headline": {"tflite_ms": 1.0, "fer_package_ms": 0.5, "tflite_vs_fer_speedup": 0.5,
+                                   "fastest_single_face": {"variant": "fp32_1thread", "ms": 1.0}},
+                      "fer_package": {"fer_version": "x", "tensorflow": "y", "tflite_quantized_ms": timing,
+                                      "end_to_end_ms": timing, "end_to_end_faces": 1}},
+        "preprocess": {"normalize": {"tf_function": {"batch": 4, "faces_per_s": 1.0},
+                                     "eager": {"batch": 4, "faces_per_s": 1.0}},
+                       "align": {"kdef": {"skipped": "not found"}}},
+        "load_average_start": [1.0, 1.0, 1.0], "load_average_end": [1.0, 1.0, 1.0],
+        "run": {"command": "c", "date": "d", "machine": {"cpu": "cpu", "cores": 2}},
+    }
+    r["headline"] = report.headline(r)
+    text = report.readme(r)
+    for needle in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "10.00x", "| no |"):
+        assert needle in text, needle
