@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 import time
@@ -189,6 +190,10 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
                                    "pretrained": str(pretrained_path)}, seed=train_config.seed,
                                   started=started),
     }
+    pretrain_report = pathlib.Path(report_dir).parent / "fer2013" / "results.json"
+    if pretrain_report.is_file():
+        pre = json.loads(pretrain_report.read_text())
+        results["pretrained_fer2013"] = {k: pre[k] for k in ("public_test_accuracy", "private_test_accuracy")}
     reporting.write_json(pathlib.Path(report_dir) / "results.json", results)
     write_model_card(results, target / "MODEL_CARD.md")
     return results
@@ -198,7 +203,14 @@ def write_model_card(results, path):
     """saved_models/MODEL_CARD.md from the measured results of `make ship`."""
     h, fer, run = results["held_out_subjects"], results["fer2013"], results["run"]
     dyn = results["export"].get("dynamic", {}).get("parity", {})
-    sizes = ", ".join(f"`{k}` {v / 1e6:.2f} MB" for k, v in results["sizes_bytes"].items())
+    sizes = ", ".join(f"`{k}` {v / 1e6:.2f} MB" for k, v in results["sizes_bytes"].items()
+                      if not k.endswith(".json"))
+    pre = results.get("pretrained_fer2013") or {}
+    forgetting = ""
+    if pre:
+        forgetting = (f"\n- Fine-tuning on posed lab faces costs in-the-wild accuracy: the FER2013-pretrained "
+                      f"network scores {100 * pre['private_test_accuracy']:.1f}% on PrivateTest "
+                      f"(`reports/fer2013/`), the shipped model {100 * fer['PrivateTest_accuracy']:.1f}%.")
     per_dataset = "\n".join(
         f"| held-out subjects: {name} | {h[f'{name}_images']} images | {100 * h[f'{name}_image_accuracy']:.1f}% |"
         for name in sorted({k.split('_image_accuracy')[0] for k in h if k.endswith('_image_accuracy')}))
@@ -253,7 +265,7 @@ TFLite (dynamic-range) vs Keras on the held-out faces: top-1 agreement
   Yale subjects; contempt is not among the labels.
 - Faces that mediapipe does not detect (strong profile, very small, heavily occluded) are reported
   as "no face found", not classified.
-- The training datasets are licensed for research only; check their licences before any other use.
+- The training datasets are licensed for research only; check their licences before any other use.{forgetting}
 """
     pathlib.Path(path).write_text(text)
 

@@ -512,11 +512,12 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
             compile_model(model, config)
     else:
         compile_model(model, config)
-    cbs = [_EpochSeed(config.seed), schedule, NanGuard(workdir)]
+    # The caller's callbacks run before the schedule and the checkpoint, so that what they add to
+    # the epoch's logs (e.g. a held-out accuracy) is in the checkpointed history.
+    cbs = [_EpochSeed(config.seed), *callbacks, schedule, NanGuard(workdir)]
     if workdir is not None:
         cbs.append(EpochCheckpoint(workdir, schedule, config.seed, history,
                                    extra_state={"steps_per_epoch": int(steps_per_epoch)}))
-    cbs.extend(callbacks)
     one_epoch = _OneEpoch()
     cbs.append(one_epoch)
     epoch = start_epoch
