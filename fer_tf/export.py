@@ -113,21 +113,9 @@ def build_inference_model(model, labels=None, name="fer_tf_inference"):
     return inference
 
 
-def _as_faces(faces):
-    """Faces ``[n,60,60]`` / ``[n,60,60,1]`` (any real dtype, 0..255) -> float32 ``[n,60,60,1]``."""
-    faces = np.asarray(faces)
-    if faces.ndim == 2:
-        faces = faces[None]
-    if faces.ndim == 3:
-        faces = faces[..., None]
-    if faces.ndim != 4 or tuple(faces.shape[1:]) != model_io.FACE_SHAPE:
-        raise ValueError(f"faces must be [n, 60, 60] or [n, 60, 60, 1], got {list(faces.shape)}")
-    return np.ascontiguousarray(faces, dtype=np.float32)
-
-
 def keras_probabilities(model, faces, batch_size=64):
     """Probabilities of an inference model (``[B,60,60,1]`` input) on ``faces``, batched."""
-    faces = _as_faces(faces)
+    faces = model_io.as_faces(faces)
     if len(faces) == 0:
         return np.zeros((0, int(model.outputs[0].shape[-1])), np.float32)
     return np.asarray(model.predict(faces, batch_size=batch_size, verbose=0), dtype=np.float32)
@@ -142,7 +130,7 @@ def parity(keras_model, tflite_path, faces, num_threads=None):
     """
     from fer_tf.inference import TFLiteRunner
 
-    faces = _as_faces(faces)
+    faces = model_io.as_faces(faces)
     if getattr(keras_model, "inputs", None) and model_io.check_classifier(keras_model) != "face":
         keras_model = build_inference_model(keras_model)
     expected = keras_probabilities(keras_model, faces)
@@ -180,7 +168,7 @@ def _converter(saved_model_dir):
 
 
 def _representative(calibration_faces):
-    faces = _as_faces(calibration_faces)
+    faces = model_io.as_faces(calibration_faces)
 
     def generate():
         for face in faces:
@@ -230,7 +218,7 @@ def convert_variant(saved_model_dir, variant, calibration_faces=None, keep_float
     # int8: int8 network with float32 io; the preprocessing stays float (see the module docstring)
     if calibration_faces is None or len(calibration_faces) == 0:
         raise ConfigError("the int8 variant needs calibration faces (training images)")
-    calibration = _as_faces(calibration_faces)[:MAX_CALIBRATION]
+    calibration = model_io.as_faces(calibration_faces)[:MAX_CALIBRATION]
     info["calibration_faces"] = int(len(calibration))
 
     def int8_converter(strict=True):

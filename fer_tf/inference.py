@@ -49,19 +49,6 @@ def shipped_model_path():
 
 # --- model runners ----------------------------------------------------------------------------
 
-def _as_faces(faces):
-    faces = np.asarray(faces)
-    if faces.ndim == 2:
-        faces = faces[None]
-    if faces.ndim == 3:
-        faces = faces[..., None]
-    if faces.ndim != 4 or tuple(faces.shape[1:]) != model_io.FACE_SHAPE:
-        raise ValueError(
-            f"aligned faces must be [n, 60, 60] or [n, 60, 60, 1], got {list(faces.shape)}"
-        )
-    return np.ascontiguousarray(faces, dtype=np.float32)
-
-
 class TFLiteRunner:
     """Run a face-classifier ``.tflite`` in ``ai_edge_litert``: ``runner(faces) -> [n, C]``.
 
@@ -117,7 +104,7 @@ class TFLiteRunner:
         return self._dequantize(self.interpreter.get_tensor(self._output["index"])).copy()
 
     def __call__(self, faces, max_batch=64):
-        faces = _as_faces(faces)
+        faces = model_io.as_faces(faces)
         if len(faces) == 0:
             return np.zeros((0, self.num_classes), np.float32)
         out = []
@@ -147,7 +134,7 @@ class KerasRunner:
         )
 
     def __call__(self, faces, max_batch=256):
-        faces = _as_faces(faces)
+        faces = model_io.as_faces(faces)
         if len(faces) == 0:
             return np.zeros((0, self.num_classes), np.float32)
         out = [np.asarray(self._fn(self._tf.constant(faces[s:s + max_batch])))
@@ -208,25 +195,10 @@ def _load_rgb(image, label):
         from fer_tf.data.images import load_image_rgb
 
         return load_image_rgb(image), str(image)
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
-            raise ImageError(label, f"unsupported image array dtype {arr.dtype}")
-        arr = np.asarray(arr, dtype=np.float64)
-        if not np.all(np.isfinite(arr)):
-            raise ImageError(label, "image holds NaN or infinite values")
-        if arr.size and arr.max() <= 1.0:
-            arr = arr * 255.0
-        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    elif arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ImageError(label, f"unsupported image array shape {list(np.shape(image))}")
-    return np.ascontiguousarray(arr), label
+    from fer_tf.data.images import as_uint8_image
+
+    rgb, _ = as_uint8_image(image, label)
+    return rgb, label
 
 
 def _int_box(box, width, height):

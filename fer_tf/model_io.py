@@ -33,6 +33,8 @@ import sys
 import pathlib
 import zipfile
 
+import numpy as np
+
 from fer_tf.errors import ModelFileError
 
 FORMAT_VERSION = 1
@@ -393,3 +395,15 @@ def read_metadata(path, required=False):
         raise ModelFileError(f"{target}: unknown expression labels {bad}; re-export the model")
     meta["labels"] = canon
     return meta
+
+
+def as_faces(faces):
+    """Faces ``[n,60,60]`` / ``[n,60,60,1]`` (any real dtype, 0..255) -> float32 ``[n,60,60,1]``."""
+    faces = np.asarray(faces)
+    if faces.ndim == 2:
+        faces = faces[None]
+    if faces.ndim == 3:
+        faces = faces[..., None]
+    if faces.ndim != 4 or tuple(faces.shape[1:]) != FACE_SHAPE:
+        raise ValueError(f"faces must be [n, 60, 60] or [n, 60, 60, 1], got {list(faces.shape)}")
+    return np.ascontiguousarray(faces, dtype=np.float32)

@@ -23,3 +23,13 @@ def datasets_dir():
 @pytest.fixture(scope="session")
 def ckplus48_dir(datasets_dir):
     return datasets_dir / "ckplus48"
+
+
+def load_pipeline(name):
+    """Import pipelines/<name>.py as a module (the pipelines folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "pipelines" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,10 +1,10 @@
 """The five variants: build, train step, .keras round trip, the EC-only model, weight transfer."""
 
-import importlib.util
 import pathlib
 
 import numpy as np
 import pytest
+from conftest import load_pipeline
 
 from fer_tf.config import VARIANTS
 
@@ -12,14 +12,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 LABELS = ("anger", "happiness", "surprise")
 
 
-def _pipeline():
-    spec = importlib.util.spec_from_file_location("kill_resume", REPO / "pipelines" / "kill_resume.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-kr = _pipeline()
+kr = load_pipeline("kill_resume")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """Resume: an interrupted run continues exactly where it stopped (in process, and after kill -9)."""
 
-import importlib.util
 import json
 import pathlib
 import subprocess
@@ -8,19 +7,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import load_pipeline
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LABELS = ("anger", "happiness", "surprise")
 
 
-def _pipeline():
-    spec = importlib.util.spec_from_file_location("kill_resume", REPO / "pipelines" / "kill_resume.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-kr = _pipeline()
+kr = load_pipeline("kill_resume")
 
 
 def _run(workdir, epochs, seed=0, constant_validation=False, **train):

@@ -1,24 +1,17 @@
 """Training reliability: determinism, the NaN guard, safe and atomic checkpoint files, the schedule."""
 
-import importlib.util
 import json
 import pathlib
 import zipfile
 
 import numpy as np
 import pytest
+from conftest import load_pipeline
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _pipeline():
-    spec = importlib.util.spec_from_file_location("kill_resume", REPO / "pipelines" / "kill_resume.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-kr = _pipeline()
+kr = load_pipeline("kill_resume")
 LABELS = ("anger", "happiness", "surprise")
 
 

@@ -192,3 +192,40 @@ def _to_rgb(image, path) -> np.ndarray:
 
 
 __all__ = ["load_image", "load_image_rgb", "DEFAULT_MAX_PIXELS"]
+
+
+def as_uint8_image(image, label="image"):
+    """An image array of any supported dtype and layout -> (RGB uint8 [H,W,3], grey uint8 [H,W]).
+
+    Grey, grey+channel, RGB and RGBA (composited on white); uint8, 16-bit, float (0..1 or 0..255)
+    and bool. Raises :class:`ImageError` naming ``label`` for anything else.
+    """
+    img = np.asarray(image)
+    if not np.issubdtype(img.dtype, np.number) and img.dtype != bool:
+        raise ImageError(label, f"unsupported image array dtype {img.dtype}")
+    if img.dtype == np.uint16 or img.dtype == np.int32 or img.dtype == np.uint32:
+        img = (img.astype(np.float64) / (65535.0 if img.max() > 255 else 255.0) * 255.0)
+    if img.dtype == bool:
+        img = img.astype(np.uint8) * 255
+    if img.dtype != np.uint8:
+        img = np.asarray(img, dtype=np.float64)
+        if not np.all(np.isfinite(img)):
+            raise ImageError(label, "image holds NaN or infinite values")
+        if img.size and img.max() <= 1.0:
+            img = img * 255.0
+        img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        grey = img
+        rgb = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.ndim == 3 and img.shape[2] in (3, 4):
+        rgb = img[:, :, :3]
+        if img.shape[2] == 4:  # composite on white, so transparent parts do not turn black
+            alpha = img[:, :, 3:4].astype(np.float32) / 255.0
+            rgb = np.rint(rgb * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+        # ITU-R 601-2 luma, as PIL's convert("L")
+        grey = np.rint(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).clip(0, 255).astype(np.uint8)
+    else:
+        raise ImageError(label, f"unsupported image array shape {img.shape}")
+    return np.ascontiguousarray(rgb), np.ascontiguousarray(grey)

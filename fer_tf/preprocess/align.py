@@ -43,7 +43,8 @@ import sys
 
 import numpy as np
 
-from fer_tf.errors import ImageError, NoFaceError
+from fer_tf.data.images import as_uint8_image
+from fer_tf.errors import NoFaceError
 
 #: Side of the aligned square, as a multiple of the larger side of the rotated landmarks' box.
 CROP_SCALE = 1.25
@@ -102,35 +103,6 @@ class AlignedFace:
         return self.face.score
 
 
-def _as_uint8(image, label):
-    """Any supported array -> (rgb uint8 [H,W,3], grey uint8 [H,W])."""
-    img = np.asarray(image)
-    if img.dtype == np.uint16 or img.dtype == np.int32 or img.dtype == np.uint32:
-        img = (img.astype(np.float64) / (65535.0 if img.max() > 255 else 255.0) * 255.0)
-    if img.dtype == bool:
-        img = img.astype(np.uint8) * 255
-    if img.dtype != np.uint8:
-        img = np.asarray(img, dtype=np.float64)
-        if not np.all(np.isfinite(img)):
-            raise ImageError(label, "image holds NaN or infinite values")
-        if img.size and img.max() <= 1.0:
-            img = img * 255.0
-        img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    if img.ndim == 2:
-        grey = img
-        rgb = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] in (3, 4):
-        rgb = img[:, :, :3]
-        if img.shape[2] == 4:  # composite on white, so transparent parts do not turn black
-            alpha = img[:, :, 3:4].astype(np.float32) / 255.0
-            rgb = np.rint(rgb * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-        # ITU-R 601-2 luma, as PIL's convert("L")
-        grey = np.rint(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).clip(0, 255).astype(np.uint8)
-    else:
-        raise ImageError(label, f"unsupported image array shape {img.shape}")
-    return np.ascontiguousarray(rgb), np.ascontiguousarray(grey)
 
 
 def _iou(a, b):
@@ -357,7 +329,7 @@ class FaceAligner:
         import cv2
 
         self._check_open()
-        rgb, _ = _as_uint8(image, label)
+        rgb, _ = as_uint8_image(image, label)
         h, w = rgb.shape[:2]
         if min(h, w) < MIN_SIDE or max(h, w) / min(h, w) > MAX_ASPECT:
             return []
@@ -448,7 +420,7 @@ class FaceAligner:
         self._check_open()
         if not isinstance(size, (int, np.integer)) or size < 8:
             raise ValueError(f"size must be an integer >= 8, got {size!r}")
-        _, grey = _as_uint8(image, label)
+        _, grey = as_uint8_image(image, label)
         faces = self.detect(image, label=label)
         if not faces:
             raise NoFaceError(label)
