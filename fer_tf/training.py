@@ -428,6 +428,26 @@ class _EpochSeed(keras.callbacks.Callback):
 EpochSeed = _EpochSeed  # the name used by older code
 
 
+#: History keys that measure the run rather than the model; they differ between identical runs.
+TIMING_KEYS = frozenset({"epoch_seconds"})
+
+
+def metrics_only(history):
+    """The history without :data:`TIMING_KEYS`: what must match between identical runs."""
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Log each epoch's wall time as ``epoch_seconds`` (kept in the checkpointed history)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = round(time.time() - self.started, 2)
+
+
 class _OneEpoch(keras.callbacks.Callback):
     """Ends ``model.fit`` after one epoch (so the progress bar still says "Epoch e/epochs");
     remembers whether another callback asked to stop (it must come last)."""
@@ -514,7 +534,7 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
         compile_model(model, config)
     # The caller's callbacks run before the schedule and the checkpoint, so that what they add to
     # the epoch's logs (e.g. a held-out accuracy) is in the checkpointed history.
-    cbs = [_EpochSeed(config.seed), *callbacks, schedule, NanGuard(workdir)]
+    cbs = [_EpochSeed(config.seed), _EpochTimer(), *callbacks, schedule, NanGuard(workdir)]
     if workdir is not None:
         cbs.append(EpochCheckpoint(workdir, schedule, config.seed, history,
                                    extra_state={"steps_per_epoch": int(steps_per_epoch)}))

@@ -200,7 +200,7 @@ def _load_weights(path):
 
 def compare(a, b, weights_a, weights_b):
     """Max abs differences between two runs: per-epoch metrics, final metrics, final weights."""
-    keys = sorted(set(a["history"][0]) & set(b["history"][0]) - {"epoch"})
+    keys = sorted(set(a["history"][0]) & set(b["history"][0]) - {"epoch", "epoch_seconds"})
     per_epoch = max((abs(ra[k] - rb[k]) for ra, rb in zip(a["history"], b["history"]) for k in keys),
                     default=0.0)
     final = max(abs((a["final"][k] or 0) - (b["final"][k] or 0)) for k in a["final"])
