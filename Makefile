@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 DATASETS ?= ../shared/datasets
 DATASET ?= ckplus48
-CHECKPOINT ?= runs/shipped/fer_tf_basic7.keras
+CHECKPOINT ?= saved_models/fer_tf_basic7.keras
 EXPORT_DIR ?= runs/export
 
 .PHONY: install demo test test-slow pretrain finetune evaluate export bench ship clean
@@ -44,7 +44,7 @@ evaluate: finetune
 
 export: install
 	$(VENV)/bin/fer-tf export $(CHECKPOINT) --output $(EXPORT_DIR) \
-		--calibration $(DATASETS)/ckplus48 --calibration-format ckplus48
+		--calibration $(DATASETS)/ckplus48 --parity-data $(DATASETS)/ckplus48 --format ckplus48
 
 bench: install
 	FER_TF_MAKE_COMMAND="make bench" $(PY) benchmarks/run.py

@@ -342,6 +342,8 @@ def export_model(
     if isinstance(checkpoint_or_model, (str, os.PathLike)):
         source = source or str(checkpoint_or_model)
         model = model_io.load_model(checkpoint_or_model)
+        if labels is None and not hasattr(model, "labels"):  # an exported model: labels in its sidecar
+            labels = (model_io.read_metadata(checkpoint_or_model) or {}).get("labels")
     else:
         model = checkpoint_or_model
     labels = _labels_of(model, labels)
