@@ -316,7 +316,9 @@ def _readme(data, figures, report):
              "Produced by:", "", "```", data["run"].get("make_command") or data["run"]["command"], "```",
              "", f"Commit `{data['run']['git_commit']}`, {data['run']['date']}, "
              f"{data['run']['machine']['cpu']} ({data['run']['machine']['cores']} cores), seed "
-             f"{data['run']['seed']}, wall time {data['run'].get('wall_time_s', '?')} s.", "",
+             f"{data['run']['seed']}. Training time summed over folds and variants: "
+             f"{sum(r['train_seconds'] for r in v.values()) / 60:.0f} min (the command that wrote "
+             f"this report ran {data['run'].get('wall_time_s', '?')} s; finished folds are reused).", "",
              "## Accuracy (layout of the paper's Table 3)", "",
              "| method | sequence-level (ours) | image-level (ours) | paper | folds done | identity probe (chance) |",
              "|---|---|---|---|---|---|"]
