@@ -330,7 +330,11 @@ def _readme(data, figures, report):
     lines += ["", "Sequence-level: the scores of a sequence's frames are averaged (datasets without "
               "sequences: sequence = image). Identity probe: accuracy of a linear classifier that "
               "predicts the subject from the EC branch's FC2 features of held-out images (one "
-              "sequence per subject held out); lower means the features carry less identity.", ""]
+              "sequence per subject held out); lower means the features carry less identity. In "
+              "CK+ each sequence shows one expression, so the probe must recognise a subject in an "
+              "expression it never saw for them: it measures identity that survives a change of "
+              "expression, and values below chance mean the features group faces by expression "
+              "rather than by person.", ""]
     if data.get("tuple_mode"):
         t = data["tuple_mode"]
         lines += ["## `tuple` vs `in_batch` mode (2B(N+M), fold "
