@@ -276,7 +276,10 @@ def write_report(results, labels, report_dir, run_dir, run_info, dataset, folds,
                 "in_batch_train_seconds": in_batch and in_batch["train_seconds"],
             }
     best = max(variants, key=lambda v: variants[v]["sequence_accuracy"]) if variants else None
+    has_sequences = any(f is not None and f["sequences"] < f["images"]
+                        for runs in results.values() for f in runs)
     data = {"dataset": dataset, "folds": folds, "labels": list(labels), "variants": variants,
+            "has_sequences": has_sequences,
             "best_variant": best, "tuple_mode": tuple_mode, "paper": paper, "run": run_info}
     write_json(report / "results.json", data)
 
@@ -330,11 +333,13 @@ def _readme(data, figures, report):
     lines += ["", "Sequence-level: the scores of a sequence's frames are averaged (datasets without "
               "sequences: sequence = image). Identity probe: accuracy of a linear classifier that "
               "predicts the subject from the EC branch's FC2 features of held-out images (one "
-              "sequence per subject held out); lower means the features carry less identity. In "
-              "CK+ each sequence shows one expression, so the probe must recognise a subject in an "
-              "expression it never saw for them: it measures identity that survives a change of "
-              "expression, and values below chance mean the features group faces by expression "
-              "rather than by person.", ""]
+              "sequence per subject held out); lower means the features carry less identity."]
+    if data.get("has_sequences"):
+        lines[-1] += (" Each sequence shows one expression, so the probe must recognise a subject "
+                      "in an expression it never saw for them: it measures identity that survives "
+                      "a change of expression, and values below chance mean the features group "
+                      "faces by expression rather than by person.")
+    lines += [""]
     if data.get("tuple_mode"):
         t = data["tuple_mode"]
         lines += ["## `tuple` vs `in_batch` mode (2B(N+M), fold "
