@@ -135,7 +135,7 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
     """
     import shutil
 
-    from fer_tf import evaluation, export, models, reporting, training
+    from fer_tf import evaluation, export, reporting, training
     from fer_tf.data.splits import subject_kfold
     from fer_tf.preprocess.normalize import normalize_many
 

@@ -48,7 +48,7 @@ import zipfile
 import keras
 import numpy as np
 
-from fer_tf.config import TrainConfig, to_dict
+from fer_tf.config import TrainConfig
 from fer_tf.errors import ModelFileError, TrainingError
 
 CHECKPOINT = "last.keras"
@@ -401,8 +401,6 @@ def load_checkpoint(path, compile=True):
         raise ModelFileError(
             f"{path}: not a readable fer_tf checkpoint ({type(exc).__name__}: {reason[:300]}); "
             f"{_WHAT_TO_DO}") from None
-    if isinstance(model, models.JointModel) and model.threshold is not None:
-        model.metric_loss.threshold = model.threshold
     return model
 
 
@@ -423,9 +421,6 @@ class _EpochSeed(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         reset_random_state(self.model, self.seed, epoch)
-
-
-EpochSeed = _EpochSeed  # the name used by older code
 
 
 #: History keys that measure the run rather than the model; they differ between identical runs.
@@ -565,7 +560,3 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
     if schedule.best_weights is not None:
         model.set_weights(schedule.best_weights)
     return model, history
-
-
-def config_dict(config):
-    return to_dict(config)
