@@ -39,6 +39,7 @@ class ModelConfig:
     threshold_init: float = 2.0  # b of AdaptiveThreshold at step 0
     threshold_scale: float = 2.0  # L_A = L_B = scale * I at step 0
     alpha: float = 1.0  # weight of the metric loss in the joint loss
+    label_smoothing: float = 0.0  # not in the paper: smoothed targets for the cross-entropy term
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -51,10 +52,15 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation (Section 5.2). Defaults are the fine-tuning stage: Adam, M = N = 6."""
 
-    optimizer: str = "adam"  # "adam" or "sgd"
+    optimizer: str = "adam"  # "adam", "adamw" (decoupled weight decay) or "sgd"
     learning_rate: float = 1e-4
     momentum: float = 0.9  # SGD only
-    weight_decay: float = 1e-4
+    nesterov: bool = False  # SGD only
+    weight_decay: float = 1e-4  # decoupled (SGD, AdamW); plain Adam has none
+    # "halve_reload": the paper's schedule (halve the LR and reload the best weights, below);
+    # "cosine": linear warm-up for warmup_epochs, then cosine decay to 0 at the last epoch.
+    schedule: str = "halve_reload"
+    warmup_epochs: float = 0.0
     batch_size: int = 128  # images per step in classification mode
     queries_per_batch: int = 64  # in_batch mode; 12 in tuple mode
     mode: str = "in_batch"  # "in_batch" or "tuple"
@@ -64,6 +70,29 @@ class TrainConfig:
     patience: int = 10  # ... or when validation accuracy has not improved for this many epochs
     min_learning_rate: float = 1e-6
     seed: int = 0
+    # Augmentation (fer_tf.augment): the paper's random 48x48 crop of the 60x60 face and flip,
+    # plus (not in the paper) rotation in degrees, zoom +-scale, extra shift in pixels and the
+    # probability of random erasing.
+    flip: bool = True
+    rotation: float = 0.0
+    scale: float = 0.0
+    translation: float = 0.0
+    random_erasing: float = 0.0
+    mixed_precision: bool = False  # train under keras' "mixed_bfloat16" policy (weights stay float32)
+
+    def __post_init__(self):
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; use 'adam', 'adamw' or 'sgd'")
+        if self.schedule not in ("halve_reload", "cosine"):
+            raise ConfigError(f"unknown schedule {self.schedule!r}; use 'halve_reload' or 'cosine'")
+
+    def augmentation(self, crop_size=48):
+        """The :class:`fer_tf.augment.Augmentation` these settings describe."""
+        from fer_tf.augment import Augmentation
+
+        return Augmentation(crop_size=crop_size, flip=self.flip, rotation=self.rotation,
+                            scale=self.scale, translation=self.translation,
+                            erasing=self.random_erasing)
 
 
 def _build(cls, values, where):

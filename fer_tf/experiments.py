@@ -36,12 +36,18 @@ def prepared_dataset(root, fmt, cache_root=DEFAULT_CACHE, align=None):
     return table, table.pixels
 
 
-def predict_probabilities(model, faces, batch_size=256):
-    """Class probabilities of the EC branch on centre-cropped faces (batched, not per image)."""
+def predict_probabilities(model, faces, batch_size=256, flip=False):
+    """Class probabilities of the EC branch on centre-cropped faces (batched, not per image).
+
+    ``flip=True`` averages them with those of the mirrored crops (test-time flip averaging)."""
     from fer_tf.sampling import eval_dataset
 
     ec = model.ec_model() if hasattr(model, "ec_model") else model
-    return ec.predict(eval_dataset(faces, batch_size=batch_size), verbose=0)
+    p = ec.predict(eval_dataset(faces, batch_size=batch_size), verbose=0)
+    if flip:
+        p = 0.5 * (p + ec.predict(eval_dataset(np.asarray(faces)[:, :, ::-1], batch_size=batch_size),
+                                  verbose=0))
+    return p
 
 
 def accuracy(probabilities, label_ids):
@@ -50,9 +56,40 @@ def accuracy(probabilities, label_ids):
     return float(np.mean(np.argmax(probabilities[keep], axis=1) == label_ids[keep]))
 
 
+BACKBONE_DIR = pathlib.Path("pretrained")
+BACKBONE_NAME = "fer2013_backbone.keras"
+
+
+def float32_copy(model):
+    """``model`` rebuilt under the float32 policy with the same weights (a mixed-precision run's
+    checkpoint would otherwise build bfloat16 layers wherever it is loaded)."""
+    import keras
+
+    from fer_tf import models
+
+    if not isinstance(model, models.JointModel):
+        return model
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = models.JointModel(config=model.config, name=model.name)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, output="runs/pretrain",
-             report_dir="reports/fer2013", resume=True, verbose=2, max_train_images=None):
-    """Softmax pretraining on FER2013; writes ``output/pretrained.keras`` and the report."""
+             report_dir="reports/fer2013", resume=True, verbose=2, max_train_images=None,
+             publish=None):
+    """Softmax pretraining on FER2013; writes ``output/pretrained.keras`` and the report.
+
+    ``publish``: a folder that receives the float32 network as :data:`BACKBONE_NAME` with a JSON
+    sidecar (labels, accuracies, provenance): the artifact `make finetune` and `make ship` start
+    from.
+    """
+    import keras
+
     from fer_tf import models, plots, reporting, training
     from fer_tf.preprocess.normalize import normalize_many
     from fer_tf.sampling import classification_dataset, eval_dataset, steps_per_epoch
@@ -70,27 +107,39 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
         train_rows = np.random.default_rng(train_config.seed).permutation(train_rows)[:max_train_images]
     print(f"FER2013: {len(train_rows)} training, {len(split['PublicTest'])} validation, "
           f"{len(split['PrivateTest'])} test faces", file=sys.stderr)
+    augmentation = train_config.augmentation(model_config.input_size)
 
     def make_train(start_epoch):
         return classification_dataset(faces[train_rows], ids[train_rows], train_config.batch_size,
-                                      augment=True, seed=train_config.seed, start_epoch=start_epoch)
+                                      augment=augmentation, seed=train_config.seed,
+                                      start_epoch=start_epoch)
 
     val = split["PublicTest"]
     import tensorflow as tf
 
     val_ds = tf.data.Dataset.zip((eval_dataset(faces[val], batch_size=512),
                                   tf.data.Dataset.from_tensor_slices({"expression": ids[val]}).batch(512)))
-    model = models.build_model(model_config.variant, **{k: v for k, v in to_dict(model_config).items()
-                                                        if k != "variant"})
-    steps = train_config.steps_per_epoch or steps_per_epoch(len(train_rows), train_config.batch_size)
-    model, history = training.fit(model, make_train, train_config, steps, validation_data=val_ds,
-                                  workdir=output, resume=resume, verbose=verbose)
+    previous_policy = keras.mixed_precision.global_policy()
+    if train_config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = models.build_model(model_config.variant, **{k: v for k, v in to_dict(model_config).items()
+                                                            if k != "variant"})
+        steps = train_config.steps_per_epoch or steps_per_epoch(len(train_rows), train_config.batch_size)
+        model, history = training.fit(model, make_train, train_config, steps, validation_data=val_ds,
+                                      workdir=output, resume=resume, verbose=verbose)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    model = float32_copy(model)
     out = pathlib.Path(output)
     model.save(out / "pretrained.keras")
+    test = split["PrivateTest"]
     results = {
         "public_test_accuracy": accuracy(predict_probabilities(model, faces[val]), ids[val]),
-        "private_test_accuracy": accuracy(predict_probabilities(model, faces[split["PrivateTest"]]),
-                                          ids[split["PrivateTest"]]),
+        "private_test_accuracy": accuracy(predict_probabilities(model, faces[test]), ids[test]),
+        "public_test_accuracy_flip": accuracy(predict_probabilities(model, faces[val], flip=True), ids[val]),
+        "private_test_accuracy_flip": accuracy(predict_probabilities(model, faces[test], flip=True),
+                                               ids[test]),
         "train_images": int(len(train_rows)),
         "labels": list(labels),
         "history": history,
@@ -101,10 +150,37 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
     reporting.write_json(report / "results.json", results)
     plots.training_curves({"softmax (FER2013)": history}, report / "curves.png")
     write_pretrain_readme(results, report / "README.md")
+    if publish is not None:
+        publish_backbone(model, results, publish)
     print(f"FER2013 PublicTest {results['public_test_accuracy']:.4f}, "
-          f"PrivateTest {results['private_test_accuracy']:.4f}; saved {out / 'pretrained.keras'}",
+          f"PrivateTest {results['private_test_accuracy']:.4f} "
+          f"(flip-averaged {results['private_test_accuracy_flip']:.4f}); saved {out / 'pretrained.keras'}",
           file=sys.stderr)
     return results
+
+
+def publish_backbone(model, results, folder):
+    """Write the pretrained network to ``folder/BACKBONE_NAME`` with a JSON sidecar."""
+    from fer_tf import reporting, training
+
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / BACKBONE_NAME
+    training.atomic_save_model(model, path)
+    sidecar = {
+        "file": BACKBONE_NAME,
+        "what": "FER2013-pretrained fer_tf network (softmax variant): backbone + expression branch",
+        "labels": results["labels"],
+        "input": "[B, 48, 48, 1] float32: normalised (fer_tf.preprocess.normalize) centre crops",
+        "accuracy": {k: results[k] for k in ("public_test_accuracy", "private_test_accuracy",
+                                             "public_test_accuracy_flip", "private_test_accuracy_flip")},
+        "epochs": len(results["history"]),
+        "git_commit": results["run"]["git_commit"],
+        "command": results["run"].get("make_command") or results["run"]["command"],
+        "report": "reports/fer2013/",
+    }
+    reporting.write_json(path.with_suffix(".json"), sidecar)
+    return path
 
 
 #: The identity-labelled shared datasets the shipped model is fine-tuned on: (folder, format).

@@ -17,7 +17,6 @@ Variants: ``softmax`` (EC only), ``1B(N+1)`` / ``1B(N+M)`` (metric loss on the E
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 from keras import layers, ops
 
 from fer_tf import losses as fer_losses
@@ -62,6 +61,29 @@ def _metric_loss(config: ModelConfig, threshold):
     )
 
 
+def query_cross_entropy(labels, probabilities, label_smoothing=0.0):
+    """Mean cross-entropy over the query rows (``labels >= 0``; -1 marks non-queries), with
+    targets ``(1 - s) * one_hot + s / C`` for label smoothing ``s``. 0.0 when no row is a query."""
+    num_classes = probabilities.shape[-1]
+    valid = ops.cast(labels >= 0, "float32")
+    target = ops.one_hot(ops.maximum(labels, 0), num_classes, dtype="float32")
+    if label_smoothing:
+        target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
+    p = ops.cast(probabilities, "float32")
+    p = p / ops.sum(p, axis=-1, keepdims=True)
+    per_row = -ops.sum(target * ops.log(ops.clip(p, 1e-7, 1.0 - 1e-7)), axis=-1)
+    return ops.sum(per_row * valid) / ops.maximum(ops.sum(valid), 1.0)
+
+
+def _replicas_in_sync():
+    """Replicas of the enclosing ``tf.distribute`` strategy (1 on other backends)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1.0
+    import tensorflow as tf  # only under the TensorFlow backend
+
+    return float(tf.distribute.get_strategy().num_replicas_in_sync)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class JointModel(keras.Model):
     """Backbone + EC branch (+ ML branch) with the paper's joint loss.
@@ -90,9 +112,9 @@ class JointModel(keras.Model):
         fc1 = layers.Dropout(config.dropout, name="fc1_dropout")(fc1)
         fc2 = _dense_prelu(fc1, config.ec_units[1], "fc2")
         fc2_dropped = layers.Dropout(config.dropout, name="fc2_dropout")(fc2)
-        probabilities = layers.Dense(len(config.labels), activation="softmax", name="expression")(
-            fc2_dropped
-        )
+        # float32 outputs even under a mixed-precision policy (the loss takes logs of them)
+        probabilities = layers.Dense(len(config.labels), activation="softmax", name="expression",
+                                     dtype="float32")(fc2_dropped)
         if two_branch:
             fc3 = _dense_prelu(features, config.ml_units, "fc3")
             fc4 = ConnectingLayer(config.connect_units, name="fc4_connecting")([fc2, fc3])
@@ -101,9 +123,9 @@ class JointModel(keras.Model):
         else:
             embedding = fc2
         if config.l2_normalize:
-            embedding = layers.UnitNormalization(name="embedding")(embedding)
+            embedding = layers.UnitNormalization(name="embedding", dtype="float32")(embedding)
         else:
-            embedding = layers.Identity(name="embedding")(embedding)
+            embedding = layers.Identity(name="embedding", dtype="float32")(embedding)
         outputs = {"expression": probabilities, "embedding": embedding}
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
@@ -123,7 +145,6 @@ class JointModel(keras.Model):
             dim = config.embedding_dim if two_branch else config.ec_units[1]
             self.threshold.build((None, dim))
         self.metric_loss = _metric_loss(config, self.threshold)
-        self.classification_loss = keras.losses.SparseCategoricalCrossentropy(ignore_class=-1)
         self.ce_tracker = keras.metrics.Mean(name="ce_loss")
         self.metric_tracker = keras.metrics.Mean(name="metric_loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -136,11 +157,12 @@ class JointModel(keras.Model):
         """Joint loss: cross-entropy on the queries + alpha x metric loss (+ regularisers)."""
         labels = ops.cast(y["expression"], "int32")
         probabilities = y_pred["expression"]
-        ce = self.classification_loss(labels, probabilities)
+        # Under a tf.distribute strategy Keras' losses come back divided by the replica count (so
+        # that summed gradients average); the cross-entropy is divided the same way, and the
+        # logged components are scaled back.
+        replicas = _replicas_in_sync()
+        ce = query_cross_entropy(labels, probabilities, self.config.label_smoothing) / replicas
         total = ce
-        # Under a tf.distribute strategy Keras' losses come back divided by the replica count
-        # (so that summed gradients average); the logged components are scaled back.
-        replicas = float(tf.distribute.get_strategy().num_replicas_in_sync)
         self.ce_tracker.update_state(ce * replicas)
         if self.metric_loss is not None and "tuples" in y:
             metric = self.metric_loss(ops.cast(y["tuples"], "int32"), y_pred["embedding"])

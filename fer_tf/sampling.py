@@ -434,13 +434,6 @@ def check_tuples(table, batch, pool_rows=None, replace=None):
 # ----------------------------------------------------------------------------------------------
 
 
-def _crop_functions():
-    """(random_crop_flip, center_crop) from the shared preprocessing module."""
-    from fer_tf.preprocess.normalize import center_crop, random_crop_flip
-
-    return random_crop_flip, center_crop
-
-
 def _face_tensor(faces, preprocess=None, chunk=128):
     """Faces as one in-memory float32 tensor [n, 60, 60], preprocessed once.
 
@@ -467,15 +460,35 @@ def _face_tensor(faces, preprocess=None, chunk=128):
     return tf.constant(out)
 
 
+def _augmentation(augment):
+    """``augment`` (True: the paper's crop and flip; False/None: centre crop; or an
+    :class:`fer_tf.augment.Augmentation`) -> an Augmentation or None."""
+    from fer_tf.augment import Augmentation
+
+    if isinstance(augment, Augmentation):
+        return augment
+    return Augmentation(crop_size=CROP) if augment else None
+
+
 def _image_map(faces_t, augment):
     import tensorflow as tf
 
-    random_crop_flip, center_crop = _crop_functions()
+    from fer_tf.augment import NUM_UNIFORMS, augment_faces
+    from fer_tf.preprocess.normalize import center_crop
+
+    aug = _augmentation(augment)
+    size = aug.crop_size if aug is not None else CROP
 
     def images_of(rows, seed=None):
-        x = tf.gather(faces_t, rows)
-        x = random_crop_flip(x, size=CROP, seed=seed) if augment else center_crop(x, size=CROP)
-        x = tf.reshape(x, [-1, CROP, CROP, 1])
+        x = tf.gather(faces_t, rows)[..., None]
+        if aug is None:
+            x = center_crop(x, size=CROP)
+        else:
+            shape = [tf.shape(rows)[0], NUM_UNIFORMS]
+            u = (tf.random.stateless_uniform(shape, seed=tf.cast(seed, tf.int64)) if seed is not None
+                 else tf.random.uniform(shape))
+            x = augment_faces(x, u, aug)
+        x = tf.reshape(x, [-1, size, size, 1])
         return tf.cast(x, tf.float32)
 
     return images_of
@@ -539,6 +552,9 @@ def classification_batches(num, batch_size=128, shuffle=True, seed=0, start_epoc
 def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuffle=True, seed=0,
                            start_epoch=0, repeat=True, preprocess=None):
     """``(images [B,48,48,1], {"expression": int32 [B]})`` batches for softmax training.
+
+    ``augment``: True (the paper's random crop and flip), False (centre crop) or an
+    :class:`fer_tf.augment.Augmentation` (rotation, zoom, shift, random erasing too).
 
     Rows whose label id is negative are dropped. The faces are normalised once and kept in memory;
     epoch k's order depends only on ``(seed, k)``. One epoch has ``steps_per_epoch(n, batch_size)``

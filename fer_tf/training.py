@@ -97,15 +97,52 @@ def reset_random_state(model, seed, epoch):
         sg.state.assign(value.astype(keras.backend.standardize_dtype(sg.state.dtype)))
 
 
-def make_optimizer(config: TrainConfig):
+@keras.saving.register_keras_serializable(package="fer_tf")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to ``peak`` over ``warmup_steps``, then cosine decay to
+    ``peak * final_fraction`` at ``total_steps`` (and constant after). A function of the optimizer's
+    step count only, so a resumed run continues the same curve."""
+
+    def __init__(self, peak, total_steps, warmup_steps=0, final_fraction=0.0):
+        self.peak, self.total_steps = float(peak), int(total_steps)
+        self.warmup_steps, self.final_fraction = int(warmup_steps), float(final_fraction)
+
+    def __call__(self, step):
+        ops = keras.ops
+        step = ops.cast(step, "float32")
+        warm = float(max(self.warmup_steps, 1))
+        decay = float(max(self.total_steps - self.warmup_steps, 1))
+        progress = ops.clip((step - self.warmup_steps) / decay, 0.0, 1.0)
+        cosine = self.final_fraction + (1 - self.final_fraction) * 0.5 * (1 + ops.cos(math.pi * progress))
+        warmup = ops.minimum((step + 1) / warm, 1.0)
+        return self.peak * ops.where(step < self.warmup_steps, warmup, cosine)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                "final_fraction": self.final_fraction}
+
+
+def learning_rate_for(config: TrainConfig, steps_per_epoch=None):
+    """The optimizer's learning rate: a float (halve-and-reload adjusts it) or a :class:`WarmupCosine`."""
+    if config.schedule == "cosine":
+        if not steps_per_epoch:
+            raise TrainingError("the cosine schedule needs steps_per_epoch to know where it ends")
+        return WarmupCosine(config.learning_rate, total_steps=config.epochs * int(steps_per_epoch),
+                            warmup_steps=round(config.warmup_epochs * int(steps_per_epoch)))
+    return config.learning_rate
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch=None):
+    """SGD (momentum, optional Nesterov), Adam or AdamW with decoupled weight decay (Adam: none)."""
+    lr = learning_rate_for(config, steps_per_epoch)
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(
-            learning_rate=config.learning_rate, momentum=config.momentum,
-            weight_decay=config.weight_decay,
-        )
+        return keras.optimizers.SGD(learning_rate=lr, momentum=config.momentum, nesterov=config.nesterov,
+                                    weight_decay=config.weight_decay or None)
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=config.learning_rate, weight_decay=None)
-    raise TrainingError(f"unknown optimizer {config.optimizer!r}; use 'adam' or 'sgd'")
+        return keras.optimizers.Adam(learning_rate=lr, weight_decay=None)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
+    raise TrainingError(f"unknown optimizer {config.optimizer!r}; use 'adam', 'adamw' or 'sgd'")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,8 +241,10 @@ class HalveAndReload(keras.callbacks.Callback):
     ``state`` (JSON-able) and ``best_weights`` are saved in every checkpoint and restored on resume.
     """
 
-    def __init__(self, loss_rise=0.25, patience=10, min_learning_rate=1e-6, monitor="val_accuracy"):
+    def __init__(self, loss_rise=0.25, patience=10, min_learning_rate=1e-6, monitor="val_accuracy",
+                 adjust=True):
         super().__init__()
+        self.adjust = adjust  # False: only keep the best weights (another schedule sets the LR)
         self.loss_rise, self.patience = loss_rise, patience
         self.min_learning_rate, self.monitor = min_learning_rate, monitor
         self.state = {"best": None, "best_epoch": -1, "wait": 0, "previous_loss": None, "halvings": 0}
@@ -233,7 +272,7 @@ class HalveAndReload(keras.callbacks.Callback):
         stalled = s["wait"] >= self.patience
         s["previous_loss"] = loss
         lr = current_learning_rate(self.model)
-        if (rose or stalled) and lr > self.min_learning_rate:
+        if self.adjust and (rose or stalled) and lr > self.min_learning_rate:
             self.model.optimizer.learning_rate = max(lr / 2, self.min_learning_rate)
             if self.best_weights is not None:
                 self.model.set_weights(self.best_weights)
@@ -404,8 +443,8 @@ def load_checkpoint(path, compile=True):
     return model
 
 
-def compile_model(model, config: TrainConfig):
-    model.compile(optimizer=make_optimizer(config), jit_compile=False)
+def compile_model(model, config: TrainConfig, steps_per_epoch=None):
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch), jit_compile=False)
     return model
 
 
@@ -502,7 +541,8 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
                        distribute.worker_workdir(workdir, strategy), resume, verbose, callbacks)
     set_seed(config.seed)
     schedule = HalveAndReload(config.loss_rise, config.patience, config.min_learning_rate,
-                              monitor="val_accuracy" if validation_data is not None else "loss")
+                              monitor="val_accuracy" if validation_data is not None else "loss",
+                              adjust=config.schedule == "halve_reload")
     history, start_epoch = [], 0
     if workdir is not None:
         workdir = pathlib.Path(workdir)
@@ -513,7 +553,7 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
             model = load_checkpoint(workdir / CHECKPOINT, compile=True)
             start_epoch, history = int(state["epoch"]), list(state["history"])
             schedule.state = dict(state["schedule"])
-            if "learning_rate" in state:
+            if "learning_rate" in state and config.schedule == "halve_reload":
                 model.optimizer.learning_rate = float(state["learning_rate"])
             best = read_best_weights(workdir)
             if best is None and (workdir / BEST_WEIGHTS).is_file():  # older checkpoints
@@ -524,9 +564,9 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
             schedule.best_weights = best
             print(f"resuming from {workdir / CHECKPOINT} after epoch {start_epoch}", file=sys.stderr)
         else:
-            compile_model(model, config)
+            compile_model(model, config, steps_per_epoch)
     else:
-        compile_model(model, config)
+        compile_model(model, config, steps_per_epoch)
     # The caller's callbacks run before the schedule and the checkpoint, so that what they add to
     # the epoch's logs (e.g. a held-out accuracy) is in the checkpointed history.
     cbs = [_EpochSeed(config.seed), _EpochTimer(), *callbacks, schedule, NanGuard(workdir)]

@@ -18,6 +18,8 @@ def main():
     parser.add_argument("--data", default=DATASETS / "fer2013", help="FER2013 image folders")
     parser.add_argument("--output", default=REPO / "runs" / "pretrain")
     parser.add_argument("--report", default=REPO / "reports" / "fer2013")
+    parser.add_argument("--publish", default=REPO / "pretrained",
+                        help="folder for the float32 backbone artifact and its JSON sidecar")
     parser.add_argument("--epochs", type=int, help="override the config's epochs")
     parser.add_argument("--max-train-images", type=int, help="train on a random subset (smoke tests)")
     parser.add_argument("--no-resume", action="store_true")
@@ -26,7 +28,7 @@ def main():
     from fer_tf.experiments import pretrain
 
     pretrain(args.data, model_cfg, train_cfg, output=args.output, report_dir=args.report,
-             resume=not args.no_resume, max_train_images=args.max_train_images)
+             resume=not args.no_resume, max_train_images=args.max_train_images, publish=args.publish)
 
 
 if __name__ == "__main__":
