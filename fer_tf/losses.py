@@ -1,7 +1,14 @@
 """Metric-learning losses of Liu et al. (CVPR-W 2017) and the baselines they are compared with.
 
-Functional forms (all distances are *squared* Euclidean; inputs float32; graph-mode and XLA safe,
-static shapes, finite gradients everywhere):
+Backend-agnostic (``keras.ops`` only: TensorFlow, JAX, torch).  In the manner of
+pytorch-metric-learning a loss is assembled from swappable parts: a distance
+(:mod:`fer_tf.distances`, default the paper's squared Euclidean ``D``), a positive miner
+(:mod:`fer_tf.mining`, default Algorithm 1; ``miner=None`` keeps every valid positive) and a
+reducer (:mod:`fer_tf.reducers`, default the mean over valid tuples).  The identity-aware
+*negative* mining happens earlier, when the sampler builds the tuples (:mod:`fer_tf.sampling`).
+
+Functional forms (inputs float32; static shapes, no data-dependent Python control flow, finite
+gradients everywhere):
 
 - :func:`nm_tuple_clusters_loss` - Eq. 3, (N+M)-tuple clusters loss with a fixed threshold ``T``
   and margin ``tau``, after online positive mining (Algorithm 1);
@@ -25,10 +32,12 @@ negatives, -1 padding; rows that are all -1 are not queries) and ``y_pred`` = th
 """
 
 import keras
-import tensorflow as tf
+from keras import backend, ops
 
+from fer_tf import distances, mining, reducers
 from fer_tf.errors import ConfigError
-from fer_tf.mining import _as_float, _prepare, _validity, mine_prepared, squared_distances
+from fer_tf.mining import as_float, check_rank, prepare_tuples, validity, zero_padding
+from fer_tf.parts import serialize
 
 __all__ = [
     "nm_tuple_clusters_loss",
@@ -43,19 +52,22 @@ __all__ = [
 ]
 
 
-def _mean_over_valid(per_tuple, valid):
-    """Mean of ``per_tuple`` ``[B]`` over tuples with ``valid`` = 1; 0.0 (zero gradient) when none."""
-    per_tuple = tf.where(valid > 0, per_tuple, tf.zeros_like(per_tuple))
-    return tf.reduce_sum(per_tuple) / tf.maximum(tf.reduce_sum(valid), 1.0)
-
-
 # --------------------------------------------------------------------------------------------
 # Functional forms
 # --------------------------------------------------------------------------------------------
 
 
 def nm_tuple_clusters_loss(
-    positives, negatives, reference_distance, margin, positive_mask=None, negative_mask=None
+    positives,
+    negatives,
+    reference_distance,
+    margin,
+    positive_mask=None,
+    negative_mask=None,
+    *,
+    miner="online",
+    distance=None,
+    reducer=None,
 ):
     """(N+M)-tuple clusters loss with a fixed threshold (Eq. 3), after Algorithm 1.
 
@@ -70,37 +82,51 @@ def nm_tuple_clusters_loss(
 
     Args:
         positives: ``[B, M, d]``; negatives: ``[B, N, d]``.
-        reference_distance: ``T``, a squared distance (float or scalar tensor).
-        margin: ``tau``, a squared-distance margin (float or scalar tensor).
+        reference_distance: ``T``, in units of ``D`` (float or scalar tensor).
+        margin: ``tau``, in units of ``D`` (float or scalar tensor).
         positive_mask, negative_mask: optional ``[B, M]`` / ``[B, N]`` validity masks.
+        miner: ``"online"`` (Algorithm 1 with ``distance``), ``None`` (keep every valid
+            positive) or a :class:`fer_tf.mining.PositiveMiner`.
+        distance: a :class:`fer_tf.distances.Distance`; default squared Euclidean.
+        reducer: a :class:`fer_tf.reducers.Reducer`; default the mean over valid tuples.
 
     Returns:
         A float32 scalar.
     """
-    positives, negatives, pmask, nmask = _prepare(positives, negatives, positive_mask, negative_mask)
-    mask, centre = mine_prepared(positives, negatives, pmask, nmask)
-    t = _as_float(reference_distance)
-    half_margin = 0.5 * _as_float(margin)
+    distance = distances.get(distance)
+    positives, negatives, pmask, nmask = prepare_tuples(
+        positives, negatives, positive_mask, negative_mask
+    )
+    mask, centre = mining.get(miner, distance).mine(positives, negatives, pmask, nmask)
+    t = as_float(reference_distance)
+    half_margin = 0.5 * as_float(margin)
 
-    d_pos = squared_distances(positives, centre)
-    d_neg = squared_distances(negatives, centre)
-    m_star = tf.reduce_sum(mask, axis=-1)
-    n_valid = tf.reduce_sum(nmask, axis=-1)
-    pos_term = tf.reduce_sum(mask * tf.nn.relu(d_pos - t + half_margin), axis=-1)
-    neg_term = tf.reduce_sum(nmask * tf.nn.relu(t + half_margin - d_neg), axis=-1)
-    per_tuple = pos_term / tf.maximum(m_star, 1.0) + neg_term / tf.maximum(n_valid, 1.0)
-    return _mean_over_valid(per_tuple, tf.cast(m_star > 0, tf.float32))
+    d_pos = distance.to_centre(positives, centre)
+    d_neg = distance.to_centre(negatives, centre)
+    m_star = ops.sum(mask, axis=-1)
+    n_valid = ops.sum(nmask, axis=-1)
+    pos_term = ops.sum(mask * ops.relu(d_pos - t + half_margin), axis=-1)
+    neg_term = ops.sum(nmask * ops.relu(t + half_margin - d_neg), axis=-1)
+    per_tuple = pos_term / ops.maximum(m_star, 1.0) + neg_term / ops.maximum(n_valid, 1.0)
+    return reducers.get(reducer)(per_tuple, ops.cast(m_star > 0, "float32"))
 
 
 def _threshold_values(threshold, points, centre, like):
     """``H(points, c+)`` as float32 with the shape of ``like`` ``[B, K]``."""
-    centres = tf.broadcast_to(tf.expand_dims(centre, axis=-2), tf.shape(points))
+    centres = ops.broadcast_to(ops.expand_dims(centre, axis=-2), ops.shape(points))
     h = threshold(points, centres)
-    return tf.reshape(tf.cast(h, tf.float32), tf.shape(like))
+    return ops.reshape(ops.cast(h, "float32"), ops.shape(like))
 
 
 def adaptive_nm_tuple_clusters_loss(
-    positives, negatives, threshold, positive_mask=None, negative_mask=None
+    positives,
+    negatives,
+    threshold,
+    positive_mask=None,
+    negative_mask=None,
+    *,
+    miner="online",
+    reducer=None,
 ):
     """(N+M)-tuple clusters loss with the adaptive threshold (Eq. 10), after Algorithm 1.
 
@@ -110,7 +136,9 @@ def adaptive_nm_tuple_clusters_loss(
 
     i.e. ``max(0, l * H + 1)`` with ``l = -1`` for positives and ``+1`` for negatives; then the
     mean over the valid tuples (at least one valid positive).  ``H`` is large for similar pairs:
-    with ``L_A = L_B = L``, ``c = 0``, ``b = T`` it is ``T - 1/2 |(f1 - f2) L|^2``.
+    with ``L_A = L_B = L``, ``c = 0``, ``b = T`` it is ``T - 1/2 |(f1 - f2) L|^2`` (the paper
+    prints the opposite labels and signs of ``A``/``B``: an erratum, see
+    :class:`fer_tf.layers.AdaptiveThreshold`).
 
     Args:
         positives: ``[B, M, d]``; negatives: ``[B, N, d]``.
@@ -118,6 +146,9 @@ def adaptive_nm_tuple_clusters_loss(
             ``(f1, f2) -> H`` mapping two ``[B, K, d]`` tensors to ``[B, K]``.  Its variables are
             owned by the caller (the model); this function only calls it.
         positive_mask, negative_mask: optional ``[B, M]`` / ``[B, N]`` validity masks.
+        miner: ``"online"`` (Algorithm 1, squared Euclidean), ``None`` (keep every valid
+            positive) or a :class:`fer_tf.mining.PositiveMiner`.
+        reducer: a :class:`fer_tf.reducers.Reducer`; default the mean over valid tuples.
 
     Returns:
         A float32 scalar.
@@ -126,23 +157,35 @@ def adaptive_nm_tuple_clusters_loss(
         raise ConfigError(
             "adaptive_nm_tuple_clusters_loss needs a threshold: pass the model's AdaptiveThreshold layer"
         )
-    positives, negatives, pmask, nmask = _prepare(positives, negatives, positive_mask, negative_mask)
-    mask, centre = mine_prepared(positives, negatives, pmask, nmask)
+    positives, negatives, pmask, nmask = prepare_tuples(
+        positives, negatives, positive_mask, negative_mask
+    )
+    mask, centre = mining.get(miner).mine(positives, negatives, pmask, nmask)
 
     h_pos = _threshold_values(threshold, positives, centre, mask)
     h_neg = _threshold_values(threshold, negatives, centre, nmask)
-    # tf.where (not a product) so that a non-finite H on a padded entry cannot leak.
-    pos_hinge = tf.where(mask > 0, tf.nn.relu(1.0 - h_pos), tf.zeros_like(h_pos))
-    neg_hinge = tf.where(nmask > 0, tf.nn.relu(1.0 + h_neg), tf.zeros_like(h_neg))
-    m_star = tf.reduce_sum(mask, axis=-1)
-    count = m_star + tf.reduce_sum(nmask, axis=-1)
-    per_tuple = (tf.reduce_sum(pos_hinge, axis=-1) + tf.reduce_sum(neg_hinge, axis=-1)) / tf.maximum(
+    # where (not a product) so that a non-finite H on a padded entry cannot leak.
+    pos_hinge = ops.where(mask > 0, ops.relu(1.0 - h_pos), ops.zeros_like(h_pos))
+    neg_hinge = ops.where(nmask > 0, ops.relu(1.0 + h_neg), ops.zeros_like(h_neg))
+    m_star = ops.sum(mask, axis=-1)
+    count = m_star + ops.sum(nmask, axis=-1)
+    per_tuple = (ops.sum(pos_hinge, axis=-1) + ops.sum(neg_hinge, axis=-1)) / ops.maximum(
         count, 1.0
     )
-    return _mean_over_valid(per_tuple, tf.cast(m_star > 0, tf.float32))
+    return reducers.get(reducer)(per_tuple, ops.cast(m_star > 0, "float32"))
 
 
-def n_plus_one_tuple_loss(anchor, positive, negatives, margin, negative_mask=None, tuple_mask=None):
+def n_plus_one_tuple_loss(
+    anchor,
+    positive,
+    negatives,
+    margin,
+    negative_mask=None,
+    tuple_mask=None,
+    *,
+    distance=None,
+    reducer=None,
+):
     """(N+1)-tuple loss (Eq. 1), numerically stable.
 
     Per tuple ``log(1 + sum_j exp(D(a, p) - D(a, n_j) + margin))`` over the valid negatives,
@@ -151,40 +194,39 @@ def n_plus_one_tuple_loss(anchor, positive, negatives, margin, negative_mask=Non
 
     Args:
         anchor: ``[B, d]``; positive: ``[B, d]``; negatives: ``[B, K, d]`` (``K = N - 1``).
-        margin: a squared-distance margin added inside the exponent (0 gives the plain form).
+        margin: a margin in units of ``D`` added inside the exponent (0 gives the plain form).
         negative_mask: optional ``[B, K]`` validity mask.
         tuple_mask: optional ``[B]`` mask (an extension of the paper's signature): tuples with 0
             (no valid anchor or positive) are excluded from the mean; 0.0 when no tuple is valid.
+        distance: a :class:`fer_tf.distances.Distance`; default squared Euclidean.
+        reducer: a :class:`fer_tf.reducers.Reducer`; default the mean over valid tuples.
 
     Returns:
         A float32 scalar.
     """
-    anchor = _as_float(anchor)
-    positive = _as_float(positive)
-    negatives = _as_float(negatives)
-    if negatives.shape.rank is not None and negatives.shape.rank != 3:
-        raise ValueError(f"negatives must have rank 3, got shape {negatives.shape}")
-    nmask = _validity(negative_mask, negatives)
-    if tuple_mask is None:
-        valid = tf.ones(tf.shape(anchor)[:1], tf.float32)
-    else:
-        valid = _validity(tuple_mask, anchor)
-    anchor = tf.where(valid[:, None] > 0, anchor, tf.zeros_like(anchor))
-    positive = tf.where(valid[:, None] > 0, positive, tf.zeros_like(positive))
-    negatives = tf.where(nmask[..., None] > 0, negatives, tf.zeros_like(negatives))
+    distance = distances.get(distance)
+    anchor = as_float(anchor)
+    positive = as_float(positive)
+    negatives = as_float(negatives)
+    check_rank("negatives", negatives, 3)
+    nmask = validity(negative_mask, negatives)
+    valid = validity(tuple_mask, anchor)
+    anchor = ops.where(valid[:, None] > 0, anchor, ops.zeros_like(anchor))
+    positive = ops.where(valid[:, None] > 0, positive, ops.zeros_like(positive))
+    negatives = zero_padding(negatives, nmask)
 
-    d_ap = tf.reduce_sum(tf.square(anchor - positive), axis=-1)  # [B]
-    d_an = squared_distances(negatives, anchor)  # [B, K]
-    z = d_ap[:, None] - d_an + _as_float(margin)
+    d_ap = distance(anchor, positive)  # [B]
+    d_an = distance.to_centre(negatives, anchor)  # [B, K]
+    z = d_ap[:, None] - d_an + as_float(margin)
     # A very negative finite logit for padding: exp(.) underflows to exactly 0 and the gradient of
-    # the unselected branch of tf.where is 0.
-    z = tf.where(nmask > 0, z, tf.fill(tf.shape(z), -1e30))
-    logits = tf.concat([tf.zeros_like(z[:, :1]), z], axis=-1)
-    per_tuple = tf.reduce_logsumexp(logits, axis=-1)
-    return _mean_over_valid(per_tuple, valid)
+    # the unselected branch of where is 0.
+    z = ops.where(nmask > 0, z, ops.full_like(z, -1e30))
+    logits = ops.concatenate([ops.zeros_like(z[:, :1]), z], axis=-1)
+    per_tuple = ops.logsumexp(logits, axis=-1)
+    return reducers.get(reducer)(per_tuple, valid)
 
 
-def batch_all_triplet_loss(embeddings, labels, margin):
+def batch_all_triplet_loss(embeddings, labels, margin, *, distance=None):
     """Batch-all triplet loss: mean of ``max(0, D(a, p) - D(a, n) + margin)`` over the triplets with
     a positive loss.
 
@@ -194,26 +236,25 @@ def batch_all_triplet_loss(embeddings, labels, margin):
     whose hinge is > 0 (0.0 when there are none).  Memory and time are ``O(B^3)``.
 
     Args:
-        embeddings: ``[B, d]`` float32; labels: ``[B]`` int; margin: squared-distance margin.
+        embeddings: ``[B, d]`` float32; labels: ``[B]`` int; margin: margin in units of ``D``.
+        distance: a :class:`fer_tf.distances.Distance` (its ``matrix``); default squared Euclidean.
     """
-    embeddings = _as_float(embeddings)
-    labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
-    sq = tf.reduce_sum(tf.square(embeddings), axis=-1)
-    dist = sq[:, None] - 2.0 * tf.matmul(embeddings, embeddings, transpose_b=True) + sq[None, :]
-    dist = tf.maximum(dist, 0.0)  # rounding can make the expanded form slightly negative
+    embeddings = as_float(embeddings)
+    labels = ops.cast(ops.convert_to_tensor(labels), "int32")
+    dist = distances.get(distance).matrix(embeddings)
 
     labelled = labels >= 0
-    same = tf.equal(labels[:, None], labels[None, :])
-    not_self = tf.logical_not(tf.eye(tf.shape(labels)[0], dtype=tf.bool))
-    both = tf.logical_and(labelled[:, None], labelled[None, :])
-    positive_pair = tf.logical_and(tf.logical_and(same, not_self), both)  # [a, p]
-    negative_pair = tf.logical_and(tf.logical_not(same), both)  # [a, n]
-    valid = tf.logical_and(positive_pair[:, :, None], negative_pair[:, None, :])  # [a, p, n]
+    same = ops.equal(labels[:, None], labels[None, :])
+    not_self = ops.logical_not(ops.eye(ops.shape(labels)[0], dtype="bool"))
+    both = ops.logical_and(labelled[:, None], labelled[None, :])
+    positive_pair = ops.logical_and(ops.logical_and(same, not_self), both)  # [a, p]
+    negative_pair = ops.logical_and(ops.logical_not(same), both)  # [a, n]
+    valid = ops.logical_and(positive_pair[:, :, None], negative_pair[:, None, :])  # [a, p, n]
 
-    hinge = tf.nn.relu(dist[:, :, None] - dist[:, None, :] + _as_float(margin))
-    hinge = tf.where(valid, hinge, tf.zeros_like(hinge))
-    active = tf.reduce_sum(tf.cast(hinge > 0, tf.float32))
-    return tf.reduce_sum(hinge) / tf.maximum(active, 1.0)
+    hinge = ops.relu(dist[:, :, None] - dist[:, None, :] + as_float(margin))
+    hinge = ops.where(valid, hinge, ops.zeros_like(hinge))
+    active = ops.sum(ops.cast(hinge > 0, "float32"))
+    return ops.sum(hinge) / ops.maximum(active, 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,22 +275,22 @@ def gather_tuples(tuples, embeddings, num_positives):
         ``(positives [X, M, d], negatives [X, N, d], positive_mask [X, M], negative_mask [X, N])``
         with float32 0/1 masks.  Rows whose column 0 is -1 (not queries) get all-zero masks.
     """
-    idx = tf.convert_to_tensor(tuples)
-    if idx.dtype.is_floating:
-        idx = tf.round(idx)
-    idx = tf.cast(idx, tf.int32)
-    embeddings = _as_float(embeddings)
-    if idx.shape.rank is not None and idx.shape.rank != 2:
-        raise ValueError(f"tuple indices must be [X, M + N], got shape {idx.shape}")
+    idx = ops.convert_to_tensor(tuples)
+    if "float" in backend.standardize_dtype(idx.dtype):
+        idx = ops.round(idx)
+    idx = ops.cast(idx, "int32")
+    embeddings = as_float(embeddings)
+    if getattr(idx, "ndim", None) not in (None, 2):
+        raise ValueError(f"tuple indices must be [X, M + N], got shape {tuple(idx.shape)}")
     width = idx.shape[-1]
     if width is not None and width <= num_positives:
         raise ConfigError(
             f"the tuple indices have {width} columns but num_positives={num_positives}: "
             "they need M positive columns followed by at least one negative column"
         )
-    valid = tf.logical_and(idx >= 0, idx[:, :1] >= 0)
-    gathered = tf.gather(embeddings, tf.maximum(idx, 0))  # [X, M + N, d]
-    mask = tf.cast(valid, tf.float32)
+    valid = ops.logical_and(idx >= 0, idx[:, :1] >= 0)
+    gathered = ops.take(embeddings, ops.maximum(idx, 0), axis=0)  # [X, M + N, d]
+    mask = ops.cast(valid, "float32")
     return (
         gathered[:, :num_positives],
         gathered[:, num_positives:],
@@ -267,13 +308,18 @@ def _check_num_positives(num_positives, minimum=1):
 class TupleLoss(keras.losses.Loss):
     """Base class of the tuple losses: ``y_true`` = tuple indices, ``y_pred`` = embeddings.
 
+    Parts: ``distance`` (:mod:`fer_tf.distances`) and ``reducer`` (:mod:`fer_tf.reducers`), both
+    optional and serialised in ``get_config``; the (N+M) losses add a ``miner``.  Configs saved
+    before these keys existed load with the defaults (the paper's losses).
+
     Reduction: the functional losses already average over the valid tuples of the batch, so
     ``call`` returns that *scalar* (the mean over the batch's valid query rows) and ``__call__``
     returns it as is, whatever ``reduction`` says, with one exception that mirrors Keras: for the
     averaging reductions (the default "sum_over_batch_size", "mean", "mean_with_sample_weight")
     the value is divided by the number of replicas in sync of the current ``tf.distribute``
     strategy, as Keras' own losses do, so that summing gradients over replicas gives the average
-    of the per-replica means (1 replica: no change).  With "sum" or None there is no such scaling.
+    of the per-replica means (1 replica, or the JAX/torch backends: no change).  With "sum" or
+    None there is no such scaling.
 
     ``__call__`` is overridden (rather than only ``call``) so that ``y_true`` is not cast to the
     loss dtype (indices stay exact even under a float16 policy), the loss is always computed in
@@ -281,11 +327,21 @@ class TupleLoss(keras.losses.Loss):
     per-image weight has no meaning and raises :class:`~fer_tf.errors.ConfigError`.
     """
 
-    def __init__(self, num_positives=6, name=None, reduction="sum_over_batch_size", dtype=None):
+    _min_positives = 1
+
+    def __init__(
+        self,
+        num_positives=6,
+        name=None,
+        reduction="sum_over_batch_size",
+        dtype=None,
+        distance=None,
+        reducer=None,
+    ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.num_positives = _check_num_positives(num_positives, self._min_positives)
-
-    _min_positives = 1
+        self.distance = distances.get(distance)
+        self.reducer = reducers.get(reducer)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         if sample_weight is not None:
@@ -295,19 +351,35 @@ class TupleLoss(keras.losses.Loss):
         with keras.name_scope(self.name):
             value = self.call(y_true, y_pred)
             if self.reduction in ("sum_over_batch_size", "mean", "mean_with_sample_weight"):
-                replicas = tf.distribute.get_strategy().num_replicas_in_sync
-                if replicas > 1:
-                    value = value * (1.0 / replicas)
+                value = reducers.scale_for_replicas(value)
             return value
 
     def get_config(self):
         config = super().get_config()
-        config["num_positives"] = self.num_positives
+        config.update(
+            num_positives=self.num_positives,
+            distance=serialize(self.distance),
+            reducer=serialize(self.reducer),
+        )
+        return config
+
+
+class _MinedTupleLoss(TupleLoss):
+    """A tuple loss with a positive ``miner`` (default ``"online"``: Algorithm 1 with the loss's
+    distance; ``None``: keep every valid positive; or a :class:`fer_tf.mining.PositiveMiner`)."""
+
+    def __init__(self, num_positives=6, miner="online", **kwargs):
+        super().__init__(num_positives=num_positives, **kwargs)
+        self.miner = mining.get(miner, self.distance)
+
+    def get_config(self):
+        config = super().get_config()
+        config["miner"] = serialize(self.miner)
         return config
 
 
 @keras.saving.register_keras_serializable(package="fer_tf")
-class NMTupleClustersLoss(TupleLoss):
+class NMTupleClustersLoss(_MinedTupleLoss):
     """(N+M)-tuple clusters loss with fixed threshold (Eq. 3) on the tuple-index structure.
 
     Args:
@@ -315,6 +387,8 @@ class NMTupleClustersLoss(TupleLoss):
         reference_distance: ``T``, in squared-distance units (default 1.0).
         margin: ``tau`` (default 0.5): positives are pulled within ``T - tau/2`` of the centre,
             negatives pushed beyond ``T + tau/2``.
+        **parts: the keyword-only swappable parts ``miner``, ``distance``, ``reducer`` (see
+            :class:`TupleLoss`); the defaults are the paper's.
 
     Defaults: the paper's embeddings are not L2-normalised, so there is no natural scale; with
     L2-normalised embeddings squared distances lie in ``[0, 4]`` (orthogonal vectors at 2), and
@@ -332,8 +406,11 @@ class NMTupleClustersLoss(TupleLoss):
         name=None,
         reduction="sum_over_batch_size",
         dtype=None,
+        **parts,
     ):
-        super().__init__(num_positives=num_positives, name=name, reduction=reduction, dtype=dtype)
+        super().__init__(
+            num_positives=num_positives, name=name, reduction=reduction, dtype=dtype, **parts
+        )
         self.reference_distance = float(reference_distance)
         self.margin = float(margin)
         if self.margin < 0:
@@ -342,7 +419,8 @@ class NMTupleClustersLoss(TupleLoss):
     def call(self, y_true, y_pred):
         pos, neg, pmask, nmask = gather_tuples(y_true, y_pred, self.num_positives)
         return nm_tuple_clusters_loss(
-            pos, neg, self.reference_distance, self.margin, positive_mask=pmask, negative_mask=nmask
+            pos, neg, self.reference_distance, self.margin, positive_mask=pmask, negative_mask=nmask,
+            miner=self.miner, distance=self.distance, reducer=self.reducer,
         )
 
     def get_config(self):
@@ -352,23 +430,33 @@ class NMTupleClustersLoss(TupleLoss):
 
 
 @keras.saving.register_keras_serializable(package="fer_tf")
-class AdaptiveNMTupleClustersLoss(TupleLoss):
+class AdaptiveNMTupleClustersLoss(_MinedTupleLoss):
     """(N+M)-tuple clusters loss with the adaptive threshold (Eq. 10) on the tuple-index structure.
 
     Args:
         num_positives: ``M``.
         threshold: the model's :class:`fer_tf.layers.AdaptiveThreshold` layer (or any callable
             ``(f1, f2) -> H``).  The model owns its weights; the loss only calls it.  It is not
-            serialised: ``get_config`` stores ``num_positives`` (and name/reduction) only and
-            ``from_config`` leaves ``threshold`` None, so the model must re-attach it
+            serialised: ``get_config`` stores ``num_positives``, the parts and name/reduction only
+            and ``from_config`` leaves ``threshold`` None, so the model must re-attach it
             (``loss.threshold = layer``) after loading.  Calling the loss without a threshold
             raises :class:`~fer_tf.errors.ConfigError`.
+        **parts: the keyword-only ``miner``, ``distance``, ``reducer`` (see :class:`TupleLoss`);
+            ``distance`` is only the default online miner's (``H`` replaces ``D`` in the loss).
     """
 
     def __init__(
-        self, num_positives=6, threshold=None, name=None, reduction="sum_over_batch_size", dtype=None
+        self,
+        num_positives=6,
+        threshold=None,
+        name=None,
+        reduction="sum_over_batch_size",
+        dtype=None,
+        **parts,
     ):
-        super().__init__(num_positives=num_positives, name=name, reduction=reduction, dtype=dtype)
+        super().__init__(
+            num_positives=num_positives, name=name, reduction=reduction, dtype=dtype, **parts
+        )
         self.threshold = threshold
 
     def call(self, y_true, y_pred):
@@ -379,7 +467,8 @@ class AdaptiveNMTupleClustersLoss(TupleLoss):
             )
         pos, neg, pmask, nmask = gather_tuples(y_true, y_pred, self.num_positives)
         return adaptive_nm_tuple_clusters_loss(
-            pos, neg, self.threshold, positive_mask=pmask, negative_mask=nmask
+            pos, neg, self.threshold, positive_mask=pmask, negative_mask=nmask,
+            miner=self.miner, reducer=self.reducer,
         )
 
 
@@ -397,25 +486,29 @@ class NPlusOneTupleLoss(TupleLoss):
         num_positives: ``M`` (>= 2: the anchor and at least one positive column).
         margin: added inside the exponent, in squared-distance units (default 0.5, as ``tau`` of
             :class:`NMTupleClustersLoss`; 0.0 gives the plain N-pair form).
+        **parts: the keyword-only swappable parts ``distance``, ``reducer`` (see
+            :class:`TupleLoss`).
     """
 
     _min_positives = 2
 
     def __init__(
-        self, num_positives=6, margin=0.5, name=None, reduction="sum_over_batch_size", dtype=None
+        self, num_positives=6, margin=0.5, name=None, reduction="sum_over_batch_size", dtype=None,
+        **parts,
     ):
-        super().__init__(num_positives=num_positives, name=name, reduction=reduction, dtype=dtype)
+        super().__init__(num_positives=num_positives, name=name, reduction=reduction, dtype=dtype, **parts)
         self.margin = float(margin)
 
     def call(self, y_true, y_pred):
         pos, neg, pmask, nmask = gather_tuples(y_true, y_pred, self.num_positives)
         anchor = pos[:, 0]
         others = pmask[:, 1:]  # [X, M - 1]
-        first = tf.argmax(others, axis=-1, output_type=tf.int32) + 1
-        positive = tf.gather(pos, first, axis=1, batch_dims=1)
-        valid = tf.cast(tf.logical_and(pmask[:, 0] > 0, tf.reduce_any(others > 0, axis=-1)), tf.float32)
+        first = ops.argmax(others, axis=-1) + 1
+        positive = ops.take_along_axis(pos, first[:, None, None], axis=1)[:, 0]
+        valid = ops.cast(ops.logical_and(pmask[:, 0] > 0, ops.any(others > 0, axis=-1)), "float32")
         return n_plus_one_tuple_loss(
-            anchor, positive, neg, self.margin, negative_mask=nmask, tuple_mask=valid
+            anchor, positive, neg, self.margin, negative_mask=nmask, tuple_mask=valid,
+            distance=self.distance, reducer=self.reducer,
         )
 
     def get_config(self):

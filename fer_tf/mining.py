@@ -1,4 +1,4 @@
-"""Online positive mining (Algorithm 1 of Liu et al., CVPR-W 2017).
+"""Online positive mining (Algorithm 1 of Liu et al., CVPR-W 2017) as swappable miners.
 
 A *tuple* holds ``M`` positives (same expression as the query, the query included) and ``N``
 negatives (other expressions).  Algorithm 1 drops the positives that lie farther from the
@@ -6,109 +6,199 @@ positive centre than the nearest negative does, so that the (N+M)-tuple clusters
 dominated by outlying positives:
 
 1. ``c+`` = mean of the valid positives;
-2. ``D*`` = squared distance from ``c+`` to the nearest valid negative;
-3. keep every valid positive ``f+`` with ``D(f+, c+) <= D*``; if that keeps none, keep the
-   positive nearest to ``c+``;
+2. ``D*`` = distance from ``c+`` to the nearest valid negative;
+3. keep every valid positive ``f+`` with ``D(f+, c+) <= D*``; if that keeps none (``M* = 0``),
+   keep the positive nearest to ``c+``;
 4. the updated centre is the mean of the kept positives.
 
-All distances are *squared* Euclidean distances, computed as sums of squared differences (never
-with a square root and never in the expanded ``|a|^2 - 2ab + |b|^2`` form, which can go
-negative), so gradients are finite everywhere, including for coincident points.
+Miners work at embedding level on gathered tuples and are swappable parts of the losses
+(:mod:`fer_tf.losses`): :class:`OnlinePositiveMiner` is Algorithm 1, :class:`KeepAllPositives`
+(what ``miner=None`` means) keeps every valid positive.  A miner's decision is discrete: no
+gradient flows through its mask, only through the centre.  The paper's *identity-aware negative
+mining* works at sampling level instead (which images form a tuple): see
+:mod:`fer_tf.sampling`.
+
+``D`` is a :class:`fer_tf.distances.Distance`, by default the paper's squared Euclidean distance
+(a sum of squared differences: finite gradients everywhere, coincident points included).
 
 Padded tuples: the optional ``positive_mask`` ``[B, M]`` and ``negative_mask`` ``[B, N]`` mark
-valid entries with 1 and padding with 0.  Padded entries are replaced by zeros before any
-arithmetic (with ``tf.where``, so even non-finite padding values cannot leak into the result or
-its gradient).  With no valid negatives every valid positive is kept; with no valid positives the
-mask row is all 0 and the centre is 0; the losses ignore such tuples.
+valid entries with 1 and padding with 0.  Padded entries are replaced by zeros with ``where``
+before any arithmetic, so even non-finite padding values cannot leak into the result or its
+gradient.  With no valid negatives every valid positive is kept; with no valid positives the mask
+row is all 0 and the centre is 0; the losses ignore such tuples.
 
-Everything is written with static shapes and no data-dependent control flow, so it runs eagerly,
-in ``tf.function`` and under XLA.
+Only ``keras.ops`` is used, with static shapes and no data-dependent Python control flow, so the
+miners run on the TensorFlow, JAX and torch backends, eagerly, in ``tf.function``/``jax.jit`` and
+under XLA.
 """
 
-import tensorflow as tf
+import numpy as np
+from keras import backend, ops, saving
 
-__all__ = ["online_positive_mining", "squared_distances"]
+from fer_tf import distances
+from fer_tf.errors import ConfigError
+from fer_tf.parts import Part, resolve
+
+__all__ = [
+    "PositiveMiner",
+    "OnlinePositiveMiner",
+    "KeepAllPositives",
+    "online_positive_mining",
+    "prepare_tuples",
+    "masked_mean",
+    "squared_distances",
+    "get",
+]
+
+_BIG = float(np.finfo(np.float32).max)
 
 
-def squared_distances(points, centre):
-    """Squared Euclidean distances from ``points`` ``[B, K, d]`` to ``centre`` ``[B, d]``: ``[B, K]``."""
-    diff = points - tf.expand_dims(centre, axis=-2)
-    return tf.reduce_sum(tf.square(diff), axis=-1)
+# --------------------------------------------------------------------------------------------
+# Tensor helpers shared with fer_tf.losses
+# --------------------------------------------------------------------------------------------
 
 
-def _as_float(x):
-    return tf.cast(tf.convert_to_tensor(x), tf.float32)
+def as_float(x):
+    """``x`` as a float32 tensor of the current backend."""
+    return ops.cast(ops.convert_to_tensor(x), "float32")
 
 
-def _validity(mask, points):
-    """A ``[B, K]`` float32 0/1 mask (all ones when ``mask`` is None)."""
+def validity(mask, points):
+    """A float32 0/1 mask with the shape of ``points`` minus its last axis (all ones for None)."""
     if mask is None:
-        return tf.ones(tf.shape(points)[:-1], tf.float32)
-    mask = tf.convert_to_tensor(mask)
-    if mask.dtype == tf.bool:
-        return tf.cast(mask, tf.float32)
-    return tf.cast(mask > 0, tf.float32)
+        return ops.ones_like(points[..., 0])
+    mask = ops.convert_to_tensor(mask)
+    if backend.standardize_dtype(mask.dtype) == "bool":
+        return ops.cast(mask, "float32")
+    return ops.cast(mask > 0, "float32")
 
 
-def _check_rank(name, x, rank):
-    if x.shape.rank is not None and x.shape.rank != rank:
-        raise ValueError(f"{name} must have rank {rank}, got shape {x.shape}")
+def check_rank(name, x, rank):
+    ndim = getattr(x, "ndim", None)
+    if ndim is not None and ndim != rank:
+        raise ValueError(f"{name} must have rank {rank}, got shape {tuple(x.shape)}")
 
 
-def _prepare(positives, negatives, positive_mask, negative_mask):
-    """Float32 tensors with padded rows zeroed, and float32 0/1 validity masks."""
-    positives = _as_float(positives)
-    negatives = _as_float(negatives)
-    _check_rank("positives", positives, 3)
-    _check_rank("negatives", negatives, 3)
-    pmask = _validity(positive_mask, positives)
-    nmask = _validity(negative_mask, negatives)
-    positives = tf.where(pmask[..., None] > 0, positives, tf.zeros_like(positives))
-    negatives = tf.where(nmask[..., None] > 0, negatives, tf.zeros_like(negatives))
-    return positives, negatives, pmask, nmask
+def zero_padding(points, mask):
+    """``points`` ``[..., K, d]`` with the entries whose ``mask`` ``[..., K]`` is 0 set to 0."""
+    return ops.where(mask[..., None] > 0, points, ops.zeros_like(points))
+
+
+def prepare_tuples(positives, negatives, positive_mask=None, negative_mask=None):
+    """Float32 ``(positives, negatives, pmask, nmask)`` with padded rows zeroed and 0/1 masks."""
+    positives = as_float(positives)
+    negatives = as_float(negatives)
+    check_rank("positives", positives, 3)
+    check_rank("negatives", negatives, 3)
+    pmask = validity(positive_mask, positives)
+    nmask = validity(negative_mask, negatives)
+    return zero_padding(positives, pmask), zero_padding(negatives, nmask), pmask, nmask
 
 
 def masked_mean(points, mask):
     """Mean of ``points`` ``[B, K, d]`` over the entries with ``mask`` ``[B, K]`` = 1; 0 when none."""
-    total = tf.reduce_sum(points * mask[..., None], axis=-2)
-    count = tf.reduce_sum(mask, axis=-1, keepdims=True)
-    return total / tf.maximum(count, 1.0)
+    total = ops.sum(points * mask[..., None], axis=-2)
+    count = ops.sum(mask, axis=-1, keepdims=True)
+    return total / ops.maximum(count, 1.0)
 
 
-def _mining_mask(positives, negatives, pmask, nmask):
-    """The keep/drop decision of Algorithm 1 (no gradient): float32 ``[B, M]``."""
-    positives = tf.stop_gradient(positives)
-    negatives = tf.stop_gradient(negatives)
-    big = tf.constant(tf.float32.max, tf.float32)
-
-    centre = masked_mean(positives, pmask)
-    d_pos = squared_distances(positives, centre)  # [B, M]
-    d_neg = squared_distances(negatives, centre)  # [B, N]
-
-    valid_pos = pmask > 0
-    valid_neg = nmask > 0
-    nearest_negative = tf.reduce_min(tf.where(valid_neg, d_neg, big), axis=-1, keepdims=True)
-    has_negative = tf.reduce_any(valid_neg, axis=-1, keepdims=True)
-    keep = tf.logical_and(
-        valid_pos, tf.logical_or(d_pos <= nearest_negative, tf.logical_not(has_negative))
-    )
-
-    # Fallback: nothing kept -> keep the valid positive nearest to the centre.
-    depth = positives.shape[-2]
-    if depth is None:
-        depth = tf.shape(positives)[-2]
-    nearest = tf.argmin(tf.where(valid_pos, d_pos, big), axis=-1, output_type=tf.int32)
-    fallback = tf.logical_and(tf.one_hot(nearest, depth, dtype=tf.float32) > 0, valid_pos)
-    any_kept = tf.reduce_any(keep, axis=-1, keepdims=True)
-    keep = tf.where(any_kept, keep, fallback)
-    return tf.stop_gradient(tf.cast(keep, tf.float32))
+def squared_distances(points, centre):
+    """Squared Euclidean distances from ``points`` ``[B, K, d]`` to ``centre`` ``[B, d]``: ``[B, K]``."""
+    return distances.SquaredEuclidean().to_centre(points, centre)
 
 
-def mine_prepared(positives, negatives, pmask, nmask):
-    """Algorithm 1 on tensors already returned by ``_prepare``: ``(mask, centre)``."""
-    mask = _mining_mask(positives, negatives, pmask, nmask)
-    centre = masked_mean(positives, mask)
-    return mask, centre
+# --------------------------------------------------------------------------------------------
+# Miners
+# --------------------------------------------------------------------------------------------
+
+
+class PositiveMiner(Part):
+    """Base class: chooses which valid positives of each tuple enter the loss.
+
+    Subclasses implement :meth:`keep`; :meth:`mine` adds the centre of the kept positives and
+    ``__call__`` takes raw (possibly padded) tuples.
+    """
+
+    def keep(self, positives, negatives, pmask, nmask):
+        """The ``[B, M]`` float32 0/1 keep mask, on tuples prepared by :func:`prepare_tuples`."""
+        raise NotImplementedError
+
+    def mine(self, positives, negatives, pmask, nmask):
+        """``(mask, centre)`` on prepared tuples: the keep mask (no gradient) and the mean of the
+        kept positives (differentiable with respect to them; 0 for a tuple without any)."""
+        mask = ops.stop_gradient(self.keep(positives, negatives, pmask, nmask))
+        return mask, masked_mean(positives, mask)
+
+    def __call__(self, positives, negatives, positive_mask=None, negative_mask=None):
+        """``(mask [B, M], centre [B, d])`` for raw tuples; see :func:`online_positive_mining`."""
+        return self.mine(*prepare_tuples(positives, negatives, positive_mask, negative_mask))
+
+
+@saving.register_keras_serializable(package="fer_tf")
+class KeepAllPositives(PositiveMiner):
+    """No mining: every valid positive is kept (``miner=None`` in the losses)."""
+
+    def keep(self, positives, negatives, pmask, nmask):
+        return pmask
+
+
+@saving.register_keras_serializable(package="fer_tf")
+class OnlinePositiveMiner(PositiveMiner):
+    """Algorithm 1 (online positive mining), with a swappable distance ``D``.
+
+    Args:
+        distance: a :class:`fer_tf.distances.Distance` (or its config dict); default the
+            squared Euclidean distance of the paper.
+    """
+
+    def __init__(self, distance=None):
+        self.distance = distances.get(distance)
+
+    def keep(self, positives, negatives, pmask, nmask):
+        positives = ops.stop_gradient(positives)
+        negatives = ops.stop_gradient(negatives)
+
+        centre = masked_mean(positives, pmask)
+        d_pos = self.distance.to_centre(positives, centre)  # [B, M]
+        d_neg = self.distance.to_centre(negatives, centre)  # [B, N]
+
+        valid_pos = pmask > 0
+        valid_neg = nmask > 0
+        nearest_negative = ops.min(
+            ops.where(valid_neg, d_neg, ops.full_like(d_neg, _BIG)), axis=-1, keepdims=True
+        )
+        has_negative = ops.any(valid_neg, axis=-1, keepdims=True)
+        keep = ops.logical_and(
+            valid_pos, ops.logical_or(d_pos <= nearest_negative, ops.logical_not(has_negative))
+        )
+
+        # Fallback (M* = 0): keep the valid positive nearest to the centre.
+        depth = positives.shape[-2]
+        if depth is None:
+            depth = ops.shape(positives)[-2]
+        nearest = ops.argmin(ops.where(valid_pos, d_pos, ops.full_like(d_pos, _BIG)), axis=-1)
+        fallback = ops.logical_and(ops.one_hot(nearest, depth, dtype="float32") > 0, valid_pos)
+        keep = ops.where(ops.any(keep, axis=-1, keepdims=True), keep, fallback)
+        return ops.cast(keep, "float32")
+
+    def get_config(self):
+        return {"distance": saving.serialize_keras_object(self.distance)}
+
+
+def get(identifier, distance=None):
+    """A :class:`PositiveMiner` from a loss's ``miner`` argument.
+
+    ``"online"`` gives :class:`OnlinePositiveMiner` with ``distance``; ``None`` (or ``"none"``)
+    gives :class:`KeepAllPositives`; a miner instance or a Keras config dict is used as is.
+    """
+    if isinstance(identifier, str):
+        name = identifier.lower()
+        if name == "online":
+            return OnlinePositiveMiner(distance)
+        if name == "none":
+            return KeepAllPositives()
+        raise ConfigError(f"unknown miner {identifier!r}: use 'online', None or a PositiveMiner")
+    return resolve(identifier, PositiveMiner, KeepAllPositives)
 
 
 def online_positive_mining(positives, negatives, positive_mask=None, negative_mask=None):
@@ -126,5 +216,4 @@ def online_positive_mining(positives, negatives, positive_mask=None, negative_ma
         mean of the kept positives (the updated ``c+``), differentiable with respect to them, and
         0 for a tuple without valid positives.
     """
-    positives, negatives, pmask, nmask = _prepare(positives, negatives, positive_mask, negative_mask)
-    return mine_prepared(positives, negatives, pmask, nmask)
+    return OnlinePositiveMiner()(positives, negatives, positive_mask, negative_mask)

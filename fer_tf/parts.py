@@ -1,0 +1,52 @@
+"""Base class of the swappable metric-learning parts (distances, miners, reducers).
+
+In the manner of pytorch-metric-learning, a loss is assembled from small stateless parts: a
+:mod:`~fer_tf.distances` distance, a :mod:`~fer_tf.mining` positive miner and a
+:mod:`~fer_tf.reducers` reducer.  Each part is a plain callable with a Keras-serialisable config,
+so a loss that holds parts keeps working with ``keras.losses.serialize`` / ``deserialize`` and
+``.keras`` files.
+"""
+
+import keras
+
+from fer_tf.errors import ConfigError
+
+__all__ = ["Part", "resolve"]
+
+
+class Part:
+    """A stateless, serialisable part: ``get_config`` holds its constructor arguments."""
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self):
+        return hash(type(self))
+
+    def __repr__(self):
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"
+
+
+def resolve(identifier, base, default):
+    """``identifier`` as an instance of ``base``: ``None`` gives ``default()``, a dict is
+    deserialised with Keras, an instance is returned as is; anything else raises ConfigError."""
+    if identifier is None:
+        return default()
+    if isinstance(identifier, dict):
+        identifier = keras.saving.deserialize_keras_object(identifier)
+    if not isinstance(identifier, base):
+        raise ConfigError(f"expected a {base.__module__}.{base.__name__}, got {identifier!r}")
+    return identifier
+
+
+def serialize(part):
+    """Keras serialisation of a part (``None`` stays ``None``)."""
+    return None if part is None else keras.saving.serialize_keras_object(part)
