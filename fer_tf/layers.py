@@ -6,6 +6,8 @@
 - :class:`ConnectingLayer` is FC4 = P1^T FC2 + P2^T FC3 (Eq. 13), joining the expression
   classification branch to the metric learning branch.
 - :class:`AdaptiveThreshold` is the learned H(f1, f2) = T(f1, f2) - D(f1, f2) (Eq. 5-8).
+
+Only ``keras`` / ``keras.ops``: the layers build and run on the TensorFlow, JAX and torch backends.
 """
 
 from __future__ import annotations
@@ -94,9 +96,13 @@ class AdaptiveThreshold(layers.Layer):
     H = b - s^2/2 ||f1 - f2||^2. The defaults (b = 2, s = 2) suit L2-normalised embeddings (squared
     distances in [0, 4]): the hinge max(0, l H + 1) then asks positives to lie within a squared
     distance of 0.5 of their centre and negatives beyond 1.5.
+
+    H is part of the loss, so the layer computes in float32 unless a ``dtype`` is given, also under
+    a mixed-precision global policy (its inputs are cast to float32).
     """
 
     def __init__(self, units=None, initial_threshold=2.0, initial_scale=2.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.units = None if units is None else int(units)
         self.initial_threshold = float(initial_threshold)

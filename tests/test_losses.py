@@ -10,6 +10,7 @@ import tensorflow as tf
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from fer_tf import distances, mining, reducers
 from fer_tf import losses as L
 from fer_tf.errors import ConfigError
 from fer_tf.layers import AdaptiveThreshold
@@ -525,6 +526,7 @@ CLASSES = [
     lambda: L.AdaptiveNMTupleClustersLoss(num_positives=3, threshold=make_threshold(5, 3, 0)[0]),
     lambda: L.NPlusOneTupleLoss(num_positives=3, margin=0.3),
 ]
+CLASS_IDS = ["nm", "adaptive", "n_plus_one"]
 
 
 def test_nm_class_equals_functional_on_gathered_tensors():
@@ -569,7 +571,7 @@ def test_n_plus_one_class_uses_first_valid_positive_and_all_negatives():
     np.testing.assert_allclose(float(loss(tuples, emb)), total / count, rtol=1e-5)
 
 
-@pytest.mark.parametrize("make", CLASSES, ids=["nm", "adaptive", "n_plus_one"])
+@pytest.mark.parametrize("make", CLASSES, ids=CLASS_IDS)
 def test_class_gradients_finite_and_non_queries_ignored(make):
     tuples, emb = index_batch(3)
     loss = make()
@@ -584,7 +586,7 @@ def test_class_gradients_finite_and_non_queries_ignored(make):
     assert float(loss(empty, emb)) == 0.0
 
 
-@pytest.mark.parametrize("make", CLASSES, ids=["nm", "adaptive", "n_plus_one"])
+@pytest.mark.parametrize("make", CLASSES, ids=CLASS_IDS)
 def test_class_serialization_round_trip(make):
     loss = make()
     config = keras.losses.serialize(loss)
@@ -597,6 +599,55 @@ def test_class_serialization_round_trip(make):
         again.threshold = loss.threshold
     tuples, emb = index_batch(4)
     np.testing.assert_allclose(float(again(tuples, emb)), float(loss(tuples, emb)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("make", CLASSES, ids=CLASS_IDS)
+def test_class_config_without_part_keys_loads_with_the_paper_defaults(make):
+    """Configs written before the miner/distance/reducer keys existed still load."""
+    loss = make()
+    old = {k: v for k, v in loss.get_config().items() if k not in ("miner", "distance", "reducer")}
+    again = type(loss).from_config(old)
+    assert again.get_config() == loss.get_config()
+    assert getattr(again, "miner", mining.OnlinePositiveMiner()) == mining.OnlinePositiveMiner()
+    assert again.distance == distances.SquaredEuclidean() and again.reducer == reducers.MeanOverValid()
+
+
+def test_nm_class_without_miner_keeps_every_valid_positive_and_round_trips():
+    tuples, emb = index_batch(7)
+    pos, neg, pm, nm = ref_gather(tuples, emb, 3)
+    loss = L.NMTupleClustersLoss(num_positives=3, reference_distance=1.2, margin=0.4, miner=None)
+    expected = float(L.nm_tuple_clusters_loss(pos, neg, 1.2, 0.4, pm, nm, miner=None))
+    np.testing.assert_allclose(float(loss(tuples, emb)), expected, rtol=1e-6)
+    assert abs(expected - float(L.nm_tuple_clusters_loss(pos, neg, 1.2, 0.4, pm, nm))) > 1e-4
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(again.miner, mining.KeepAllPositives)
+    np.testing.assert_allclose(float(again(tuples, emb)), expected, rtol=1e-6)
+    # keep-all against the loop reference: the kept positives are the valid ones
+    total = []
+    for i in range(len(pos)):
+        kept = [p for p, m in zip(pos[i], pm[i]) if m]
+        if not kept:
+            continue
+        c = mean_vec(kept)
+        value = sum(max(0.0, sqdist(p, c) - 1.2 + 0.2) for p in kept) / len(kept)
+        negs = [q for q, m in zip(neg[i], nm[i]) if m]
+        if negs:
+            value += sum(max(0.0, 1.2 + 0.2 - sqdist(q, c)) for q in negs) / len(negs)
+        total.append(value)
+    np.testing.assert_allclose(expected, np.mean(total), rtol=1e-5)
+
+
+def test_adaptive_threshold_computes_in_float32_under_mixed_precision():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        layer = AdaptiveThreshold(3)
+        f = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+        h = layer(f, f[::-1])
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert layer.compute_dtype == "float32" and layer.variable_dtype == "float32"
+    assert h.dtype == tf.float32
 
 
 def test_class_validation():

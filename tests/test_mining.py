@@ -1,11 +1,14 @@
-"""Online positive mining (Algorithm 1) against an independent NumPy reference."""
+"""Online positive mining (Algorithm 1) against an independent NumPy reference; miners as parts."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from fer_tf import distances, mining
+from fer_tf.errors import ConfigError
 from fer_tf.mining import online_positive_mining
 
 
@@ -244,3 +247,40 @@ def test_centre_gradients_finite(pos, neg):
         out = tf.reduce_sum(tf.square(centre))
     for g in tape.gradient(out, [pos_t, neg_t], unconnected_gradients="zero"):
         assert np.all(np.isfinite(g.numpy()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Miners as swappable parts
+# ---------------------------------------------------------------------------------------------
+
+
+class DoubledSquaredEuclidean(distances.Distance):
+    """2 x the squared Euclidean distance: the same order, so Algorithm 1 decides the same."""
+
+    def __call__(self, a, b):
+        return 2.0 * tf.reduce_sum(tf.square(a - b), axis=-1)
+
+
+def test_online_miner_class_equals_function_and_takes_a_distance():
+    pos, neg, pmask, nmask = random_case(13, 3, 5, 4, 6, padding=0.2)
+    expected = online_positive_mining(pos, neg, pmask, nmask)
+    for miner in (mining.OnlinePositiveMiner(), mining.OnlinePositiveMiner(DoubledSquaredEuclidean())):
+        for a, b in zip(miner(pos, neg, pmask, nmask), expected):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+
+
+def test_keep_all_positives_and_get():
+    pos, neg, pmask, nmask = random_case(14, 3, 5, 4, 6, padding=0.3)
+    mask, centre = mining.KeepAllPositives()(pos, neg, pmask, nmask)
+    np.testing.assert_array_equal(mask.numpy(), pmask)
+    expected = (pos * pmask[..., None]).sum(1) / np.maximum(pmask.sum(1), 1)[:, None]
+    np.testing.assert_allclose(centre.numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert isinstance(mining.get(None), mining.KeepAllPositives)
+    assert isinstance(mining.get("none"), mining.KeepAllPositives)
+    assert mining.get("online") == mining.OnlinePositiveMiner()
+    config = keras.saving.serialize_keras_object(mining.OnlinePositiveMiner())
+    assert mining.get(config) == mining.OnlinePositiveMiner()
+    with pytest.raises(ConfigError):
+        mining.get("hardest")
+    with pytest.raises(ConfigError):
+        mining.get(3)
