@@ -2,7 +2,8 @@
 
 Every error that a user can cause (a bad path, a broken image, an unknown label, a file that is not
 a model) is raised as a :class:`FerTfError` subclass whose message says what was wrong and what to
-do. The command-line entry point prints such messages without a traceback.
+do. The command-line entry point prints such messages without a traceback, and warnings of the
+:class:`FerTfWarning` family as one ``warning:`` line each.
 """
 
 
@@ -30,6 +31,10 @@ class NoFaceError(ImageError):
         super().__init__(path, "no face found")
 
 
+class OutputError(FerTfError):
+    """An output file exists already (and ``--overwrite`` was not given) or cannot be written."""
+
+
 class ModelFileError(FerTfError):
     """A model file is missing, truncated, or not a fer_tf model."""
 
@@ -44,3 +49,11 @@ class MiningError(FerTfError):
 
 class TrainingError(FerTfError):
     """Training cannot continue (for example the loss became NaN)."""
+
+
+class FerTfWarning(UserWarning):
+    """Something the user should know, that does not stop the run (printed as one line)."""
+
+
+class DatasetWarning(FerTfWarning):
+    """A dataset was read, but not quite as written (for example a manifest's text encoding)."""

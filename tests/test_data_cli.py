@@ -48,11 +48,11 @@ def test_undetectable_layout(tmp_path, capsys):
 
 def test_manifest_with_options(tmp_path, capsys):
     path = fx.build_manifest(tmp_path)
-    assert main(["data", "summary", str(path), "--json", "-o", "require_subject=false"]) == 0
+    assert main(["data", "summary", str(path), "--json", "--option", "require_subject=false"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["format"] == "manifest" and info["images"] == 4
     assert info["skipped_reasons"] == {"file not found": 1, "unknown label": 1}
-    assert main(["data", "summary", str(path), "-o", "nonsense=1"]) == 2
+    assert main(["data", "summary", str(path), "--option", "nonsense=1"]) == 2
     assert "unknown option(s) nonsense for format manifest" in capsys.readouterr().err
 
 
@@ -66,3 +66,30 @@ def test_format_choices_match_readers():
     from fer_tf.data.readers import FORMATS
 
     assert _FORMATS == FORMATS
+
+
+def test_manifest_outside_paths_need_allow_outside(tmp_path, capsys):
+    fx.save(tmp_path / "outside.png", 5)
+    fx.save(tmp_path / "m" / "in.png", 6)
+    (tmp_path / "m" / "manifest.csv").write_text(
+        "path,expression,subject\nin.png,happy,p1\n../outside.png,sad,p1\n")
+    assert main(["data", "summary", str(tmp_path / "m"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["images"] == 1 and list(info["skipped_reasons"]) == [
+        "outside the manifest's folder (allow with --allow-outside)"]
+    assert main(["data", "summary", str(tmp_path / "m"), "--json", "--allow-outside"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 2
+    # the flag belongs to manifests only
+    assert main(["data", "summary", str(tmp_path / "m"), "--format", "yale", "--allow-outside"]) == 2
+    assert "applies to manifest" in capsys.readouterr().err
+
+
+def test_latin1_manifest_warns_in_one_line(tmp_path, capsys):
+    fx.save(tmp_path / "Zoë.png", 7)
+    (tmp_path / "manifest.csv").write_bytes("path,expression,subject\nZoë.png,happy,Zoë\n"
+                                            .encode("latin-1"))
+    assert main(["data", "summary", str(tmp_path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["images"] == 1
+    (warning,) = captured.err.strip().splitlines()
+    assert warning.startswith("fer-tf data: warning: ") and "Latin-1" in warning

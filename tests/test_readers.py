@@ -2,6 +2,7 @@
 
 import string
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from fer_tf.data.labels import BASIC7, EXPRESSIONS, canonical_expression
 from fer_tf.data.readers import FORMATS, detect_format, read_dataset
 from fer_tf.data.table import FaceTable
-from fer_tf.errors import DatasetError
+from fer_tf.errors import DatasetError, DatasetWarning
 import fixtures_data as fx
 
 # --- shared datasets --------------------------------------------------------------------------
@@ -180,6 +181,41 @@ def test_manifest(tmp_path):
     assert len(read_dataset(path.parent, "manifest")) == 3
     assert len(read_dataset(path, "manifest", require_subject=False)) == 4
     assert detect_format(path) == "manifest"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be"])
+def test_manifest_encodings(tmp_path, encoding):
+    path = fx.build_manifest(tmp_path)
+    path.write_bytes(path.read_text(encoding="utf-8").encode(encoding))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning for these
+        table = read_dataset(path, "manifest")
+    assert len(table) == 3 and any("Zoë éclair 表情.png" in p for p in table.path)
+    assert detect_format(path) == "manifest" and detect_format(tmp_path) == "manifest"
+
+
+def test_manifest_latin1_falls_back_with_a_warning(tmp_path):
+    fx.save(tmp_path / "Zoë.png", 1)
+    (tmp_path / "manifest.csv").write_bytes(
+        "path,expression,subject\nZoë.png,happy,Zoë\n".encode("latin-1"))
+    with pytest.warns(DatasetWarning, match="Latin-1"):
+        table = read_dataset(tmp_path, "manifest")
+    assert list(table.subject) == ["Zoë"] and table.path[0].endswith("Zoë.png")
+
+
+def test_manifest_paths_stay_inside_its_folder(tmp_path):
+    root = tmp_path / "data"
+    fx.save(root / "in.png", 1)
+    (root / "sub").mkdir()
+    fx.save(tmp_path / "secret.png", 2)
+    lines = ["path,expression,subject", "in.png,happy,p1", "../secret.png,sad,p1",
+             f"{tmp_path / 'secret.png'},sad,p2", "sub/../in.png,anger,p2", "../data/in.png,fear,p3"]
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    table, skipped = read_dataset(root, "manifest", return_skipped=True)
+    assert sorted(table.expression) == ["anger", "fear", "happiness"]  # normalised paths inside
+    outside = [s for s in skipped if s["reason"].startswith("outside the manifest's folder")]
+    assert len(outside) == 2 and all("secret.png" in s["path"] for s in outside)
+    assert len(read_dataset(root, "manifest", allow_outside=True)) == 5
 
 
 def test_manifest_missing_column(tmp_path):

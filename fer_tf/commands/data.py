@@ -21,12 +21,33 @@ def register(subparsers):
     summary.add_argument("root", help="dataset folder (or CSV file for manifest / fer2013-csv)")
     summary.add_argument("--format", "-f", choices=_FORMATS, default=None,
                          help="dataset layout; detected from the folder when left out")
-    summary.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                         help="reader option, e.g. -o poses=S,FL or -o include_neutral=true")
+    add_reader_options(summary)
     summary.add_argument("--json", action="store_true", help="print JSON instead of text")
     summary.add_argument("--show-skipped", type=int, default=5, metavar="N",
                          help="list the first N skipped files (text output; default 5)")
     summary.set_defaults(func=run_summary)
+
+
+def add_reader_options(parser):
+    """``--option KEY=VALUE`` (repeatable) and ``--allow-outside``, shared by the subcommands
+    that read datasets (``-o`` is ``--output`` everywhere, so ``--option`` has no short form)."""
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="reader option, e.g. --option poses=S,FL or --option include_neutral=true")
+    parser.add_argument("--allow-outside", action="store_true",
+                        help="manifest: also read paths outside the manifest's folder (../ or "
+                             "absolute paths elsewhere), which are skipped by default")
+
+
+def reader_options(args, fmt):
+    """The reader options of ``args`` for format ``fmt`` (``--allow-outside`` for manifests)."""
+    options = parse_options(args.option)
+    if getattr(args, "allow_outside", False):
+        if fmt != "manifest":
+            from fer_tf.errors import ConfigError
+
+            raise ConfigError(f"--allow-outside applies to manifest datasets, not {fmt}")
+        options["allow_outside"] = True
+    return options
 
 
 def parse_options(items):
@@ -51,8 +72,9 @@ def parse_options(items):
     return options
 
 
-def collect_summary(root, fmt=None, options=None):
-    """Read ``root`` and return the summary dict printed by the command."""
+def collect_summary(root, fmt=None, options=None, args=None):
+    """Read ``root`` and return the summary dict printed by the command (``args``: the command's
+    arguments, whose reader options are added once the format is known)."""
     from collections import Counter
 
     from fer_tf.data.readers import LAYOUTS, detect_format, read_dataset
@@ -65,7 +87,10 @@ def collect_summary(root, fmt=None, options=None):
                 f"cannot tell the dataset layout of {root}; pass --format with one of: "
                 f"{', '.join(LAYOUTS)}"
             )
-    table, skipped = read_dataset(root, fmt, return_skipped=True, **(options or {}))
+    options = dict(options or {})
+    if args is not None:
+        options.update(reader_options(args, fmt))
+    table, skipped = read_dataset(root, fmt, return_skipped=True, **options)
     info = {"root": str(root), "format": fmt}
     info.update(table.summary())
     info["skipped"] = len(skipped)
@@ -78,10 +103,10 @@ def run_summary(args):
     from fer_tf.errors import ConfigError, DatasetError
 
     try:
-        options = parse_options(args.option)
+        parse_options(args.option)
     except ConfigError as exc:
         raise DatasetError(str(exc)) from None
-    info = collect_summary(args.root, args.format, options)
+    info = collect_summary(args.root, args.format, args=args)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
     else:
