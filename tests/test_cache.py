@@ -218,3 +218,46 @@ def test_aligned_dataset_cache(datasets_dir, tmp_path):
     # forcing --no-align resizes instead (no detection, so the blank image is kept)
     faces2, _, skipped2 = cache.prepare_faces(table, align=False, progress=False)
     assert len(faces2) == 4 and not skipped2
+
+
+def test_preprocess_refuses_a_folder_of_other_files(ck_folder, tmp_path, capsys):
+    """The dataset itself, or any folder of other files, is never written into."""
+    before = sorted(p.relative_to(ck_folder) for p in ck_folder.rglob("*"))
+    code = main(["preprocess", str(ck_folder), "--format", "ckplus48", "-o", str(ck_folder), "-q"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not a face cache" in err and "new or empty folder" in err
+    assert sorted(p.relative_to(ck_folder) for p in ck_folder.rglob("*")) == before
+    # an empty folder (or one with only desktop litter) is fine, and -o is --output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".DS_Store").write_bytes(b"\0")
+    assert main(["preprocess", str(ck_folder), "--format", "ckplus48", "-o", str(empty), "-q"]) == 0
+    assert (empty / cache.MANIFEST).is_file()
+
+
+def test_preprocess_resumes_into_its_own_unfinished_cache(ck_folder, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    calls = []
+    original = cache._process_chunk
+
+    def fail_second(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(cache, "_process_chunk", fail_second)
+    with pytest.raises(KeyboardInterrupt):
+        cache.build_cache(ck_folder, "ckplus48", out, progress=False, chunk_size=3)
+    monkeypatch.setattr(cache, "_process_chunk", original)
+    assert not (out / cache.MANIFEST).exists() and any(out.iterdir())
+    result = cache.build_cache(ck_folder, "ckplus48", out, progress=False, chunk_size=3)
+    assert result["kept"] == N_GOOD and result["resumed_chunks"] == 1
+
+
+def test_preprocess_output_that_looks_like_an_option(ck_folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["preprocess", str(ck_folder), "--format", "ckplus48", "-o", "poses=S"]) == 2
+    assert "--option KEY=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "poses=S").exists()

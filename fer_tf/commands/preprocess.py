@@ -4,13 +4,18 @@ Aligns (or, for datasets of pre-cropped faces, resizes) every image of a dataset
 OUT/faces.npz (uint8 [n, 60, 60]) and OUT/manifest.json (rows, labels, source, settings, skipped
 files with reasons). Training and `fer-tf data summary` read OUT as format ``cache``. The run works in
 chunks: if it is interrupted, run the same command again to resume; on a complete cache it does
-nothing and prints the same summary.
+nothing and prints the same summary. OUT must be a new or empty folder, or a cache written by this
+command: a folder holding other files (for example the dataset itself) is refused.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
+
+from fer_tf.commands.data import add_reader_options
 
 _FORMATS = ("ckplus48", "ckplus", "fer2013", "fer2013-csv", "jaffe", "kdef", "yale", "manifest")
 
@@ -21,9 +26,9 @@ def register(subparsers):
     parser.add_argument("root", help="dataset folder (or CSV file for manifest / fer2013-csv)")
     parser.add_argument("--format", "-f", choices=_FORMATS, default=None,
                         help="dataset layout; detected from the folder when left out")
-    parser.add_argument("--output", "-O", required=True, help="cache folder to write")
-    parser.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                        help="reader option, e.g. -o poses=S,FL (as for `fer-tf data summary`)")
+    parser.add_argument("--output", "-o", required=True, metavar="OUT",
+                        help="cache folder to write: new, empty, or a cache of the same settings")
+    add_reader_options(parser)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--align", dest="align", action="store_const", const=True, default=None,
                        help="detect and align every image (default: auto, resize pre-cropped "
@@ -48,7 +53,11 @@ def run(args):
         raise ConfigError(f"--size must be at least 8, got {args.size}")
     if args.chunk_size < 1:
         raise ConfigError(f"--chunk-size must be at least 1, got {args.chunk_size}")
-    from fer_tf.commands.data import parse_options
+    if re.fullmatch(r"\w+=.*", str(args.output)) and not os.path.exists(args.output):
+        # `-o` used to be --option here: refuse to create a folder named "poses=S,FL"
+        raise ConfigError(f"--output {args.output!r} looks like a reader option; reader options "
+                          f"are given with --option KEY=VALUE (-o is --output)")
+    from fer_tf.commands.data import reader_options
     from fer_tf.data.readers import LAYOUTS, detect_format
     from fer_tf.preprocess.cache import build_cache
 
@@ -59,7 +68,7 @@ def run(args):
             raise DatasetError(
                 f"cannot tell the dataset layout of {args.root}; pass --format with one of: "
                 f"{', '.join(f for f in LAYOUTS if f != 'cache')}")
-    options = parse_options(args.option)
+    options = reader_options(args, fmt)
     try:
         result = build_cache(args.root, fmt, args.output, align=args.align, size=args.size,
                              chunk_size=args.chunk_size, options=options, progress=not args.quiet)

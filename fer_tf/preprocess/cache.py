@@ -18,7 +18,8 @@ Every row ends up either kept or skipped with a reason ("no face found", "not an
 It works in chunks of ``chunk_size`` rows; each finished chunk is written atomically to
 ``OUT/.chunks/`` so that an interrupted run resumes where it stopped (run the same command again).
 The manifest is written last, atomically, and marks the cache complete; re-running on a complete
-cache does nothing and prints the same summary. :func:`read_cache` reads it back as a FaceTable
+cache does nothing and prints the same summary. ``OUT`` must be new, empty, or a cache (complete or
+interrupted): a folder of other files, such as the dataset itself, is refused. :func:`read_cache` reads it back as a FaceTable
 whose ``pixels`` are the faces (``read_dataset(OUT, "cache")`` dispatches here).
 """
 
@@ -46,6 +47,8 @@ CACHE_KIND = "fer_tf-face-cache"
 MANIFEST = "manifest.json"
 FACES = "faces.npz"
 CHUNK_DIR = ".chunks"
+#: Files a desktop leaves in any folder; an output folder holding only these counts as empty.
+_IGNORED = (".ds_store", "thumbs.db", "desktop.ini")
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -336,6 +339,13 @@ def build_cache(root, fmt, output, align=None, size=60, chunk_size=512, options=
             return result
     if output.exists() and not output.is_dir():
         raise DatasetError(f"--output {output} exists and is not a folder")
+    if output.is_dir() and not manifest_path.is_file() and not (output / CHUNK_DIR).is_dir():
+        others = sorted(p.name for p in output.iterdir() if p.name.lower() not in _IGNORED)
+        if others:  # never write into a folder of other files (e.g. the dataset itself)
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise DatasetError(
+                f"--output {output} is a folder of other files ({shown}), not a face cache; "
+                "choose a new or empty folder")
     output.mkdir(parents=True, exist_ok=True)
 
     table, reader_skipped = read_dataset(root, fmt, return_skipped=True, **(options or {}))
