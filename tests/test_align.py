@@ -167,3 +167,76 @@ def test_closed_aligner_refuses():
     a.close()  # idempotent
     with pytest.raises(RuntimeError):
         a.detect(np.zeros((64, 64), np.uint8))
+
+
+# --- faces in ordinary photos: tiled detection ---------------------------------------------------
+
+
+def _photo(kdef, size, faces, seed=0):
+    """A ``size`` (w, h) photo of smooth noise with KDEF faces pasted at ``(x, y, width)``;
+    returns the image and the pasted crops' boxes."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    small = rng.integers(60, 200, (h // 40 + 2, w // 40 + 2, 3)).astype(np.uint8)
+    canvas = Image.fromarray(small).resize((w, h), Image.BICUBIC)
+    names = sorted(KDEF) * (len(faces) // len(KDEF) + 1)
+    boxes = []
+    for (x, y, width), name in zip(faces, names):
+        canvas.paste(kdef(name).convert("RGB").resize((width, width), Image.LANCZOS), (x, y))
+        boxes.append((x, y, width, width))
+    return np.asarray(canvas), boxes
+
+
+def _found(faces, boxes):
+    from fer_tf.preprocess.align import _iou
+
+    return sum(any(_iou(f.box, b) > 0.3 for f in faces) for b in boxes)
+
+
+@pytest.mark.integration
+def test_small_faces_in_a_large_photo(aligner, kdef):
+    """Faces of 48-190 px in a 1920x1080 photo (the whole-image detector alone stops at ~300)."""
+    img, boxes = _photo(kdef, (1920, 1080), [(100, 100, 48), (500, 700, 70), (1000, 300, 110),
+                                             (1500, 600, 190)])
+    faces = aligner.detect(img)
+    assert _found(faces, boxes) == 4 and len(faces) == 4
+    with FaceAligner(min_face=None) as coarse:  # tiling off: only the largest faces
+        assert _found(coarse.detect(img), boxes) <= 1
+
+
+@pytest.mark.integration
+def test_group_photo_of_twenty(aligner, kdef):
+    """The issue's 5x4 group of 190 px faces in a 1920x1080 photo (0 to 2 were found before)."""
+    spots = [(60 + 380 * c, 40 + 265 * r, 190) for r in range(4) for c in range(5)]
+    img, boxes = _photo(kdef, (1920, 1080), spots, seed=1)
+    faces = aligner.detect(img)
+    assert _found(faces, boxes) >= 19 and len(faces) <= 21
+    with FaceAligner(max_faces=5) as capped:
+        assert len(capped.detect(img)) == 5 and capped.last_found == len(faces)
+
+
+def test_tile_levels_cover_min_face_to_the_whole_image():
+    from fer_tf.preprocess import align
+
+    a = FaceAligner.__new__(FaceAligner)  # no graphs: the plan alone
+    for size, min_face in [((1920, 1080), 40), ((8000, 6000), 40), ((512, 512), 40),
+                           ((4032, 3024), 100)]:
+        a.min_face = min_face
+        levels = a._tile_levels(*size)
+        smallest = [side * align.TILE_MIN_RATIO for side, _ in levels]
+        assert smallest[0] == pytest.approx(min_face)
+        assert levels[-1][1] == pytest.approx(align.WHOLE_MIN_RATIO * max(size))
+        for (_, largest), nxt in zip(levels, smallest[1:]):  # no gap between levels
+            assert nxt == pytest.approx(largest)
+        assert all(largest / small <= align.TILE_LEVEL_RANGE + 1e-9
+                   for (_, largest), small in zip(levels, smallest))
+    a.min_face = 40
+    assert a._tile_levels(160, 120) == []  # faces of 40 px fill a fifth of it: no tiles
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_small_face_in_a_48_megapixel_photo(kdef):
+    img, boxes = _photo(kdef, (8000, 6000), [(5000, 4000, 60), (1000, 800, 400)], seed=2)
+    with FaceAligner() as a:
+        assert _found(a.detect(img), boxes) == 2

@@ -5,16 +5,32 @@ and crops it to 60x60 grey pixels. IntraFace is not available; this module does 
 MediaPipe's legacy ``solutions`` graphs, whose models ship inside the ``mediapipe`` wheel (nothing is
 downloaded):
 
-1. **Detect.** ``face_detection`` runs twice: the short-range model (``model_selection=0``) on the
-   image, which finds faces that fill most of the frame (loose face crops such as KDEF), and the
-   full-range model (``model_selection=1``) on the image padded by half its size on every side, which
-   finds small faces in larger photos and also faces cut by the border. Overlapping boxes are merged
-   (non-maximum suppression). Images whose shorter side is below :data:`UPSCALE_BELOW` pixels are
-   upscaled first (a 48x48 crop is too small for the detector).
+1. **Detect.** ``face_detection`` runs on the whole image twice: the short-range model
+   (``model_selection=0``), which finds faces that fill a good part of the frame (loose face crops
+   such as KDEF), and the full-range model (``model_selection=1``) on the image padded by half its
+   size on every side, which also finds faces cut by the border. Images whose shorter side is below
+   :data:`UPSCALE_BELOW` pixels are upscaled first (a 48x48 crop is too small for the detector).
+   Both models only find faces wider than about a sixth of the image they are given (their anchors
+   stop there), so smaller faces are searched in **tiles**: square windows, each shrunk to at most
+   :data:`TILE_INPUT` pixels and given to the short-range model, which finds faces of at least
+   :data:`TILE_MIN_RATIO` (a fifth) of the tile's side in it. Levels of tiles go from faces of
+   ``min_face`` pixels (40 by default) up to a fifth of the image's longer side, where the
+   whole-image passes take over, each level covering a range of :data:`TILE_LEVEL_RANGE` (1.6x);
+   a level's tiles overlap by 1.2 times the largest face it looks for, so that every such face is
+   whole in one tile, and a box that touches an inner tile edge is dropped. A face found in a tile
+   is kept when the short-range model, shown it again in a crop of twice its size (where a face is
+   easiest for it), scores it at least :data:`SECOND_LOOK_SCORE`: textures that fooled one tile of
+   thousands do not pass. The cost grows with the image's area over ``min_face`` squared: a
+   512x512 photo needs about 20 detector runs of 128x128 pixels, 1920x1080 about 210, 12 MP about
+   1,300 and 48 MP about 5,100 (some 1.5 ms each on one core); pass a larger ``min_face`` when the
+   faces are known to be larger, or ``None`` for the whole-image passes alone. Overlapping boxes
+   are merged (non-maximum suppression).
 2. **Landmarks.** For each detection the 478-point ``face_mesh`` (``refine_landmarks=True``) runs on a
    square crop of twice the box size centred on the box, so that every face gets its own landmarks
    even when several faces are close together; of the meshes found in the crop the one that overlaps
-   the box best is kept. When the detector finds nothing, the mesh runs once on the whole image (its
+   the box best is kept, and a detection on which the mesh finds no face is dropped. The crop is
+   cut from the full-resolution image, so small faces in large photos keep their detail. When the
+   detector finds nothing, the mesh runs once on the whole image (its
    own detector sometimes succeeds where the detector's threshold was not reached).
 3. **Align.** The eye centres (mean of the 16 eye-contour landmarks of each eye) give the roll
    angle; the image is rotated about the landmarks' centre so that the eye line is level, and a square
@@ -54,6 +70,21 @@ MESH_CROP_SCALE = 2.0
 UPSCALE_BELOW = 160
 #: Images whose longer side is above this are downscaled for detection (landmarks use full size crops).
 DETECT_MAX_SIDE = 1280
+#: Tiled detection: a tile of side T finds faces of at least TILE_MIN_RATIO * T pixels; the whole
+#: image finds faces of at least WHOLE_MIN_RATIO times its longer side.
+TILE_MIN_RATIO = 0.2
+WHOLE_MIN_RATIO = 0.2
+#: Each level of tiles finds faces from its smallest up to this many times that (then the next).
+TILE_LEVEL_RANGE = 1.6
+#: Tiles are shrunk to at most this many pixels before detection (the model's input is 128x128).
+TILE_INPUT = 192
+#: A face found in a tile is kept when the detector, shown it again in a crop of twice its size,
+#: scores it at least this (true faces score 0.8-0.95 there, textures that fooled a tile < 0.65).
+SECOND_LOOK_SCORE = 0.7
+#: Default smallest face (pixels of the original image) that tiled detection looks for.
+MIN_FACE = 40
+#: Faces the whole-image mesh (the fallback when the detector finds none) looks for.
+FULL_MESH_FACES = 8
 #: Smallest usable image side, and the largest aspect ratio; outside these no face is reported.
 MIN_SIDE = 16
 MAX_ASPECT = 8.0
@@ -125,6 +156,55 @@ def _overlap_small(a, b):
     return ix * iy / small if small > 0 else 0.0
 
 
+def _tile_starts(length, side, stride):
+    """Start offsets of tiles of ``side`` along ``length``, at most ``stride`` apart, the last one
+    flush with the end (a single tile at 0 when the length fits in one)."""
+    if length <= side:
+        return [0]
+    n = int(math.ceil((length - side) / max(stride, 1.0))) + 1
+    return sorted({int(round(v)) for v in np.linspace(0, length - side, n)})
+
+
+def _square_crop(rgb, cx, cy, side, out):
+    """``(crop, scale)``: the square of ``side`` pixels centred on (cx, cy), resampled to ``out``
+    x ``out`` (``scale = out / side``), the image's border replicated outside it. Only the
+    square's region is resampled: a 48 MP photo is never resized whole."""
+    import cv2
+
+    s = out / side
+    h, w = rgb.shape[:2]
+    x0 = int(min(max(0, math.floor(cx - side / 2.0) - 1), w - 1))
+    y0 = int(min(max(0, math.floor(cy - side / 2.0) - 1), h - 1))
+    x1 = int(max(min(w, math.ceil(cx + side / 2.0) + 2), x0 + 1))
+    y1 = int(max(min(h, math.ceil(cy + side / 2.0) + 2), y0 + 1))
+    region = rgb[y0:y1, x0:x1]
+    # affine map from region to crop (scale + translate)
+    m = np.array([[s, 0, out / 2.0 - s * (cx - x0)], [0, s, out / 2.0 - s * (cy - y0)]],
+                 dtype=np.float64)
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    if s < 0.5:  # pre-shrink to avoid aliasing: warpAffine has no area interpolation
+        rh, rw = region.shape[:2]
+        region = cv2.resize(region, (max(1, round(rw * 2 * s)), max(1, round(rh * 2 * s))),
+                            interpolation=cv2.INTER_AREA)
+        m[0, 0] *= rw / region.shape[1]
+        m[1, 1] *= rh / region.shape[0]
+        interp = cv2.INTER_LINEAR
+    crop = cv2.warpAffine(region, m, (out, out), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(crop), s
+
+
+def _suppress(found, width, height):
+    """Boxes that overlap the image, after non-maximum suppression by score."""
+    found = [f for f in found if f[2] > 1 and f[3] > 1]
+    found = [f for f in found if f[0] < width and f[1] < height and f[0] + f[2] > 0 and f[1] + f[3] > 0]
+    found.sort(key=lambda f: -f[4])
+    kept = []
+    for f in found:
+        if all(_iou(f[:4], k[:4]) < 0.3 and _overlap_small(f[:4], k[:4]) < 0.6 for k in kept):
+            kept.append(f)
+    return kept
+
+
 def _landmark_box(points):
     x0, y0 = points.min(axis=0)
     x1, y1 = points.max(axis=0)
@@ -165,18 +245,30 @@ class FaceAligner:
 
     Args:
         min_detection_confidence: detector score threshold (0.5 by default).
-        max_faces: at most this many faces are returned by :meth:`detect`.
+        max_faces: at most this many faces (the largest) are returned by :meth:`detect`; ``None``
+            (the default) returns every face. :attr:`last_found` holds how many faces the last
+            :meth:`detect` call found before this cap, so that a caller can say that some were
+            left out.
+        min_face: smallest face width, in pixels of the image, that tiled detection looks for
+            (default :data:`MIN_FACE`, 40); larger values make large photos faster, ``None`` or 0
+            turns tiling off (only faces wider than about a fifth of the image are then found).
         quiet: hide MediaPipe's C++ log lines, which it writes straight to file descriptor 2 (from
             its own threads) while graphs are created and run; while a graph runs, stderr output of
             other threads of the process is hidden too. Pass ``quiet=False`` to see everything.
     """
 
-    def __init__(self, min_detection_confidence=0.5, max_faces=8, quiet=True):
+    def __init__(self, min_detection_confidence=0.5, max_faces=None, quiet=True, min_face=MIN_FACE):
         os.environ.setdefault("GLOG_minloglevel", "2")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import cv2  # noqa: F401  (fail early with a clear ImportError)
 
+        if max_faces is not None and int(max_faces) < 1:
+            raise ValueError(f"max_faces must be at least 1 (or None), got {max_faces!r}")
+        if min_face is not None and float(min_face) < 0:
+            raise ValueError(f"min_face must be positive (or None), got {min_face!r}")
         self.quiet = bool(quiet)
+        self.min_face = float(min_face or 0)
+        self.last_found = 0
         self._detectors, self._mesh, self._full_mesh, self._closed = {}, None, None, False
         with _quiet_stderr(self.quiet):
             import mediapipe as mp
@@ -190,7 +282,7 @@ class FaceAligner:
 
     def _build(self, mp, min_detection_confidence, max_faces):
         self.min_detection_confidence = float(min_detection_confidence)
-        self.max_faces = int(max_faces)
+        self.max_faces = None if max_faces is None else int(max_faces)
         solutions = mp.solutions
         self._detectors = {
             0: solutions.face_detection.FaceDetection(
@@ -241,56 +333,98 @@ class FaceAligner:
         if self._closed:
             raise RuntimeError("FaceAligner is closed")
 
+    def _detections(self, graph_name, image, scale=1.0, dx=0.0, dy=0.0):
+        """(x, y, w, h, score) of one detector run, mapped by ``p / scale + (dx, dy)``."""
+        h, w = image.shape[:2]
+        res = self._run(graph_name, self._detectors[0 if graph_name == "det0" else 1], image)
+        out = []
+        for d in res.detections or []:
+            b = d.location_data.relative_bounding_box
+            out.append((b.xmin * w / scale + dx, b.ymin * h / scale + dy, b.width * w / scale,
+                        b.height * h / scale, float(d.score[0])))
+        return out
+
     def _detect_boxes(self, rgb):
-        """Detection boxes (x, y, w, h, score) in rgb's pixel coordinates, merged across models."""
+        """Whole-image detection boxes (x, y, w, h, score) in rgb's pixel coordinates."""
+        import cv2
+
+        h, w = rgb.shape[:2]
+        # short range on the image
+        found = self._detections("det0", rgb)
+        # full range on the image padded by half its size
+        py, px = h // 2, w // 2
+        padded = cv2.copyMakeBorder(rgb, py, py, px, px, cv2.BORDER_REPLICATE)
+        found += self._detections("det1", padded, dx=-px, dy=-py)
+        return found
+
+    def _tile_levels(self, width, height):
+        """``[(side, largest face)]`` of the tile levels, finest first.
+
+        The finest level's tiles (side ``min_face / TILE_MIN_RATIO``) find faces from
+        ``min_face`` up to ``TILE_LEVEL_RANGE`` times that; each coarser level starts where the
+        one below stops, until the whole-image passes take over (faces of at least
+        ``WHOLE_MIN_RATIO`` times the image's longer side).
+        """
+        top = WHOLE_MIN_RATIO * max(width, height)
+        if not self.min_face or self.min_face >= top:
+            return []
+        n = math.ceil(math.log(top / self.min_face) / math.log(TILE_LEVEL_RANGE) - 1e-9)
+        q = (top / self.min_face) ** (1.0 / n)  # the same range for every level
+        return [(self.min_face * q ** i / TILE_MIN_RATIO, self.min_face * q ** (i + 1))
+                for i in range(n)]
+
+    def _tile_boxes(self, rgb):
+        """Detection boxes of the faces the whole-image passes are too coarse for, from tiles.
+
+        A level's tiles overlap by 1.2 times the largest face it is responsible for, so that
+        every such face lies whole in one tile; a box that touches an inner tile edge is dropped
+        (its face is whole in a neighbouring tile, or too large for this level).
+        """
         import cv2
 
         h, w = rgb.shape[:2]
         found = []
-        # short range on the image
-        res = self._run("det0", self._detectors[0], rgb)
-        for d in res.detections or []:
-            b = d.location_data.relative_bounding_box
-            found.append((b.xmin * w, b.ymin * h, b.width * w, b.height * h, float(d.score[0])))
-        # full range on the image padded by half its size
-        py, px = h // 2, w // 2
-        padded = cv2.copyMakeBorder(rgb, py, py, px, px, cv2.BORDER_REPLICATE)
-        ph, pw = padded.shape[:2]
-        res = self._run("det1", self._detectors[1], padded)
-        for d in res.detections or []:
-            b = d.location_data.relative_bounding_box
-            found.append((b.xmin * pw - px, b.ymin * ph - py, b.width * pw, b.height * ph,
-                          float(d.score[0])))
-        found = [f for f in found if f[2] > 1 and f[3] > 1]
-        # keep boxes that overlap the image, then non-maximum suppression by score
-        found = [f for f in found if f[0] < w and f[1] < h and f[0] + f[2] > 0 and f[1] + f[3] > 0]
-        found.sort(key=lambda f: -f[4])
-        kept = []
-        for f in found:
-            if all(_iou(f[:4], k[:4]) < 0.3 and _overlap_small(f[:4], k[:4]) < 0.6 for k in kept):
-                kept.append(f)
-        return kept
+        for side, largest in self._tile_levels(w, h):
+            overlap = 1.2 * largest
+            k = min(1.0, TILE_INPUT / side)
+            level = rgb if k == 1.0 else cv2.resize(
+                rgb, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+            lh, lw = level.shape[:2]
+            tside = max(1, round(side * k))
+            stride = (side - overlap) * k
+            for y0 in _tile_starts(lh, tside, stride):
+                for x0 in _tile_starts(lw, tside, stride):
+                    tile = np.ascontiguousarray(level[y0:y0 + tside, x0:x0 + tside])
+                    th, tw = tile.shape[:2]
+                    margin = 0.02 * tside
+                    for bx, by, bw, bh, score in self._detections("det0", tile):
+                        if bw > 2 * largest * k:  # a coarser level's face
+                            continue
+                        if (x0 > 0 and bx < margin) or (y0 > 0 and by < margin) or \
+                                (x0 + tw < lw and bx + bw > tw - margin) or \
+                                (y0 + th < lh and by + bh > th - margin):
+                            continue
+                        found.append(((bx + x0) / k, (by + y0) / k, bw / k, bh / k, score))
+        return found
+
+    def _second_look(self, rgb, box):
+        """The short-range detector's score for ``box`` seen again in a square crop of twice its
+        size, where a face fills half the crop (the model's best range); 0 when it sees no face
+        there. Tiles give a few false alarms on textures, which this rejects; the mesh does not
+        (it finds a "face" in almost any crop it is given)."""
+        x, y, bw, bh = box
+        out = TILE_INPUT
+        crop, s = _square_crop(rgb, x + bw / 2.0, y + bh / 2.0, max(bw, bh) * 2.0, out)
+        centre = (out / 2.0 - bw * s / 2.0, out / 2.0 - bh * s / 2.0, bw * s, bh * s)
+        return max([score for *b, score in self._detections("det0", crop) if _iou(b, centre) > 0.3],
+                   default=0.0)
 
     def _mesh_in_crop(self, rgb, box, scale):
         """Landmarks [478, 2] of the face in ``box`` from a mesh run on a square crop around it."""
-        import cv2
-
         x, y, bw, bh = box
-        side = max(bw, bh) * scale
         cx, cy = x + bw / 2.0, y + bh / 2.0
         out = 256
-        s = out / side
-        # affine map from image to crop (scale + translate), replicate the border outside the image
-        m = np.array([[s, 0, out / 2.0 - s * cx], [0, s, out / 2.0 - s * cy]], dtype=np.float64)
-        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-        if s < 0.5:  # pre-shrink to avoid aliasing: warpAffine has no area interpolation
-            small = cv2.resize(rgb, None, fx=s * 2, fy=s * 2, interpolation=cv2.INTER_AREA)
-            m2 = m.copy()
-            m2[:, :2] /= s * 2
-            crop = cv2.warpAffine(small, m2, (out, out), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REPLICATE)
-        else:
-            crop = cv2.warpAffine(rgb, m, (out, out), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+        crop, s = _square_crop(rgb, cx, cy, max(bw, bh) * scale, out)
         res = self._run("mesh", self._mesh, np.ascontiguousarray(crop))
         if not res.multi_face_landmarks:
             return None
@@ -311,29 +445,51 @@ class FaceAligner:
 
             with _quiet_stderr(self.quiet):
                 self._full_mesh = mp.solutions.face_mesh.FaceMesh(
-                    static_image_mode=True, max_num_faces=self.max_faces, refine_landmarks=True,
+                    static_image_mode=True, max_num_faces=FULL_MESH_FACES, refine_landmarks=True,
                     min_detection_confidence=self.min_detection_confidence)
         h, w = rgb.shape[:2]
         res = self._run("full_mesh", self._full_mesh, rgb)
         out = []
-        for lms in (res.multi_face_landmarks or [])[:max_faces]:
+        for lms in (res.multi_face_landmarks or [])[:max_faces or None]:
             out.append(np.array([(p.x * w, p.y * h) for p in lms.landmark], dtype=np.float64))
         return out
 
-    def detect(self, image, label="image"):
+    def _verify(self, boxes, src, m, first_only=False):
+        """``(landmarks, box, score)`` of the boxes on which the mesh finds a face, largest first.
+
+        ``src`` is the image the mesh runs on and ``m = (mx, my)`` maps image to ``src`` pixels.
+        """
+        mx, my = m
+        faces = []
+        for bx, by, bw, bh, score in sorted(boxes, key=lambda b: -b[2] * b[3]):
+            box = (bx * mx, by * my, bw * mx, bh * my)
+            pts = self._mesh_in_crop(src, box, MESH_CROP_SCALE)
+            if pts is None:
+                pts = self._mesh_in_crop(src, box, MESH_CROP_SCALE * 1.5)
+            if pts is None:
+                continue
+            faces.append((pts / [mx, my], (bx, by, bw, bh), score))
+            if first_only:
+                break
+        return faces
+
+    def detect(self, image, label="image", _largest_only=False):
         """All faces in ``image`` (grey, RGB, RGBA; uint8, uint16 or float), largest first.
 
         Returns an empty list when there is none (never raises for a face-less image); raises
-        :class:`ImageError` for arrays that are not images.
+        :class:`ImageError` for arrays that are not images. At most ``max_faces`` faces are
+        returned; :attr:`last_found` says how many were found.
         """
         import cv2
 
         self._check_open()
+        self.last_found = 0
         rgb, _ = as_uint8_image(image, label)
         h, w = rgb.shape[:2]
         if min(h, w) < MIN_SIDE or max(h, w) / min(h, w) > MAX_ASPECT:
             return []
-        # working scale: upscale small images, downscale huge ones, for detection
+        rgb = np.ascontiguousarray(rgb)
+        # working scale of the whole-image passes: upscale small images, downscale huge ones
         f = 1.0
         if min(h, w) < UPSCALE_BELOW:
             f = UPSCALE_BELOW / min(h, w)
@@ -345,28 +501,34 @@ class FaceAligner:
             work = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=interp)
         fx, fy = work.shape[1] / w, work.shape[0] / h
         work = np.ascontiguousarray(work)
-        boxes = self._detect_boxes(work)[: self.max_faces]
-        faces = []
-        for bx, by, bw, bh, score in boxes:
-            pts = self._mesh_in_crop(work, (bx, by, bw, bh), MESH_CROP_SCALE)
-            if pts is None:
-                pts = self._mesh_in_crop(work, (bx, by, bw, bh), MESH_CROP_SCALE * 1.5)
-            if pts is None:
-                continue
-            faces.append((pts, (bx, by, bw, bh), score))
+        whole = _suppress([(bx / fx, by / fy, bw / fx, bh / fy, score)
+                           for bx, by, bw, bh, score in self._detect_boxes(work)], w, h)
+        # landmarks on the upscaled image for small images (the mesh wants pixels), else on rgb
+        mesh_src, m = (work, (fx, fy)) if f > 1 else (rgb, (1.0, 1.0))
+        faces = self._verify(whole, mesh_src, m, _largest_only)
+        tiled = []
+        if not (_largest_only and faces):  # tiles only find faces smaller than those above
+            tiled = [t for t in self._tile_boxes(rgb)
+                     if all(_iou(t[:4], b[:4]) < 0.3 and _overlap_small(t[:4], b[:4]) < 0.6
+                            for b in whole)]
+            tiled = [t for t in _suppress(tiled, w, h)
+                     if self._second_look(rgb, t[:4]) >= SECOND_LOOK_SCORE]
+            faces += self._verify(tiled, mesh_src, m, _largest_only)
+        boxes = whole + tiled
         if not boxes:
             for pts in self._mesh_full(work, self.max_faces):
-                faces.append((pts, _landmark_box(pts), float("nan")))
+                faces.append((pts / [fx, fy], _landmark_box(pts / [fx, fy]), float("nan")))
         result = []
-        for pts, (bx, by, bw, bh), score in faces:
-            pts = pts / [fx, fy]
-            box = (bx / fx, by / fy, bw / fx, bh / fy)
+        for pts, box, score in faces:
             # the eye on the image's left when upright: decide by mesh topology, not by x order
             left = pts[list(_EYE_ON_IMAGE_LEFT)].mean(axis=0)
             right = pts[list(_EYE_ON_IMAGE_RIGHT)].mean(axis=0)
             result.append(Face(box=tuple(float(v) for v in box), score=float(score),
                                landmarks=pts.astype(np.float32), left_eye=left, right_eye=right))
         result.sort(key=lambda fc: -fc.area)
+        self.last_found = len(result)
+        if self.max_faces is not None:
+            result = result[: self.max_faces]
         return result
 
     # -- alignment ------------------------------------------------------------------------------
@@ -421,7 +583,7 @@ class FaceAligner:
         if not isinstance(size, (int, np.integer)) or size < 8:
             raise ValueError(f"size must be an integer >= 8, got {size!r}")
         _, grey = as_uint8_image(image, label)
-        faces = self.detect(image, label=label)
+        faces = self.detect(image, label=label, _largest_only=_largest_only)
         if not faces:
             raise NoFaceError(label)
         if _largest_only:
