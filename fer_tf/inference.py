@@ -9,6 +9,18 @@
 
 Boxes are integer pixels of the input image (clipped to it), faces are ordered largest first, and
 probability keys follow the model's label order (canonical names of :mod:`fer_tf.data.labels`).
+When ``max_faces`` left some faces out, the result also says how many were found
+(``"faces_found"``).
+
+A model straight from training works too: ``Recognizer(model)`` with a ``JointModel`` (from
+:func:`fer_tf.models.build_model` or a training checkpoint) uses its ``ec_model()`` and its
+``labels``. ``model.ec_model()`` alone is a plain Keras model without labels: pass them,
+``Recognizer(model.ec_model(), labels=model.labels)``.
+
+Videos are decoded, recognised and (optionally) written back annotated one frame at a time:
+:meth:`Recognizer.open_video` streams frames with bounded memory, :meth:`Recognizer.predict_video`
+collects them into one dict. Annotated videos are H.264 ``.mp4`` where the installed OpenCV can
+encode it and VP8 ``.webm`` otherwise (both play in web browsers); see :func:`video_codec`.
 
 Import cost: the LiteRT backend never imports TensorFlow itself; TensorFlow loads only for Keras
 models. MediaPipe's task modules try to import TensorFlow for documentation decorators; when
@@ -19,6 +31,7 @@ LiteRT recogniser stays free of TensorFlow.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import pathlib
 import sys
@@ -34,7 +47,12 @@ SHIPPED_MODEL = "saved_models/fer_tf_basic7.tflite"
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
                     ".ppm", ".pbm", ".pnm")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+
+#: Largest photo accepted by default, in pixels: 48 MP phone photos (8000 x 6000) pass.
+MAX_PIXELS = 64_000_000
+#: Smallest face width (pixels) that detection looks for by default (see FaceAligner's min_face).
+MIN_FACE = 40
 
 #: A tracked face keeps its smoothing window while consecutive boxes overlap at least this much.
 TRACK_IOU = 0.3
@@ -182,19 +200,19 @@ def _avoid_tensorflow_via_mediapipe():
     sys.modules[name] = module
 
 
-def _make_aligner():
+def _make_aligner(max_faces=None, min_face=MIN_FACE):
     _avoid_tensorflow_via_mediapipe()
     from fer_tf.preprocess.align import FaceAligner
 
-    return FaceAligner()
+    return FaceAligner(max_faces=max_faces, min_face=min_face)
 
 
-def _load_rgb(image, label):
+def _load_rgb(image, label, max_pixels=MAX_PIXELS):
     """An image path or array -> (RGB uint8 [H,W,3], label)."""
     if isinstance(image, (str, os.PathLike)):
         from fer_tf.data.images import load_image_rgb
 
-        return load_image_rgb(image), str(image)
+        return load_image_rgb(image, max_pixels=max_pixels), str(image)
     from fer_tf.data.images import as_uint8_image
 
     rgb, _ = as_uint8_image(image, label)
@@ -232,17 +250,32 @@ class Recognizer:
             (``<stem>.json``) or the model's ``labels`` attribute.
         aligner: a face aligner with ``align_all(image, size, label)`` (default: a
             :class:`~fer_tf.preprocess.align.FaceAligner`, created on first use).
+        max_faces: at most this many faces per image or frame, the largest (``None``: all); the
+            result says how many were found when some were left out.
+        min_face: smallest face width in pixels that detection looks for (default 40); larger
+            values make large photos and videos faster.
+        max_pixels: image files with more pixels are refused with an :class:`ImageError`
+            ("image too large"); the default, 64 million, lets 48 MP photos through.
 
     Not thread-safe (the aligner and the interpreter are not); use one recogniser per thread.
     """
 
     def __init__(self, model=None, backend="auto", window=5, num_threads=None, labels=None,
-                 aligner=None):
+                 aligner=None, max_faces=None, min_face=MIN_FACE, max_pixels=MAX_PIXELS):
         if backend not in ("auto", "litert", "keras"):
             raise ConfigError(f"unknown backend {backend!r}; use auto, litert or keras")
         if int(window) < 1:
             raise ConfigError(f"window must be at least 1 frame, got {window}")
+        if max_faces is not None and int(max_faces) < 1:
+            raise ConfigError(f"max_faces must be at least 1, got {max_faces}")
+        if min_face is not None and float(min_face) < 0:
+            raise ConfigError(f"min_face must not be negative, got {min_face}")
+        if int(max_pixels) < 1:
+            raise ConfigError(f"max_pixels must be positive, got {max_pixels}")
         self.window = int(window)
+        self.max_faces = None if max_faces is None else int(max_faces)
+        self.min_face = min_face
+        self.max_pixels = int(max_pixels)
         self._aligner = aligner
         meta = None
         if model is None:
@@ -293,7 +326,8 @@ class Recognizer:
             raise ModelFileError(
                 f"{self.model_path}: the model's expression labels are unknown (no metadata file "
                 f"beside it and no labels in the model); export it with `fer-tf export`, which "
-                f"writes the labels, or pass labels=[...]"
+                f"writes the labels, pass labels=[...], or pass the JointModel itself instead of "
+                f"its ec_model() (Recognizer(model) takes its labels)"
             )
         from fer_tf.data.labels import label_set
 
@@ -318,7 +352,7 @@ class Recognizer:
     @property
     def aligner(self):
         if self._aligner is None:
-            self._aligner = _make_aligner()
+            self._aligner = _make_aligner(self.max_faces, self.min_face)
         return self._aligner
 
     def close(self):
@@ -349,19 +383,28 @@ class Recognizer:
         return [self._entry(p) for p in self.probabilities(crops)]
 
     def _align(self, rgb, label):
+        """``(aligned faces, faces found)``; found exceeds the list when max_faces cut it."""
         try:
-            return list(self.aligner.align_all(rgb, size=60, label=label))
+            aligned = list(self.aligner.align_all(rgb, size=60, label=label))
         except NoFaceError:
-            return []
+            return [], 0
+        found = getattr(self.aligner, "last_found", len(aligned)) or len(aligned)
+        if self.max_faces is not None and len(aligned) > self.max_faces:  # a custom aligner
+            found, aligned = max(found, len(aligned)), aligned[: self.max_faces]
+        return aligned, max(found, len(aligned))
 
     def predict(self, image, label="image"):
         """Every face in ``image`` (RGB/grey array or a path): ``{"faces": [...]}``, largest first.
 
-        An image without a face gives ``{"faces": []}``.
+        An image without a face gives ``{"faces": []}``. When ``max_faces`` left faces out,
+        ``"faces_found"`` holds how many there were.
         """
-        rgb, label = _load_rgb(image, label)
-        aligned = self._align(rgb, label)
-        return {"faces": self._classify(aligned, rgb.shape)}
+        rgb, label = _load_rgb(image, label, self.max_pixels)
+        aligned, found = self._align(rgb, label)
+        result = {"faces": self._classify(aligned, rgb.shape)}
+        if found > len(aligned):
+            result["faces_found"] = found
+        return result
 
     def _classify(self, aligned, shape):
         if not aligned:
@@ -373,14 +416,23 @@ class Recognizer:
     def predict_path(self, path):
         """``{"path": path, "faces": [...]}`` for an image file.
 
-        Raises :class:`ImageError` (missing, unreadable, not an image, truncated) or
-        :class:`NoFaceError` (no face in it), each naming the file.
+        Raises :class:`ImageError` (missing, unreadable, not an image, truncated, more than
+        ``max_pixels``) or :class:`NoFaceError` (no face in it), each naming the file.
         """
-        rgb, label = _load_rgb(pathlib.Path(path), str(path))
+        rgb, label = _load_rgb(pathlib.Path(path), str(path), self.max_pixels)
         result = self.predict(rgb, label=label)
         if not result["faces"]:
             raise NoFaceError(path)
-        return {"path": str(path), "faces": result["faces"]}
+        return {"path": str(path), **result}
+
+    def open_video(self, path, window=None, every=1, max_frames=None, annotate_to=None):
+        """A :class:`VideoStream` over ``path``: iterate it for one frame dict at a time.
+
+        Memory stays bounded whatever the video's length: one decoded frame, the smoothing
+        window, and (with ``annotate_to``) one annotated frame at a time.
+        """
+        return VideoStream(self, path, window=window, every=every, max_frames=max_frames,
+                           annotate_to=annotate_to)
 
     def predict_video(self, path, window=None, every=1, max_frames=None, annotate_to=None):
         """Expressions in every ``every``-th frame of a video (OpenCV decodes it).
@@ -390,48 +442,91 @@ class Recognizer:
         mean over the last ``window`` frames of the track (``frame_probabilities`` keeps the frame's
         own) and it is marked ``"track": 0``. Other faces are per-frame. Returns ``{"path", "fps",
         "frames": [{"frame", "time", "faces"}], "summary"}``; ``annotate_to`` also writes an
-        annotated copy of the video (mp4v).
+        annotated copy of the video (codec from its suffix, see :func:`video_codec`).
+
+        This collects every frame's result in one dict; for long videos iterate
+        :meth:`open_video` instead.
         """
+        with self.open_video(path, window=window, every=every, max_frames=max_frames,
+                             annotate_to=annotate_to) as stream:
+            frames = list(stream)
+            return {"path": str(stream.path), "fps": stream.fps or None, "frames": frames,
+                    "summary": stream.summary}
+
+
+class VideoStream:
+    """One video, recognised frame by frame: iterate for ``{"frame", "time", "faces"}`` dicts.
+
+    Attributes: ``path``, ``fps`` (0.0 when the file does not say), ``frame_count`` (the
+    container's estimate, 0 when unknown), ``expected`` (frames this stream will yield, estimated),
+    ``codec`` and ``note`` of the annotated copy (see :func:`video_codec`), and after the
+    iteration ``summary`` (``{"frames", "frames_with_face", "expressions"}``) and
+    ``capped_frames`` (frames where ``max_faces`` left faces out). Raises :class:`ImageError` when
+    the file cannot be opened, or when no frame at all could be decoded.
+    """
+
+    def __init__(self, recognizer, path, window=None, every=1, max_frames=None, annotate_to=None):
         import cv2
 
-        window = self.window if window is None else int(window)
-        if window < 1:
+        self.recognizer = recognizer
+        self.window = recognizer.window if window is None else int(window)
+        if self.window < 1:
             raise ConfigError(f"window must be at least 1 frame, got {window}")
-        path = pathlib.Path(path)
-        if not path.exists():
-            raise ImageError(path, "file not found")
-        if not path.is_file():
-            raise ImageError(path, "not a file")
-        capture = cv2.VideoCapture(str(path))
-        if not capture.isOpened():
-            raise ImageError(path, "cannot open as a video (not a video, or a codec OpenCV lacks)")
-        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-        if not np.isfinite(fps) or fps <= 0:
-            fps = 0.0
-        history = collections.deque(maxlen=window)
+        self.every = max(1, int(every))
+        self.max_frames = max_frames
+        self.path = pathlib.Path(path)
+        if not self.path.exists():
+            raise ImageError(self.path, "file not found")
+        if not self.path.is_file():
+            raise ImageError(self.path, "not a file")
+        self.annotate_to = None if annotate_to is None else pathlib.Path(annotate_to)
+        self.codec, self.note = (None, None) if annotate_to is None else video_codec(annotate_to)
+        with model_io.quiet_native_stderr():
+            self._capture = cv2.VideoCapture(str(self.path))
+        if not self._capture.isOpened():
+            self._capture.release()
+            raise ImageError(self.path, "cannot open as a video (not a video, or a codec OpenCV lacks)")
+        fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if np.isfinite(fps) and fps > 0 else 0.0
+        count = float(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
+        self.frame_count = int(count) if np.isfinite(count) and count > 0 else 0
+        expected = -(-self.frame_count // self.every) if self.frame_count else 0
+        self.expected = min(expected, max_frames) if max_frames is not None else expected
+        self.summary = None
+        self.capped_frames = 0
+        self._writer = None
+
+    def __iter__(self):
+        import cv2
+
+        history = collections.deque(maxlen=self.window)
         last_box = None
-        frames, writer, index = [], None, -1
         counts = collections.Counter()
+        yielded = with_face = 0
+        index = -1
+        rec = self.recognizer
         try:
-            while max_frames is None or len(frames) < max_frames:
-                ok, bgr = capture.read()
+            while self.max_frames is None or yielded < self.max_frames:
+                ok, bgr = self._capture.read()
                 if not ok or bgr is None:
                     break
                 index += 1
-                if index % max(1, int(every)):
+                if index % self.every:
                     continue
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if bgr.ndim == 3 else \
                     cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
-                aligned = self._align(rgb, f"{path} frame {index}")
-                faces = self._classify(aligned, rgb.shape)
+                aligned, found = rec._align(rgb, f"{self.path} frame {index}")
+                faces = rec._classify(aligned, rgb.shape)
+                if found > len(aligned):
+                    self.capped_frames += 1
                 if faces:
+                    with_face += 1
                     tracked = faces[0]  # largest first
                     if last_box is None or _iou(last_box, tracked["box"]) < TRACK_IOU:
                         history.clear()
                     last_box = tracked["box"]
-                    raw = np.array([tracked["probabilities"][n] for n in self.labels])
-                    history.append(raw)
-                    smooth = self._entry(np.mean(history, axis=0), tracked["box"])
+                    history.append(np.array([tracked["probabilities"][n] for n in rec.labels]))
+                    smooth = rec._entry(np.mean(history, axis=0), tracked["box"])
                     smooth["frame_probabilities"] = tracked["probabilities"]
                     smooth["track"] = 0
                     faces[0] = smooth
@@ -439,35 +534,98 @@ class Recognizer:
                 else:
                     history.clear()
                     last_box = None
-                frame = {"frame": index, "time": round(index / fps, 4) if fps else None,
+                frame = {"frame": index, "time": round(index / self.fps, 4) if self.fps else None,
                          "faces": faces}
-                frames.append(frame)
-                if annotate_to is not None:
+                if self.annotate_to is not None:
                     drawn = annotate(rgb, frame)
-                    if writer is None:
-                        writer = _video_writer(annotate_to, fps or 25.0, drawn.shape)
-                    writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                    if self._writer is None:
+                        self._writer = _video_writer(self.annotate_to, self.codec, self.fps or 25.0,
+                                                     drawn.shape)
+                    self._writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                yielded += 1
+                yield frame
         finally:
-            capture.release()
-            if writer is not None:
-                writer.release()
-        if not frames:
-            raise ImageError(path, "no frames could be decoded (not a video, or a codec OpenCV lacks)")
-        with_face = sum(1 for f in frames if f["faces"])
-        summary = {"frames": len(frames), "frames_with_face": with_face,
-                   "expressions": dict(counts.most_common())}
-        return {"path": str(path), "fps": fps or None, "frames": frames, "summary": summary}
+            self.close()
+        if not yielded:
+            raise ImageError(self.path, "no frames could be decoded (not a video, or a codec OpenCV lacks)")
+        self.summary = {"frames": yielded, "frames_with_face": with_face,
+                        "expressions": dict(counts.most_common())}
+
+    def close(self):
+        if self._capture is not None:
+            self._capture.release()
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
 
-def _video_writer(path, fps, shape):
+_BROWSER_NOTE = ("web browsers do not play it; name it .webm for a browser-playable VP8 video")
+
+
+def video_codec(path):
+    """``(fourcc, note)`` for an annotated video written to ``path``, chosen by its suffix.
+
+    ``.mp4``/``.m4v``/``.mov``: H.264 ('avc1') when the installed OpenCV can encode it, else
+    MPEG-4 part 2 ('mp4v') with a ``note`` that says browsers do not play it. ``.webm``: VP8
+    ('VP80'), which browsers play. ``.mkv``: VP8; ``.avi``: Motion JPEG ('MJPG'). ``note`` is
+    ``None`` when the result plays in a browser, else one sentence saying why not.
+    """
+    suffix = pathlib.Path(path).suffix.lower()
+    if suffix in (".mp4", ".m4v", ".mov"):
+        if can_encode("avc1"):
+            return "avc1", None
+        return "mp4v", (f"this OpenCV build has no H.264 encoder, so {pathlib.Path(path).name} is "
+                        f"MPEG-4 part 2 (mp4v): {_BROWSER_NOTE}")
+    if suffix == ".webm":
+        return "VP80", None
+    if suffix == ".mkv":
+        return "VP80", f"{pathlib.Path(path).name} is VP8 in Matroska: {_BROWSER_NOTE}"
+    if suffix == ".avi":
+        return "MJPG", f"{pathlib.Path(path).name} is Motion JPEG in AVI: {_BROWSER_NOTE}"
+    raise ConfigError(f"{path}: unknown video suffix; name the annotated video .mp4 or .webm")
+
+
+def browser_video_suffix():
+    """".mp4" when the installed OpenCV encodes H.264, else ".webm" (VP8): both play in browsers."""
+    return ".mp4" if can_encode("avc1") else ".webm"
+
+
+@functools.lru_cache(maxsize=None)
+def can_encode(fourcc):
+    """Whether the installed OpenCV writes video with ``fourcc`` (probed once, on a tiny file)."""
+    import tempfile
+
+    import cv2
+
+    suffix = ".webm" if fourcc.upper().startswith("VP") else ".mp4"
+    with tempfile.TemporaryDirectory() as tmp:
+        target = os.path.join(tmp, f"probe{suffix}")
+        with model_io.quiet_native_stderr():
+            writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*fourcc), 10.0, (64, 64))
+            ok = writer.isOpened()
+            if ok:
+                writer.write(np.zeros((64, 64, 3), np.uint8))
+            writer.release()
+        return bool(ok and os.path.isfile(target) and os.path.getsize(target) > 0)
+
+
+def _video_writer(path, fourcc, fps, shape):
     import cv2
 
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fourcc = cv2.VideoWriter_fourcc(*("XVID" if path.suffix.lower() == ".avi" else "mp4v"))
-    writer = cv2.VideoWriter(str(path), fourcc, float(fps), (int(shape[1]), int(shape[0])))
+    with model_io.quiet_native_stderr():  # FFmpeg's notes on tag fallbacks go to fd 2
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), float(fps),
+                                 (int(shape[1]), int(shape[0])))
     if not writer.isOpened():
-        raise ImageError(path, "cannot write the annotated video here")
+        raise ImageError(path, f"cannot write the annotated video here (codec {fourcc})")
     return writer
 
 
@@ -479,7 +637,7 @@ def annotate(image, result):
     """
     from PIL import Image, ImageDraw, ImageFont
 
-    rgb, _ = _load_rgb(image, "image")
+    rgb, _ = _load_rgb(image, "image", max_pixels=2**62)
     canvas = Image.fromarray(rgb)
     draw = ImageDraw.Draw(canvas)
     h, w = rgb.shape[:2]

@@ -65,8 +65,8 @@ _REGISTERING_MODULES = (
 )
 
 _WHAT_TO_DO_KERAS = (
-    "pass a .keras checkpoint written by `fer-tf train` or an inference.keras written by "
-    "`fer-tf export`"
+    "pass a .keras checkpoint written by training (make finetune, make ship) or an inference.keras "
+    "written by `fer-tf export`"
 )
 _WHAT_TO_DO_TFLITE = "pass a .tflite file written by `fer-tf export`"
 

@@ -235,3 +235,82 @@ def test_metadata_shape_mismatch_is_refused(tmp_path, exported):
     (tmp_path / "m.json").write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match="input is \\[48, 48, 1\\]"):
         Recognizer(model)
+
+
+def test_recognizer_takes_a_joint_model_and_its_labels(astronaut):
+    """`Recognizer(model)` runs a JointModel straight from training; a bare ec_model() needs
+    the labels, and the error says so."""
+    from fer_tf.models import build_model
+
+    labels = ("anger", "happiness", "sadness")
+    model = build_model("softmax", labels=labels)
+    with Recognizer(model, aligner=_FixedAligner()) as rec:
+        assert rec.labels == labels
+        (face,) = rec.predict(astronaut)["faces"]
+        assert list(face["probabilities"]) == list(labels)
+    with pytest.raises(ModelFileError, match="JointModel itself"):
+        Recognizer(model.ec_model())
+    with Recognizer(model.ec_model(), labels=model.labels, aligner=_FixedAligner()) as rec:
+        assert rec.labels == labels and len(rec.predict(astronaut)["faces"]) == 1
+
+
+class _FixedAligner:
+    """One centred 'face' per image, without MediaPipe (for tests of the classifier path)."""
+
+    def __init__(self, n=1):
+        self.n = n
+        self.last_found = 0
+
+    def align_all(self, image, size=60, label="image"):
+        from types import SimpleNamespace
+
+        h, w = np.asarray(image).shape[:2]
+        self.last_found = self.n
+        crop = np.full((size, size), 128, np.uint8)
+        return [SimpleNamespace(image=crop, box=(w / 4 + i, h / 4, w / 2, h / 2))
+                for i in range(self.n)]
+
+
+def test_max_faces_reports_what_was_found(exported, astronaut):
+    out, _ = exported
+    with Recognizer(out / "model_fp32.tflite", aligner=_FixedAligner(5), max_faces=2) as rec:
+        result = rec.predict(astronaut)
+    assert len(result["faces"]) == 2 and result["faces_found"] == 5
+    with Recognizer(out / "model_fp32.tflite", aligner=_FixedAligner(5)) as rec:
+        assert "faces_found" not in rec.predict(astronaut) and len(rec.predict(astronaut)["faces"]) == 5
+    with pytest.raises(ConfigError, match="max_faces"):
+        Recognizer(out / "model_fp32.tflite", max_faces=0)
+
+
+def test_open_video_streams_one_frame_at_a_time(exported, astronaut, tmp_path):
+    import cv2
+
+    out, _ = exported
+    small = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)
+    video = write_video(tmp_path / "clip.avi", [small] * 9, fourcc="MJPG")
+    with Recognizer(out / "model_fp32.tflite", aligner=_FixedAligner()) as rec:
+        stream = rec.open_video(video, every=2)
+        assert stream.frame_count == 9 and stream.expected == 5 and stream.fps == 10
+        frames = iter(stream)
+        first = next(frames)
+        assert first["frame"] == 0 and first["faces"][0]["track"] == 0
+        assert [f["frame"] for f in frames] == [2, 4, 6, 8]
+        assert stream.summary == {"frames": 5, "frames_with_face": 5,
+                                  "expressions": stream.summary["expressions"]}
+        # stopping early releases the file
+        stream = rec.open_video(video)
+        for _ in stream:
+            break
+        assert not stream._capture.isOpened()
+
+
+def test_video_codecs():
+    assert inference.video_codec("a.webm") == ("VP80", None)
+    fourcc, note = inference.video_codec("a.avi")
+    assert fourcc == "MJPG" and "browsers do not play" in note
+    fourcc, note = inference.video_codec("a.mp4")
+    assert (fourcc, note is None) in (("avc1", True), ("mp4v", False))
+    assert inference.can_encode("VP80")  # the pinned opencv-contrib-python writes VP8
+    assert inference.browser_video_suffix() == (".mp4" if fourcc == "avc1" else ".webm")
+    with pytest.raises(ConfigError, match="unknown video suffix"):
+        inference.video_codec("a.gif")

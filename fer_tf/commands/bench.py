@@ -15,7 +15,7 @@ def register(subparsers):
     parser = subparsers.add_parser("bench", help="measure training/inference performance (make bench)",
                                    description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny settings (a smoke test)")
-    parser.add_argument("--output", default=None, help="report folder (default reports/bench)")
+    parser.add_argument("--output", "-o", default=None, help="report folder (default reports/bench)")
     parser.add_argument("--datasets", default=None, help="datasets folder (default ../shared/datasets)")
     parser.add_argument("--sections", default=None,
                         help="comma-separated subset of training,race,loss,inference,preprocess")

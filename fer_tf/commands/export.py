@@ -20,7 +20,9 @@ _VARIANTS = ("fp32", "float16", "dynamic", "int8")
 def register(subparsers):
     parser = subparsers.add_parser(
         "export", help="export a checkpoint to SavedModel and TFLite", description=__doc__)
-    parser.add_argument("checkpoint", help=".keras checkpoint written by `fer-tf train`")
+    parser.add_argument("checkpoint",
+                        help=".keras checkpoint written by training (make finetune, make ship) or "
+                             "an inference.keras written by `fer-tf export`")
     parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--calibration", metavar="ROOT",
                         help="dataset of training faces that calibrates the int8 variant")

@@ -1,19 +1,42 @@
-"""`fer-tf predict PATH... [--model M] [--json] [--annotate OUT]`: expressions of the faces in
-images, folders and videos.
+"""`fer-tf predict PATH... [--model M] [--json | --jsonl] [--csv OUT.csv] [--annotate OUT]
+[--timeline OUT.png]`: expressions of the faces in images, folders and videos.
 
-PATH may be an image, a video (.mp4, .avi, .mov, .mkv) or a folder, searched recursively for images
-(by extension; files without an extension, or with one this program does not know but whose first
-bytes are an image's, are tried too) and videos. Every face found is printed with its box
-(x, y, width, height in pixels), its expression and the most likely expressions. ``--json`` prints a
-JSON list with one entry per input: ``{"path", "faces": [{"box", "expression", "probabilities"}]}``
-for images, ``{"path", "fps", "frames": [{"frame", "time", "faces"}], "summary"}`` for videos (the
-largest face's probabilities are averaged over ``--window`` frames), and ``{"path", "error"}`` for
-inputs that could not be processed.
+PATH may be an image, a video (.mp4, .webm, .avi, .mov, .mkv, .m4v) or a folder, searched
+recursively for images (by extension; files without an extension, or with one this program does
+not know but whose first bytes are an image's, are tried too) and videos. Every face found is
+printed with its box (x, y, width, height in pixels), its expression and the most likely
+expressions; a video prints one summary line (per-frame results: --csv, --jsonl or --json).
 
-Inputs that cannot be processed (missing, not an image, truncated, no face) are reported on stderr
-and the others are still processed. The exit code is 0 when at least one input was processed, 1 when
-none was, and 2 for a model or option error. Without ``--model`` the shipped model
-``saved_models/fer_tf_basic7.tflite`` is used.
+Outputs:
+  --json       one JSON list at the end, one entry per input: {"path", "faces": [{"box",
+               "expression", "probabilities"}]} for images, {"path", "fps", "frames": [{"frame",
+               "time", "faces"}], "summary"} for videos (the largest face's probabilities are
+               averaged over --window frames), {"path", "error"} for inputs that failed.
+  --jsonl      the same as JSON lines, printed as they come (for large folders and long videos):
+               one line per image, one per video frame ({"path", "frame", "time", "faces"}) then
+               one per video ({"path", "fps", "summary"}), one per failed input.
+  --csv OUT    one row per (image or frame, face): path, frame, time_s, face, x, y, w, h,
+               expression, then one probability column per label. Images have frame 0 and an
+               empty time_s; face counts from 1 (largest first); frames without a face have no
+               row; video rows hold each frame's own probabilities (not averaged). OUT "-" writes
+               the CSV to stdout instead of the text.
+  --annotate OUT   annotated copies: OUT is a file when there is one input (an image name for an
+               image, a video name for a video), else a folder of <name>_annotated.png and
+               <name>_annotated.mp4 (H.264) or .webm (VP8, when this OpenCV has no H.264 encoder):
+               both play in web browsers. Inputs with the same name get distinct output names.
+  --timeline OUT   plots each video's expression probabilities over time (a file for one video,
+               else a folder of <name>_timeline.png).
+
+No output file is ever replaced unless --overwrite is given, and an input is never replaced. A
+progress bar is drawn on stderr when it is a terminal (-q hides it). Faces are searched down to
+--min-face pixels (default 40) in photos of up to --max-pixels pixels (default 64 million); every
+face is reported unless --max-faces N keeps the N largest (a note says how many were found).
+
+Inputs that cannot be processed (missing, not an image, truncated, no face) are reported on stderr,
+one line each, and the others are still processed. Exit code: 0 when every input was processed, 3
+when some were and some were not, 1 when none was, 2 for a model, option or output error (before
+any input is processed), 141 when the reader of the output went away (`| head`). Without --model
+the shipped model saved_models/fer_tf_basic7.tflite is used.
 """
 
 from __future__ import annotations
@@ -22,14 +45,44 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import sys
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
                     ".ppm", ".pbm", ".pnm")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+PLOT_EXTENSIONS = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
 # first bytes of the image formats Pillow reads, for files without a known extension
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
                 b"P1", b"P2", b"P3", b"P4", b"P5", b"P6")
+CSV_COLUMNS = ("path", "frame", "time_s", "face", "x", "y", "w", "h", "expression")
+
+EXIT_OK, EXIT_NONE, EXIT_PARTIAL = 0, 1, 3
+
+
+def _count(text):
+    """``"64M"``, ``"48e6"``, ``"1.5G"``, ``"100000000"`` -> an integer (K/M/G are decimal)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([kKmMgG]?)\s*", str(text))
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a number of pixels: {text!r} (e.g. 64M or 48000000)")
+    value = float(match.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[match.group(2).lower()]
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return int(value)
+
+
+def _number(convert, minimum):
+    """An argparse type: ``convert(text)`` (int or float), at least ``minimum``."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+
+    return parse
 
 
 def register(subparsers):
@@ -42,9 +95,26 @@ def register(subparsers):
                              "shipped saved_models/fer_tf_basic7.tflite)")
     parser.add_argument("--backend", choices=("auto", "litert", "keras"), default="auto",
                         help="runtime (default: litert for .tflite, keras for .keras)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print one JSON list at the end")
+    fmt.add_argument("--jsonl", action="store_true",
+                     help="print JSON lines as results come (one per image, video frame, video)")
+    parser.add_argument("--csv", metavar="OUT.csv", default=None,
+                        help="write one CSV row per (image or frame, face); '-' for stdout")
     parser.add_argument("--annotate", metavar="OUT", default=None,
                         help="write annotated copies: OUT is a file for one input, else a folder")
+    parser.add_argument("--timeline", metavar="OUT", default=None,
+                        help="videos: plot the probabilities over time (a .png for one video, "
+                             "else a folder)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output files that exist (never an input)")
+    parser.add_argument("--max-faces", type=_number(int, 1), default=None, metavar="N",
+                        help="keep the N largest faces per image or frame (default: all)")
+    parser.add_argument("--min-face", type=_number(float, 0), default=40, metavar="PX",
+                        help="smallest face width searched for, in pixels (default 40; larger "
+                             "is faster on large photos and videos)")
+    parser.add_argument("--max-pixels", type=_count, default=64_000_000, metavar="N",
+                        help="refuse images with more pixels (default 64M; e.g. 100M)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="LiteRT interpreter threads (default: LiteRT's choice)")
     parser.add_argument("--window", type=int, default=5, metavar="N",
@@ -53,11 +123,15 @@ def register(subparsers):
                         help="videos: process every K-th frame (default 1)")
     parser.add_argument("--top", type=int, default=3, metavar="K",
                         help="text output: show the K most likely expressions (default 3)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar on stderr")
     parser.set_defaults(func=run)
 
 
 class _RawFormatter(argparse.RawDescriptionHelpFormatter):
     pass
+
+
+# -- inputs ---------------------------------------------------------------------------------------
 
 
 def _looks_like_image(path):
@@ -76,13 +150,15 @@ def _kind(path):
     return "video" if suffix in VIDEO_EXTENSIONS else "image"
 
 
-def expand_inputs(paths):
+def expand_inputs(paths, skip_dirs=()):
     """The inputs in order: ``(path, kind, root)`` to process, or ``{"path", "error"}`` for a path
     that does not exist or a folder without images.
 
-    Folders are walked recursively (sorted, hidden entries skipped); ``root`` is the folder an input
-    came from (for naming annotated copies), or ``None`` for paths given directly.
+    Folders are walked recursively (sorted, hidden entries and ``skip_dirs``, the output folders,
+    skipped); ``root`` is the folder an input came from (for naming annotated copies), or ``None``
+    for paths given directly.
     """
+    skip = {os.path.abspath(d) for d in skip_dirs}
     items = []
     for arg in paths:
         p = pathlib.Path(arg)
@@ -94,7 +170,8 @@ def expand_inputs(paths):
             continue
         found = False
         for dirpath, dirnames, filenames in os.walk(p):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                                 and os.path.abspath(os.path.join(dirpath, d)) not in skip)
             for name in sorted(filenames):
                 if name.startswith("."):
                     continue
@@ -109,19 +186,225 @@ def expand_inputs(paths):
     return items
 
 
-def _annotation_target(out, path, root, kind, single):
-    suffix = ".mp4" if kind == "video" else ".png"
-    out = pathlib.Path(out)
-    wanted = (VIDEO_EXTENSIONS if kind == "video" else IMAGE_EXTENSIONS)
-    if single and out.suffix.lower() in wanted:
-        return out
+# -- output names ---------------------------------------------------------------------------------
+
+
+def _base_name(path, root):
+    """``photos__sub__face`` for photos/sub/face.png found in folder ``photos``; ``face`` for a
+    path given directly. Suffixes this program does not know stay (``subject02.happy``)."""
     if root is not None:
-        rel = path.relative_to(root)
-        stem = "__".join(rel.with_suffix("").parts) if rel.suffix else "__".join(rel.parts)
-        stem = f"{root.name}__{stem}" if root.name else stem
+        parts = list(path.relative_to(root).parts)
+        if root.name:
+            parts.insert(0, root.name)
     else:
-        stem = path.stem if path.suffix else path.name
-    return out / f"{stem}_annotated{suffix}"
+        parts = [path.name]
+    last = pathlib.PurePath(parts[-1])
+    if last.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
+        parts[-1] = last.stem
+    return "__".join(parts)
+
+
+def unique_names(entries):
+    """``[(base name, source path)]`` -> distinct names, in order. Inputs that share a name get
+    their source's suffix when that tells them apart (``face_png``, ``face_jpg``), else a counter
+    (``face``, ``face-2``)."""
+    groups = {}
+    for i, (name, source) in enumerate(entries):
+        groups.setdefault(name, []).append(i)
+    out = [name for name, _ in entries]
+    for name, members in groups.items():
+        if len(members) == 1:
+            continue
+        suffixes = [pathlib.PurePath(entries[i][1]).suffix.lower().lstrip(".") for i in members]
+        if all(suffixes) and len(set(suffixes)) == len(suffixes):
+            for i, suffix in zip(members, suffixes):
+                out[i] = f"{name}_{suffix}"
+        else:
+            for k, i in enumerate(members[1:], 2):
+                out[i] = f"{name}-{k}"
+    taken, final = set(), []
+    for name in out:  # a counter can meet a real name (an input called face-2): count on
+        new, k = name, 2
+        while new in taken:
+            new, k = f"{name}-{k}", k + 1
+        taken.add(new)
+        final.append(new)
+    return final
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def plan_outputs(items, args):
+    """``{input path: {"annotate": Path, "timeline": Path}}``, after checking every output: an
+    output that exists (without --overwrite), that is an input, or that two outputs share is
+    refused with one :class:`OutputError` before anything is processed."""
+    from fer_tf.errors import ConfigError, OutputError
+
+    todo = [item for item in items if not isinstance(item, dict)]
+    plan = {str(p): {} for p, _, _ in todo}
+    targets = []  # (output path, what)
+    names = unique_names([(_base_name(p, root), p) for p, _, root in todo])
+    if args.annotate and todo:
+        out = pathlib.Path(args.annotate)
+        media = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+        if out.suffix.lower() in media and not out.is_dir():
+            if len(todo) > 1:
+                raise ConfigError(f"--annotate {out} names one file, but there are {len(todo)} "
+                                  f"inputs; give a folder")
+            path, kind, _ = todo[0]
+            wanted = VIDEO_EXTENSIONS if kind == "video" else IMAGE_EXTENSIONS
+            if out.suffix.lower() not in wanted:
+                what = ("a video's annotated copy is a video: name it .mp4 or .webm"
+                        if kind == "video" else
+                        "an image's annotated copy is an image: name it .png or .jpg")
+                raise ConfigError(f"--annotate {out}: {what} (or give a folder)")
+            plan[str(path)]["annotate"] = out
+            targets.append((out, "--annotate"))
+        else:
+            if out.exists() and not out.is_dir():
+                raise OutputError(f"--annotate {out} exists and is not a folder")
+            video_suffix = None
+            for (path, kind, _), name in zip(todo, names):
+                if kind == "video":
+                    if video_suffix is None:
+                        from fer_tf.inference import browser_video_suffix
+
+                        video_suffix = browser_video_suffix()
+                    target = out / f"{name}_annotated{video_suffix}"
+                else:
+                    target = out / f"{name}_annotated.png"
+                plan[str(path)]["annotate"] = target
+                targets.append((target, "--annotate"))
+    if args.timeline and todo:
+        videos = [(item, name) for item, name in zip(todo, names) if item[1] == "video"]
+        if not videos:
+            raise ConfigError("--timeline plots videos over time, and none of the inputs is a "
+                              "video (.mp4, .webm, .avi, .mov, .mkv, .m4v)")
+        out = pathlib.Path(args.timeline)
+        if out.suffix.lower() in PLOT_EXTENSIONS and not out.is_dir():
+            if len(videos) > 1:
+                raise ConfigError(f"--timeline {out} names one file, but there are {len(videos)} "
+                                  f"videos; give a folder")
+            plan[str(videos[0][0][0])]["timeline"] = out
+            targets.append((out, "--timeline"))
+        else:
+            if out.exists() and not out.is_dir():
+                raise OutputError(f"--timeline {out} exists and is not a folder")
+            for (path, _, _), name in videos:
+                target = out / f"{name}_timeline.png"
+                plan[str(path)]["timeline"] = target
+                targets.append((target, "--timeline"))
+    if args.csv and args.csv != "-":
+        targets.append((pathlib.Path(args.csv), "--csv"))
+    seen = {}
+    for target, flag in targets:
+        key = os.path.abspath(target)
+        if key in seen:
+            raise ConfigError(f"{seen[key]} and {flag} would both write {target}")
+        seen[key] = flag
+        if any(_same_file(target, p) for p, _, _ in todo):
+            raise OutputError(f"{flag} {target} is one of the inputs; outputs never replace inputs")
+    existing = [t for t, _ in targets if t.exists()]
+    if existing and not args.overwrite:
+        more = f" (and {len(existing) - 1} more outputs)" if len(existing) > 1 else ""
+        raise OutputError(f"{existing[0]} exists{more}; pass --overwrite to replace")
+    for target, flag in targets:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{flag}: cannot create the folder {target.parent}: "
+                              f"{exc.strerror or exc}") from None
+    return plan
+
+
+# -- writers --------------------------------------------------------------------------------------
+
+
+def _save_image(rgb, target, overwrite):
+    """Write an image; without ``overwrite`` the file is created exclusively (never replaced),
+    with it the new file is written beside and renamed over the old one."""
+    from PIL import Image
+
+    target = pathlib.Path(target)
+    fmt = Image.registered_extensions().get(target.suffix.lower(), "PNG")
+    image = Image.fromarray(rgb)
+    if overwrite:
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            image.save(tmp, format=fmt)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    else:
+        with open(target, "xb") as f:
+            image.save(f, format=fmt)
+
+
+class _CsvOut:
+    """The --csv file, written row by row (flushed after every input)."""
+
+    def __init__(self, target, labels, overwrite):
+        import csv
+
+        self.labels = list(labels)
+        if target == "-":
+            self.file, self.own = sys.stdout, False
+        else:
+            self.file = open(target, "w" if overwrite else "x", newline="", encoding="utf-8")
+            self.own = True
+        self.writer = csv.writer(self.file)
+        self.writer.writerow([*CSV_COLUMNS, *self.labels])
+
+    def faces(self, path, frame, time_s, faces):
+        for i, face in enumerate(faces, 1):
+            probs = face.get("frame_probabilities", face["probabilities"])
+            expression = max(self.labels, key=lambda n: probs[n])
+            self.writer.writerow([path, frame, "" if time_s is None else time_s, i, *face["box"],
+                                  expression, *(f"{probs[n]:.6f}" for n in self.labels)])
+
+    def flush(self):
+        self.file.flush()
+
+    def close(self):
+        if self.own:
+            self.file.close()
+
+
+def plot_timeline(target, path, labels, times, probabilities, unit):
+    """Save a plot of each label's probability (the tracked face, averaged over --window
+    frames) against time; gaps are frames without a face."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    probs = np.asarray(probabilities, dtype=float).reshape(-1, len(labels))
+    fig, ax = plt.subplots(figsize=(min(16.0, 6.0 + len(times) / 200.0), 4.0), dpi=100)
+    for j, name in enumerate(labels):
+        ax.plot(times, probs[:, j], label=name, linewidth=1.2)
+    ax.set_xlabel("time (s)" if unit == "s" else "frame")
+    ax.set_ylabel("probability")
+    ax.set_ylim(-0.02, 1.02)
+    if len(times):
+        ax.set_xlim(times[0], max(times[-1], times[0] + 1e-6))
+    ax.set_title(f"{pathlib.Path(path).name}: expressions of the largest face")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    try:
+        fig.savefig(target)
+    finally:
+        plt.close(fig)
+
+
+# -- text -----------------------------------------------------------------------------------------
 
 
 def _format_face(i, face, top):
@@ -131,88 +414,25 @@ def _format_face(i, face, top):
     return f"  face {i} at x={x} y={y} w={w} h={h}: {face['expression']}  ({others})"
 
 
-def _print_text(entry, top):
-    if "error" in entry:
-        return
-    if "frames" in entry:
+def _text(entry, top):
+    if "frames" in entry or "summary" in entry:
         s = entry["summary"]
         exprs = ", ".join(f"{name} in {n}" for name, n in s["expressions"].items()) or "none"
-        print(f"{entry['path']}: video, {s['frames']} frames, a face in {s['frames_with_face']}; "
-              f"tracked face: {exprs}")
-        return
+        return [f"{entry['path']}: video, {s['frames']} frames, a face in {s['frames_with_face']}; "
+                f"tracked face: {exprs}"]
     faces = entry["faces"]
-    print(f"{entry['path']}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
-    for i, face in enumerate(faces, 1):
-        print(_format_face(i, face, top))
+    lines = [f"{entry['path']}: {len(faces)} face{'s' if len(faces) != 1 else ''}"]
+    lines += [_format_face(i, face, top) for i, face in enumerate(faces, 1)]
+    return lines
 
 
 def _error_text(exc):
     from fer_tf.errors import ImageError
 
-    if isinstance(exc, ImageError):
-        return exc.reason
-    return str(exc)
-
-
-def run(args):
-    from fer_tf.errors import ConfigError, FerTfError
-
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
-    if args.window < 1 or args.every < 1:
-        raise ConfigError("--window and --every must be at least 1")
-    items = expand_inputs(args.paths)
-    todo = [item for item in items if not isinstance(item, dict)]
-    results = []
-    recognizer = annotate = None
-    if todo:
-        from fer_tf.inference import Recognizer, annotate
-
-        recognizer = Recognizer(args.model, backend=args.backend, window=args.window,
-                                num_threads=args.threads)
-    single = len(items) == 1 and len(todo) == 1 and todo[0][2] is None
-    if args.annotate and todo and not single:
-        pathlib.Path(args.annotate).mkdir(parents=True, exist_ok=True)
-    try:
-        for item in items:
-            if isinstance(item, dict):
-                print(f"fer-tf predict: {item['path']}: {item['error']}", file=sys.stderr)
-                results.append(item)
-                continue
-            path, kind, root = item
-            target = None
-            if args.annotate:
-                target = _annotation_target(args.annotate, path, root, kind, single)
-            try:
-                if kind == "video":
-                    entry = recognizer.predict_video(path, every=args.every, annotate_to=target)
-                    if not entry["summary"]["frames_with_face"]:
-                        raise _NoFaceInVideo(path, entry["summary"]["frames"])
-                else:
-                    entry = recognizer.predict_path(path)
-                    if target is not None:
-                        _save_image(annotate(path, entry), target)
-            except (FerTfError, _NoFaceInVideo) as exc:
-                entry = {"path": str(path), "error": _error_text(exc)}
-            except Exception as exc:  # noqa: BLE001 - never a traceback for one bad input
-                entry = {"path": str(path), "error": f"unexpected {type(exc).__name__}: {exc}"}
-            if "error" in entry:
-                print(f"fer-tf predict: {entry['path']}: {entry['error']}", file=sys.stderr)
-            elif not args.json:
-                _print_text(entry, args.top)
-            results.append(entry)
-    finally:
-        if recognizer is not None:
-            recognizer.close()
-
-    ok = [r for r in results if "error" not in r]
-    failed = len(results) - len(ok)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    if failed:
-        print(f"fer-tf predict: {failed} of {len(results)} inputs could not be processed"
-              + ("" if ok else "; nothing was processed"), file=sys.stderr)
-    return 0 if ok else 1
+    reason = exc.reason if isinstance(exc, ImageError) else str(exc)
+    if reason.startswith("image too large"):
+        reason += "; raise the limit with --max-pixels"
+    return reason
 
 
 class _NoFaceInVideo(Exception):
@@ -224,9 +444,167 @@ class _NoFaceInVideo(Exception):
         return self.reason
 
 
-def _save_image(rgb, target):
-    from PIL import Image
+# -- the command ----------------------------------------------------------------------------------
 
-    target = pathlib.Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(target)
+
+def run(args):
+    from fer_tf.errors import ConfigError, FerTfError, OutputError
+    from fer_tf.progress import Bar
+
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    if args.window < 1 or args.every < 1:
+        raise ConfigError("--window and --every must be at least 1")
+    if args.csv == "-" and (args.json or args.jsonl):
+        raise ConfigError("--csv - and --json/--jsonl would both write to stdout; give --csv a file")
+    outputs = [d for d in (args.annotate, args.timeline) if d and os.path.isdir(d)]
+    items = expand_inputs(args.paths, skip_dirs=outputs)  # a rerun does not read its own outputs
+    todo = [item for item in items if not isinstance(item, dict)]
+    plan = plan_outputs(items, args)
+    recognizer = annotate = csv_out = None
+    if todo:
+        from fer_tf.inference import Recognizer, annotate
+
+        recognizer = Recognizer(args.model, backend=args.backend, window=args.window,
+                                num_threads=args.threads, max_faces=args.max_faces,
+                                min_face=args.min_face, max_pixels=args.max_pixels)
+    text = not (args.json or args.jsonl or args.csv == "-")
+    bar = Bar(len(items), enabled=not args.quiet and (len(items) > 1 or any(
+        kind == "video" for _, kind, _ in todo)))
+
+    def out(line):
+        bar.clear()
+        print(line, flush=args.jsonl)
+
+    def note(path, message):
+        bar.message(f"fer-tf predict: {path}: {message}")
+
+    results = [] if args.json else None
+    ok = failed = 0
+    try:
+        if todo and args.csv:
+            try:
+                csv_out = _CsvOut(args.csv, recognizer.labels, args.overwrite)
+            except FileExistsError:
+                raise OutputError(f"{args.csv} exists; pass --overwrite to replace") from None
+            except OSError as exc:
+                raise OutputError(f"--csv {args.csv}: {exc.strerror or exc}") from None
+        for item in items:
+            if isinstance(item, dict):
+                entry = item
+            else:
+                path, kind, _ = item
+                outputs = plan.get(str(path), {})
+                try:
+                    if kind == "video":
+                        entry = _video(recognizer, path, args, outputs, csv_out, out, note, bar)
+                    else:
+                        entry = recognizer.predict_path(path)
+                        if "faces_found" in entry:
+                            note(path, f"{entry['faces_found']} faces found, the "
+                                       f"{len(entry['faces'])} largest kept (--max-faces)")
+                        if csv_out is not None:
+                            csv_out.faces(str(path), 0, None, entry["faces"])
+                        if "annotate" in outputs:
+                            _write_annotated(annotate(path, entry), outputs["annotate"], args)
+                except BrokenPipeError:
+                    raise
+                except (FerTfError, _NoFaceInVideo) as exc:
+                    entry = {"path": str(path), "error": _error_text(exc)}
+                except OSError as exc:
+                    entry = {"path": str(path), "error": exc.strerror or str(exc)}
+                except Exception as exc:  # noqa: BLE001 - never a traceback for one bad input
+                    entry = {"path": str(path), "error": f"unexpected {type(exc).__name__}: {exc}"}
+            if "error" in entry:
+                failed += 1
+                note(entry["path"], entry["error"])
+            else:
+                ok += 1
+                if text:
+                    for line in _text(entry, args.top):
+                        out(line)
+            if args.jsonl:  # (a video's frames were printed as they came)
+                out(json.dumps(entry))
+            if results is not None:
+                results.append(entry)
+            if csv_out is not None:
+                csv_out.flush()
+            bar.advance()
+    finally:
+        bar.close()
+        if csv_out is not None:
+            try:
+                csv_out.close()
+            except OSError:
+                pass
+        if recognizer is not None:
+            recognizer.close()
+    if results is not None:
+        print(json.dumps(results, indent=2))
+    if failed:
+        print(f"fer-tf predict: {failed} of {ok + failed} inputs could not be processed"
+              + ("" if ok else "; nothing was processed"), file=sys.stderr)
+    return EXIT_OK if not failed else (EXIT_PARTIAL if ok else EXIT_NONE)
+
+
+def _write_annotated(rgb, target, args):
+    from fer_tf.errors import OutputError
+
+    try:
+        _save_image(rgb, target, args.overwrite)
+    except FileExistsError:
+        raise OutputError(f"cannot write the annotated copy {target}: it exists (it appeared "
+                          f"during the run); pass --overwrite to replace") from None
+    except OSError as exc:
+        raise OutputError(f"cannot write the annotated copy {target}: "
+                          f"{exc.strerror or exc}") from None
+
+
+def _video(recognizer, path, args, outputs, csv_out, out, note, bar):
+    """Stream one video: per-frame CSV rows and JSON lines, the timeline, the annotated copy;
+    returns the video's entry (with every frame only for --json)."""
+    import math
+
+    target = outputs.get("annotate")
+    if target is not None and target.exists() and not args.overwrite:
+        from fer_tf.errors import OutputError
+
+        raise OutputError(f"cannot write the annotated copy {target}: it exists; pass --overwrite")
+    frames = [] if args.json else None
+    times, probs = [], []
+    with recognizer.open_video(path, every=args.every, annotate_to=target) as stream:
+        if stream.note:
+            note(path, f"note: {stream.note}")
+        for frame in stream:
+            if csv_out is not None:
+                csv_out.faces(str(path), frame["frame"], frame["time"], frame["faces"])
+            if args.jsonl:
+                out(json.dumps({"path": str(path), **frame}))
+            if frames is not None:
+                frames.append(frame)
+            if "timeline" in outputs:
+                times.append(frame["time"] if stream.fps else frame["frame"])
+                face = frame["faces"][0] if frame["faces"] else None
+                probs.append([face["probabilities"][n] if face else math.nan
+                              for n in recognizer.labels])
+            done = frame["frame"] // stream.every + 1
+            if stream.expected:
+                bar.detail(f"{path.name} frame {frame['frame'] + 1}/{stream.frame_count}",
+                           done / stream.expected)
+            else:
+                bar.detail(f"{path.name} frame {frame['frame'] + 1}")
+        summary = stream.summary
+        if stream.capped_frames:
+            note(path, f"{stream.capped_frames} frames had more than {args.max_faces} faces; the "
+                       f"{args.max_faces} largest were kept (--max-faces)")
+        fps = stream.fps or None
+    if "timeline" in outputs and summary["frames_with_face"]:
+        plot_timeline(outputs["timeline"], path, recognizer.labels, times, probs,
+                      "s" if fps else "frame")
+    if not summary["frames_with_face"]:
+        raise _NoFaceInVideo(path, summary["frames"])
+    entry = {"path": str(path), "fps": fps}
+    if frames is not None:
+        entry["frames"] = frames
+    entry["summary"] = summary
+    return entry
