@@ -79,6 +79,10 @@ class TrainConfig:
     translation: float = 0.0
     random_erasing: float = 0.0
     mixed_precision: bool = False  # train under keras' "mixed_bfloat16" policy (weights stay float32)
+    # Stop after the epoch in which this many minutes of training have passed (None: no limit);
+    # the run then ends as if that epoch had been the last one (best weights, report).
+    time_limit_minutes: float | None = None
+    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always written)
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "adamw", "sgd"):

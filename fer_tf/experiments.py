@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import sys
 import time
@@ -17,7 +18,8 @@ import numpy as np
 
 from fer_tf.config import ModelConfig, TrainConfig, to_dict
 
-DEFAULT_CACHE = pathlib.Path("runs") / "cache"
+#: Where prepared faces are cached; FER_TF_CACHE overrides it.
+DEFAULT_CACHE = pathlib.Path(os.environ.get("FER_TF_CACHE") or pathlib.Path("runs") / "cache")
 
 
 def prepared_dataset(root, fmt, cache_root=DEFAULT_CACHE, align=None):
@@ -115,10 +117,7 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
                                       start_epoch=start_epoch)
 
     val = split["PublicTest"]
-    import tensorflow as tf
-
-    val_ds = tf.data.Dataset.zip((eval_dataset(faces[val], batch_size=512),
-                                  tf.data.Dataset.from_tensor_slices({"expression": ids[val]}).batch(512)))
+    val_ds = eval_dataset(faces[val], batch_size=512, targets={"expression": ids[val]})
     previous_policy = keras.mixed_precision.global_policy()
     if train_config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -133,13 +132,7 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
     model = float32_copy(model)
     out = pathlib.Path(output)
     model.save(out / "pretrained.keras")
-    test = split["PrivateTest"]
-    results = {
-        "public_test_accuracy": accuracy(predict_probabilities(model, faces[val]), ids[val]),
-        "private_test_accuracy": accuracy(predict_probabilities(model, faces[test]), ids[test]),
-        "public_test_accuracy_flip": accuracy(predict_probabilities(model, faces[val], flip=True), ids[val]),
-        "private_test_accuracy_flip": accuracy(predict_probabilities(model, faces[test], flip=True),
-                                               ids[test]),
+    results = {**split_accuracies(model, faces, ids, split),
         "train_images": int(len(train_rows)),
         "labels": list(labels),
         "history": history,
@@ -152,11 +145,22 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
     write_pretrain_readme(results, report / "README.md")
     if publish is not None:
         publish_backbone(model, results, publish)
-    print(f"FER2013 PublicTest {results['public_test_accuracy']:.4f}, "
-          f"PrivateTest {results['private_test_accuracy']:.4f} "
-          f"(flip-averaged {results['private_test_accuracy_flip']:.4f}); saved {out / 'pretrained.keras'}",
-          file=sys.stderr)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in results.items() if k.endswith(("accuracy", "_flip"))
+                      and v is not None)
+    print(f"FER2013 {shown}; saved {out / 'pretrained.keras'}", file=sys.stderr)
     return results
+
+
+def split_accuracies(model, faces, ids, split):
+    """PublicTest / PrivateTest accuracy, centre crop and flip-averaged (None for an absent split,
+    e.g. a copy of FER2013 without its PrivateTest images)."""
+    out = {}
+    for name, key in (("PublicTest", "public_test_accuracy"), ("PrivateTest", "private_test_accuracy")):
+        rows = split[name]
+        for flip, suffix in ((False, ""), (True, "_flip")):
+            out[key + suffix] = (accuracy(predict_probabilities(model, faces[rows], flip=flip), ids[rows])
+                                 if len(rows) else None)
+    return out
 
 
 def publish_backbone(model, results, folder):
@@ -346,6 +350,10 @@ TFLite (dynamic-range) vs Keras on the held-out faces: top-1 agreement
     pathlib.Path(path).write_text(text)
 
 
+def _pct(value):
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
 def write_pretrain_readme(results, path):
     """reports/fer2013/README.md from the measured pretraining results."""
     run, cfg = results["run"], results["run"]["config"]["train"]
@@ -375,8 +383,8 @@ seed {run["seed"]}, wall time of the command that wrote this report {run.get("wa
 
 | split | images | accuracy |
 |---|---|---|
-| PublicTest (validation; picks the best epoch) | 3,589 | {100 * results["public_test_accuracy"]:.2f}% |
-| PrivateTest (test; single model, centre crop) | 3,589 | {100 * results["private_test_accuracy"]:.2f}% |
+| PublicTest (validation; picks the best epoch) | 3,589 | {_pct(results["public_test_accuracy"])} |
+| PrivateTest (test; single model, centre crop) | 3,589 | {_pct(results["private_test_accuracy"])} |
 
 Best epoch: {best.get("epoch", "?")} of {len(results["history"])}. Training on {results["train_images"]} images,
 labels {", ".join(results["labels"])}.

@@ -13,16 +13,20 @@ import sys
 
 
 def git_commit(cwd=None):
+    """HEAD's commit, with ``-dirty`` when tracked files differ from it. Where the tree is no git
+    checkout (a copy sent to another machine), ``FER_TF_SOURCE_COMMIT`` (written from git when the
+    copy was packed, see pipelines/device/pack.py) names it, else "unknown"."""
+    where = cwd or pathlib.Path(__file__).parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=cwd or pathlib.Path(__file__).parent, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=where,
+                             timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, cwd=cwd or pathlib.Path(__file__).parent,
-                               timeout=10)
-        commit = out.stdout.strip() or "unknown"
-        return commit + ("-dirty" if dirty.stdout.strip() else "")
+                               capture_output=True, text=True, cwd=where, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        out = None
+    if out is None or out.returncode != 0 or not out.stdout.strip():
+        return os.environ.get("FER_TF_SOURCE_COMMIT") or "unknown"
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def cpu_model():
@@ -36,17 +40,28 @@ def cpu_model():
 
 
 def machine():
-    import tensorflow as tf
+    import keras
 
-    return {
+    info = {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": __import__("keras").__version__,
-        "gpus": len(tf.config.list_physical_devices("GPU")),
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
     }
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # only under the TensorFlow backend
+
+        info["tensorflow"] = tf.__version__
+        info["gpus"] = len(tf.config.list_physical_devices("GPU"))
+    elif keras.backend.backend() == "jax":
+        import jax  # only under the JAX backend
+
+        info["jax"] = jax.__version__
+        info["devices"] = [str(d.device_kind) for d in jax.devices()]
+        info["gpus"] = sum(d.platform == "gpu" for d in jax.devices())
+    return info
 
 
 def run_info(config=None, seed=None, started=None):

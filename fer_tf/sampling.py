@@ -434,14 +434,14 @@ def check_tuples(table, batch, pool_rows=None, replace=None):
 # ----------------------------------------------------------------------------------------------
 
 
-def _face_tensor(faces, preprocess=None, chunk=128):
-    """Faces as one in-memory float32 tensor [n, 60, 60], preprocessed once.
+def _normalised_faces(faces, preprocess=None, chunk=128):
+    """Faces as one in-memory float32 array [n, 60, 60], preprocessed once.
 
-    ``preprocess`` is applied once to all faces (in chunks) and the result is cached: pass
+    ``preprocess`` is applied once to all faces (in chunks): pass
     :func:`fer_tf.preprocess.normalize.normalize_faces` for raw faces. With ``preprocess=None``,
     uint8 faces are normalised with ``normalize_faces`` and float faces are taken as normalised.
     """
-    import tensorflow as tf
+    import keras
 
     faces = np.asarray(faces)
     if faces.ndim == 4 and faces.shape[-1] == 1:
@@ -453,11 +453,24 @@ def _face_tensor(faces, preprocess=None, chunk=128):
 
         preprocess = normalize_faces
     if preprocess is None:
-        return tf.constant(faces.astype(np.float32, copy=False))
-    parts = [np.asarray(preprocess(tf.constant(faces[i:i + chunk])), dtype=np.float32)
+        return faces.astype(np.float32, copy=False)
+    parts = [keras.ops.convert_to_numpy(preprocess(faces[i:i + chunk])).astype(np.float32)
              for i in range(0, len(faces), chunk)]
-    out = np.concatenate(parts) if parts else np.zeros((0,) + faces.shape[1:], np.float32)
-    return tf.constant(out)
+    return np.concatenate(parts) if parts else np.zeros((0,) + faces.shape[1:], np.float32)
+
+
+def _face_tensor(faces, preprocess=None, chunk=128):
+    """:func:`_normalised_faces` as a TensorFlow constant (the ``tf.data`` pipelines)."""
+    import tensorflow as tf
+
+    return tf.constant(_normalised_faces(faces, preprocess, chunk))
+
+
+def uses_tf_data():
+    """True when the pipelines are ``tf.data`` (TensorFlow backend); else ``keras.utils.PyDataset``."""
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
 
 
 def _augmentation(augment):
@@ -512,14 +525,28 @@ def identity_aware_dataset(table, faces, labels, mode="in_batch", num_positives=
     ``start_epoch, start_epoch+1, ...``): pass ``steps_per_epoch=sampler.steps_per_epoch`` and
     ``initial_epoch=start_epoch`` to ``model.fit``. With ``repeat=False`` it is the one epoch
     ``start_epoch``, with a known cardinality. ``return_sampler=True`` returns ``(dataset, sampler)``.
-    """
-    import tensorflow as tf
 
+    Under a backend other than TensorFlow the result is a :class:`fer_tf.pydataset.FaceBatches`
+    (a ``keras.utils.PyDataset``) with the same batches: one epoch per pass, the next one after
+    each of Keras' ``on_epoch_end`` calls.
+    """
     if len(faces) != len(table):
         raise DatasetError(f"{len(faces)} faces for a table of {len(table)} rows; they must match row by row")
     sampler = IdentitySampler(table, labels, mode=mode, num_positives=num_positives,
                               num_negatives=num_negatives, queries_per_batch=queries_per_batch, seed=seed,
                               max_per_subject=max_per_subject, balance=balance)
+    if not uses_tf_data():
+        from fer_tf.pydataset import FaceBatches
+
+        def epoch_batches(epoch):
+            return [(b.rows, {"expression": b.expression, "tuples": b.tuples},
+                     _augment_seed(sampler.seed, b.epoch, b.step)) for b in sampler.epoch(epoch)]
+
+        ds = FaceBatches(_normalised_faces(faces, preprocess), epoch_batches, _augmentation(augment),
+                         start_epoch)
+        return (ds, sampler) if return_sampler else ds
+    import tensorflow as tf
+
     x, w = sampler.batch_size, sampler.tuple_width
     signature = (tf.TensorSpec([x], tf.int64), tf.TensorSpec([x], tf.int32), tf.TensorSpec([x, w], tf.int32),
                  tf.TensorSpec([2], tf.int64))
@@ -554,14 +581,13 @@ def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuff
     """``(images [B,48,48,1], {"expression": int32 [B]})`` batches for softmax training.
 
     ``augment``: True (the paper's random crop and flip), False (centre crop) or an
-    :class:`fer_tf.augment.Augmentation` (rotation, zoom, shift, random erasing too).
+    :class:`fer_tf.augment.Augmentation` (rotation, zoom, shift, random erasing too). Under a
+    backend other than TensorFlow the result is a :class:`fer_tf.pydataset.FaceBatches`.
 
     Rows whose label id is negative are dropped. The faces are normalised once and kept in memory;
     epoch k's order depends only on ``(seed, k)``. One epoch has ``steps_per_epoch(n, batch_size)``
     batches (the last one may be short); ``repeat=True`` makes the dataset infinite.
     """
-    import tensorflow as tf
-
     label_ids = np.asarray(label_ids).astype(np.int32).reshape(-1)
     if len(label_ids) != len(faces):
         raise DatasetError(f"{len(faces)} faces but {len(label_ids)} labels; they must match")
@@ -573,10 +599,21 @@ def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuff
     faces = np.asarray(faces)
     if len(keep) < len(label_ids):
         faces, label_ids = faces[keep], label_ids[keep]
+    n = len(label_ids)
+    if not uses_tf_data():
+        from fer_tf.pydataset import FaceBatches
+
+        def epoch_batches(epoch):
+            return [(rows, {"expression": label_ids[rows]}, aug_seed) for rows, aug_seed in
+                    classification_batches(n, batch_size, shuffle, seed, epoch, repeat=False)]
+
+        return FaceBatches(_normalised_faces(faces, preprocess), epoch_batches, _augmentation(augment),
+                           start_epoch)
+    import tensorflow as tf
+
     faces_t = _face_tensor(faces, preprocess)
     labels_t = tf.constant(label_ids)
     images_of = _image_map(faces_t, augment)
-    n = len(label_ids)
 
     ds = tf.data.Dataset.from_generator(
         lambda: classification_batches(n, batch_size, shuffle, seed, start_epoch, repeat),
@@ -586,12 +623,23 @@ def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuff
     return _finish(ds, steps_per_epoch(n, batch_size), repeat)
 
 
-def eval_dataset(faces, batch_size=256, preprocess=None):
-    """Centre-cropped images ``[B,48,48,1]`` in table order, no labels, no shuffling."""
+def eval_dataset(faces, batch_size=256, preprocess=None, targets=None):
+    """Centre-cropped images ``[B,48,48,1]`` in table order, no shuffling; with ``targets``
+    (``{name: array [n, ...]}``, e.g. ``{"expression": ids}``) batches are ``(images, targets)``."""
+    if not uses_tf_data():
+        from fer_tf.pydataset import ArrayBatches
+
+        norm = _normalised_faces(faces, preprocess)
+        top = (norm.shape[1] - CROP) // 2
+        left = (norm.shape[2] - CROP) // 2
+        crops = np.ascontiguousarray(norm[:, top:top + CROP, left:left + CROP, None])
+        return ArrayBatches(crops, targets, batch_size)
     import tensorflow as tf
 
     faces_t = _face_tensor(faces, preprocess)
     images_of = _image_map(faces_t, augment=False)
     n = int(faces_t.shape[0])
     ds = tf.data.Dataset.range(n).batch(batch_size).map(images_of, num_parallel_calls=tf.data.AUTOTUNE)
+    if targets is not None:
+        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(dict(targets)).batch(batch_size)))
     return ds.prefetch(tf.data.AUTOTUNE)

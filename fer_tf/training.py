@@ -63,8 +63,8 @@ STATE_VERSION = 2
 def set_seed(seed, deterministic=True):
     """Seed Python, NumPy, TensorFlow and Keras; make TF ops deterministic where available."""
     keras.utils.set_random_seed(int(seed))
-    if deterministic:
-        import tensorflow as tf
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # only under the TensorFlow backend
 
         try:
             tf.config.experimental.enable_op_determinism()
@@ -292,19 +292,30 @@ class NanGuard(keras.callbacks.Callback):
     """Stop at the first NaN or Inf loss with a :class:`TrainingError` naming the epoch and step.
 
     Raised before the epoch ends, so no checkpoint of the broken state is written: the last good
-    checkpoint (of the previous epoch) stays in ``checkpoint_dir``.
+    checkpoint (of the previous epoch) stays in ``checkpoint_dir``. Under TensorFlow every batch's
+    loss is checked; under JAX and PyTorch, where reading a loss each step would stall the
+    asynchronous dispatch to an accelerator, the epoch's mean loss is checked at its end (still
+    before the checkpoint), unless ``every_batch=True``.
     """
 
-    def __init__(self, checkpoint_dir=None):
+    def __init__(self, checkpoint_dir=None, every_batch=None):
         super().__init__()
         self.epoch = 0
         self.checkpoint_dir = checkpoint_dir
+        self.every_batch = keras.backend.backend() == "tensorflow" if every_batch is None else every_batch
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
+        if self.every_batch:
+            self._check((logs or {}).get("loss"), f"step {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.every_batch:
+            self._check((logs or {}).get("loss"), "its end")
+
+    def _check(self, loss, where_in_epoch):
         if loss is None:
             return
         loss = float(keras.ops.convert_to_numpy(loss))
@@ -318,7 +329,7 @@ class NanGuard(keras.callbacks.Callback):
             else:
                 where = ""
             raise TrainingError(
-                f"the training loss became {loss} at epoch {self.epoch + 1}, step {batch + 1}{where}. "
+                f"the training loss became {loss} at epoch {self.epoch + 1}, {where_in_epoch}{where}. "
                 "Lower the learning rate or check the input data for broken images."
             )
 
@@ -326,8 +337,10 @@ class NanGuard(keras.callbacks.Callback):
 class EpochCheckpoint(keras.callbacks.Callback):
     """Write the model, the run state and the best weights atomically (one file) after every epoch."""
 
-    def __init__(self, workdir, schedule: HalveAndReload, seed, history=None, extra_state=None):
+    def __init__(self, workdir, schedule: HalveAndReload, seed, history=None, extra_state=None,
+                 every=1, last_epoch=None):
         super().__init__()
+        self.every, self.last_epoch = max(int(every), 1), last_epoch
         self.workdir = pathlib.Path(workdir)
         self.schedule, self.seed = schedule, seed
         self.history = history if history is not None else []
@@ -337,6 +350,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         row = {k: float(keras.ops.convert_to_numpy(v)) for k, v in (logs or {}).items()}
         row["epoch"] = epoch + 1
         self.history.append(row)
+        if (epoch + 1) % self.every and epoch + 1 != self.last_epoch:
+            return
         state = {"version": STATE_VERSION, "epoch": epoch + 1, "seed": self.seed,
                  "history": self.history, "schedule": self.schedule.state,
                  "learning_rate": current_learning_rate(self.model), "time": time.time(),
@@ -572,10 +587,12 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
     cbs = [_EpochSeed(config.seed), _EpochTimer(), *callbacks, schedule, NanGuard(workdir)]
     if workdir is not None:
         cbs.append(EpochCheckpoint(workdir, schedule, config.seed, history,
-                                   extra_state={"steps_per_epoch": int(steps_per_epoch)}))
+                                   extra_state={"steps_per_epoch": int(steps_per_epoch)},
+                                   every=config.checkpoint_every, last_epoch=config.epochs))
     one_epoch = _OneEpoch()
     cbs.append(one_epoch)
     epoch = start_epoch
+    started = time.time()
     try:
         with _sigterm_as_interrupt():
             for epoch in range(start_epoch, config.epochs):
@@ -588,6 +605,10 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
                     history.append({**{k: float(v[-1]) for k, v in result.history.items()},
                                     "learning_rate": current_learning_rate(model), "epoch": epoch + 1})
                 if one_epoch.stop_requested:  # e.g. EarlyStopping
+                    break
+                if config.time_limit_minutes is not None and time.time() - started > 60 * config.time_limit_minutes:
+                    print(f"stopping after epoch {epoch + 1} of {config.epochs}: the time limit of "
+                          f"{config.time_limit_minutes:g} minutes has passed", file=sys.stderr)
                     break
     except KeyboardInterrupt:
         if workdir is not None:

@@ -11,11 +11,32 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 DATASETS = pathlib.Path(os.environ.get("FER_TF_DATASETS", REPO.parent / "shared" / "datasets"))
 
 
-def load_configs(path, **overrides):
-    """(ModelConfig, TrainConfig) from a YAML file with `model:` and `train:` sections."""
+def parse_settings(items):
+    """``["train.epochs=40", "model.label_smoothing=0"]`` -> ``{"train": {"epochs": 40}, ...}``
+    (values read as YAML, so numbers, booleans and lists keep their types)."""
+    import yaml
+
+    from fer_tf.errors import ConfigError
+
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in ("model", "train") or not name:
+            raise ConfigError(f"--set {item!r}: write SECTION.KEY=VALUE with SECTION model or train, "
+                              "e.g. --set train.epochs=40")
+        out.setdefault(section, {})[name] = yaml.safe_load(value)
+    return out
+
+
+def load_configs(path, settings=None, **overrides):
+    """(ModelConfig, TrainConfig, raw dict) from a YAML file with `model:` and `train:` sections;
+    ``settings`` (from :func:`parse_settings`) override single keys."""
     from fer_tf.config import load_yaml, model_config, train_config
 
     data = load_yaml(path)
+    for section, values in (settings or {}).items():
+        data[section] = {**data.get(section, {}), **values}
     unknown = set(data) - {"model", "train", "data", "evaluation"}
     if unknown:
         from fer_tf.errors import ConfigError

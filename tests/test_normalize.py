@@ -106,52 +106,6 @@ def test_center_crop():
         nz.center_crop(np.zeros((40, 40)))
 
 
-def _locate(crop, full):
-    """(dy, dx, flipped) such that crop is full[dy:dy+48, dx:dx+48] (maybe flipped), else None."""
-    for flipped in (False, True):
-        c = crop[:, ::-1] if flipped else crop
-        dy, dx = np.argwhere(full == c[0, 0])[0]
-        if dy + 48 <= 60 and dx + 48 <= 60 and np.array_equal(full[dy:dy + 48, dx:dx + 48], c):
-            return int(dy), int(dx), flipped
-    return None
-
-
-def test_random_crop_flip_batch_independent_crops():
-    full = np.arange(60 * 60, dtype=np.float32).reshape(60, 60)
-    batch = np.repeat(full[None, :, :, None], 32, axis=0)
-    out = nz.random_crop_flip(batch, seed=3).numpy()
-    assert out.shape == (32, 48, 48, 1)
-    found = [_locate(o[:, :, 0], full) for o in out]
-    assert all(f is not None for f in found)
-    assert len(set(found)) > 10  # per-image offsets and flips
-    assert {f[2] for f in found} == {False, True}
-    assert max(f[0] for f in found) <= 12 and max(f[1] for f in found) <= 12
-
-
-def test_random_crop_flip_single_image_and_stateless_seed():
-    full = np.arange(60 * 60, dtype=np.float32).reshape(60, 60)
-    a = nz.random_crop_flip(full, seed=tf.constant([1, 2])).numpy()
-    b = nz.random_crop_flip(full, seed=tf.constant([1, 2])).numpy()
-    assert a.shape == (48, 48)
-    np.testing.assert_array_equal(a, b)
-    assert _locate(a, full) is not None
-    no_flip = nz.random_crop_flip(full[..., None], flip=False).numpy()
-    assert _locate(no_flip[:, :, 0], full)[2] is False
-
-
-def test_random_crop_flip_in_tf_data():
-    full = np.arange(60 * 60, dtype=np.float32).reshape(60, 60, 1)
-    ds = tf.data.Dataset.from_tensor_slices(np.repeat(full[None], 6, axis=0))
-    ds = ds.map(lambda x: nz.random_crop_flip(nz.normalize_faces(x))).batch(3)
-    batches = list(ds)
-    assert [tuple(b.shape) for b in batches] == [(3, 48, 48, 1), (3, 48, 48, 1)]
-    ds2 = tf.data.Dataset.from_tensor_slices(np.repeat(full[None], 6, axis=0)).batch(3)
-    ds2 = ds2.map(lambda x: nz.random_crop_flip(x, seed=5))
-    for b in ds2:
-        for o in b.numpy():
-            assert _locate(o[:, :, 0], full[:, :, 0]) is not None
-
-
 def test_resize_face():
     rng = np.random.default_rng(2)
     img = rng.integers(0, 256, (48, 48), dtype=np.uint8)

@@ -5,7 +5,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fer_tf.preprocess.normalize import center_crop, normalize_faces, random_crop_flip
+from fer_tf.augment import NUM_UNIFORMS, augment_faces
+from fer_tf.preprocess.normalize import center_crop, normalize_faces
 
 FACES = arrays(np.uint8, (2, 60, 60), elements=st.integers(0, 200))
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -37,9 +38,12 @@ def test_normalisation_commutes_with_a_horizontal_flip(faces):
 
 
 @SETTINGS
-@given(arrays(np.float32, (3, 60, 60, 1), elements=st.floats(-3, 3, width=32)), st.integers(0, 2**31 - 1))
+# (subnormal values excluded: the bilinear warp may flush them to zero, as CPUs do in TensorFlow)
+@given(arrays(np.float32, (3, 60, 60, 1), elements=st.floats(-3, 3, width=32, allow_subnormal=False)),
+       st.integers(0, 2**31 - 1))
 def test_random_crop_is_a_window_of_the_face_possibly_flipped(faces, seed):
-    out = np.asarray(random_crop_flip(faces, size=48, seed=np.array([seed, 1])))
+    u = np.random.default_rng(seed).random((3, NUM_UNIFORMS), dtype=np.float32)
+    out = np.asarray(augment_faces(faces, u))
     assert out.shape == (3, 48, 48, 1)
     for face, crop in zip(faces, out):
         windows = [face[y:y + 48, x:x + 48] for y in range(13) for x in range(13)]

@@ -1,0 +1,28 @@
+"""Write the image folders of a `fer2013-jpeg.npz` made by pack.py back to disk, byte for byte.
+
+    python pipelines/device/unpack.py .device/fer2013-jpeg.npz /tmp/fer2013
+"""
+
+import pathlib
+import sys
+
+import numpy as np
+
+
+def unpack(archive, target):
+    target = pathlib.Path(target)
+    with np.load(archive, allow_pickle=False) as packed:
+        data, offsets, paths = packed["data"], packed["offsets"], packed["paths"]
+    for i, rel in enumerate(paths):
+        path = target / str(rel)
+        if ".." in pathlib.PurePosixPath(str(rel)).parts:
+            sys.exit(f"error: {archive}: refusing the path {rel!r}, which leaves the target folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data[offsets[i]:offsets[i + 1]].tobytes())
+    return len(paths)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    print(f"{unpack(sys.argv[1], sys.argv[2])} images written to {sys.argv[2]}")
