@@ -60,7 +60,7 @@ declare -A ARGS=(
   [recipe_fp32_75]="${FP32[*]}"
 )
 NAMES=("${!ARGS[@]}")
-[ "$SMOKE" = 1 ] && NAMES=(a1_paper a5_smoothing)
+[ "$SMOKE" = 1 ] && NAMES=(${SMOKE_RUNS:-a1_paper a5_smoothing})
 declare -A PIDS=()
 for name in "${NAMES[@]}"; do
     # shellcheck disable=SC2086
