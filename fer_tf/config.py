@@ -63,6 +63,9 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     batch_size: int = 128  # images per step in classification mode
     queries_per_batch: int = 64  # in_batch mode; 12 in tuple mode
+    # Joint training (the shipped model): images of a classification set (FER2013) appended to
+    # every identity-aware batch; they count in the cross-entropy, not in the metric loss.
+    classification_per_batch: int = 0
     mode: str = "in_batch"  # "in_batch" or "tuple"
     epochs: int = 30
     steps_per_epoch: int | None = None

@@ -52,6 +52,14 @@ def predict_probabilities(model, faces, batch_size=256, flip=False):
     return p
 
 
+def per_label_recall(probabilities, label_ids, labels):
+    """``{label: fraction of its images predicted as it}`` (labels with no image are left out)."""
+    label_ids = np.asarray(label_ids)
+    predicted = np.argmax(probabilities, axis=1)
+    return {name: float(np.mean(predicted[label_ids == i] == i))
+            for i, name in enumerate(labels) if np.any(label_ids == i)}
+
+
 def accuracy(probabilities, label_ids):
     label_ids = np.asarray(label_ids)
     keep = label_ids >= 0
@@ -207,31 +215,74 @@ def identity_training_set(datasets_dir, labels, datasets=IDENTITY_DATASETS):
 def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig,
                         train_config: TrainConfig, output="runs/shipped", saved_models="saved_models",
                         report_dir="reports/shipped", verbose=2):
-    """FER2013-pretrained network -> 2B(N+M) fine-tuning on the identity-labelled shared data.
+    """The shipped model: the FER2013-pretrained network trained jointly, in one run, on
 
-    One subject-independent eighth of the subjects is held out to measure the shipped model; the
-    model is exported (SavedModel, TFLite) and its inference ``.keras`` and dynamic-range ``.tflite``
-    are copied into ``saved_models/`` with their label/preprocessing sidecars.
+    - identity-aware 2B(N+M) batches from the identity-labelled shared data (CK+48 without
+      contempt, the KDEF subset, Yale), one subject-independent eighth of the subjects held out;
+    - FER2013 ``Training`` images with softmax cross-entropy, ``train_config.classification_per_batch``
+      of them appended to every batch (0: identity data only, which forgets FER2013).
+
+    The held-out subjects and the FER2013 test splits measure it; it is exported (SavedModel,
+    TFLite) and its inference ``.keras`` and dynamic-range ``.tflite`` are copied into
+    ``saved_models/`` with their label/preprocessing sidecars.
     """
     import shutil
 
-    from fer_tf import evaluation, export, reporting, training
+    from fer_tf import evaluation, export, models, reporting, training
     from fer_tf.data.splits import subject_kfold
     from fer_tf.preprocess.normalize import normalize_many
+    from fer_tf.sampling import classification_dataset, identity_aware_dataset, joint_dataset
 
     started = time.time()
+    training.set_seed(train_config.seed)
     labels = model_config.labels
     table, raw_faces = identity_training_set(datasets_dir, labels)
     faces = normalize_many(raw_faces)
-    train_rows, test_rows = subject_kfold(table, k=8, seed=train_config.seed)[0]
-    pretrained = training.load_checkpoint(pretrained_path, compile=False)
-    result = evaluation.train_variant(model_config.variant, table, faces, train_rows, test_rows,
-                                      model_config, train_config, pretrained,
-                                      workdir=pathlib.Path(output) / "train", verbose=verbose)
     ids = table.expression_ids(labels)
-    p = result["probabilities"]
+    train_rows, test_rows = subject_kfold(table, k=8, seed=train_config.seed)[0]
+    fer_table, fer_raw = prepared_dataset(pathlib.Path(datasets_dir) / "fer2013", "fer2013")
+    fer_ids = fer_table.expression_ids(labels)
+    fer_faces = normalize_many(fer_raw)
+    fer_split = {name: np.flatnonzero((fer_table.split == name) & (fer_ids >= 0))
+                 for name in ("Training", "PublicTest", "PrivateTest")}
+
+    model = models.build_model(model_config.variant, **{k: v for k, v in to_dict(model_config).items()
+                                                        if k != "variant"})
+    pretrained = training.load_checkpoint(pretrained_path, compile=False)
+    copied = models.transfer_weights(pretrained, model)
+    augmentation = train_config.augmentation(model_config.input_size)
+    train_table = table.take(train_rows)
+    identity_args = dict(mode="in_batch", num_positives=model_config.num_positives,
+                         num_negatives=model_config.num_negatives,
+                         queries_per_batch=train_config.queries_per_batch, seed=train_config.seed,
+                         augment=augmentation)
+    _, sampler = identity_aware_dataset(train_table, faces[train_rows], labels, repeat=False,
+                                        return_sampler=True, **identity_args)
+    steps = train_config.steps_per_epoch or sampler.steps_per_epoch
+    identity_epochs = -(-steps // sampler.steps_per_epoch)  # sampler epochs per training epoch
+    per_batch = train_config.classification_per_batch
+
+    def make_train(epoch):
+        identity = identity_aware_dataset(train_table, faces[train_rows], labels,
+                                          start_epoch=epoch * identity_epochs, min_batches=steps,
+                                          **identity_args)
+        if not per_batch:
+            return identity
+        rows = fer_split["Training"]
+        return joint_dataset(identity, classification_dataset(
+            fer_faces[rows], fer_ids[rows], per_batch, augment=augmentation, seed=train_config.seed,
+            start_epoch=epoch))
+
+    print(f"shipped model: {len(train_rows)} identity-labelled training images ({len(test_rows)} held "
+          f"out), {per_batch} FER2013 images per batch, {steps} steps per epoch; "
+          f"{len(copied)} layers from {pretrained_path}", file=sys.stderr)
+    model, history = training.fit(
+        model, make_train, train_config, steps, workdir=pathlib.Path(output) / "train", verbose=verbose,
+        callbacks=[evaluation.FoldAccuracy(faces[test_rows], ids[test_rows])])
+    p = predict_probabilities(model, faces[test_rows])
     held_out = {"images": int(len(test_rows)),
-                "image_accuracy": accuracy(p, ids[test_rows])}
+                "image_accuracy": accuracy(p, ids[test_rows]),
+                "recall": per_label_recall(p, ids[test_rows], labels)}
     for name in np.unique([s.split(":")[0] for s in table.subject[test_rows]]):
         sel = np.array([s.startswith(name + ":") for s in table.subject[test_rows]])
         held_out[f"{name}_image_accuracy"] = accuracy(p[sel], ids[test_rows][sel])
@@ -239,18 +290,18 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
     seq_p, seq_y, _ = evaluation.sequence_scores(p, table.sequence[test_rows], ids[test_rows])
     held_out["sequence_accuracy"] = float(np.mean(np.argmax(seq_p, 1) == seq_y))
 
-    # FER2013 test splits, which fine-tuning never saw.
-    fer_table, fer_faces = prepared_dataset(pathlib.Path(datasets_dir) / "fer2013", "fer2013")
-    fer_ids = fer_table.expression_ids(labels)
-    fer_norm = normalize_many(fer_faces[fer_table.split != "Training"])
-    fer_split, fer_ids = fer_table.split[fer_table.split != "Training"], fer_ids[fer_table.split != "Training"]
+    # FER2013 test splits, which training never saw.
     fer = {}
     for name in ("PublicTest", "PrivateTest"):
-        sel = fer_split == name
-        fer[f"{name}_accuracy"] = accuracy(predict_probabilities(result["model"], fer_norm[sel]),
-                                           fer_ids[sel])
+        rows = fer_split[name]
+        fer[f"{name}_accuracy"] = accuracy(predict_probabilities(model, fer_faces[rows]), fer_ids[rows])
+        fer[f"{name}_accuracy_flip"] = accuracy(predict_probabilities(model, fer_faces[rows], flip=True),
+                                                fer_ids[rows])
+    private = fer_split["PrivateTest"]
+    fer["PrivateTest_recall"] = per_label_recall(predict_probabilities(model, fer_faces[private]),
+                                                 fer_ids[private], labels)
     out = pathlib.Path(output)
-    report = export.export_model(result["model"], out / "export", labels=labels,
+    report = export.export_model(model, out / "export", labels=labels,
                                  calibration_faces=raw_faces[train_rows][::4],
                                  parity_faces=raw_faces[test_rows], source="make ship")
     target = pathlib.Path(saved_models)
@@ -263,7 +314,10 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
             shutil.copyfile(sidecar, (target / dst).with_suffix(".json"))
     results = {
         "held_out_subjects": held_out, "fer2013": fer, "labels": list(labels),
-        "train_images": int(len(train_rows)), "history": result["history"],
+        "train_images": int(len(train_rows)), "history": history,
+        "fer2013_train_images": int(len(fer_split["Training"])) if per_batch else 0,
+        "batch": {"identity_queries": int(sampler.batch_size), "fer2013_images": int(per_batch),
+                  "steps_per_epoch": int(steps)},
         "export": {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in report["variants"].items()},
         "sizes_bytes": {p.name: p.stat().st_size for p in sorted(target.glob("fer_tf_basic7.*"))},
         "run": reporting.run_info({"model": to_dict(model_config), "train": to_dict(train_config),

@@ -60,15 +60,19 @@ class FaceBatches(keras.utils.PyDataset):
         augmentation: an :class:`~fer_tf.augment.Augmentation`, or None for centre crops.
         start_epoch: the epoch this dataset serves first; Keras' ``on_epoch_end`` moves it on, so
             ``model.fit(dataset, epochs=k)`` sees epochs ``start_epoch .. start_epoch + k - 1``.
+        min_batches: serve consecutive epochs until there are at least this many batches (one
+            pass then spans several sampler epochs, as a repeated ``tf.data`` pipeline would).
     """
 
-    def __init__(self, faces, epoch_batches, augmentation: Augmentation | None = None, start_epoch=0):
+    def __init__(self, faces, epoch_batches, augmentation: Augmentation | None = None, start_epoch=0,
+                 min_batches=None):
         super().__init__()
         faces = np.asarray(faces, np.float32)
         self.faces = ops.convert_to_tensor(faces[..., None] if faces.ndim == 3 else faces)
         self.epoch_batches, self.augmentation = epoch_batches, augmentation
+        self.min_batches = min_batches
         self.epoch = int(start_epoch)
-        self._batches = list(epoch_batches(self.epoch))
+        self._load()
         aug = augmentation
         if aug is None:
             self._images = _compile(lambda faces, rows: center_crop(ops.take(faces, rows, axis=0)))
@@ -90,6 +94,39 @@ class FaceBatches(keras.utils.PyDataset):
             images = self._images(self.faces, rows, u)
         return images, targets
 
+    def _load(self):
+        self._batches = list(self.epoch_batches(self.epoch))
+        while self.min_batches and len(self._batches) < self.min_batches:
+            self.epoch += 1
+            self._batches += list(self.epoch_batches(self.epoch))
+
     def on_epoch_end(self):
         self.epoch += 1
-        self._batches = list(self.epoch_batches(self.epoch))
+        self._load()
+
+
+class JointBatches(keras.utils.PyDataset):
+    """Batch i = batch i of ``first`` followed by batch i of ``second`` (images and every target;
+    a target only ``first`` has, e.g. ``tuples``, is padded for ``second``'s rows with ``fill``)."""
+
+    def __init__(self, first, second, fill=-1):
+        super().__init__()
+        self.first, self.second, self.fill = first, second, fill
+
+    def __len__(self):
+        return min(len(self.first), len(self.second))
+
+    def __getitem__(self, index):
+        (xa, ya), (xb, yb) = self.first[index], self.second[index]
+        rows_b = int(xb.shape[0])
+        targets = {}
+        for name, value in ya.items():
+            other = yb.get(name)
+            if other is None:
+                other = np.full((rows_b,) + tuple(np.shape(value)[1:]), self.fill, np.asarray(value).dtype)
+            targets[name] = np.concatenate([np.asarray(value), np.asarray(other).astype(np.asarray(value).dtype)])
+        return ops.concatenate([xa, ops.cast(xb, xa.dtype)], axis=0), targets
+
+    def on_epoch_end(self):
+        self.first.on_epoch_end()
+        self.second.on_epoch_end()

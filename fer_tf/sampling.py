@@ -516,7 +516,8 @@ def _finish(ds, steps, repeat):
 
 def identity_aware_dataset(table, faces, labels, mode="in_batch", num_positives=6, num_negatives=6,
                            queries_per_batch=None, seed=0, augment=True, repeat=True, start_epoch=0,
-                           preprocess=None, max_per_subject=None, balance=True, return_sampler=False):
+                           preprocess=None, max_per_subject=None, balance=True, return_sampler=False,
+                           min_batches=None):
     """Identity-aware training batches as a ``tf.data.Dataset`` (see the module docstring).
 
     ``faces[i]`` is the face of ``table`` row i ([n, 60, 60]; float32 normalised, or uint8 that is
@@ -528,7 +529,8 @@ def identity_aware_dataset(table, faces, labels, mode="in_batch", num_positives=
 
     Under a backend other than TensorFlow the result is a :class:`fer_tf.pydataset.FaceBatches`
     (a ``keras.utils.PyDataset``) with the same batches: one epoch per pass, the next one after
-    each of Keras' ``on_epoch_end`` calls.
+    each of Keras' ``on_epoch_end`` calls (``min_batches``: consecutive epochs until a pass has at
+    least that many batches, for ``steps_per_epoch`` beyond one sampler epoch).
     """
     if len(faces) != len(table):
         raise DatasetError(f"{len(faces)} faces for a table of {len(table)} rows; they must match row by row")
@@ -543,7 +545,7 @@ def identity_aware_dataset(table, faces, labels, mode="in_batch", num_positives=
                      _augment_seed(sampler.seed, b.epoch, b.step)) for b in sampler.epoch(epoch)]
 
         ds = FaceBatches(_normalised_faces(faces, preprocess), epoch_batches, _augmentation(augment),
-                         start_epoch)
+                         start_epoch, min_batches=min_batches)
         return (ds, sampler) if return_sampler else ds
     import tensorflow as tf
 
@@ -642,4 +644,31 @@ def eval_dataset(faces, batch_size=256, preprocess=None, targets=None):
     ds = tf.data.Dataset.range(n).batch(batch_size).map(images_of, num_parallel_calls=tf.data.AUTOTUNE)
     if targets is not None:
         ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(dict(targets)).batch(batch_size)))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def joint_dataset(identity, classification):
+    """Joint batches: each is an identity-aware batch followed by a classification batch.
+
+    ``identity`` yields ``(images, {"expression", "tuples"})`` (:func:`identity_aware_dataset`),
+    ``classification`` yields ``(images, {"expression"})`` (:func:`classification_dataset`). The
+    classification rows get tuple rows of ``-1``: they are not queries of the metric loss (their
+    indices never appear in a tuple either), only of the cross-entropy. This is how the shipped
+    model learns from FER2013 and the identity-labelled sets in one run.
+    """
+    if not uses_tf_data():
+        from fer_tf.pydataset import JointBatches
+
+        return JointBatches(identity, classification, fill=PAD)
+    import tensorflow as tf
+
+    def merge(a, b):
+        (xa, ya), (xb, yb) = a, b
+        width = tf.shape(ya["tuples"])[1]
+        pad = tf.fill([tf.shape(xb)[0], width], tf.constant(PAD, ya["tuples"].dtype))
+        return (tf.concat([xa, tf.cast(xb, xa.dtype)], 0),
+                {"expression": tf.concat([ya["expression"], tf.cast(yb["expression"], ya["expression"].dtype)], 0),
+                 "tuples": tf.concat([ya["tuples"], pad], 0)})
+
+    ds = tf.data.Dataset.zip((identity, classification)).map(merge, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

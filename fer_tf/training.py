@@ -459,7 +459,9 @@ def load_checkpoint(path, compile=True):
 
 
 def compile_model(model, config: TrainConfig, steps_per_epoch=None):
-    model.compile(optimizer=make_optimizer(config, steps_per_epoch), jit_compile=False)
+    # TensorFlow: graph mode without XLA (XLA is slower on CPU here); JAX: jit (else it runs op by op)
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch),
+                  jit_compile=False if keras.backend.backend() == "tensorflow" else True)
     return model
 
 

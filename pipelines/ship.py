@@ -1,35 +1,39 @@
 """`make ship`: train, measure and export the shipped default model into saved_models/.
 
-    python pipelines/ship.py [--config configs/ship.yaml] [--pretrained runs/pretrain/pretrained.keras]
+    python pipelines/ship.py [--config configs/ship.yaml] [--pretrained pretrained/fer2013_backbone.keras]
 
-Needs `make pretrain` first. Writes saved_models/fer_tf_basic7.{keras,tflite,json} and
+Starts from the committed FER2013 backbone (`make pretrain` reproduces it). Writes saved_models/fer_tf_basic7.{keras,tflite,json} and
 reports/shipped/results.json (held-out subjects, FER2013 test splits, export parity, sizes).
 """
 
 import argparse
 
-from _common import DATASETS, REPO, load_configs, run
+from _common import DATASETS, REPO, load_configs, parse_settings, run
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=REPO / "configs" / "ship.yaml")
     parser.add_argument("--datasets", default=DATASETS)
-    parser.add_argument("--pretrained", default=REPO / "runs" / "pretrain" / "pretrained.keras")
+    parser.add_argument("--pretrained", default=REPO / "pretrained" / "fer2013_backbone.keras")
     parser.add_argument("--output", default=REPO / "runs" / "shipped")
     parser.add_argument("--saved-models", default=REPO / "saved_models")
+    parser.add_argument("--report", default=REPO / "reports" / "shipped")
     parser.add_argument("--epochs", type=int)
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="override one config key, e.g. --set train.classification_per_batch=0")
     args = parser.parse_args()
-    model_cfg, train_cfg, _ = load_configs(args.config, epochs=args.epochs)
+    model_cfg, train_cfg, _ = load_configs(args.config, parse_settings(args.set), epochs=args.epochs)
     if not __import__("pathlib").Path(args.pretrained).is_file():
         from fer_tf.errors import ConfigError
 
-        raise ConfigError(f"pretrained weights not found at {args.pretrained}: run `make pretrain` first")
+        raise ConfigError(f"pretrained weights not found at {args.pretrained}: run `make pretrain` "
+                          "(it writes pretrained/fer2013_backbone.keras) or pass --pretrained")
     from fer_tf.experiments import train_shipped_model
 
     results = train_shipped_model(args.datasets, args.pretrained, model_cfg, train_cfg,
                                   output=args.output, saved_models=args.saved_models,
-                                  report_dir=REPO / "reports" / "shipped")
+                                  report_dir=args.report)
     print({k: results[k] for k in ("held_out_subjects", "fer2013", "sizes_bytes")})
 
 
