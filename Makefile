@@ -24,7 +24,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: install
 	@mkdir -p runs/demo
 	$(PY) -c "import skimage.data, PIL.Image; PIL.Image.fromarray(skimage.data.astronaut()).save('runs/demo/astronaut.png')"
-	$(VENV)/bin/fer-tf predict runs/demo/astronaut.png --annotate runs/demo/astronaut_annotated.png
+	$(VENV)/bin/fer-tf predict runs/demo/astronaut.png --annotate runs/demo/astronaut_annotated.png --overwrite
 	@echo "annotated image: runs/demo/astronaut_annotated.png"
 
 test: install

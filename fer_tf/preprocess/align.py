@@ -17,10 +17,10 @@ downloaded):
    ``min_face`` pixels (40 by default) up to a fifth of the image's longer side, where the
    whole-image passes take over, each level covering a range of :data:`TILE_LEVEL_RANGE` (1.6x);
    a level's tiles overlap by 1.2 times the largest face it looks for, so that every such face is
-   whole in one tile, and a box that touches an inner tile edge is dropped. A face found in a tile
-   is kept when the short-range model, shown it again in a crop of twice its size (where a face is
-   easiest for it), scores it at least :data:`SECOND_LOOK_SCORE`: textures that fooled one tile of
-   thousands do not pass. The cost grows with the image's area over ``min_face`` squared: a
+   whole in one tile, and a box that touches an inner tile edge is dropped. A detection (tile or
+   whole image) is kept when the short-range model, shown it again in a crop of twice its size
+   (where a face is easiest for it), scores it at least :data:`SECOND_LOOK_SCORE`: textures that
+   fooled one tile of thousands, or the full-range model once, do not pass. The cost grows with the image's area over ``min_face`` squared: a
    512x512 photo needs about 20 detector runs of 128x128 pixels, 1920x1080 about 210, 12 MP about
    1,300 and 48 MP about 5,100 (some 1.5 ms each on one core); pass a larger ``min_face`` when the
    faces are known to be larger, or ``None`` for the whole-image passes alone. Overlapping boxes
@@ -78,8 +78,8 @@ WHOLE_MIN_RATIO = 0.2
 TILE_LEVEL_RANGE = 1.6
 #: Tiles are shrunk to at most this many pixels before detection (the model's input is 128x128).
 TILE_INPUT = 192
-#: A face found in a tile is kept when the detector, shown it again in a crop of twice its size,
-#: scores it at least this (true faces score 0.8-0.95 there, textures that fooled a tile < 0.65).
+#: A detection is kept when the detector, shown it again in a crop of twice its size, scores it at
+#: least this (real faces score 0.8-0.95 there, textures that fooled it once below 0.65).
 SECOND_LOOK_SCORE = 0.7
 #: Default smallest face (pixels of the original image) that tiled detection looks for.
 MIN_FACE = 40
@@ -410,8 +410,9 @@ class FaceAligner:
     def _second_look(self, rgb, box):
         """The short-range detector's score for ``box`` seen again in a square crop of twice its
         size, where a face fills half the crop (the model's best range); 0 when it sees no face
-        there. Tiles give a few false alarms on textures, which this rejects; the mesh does not
-        (it finds a "face" in almost any crop it is given)."""
+        there. This rejects textures that fooled the detector once (in one tile of thousands, or
+        the full-range model on the whole photo); the mesh does not (it finds a "face" in almost
+        any crop it is given). Real faces score 0.8-0.95 (all of KDEF and Yale: at least 0.81)."""
         x, y, bw, bh = box
         out = TILE_INPUT
         crop, s = _square_crop(rgb, x + bw / 2.0, y + bh / 2.0, max(bw, bh) * 2.0, out)
@@ -455,7 +456,8 @@ class FaceAligner:
         return out
 
     def _verify(self, boxes, src, m, first_only=False):
-        """``(landmarks, box, score)`` of the boxes on which the mesh finds a face, largest first.
+        """``(landmarks, box, score)`` of the boxes that pass the second look and on which the
+        mesh finds a face, largest first.
 
         ``src`` is the image the mesh runs on and ``m = (mx, my)`` maps image to ``src`` pixels.
         """
@@ -463,6 +465,8 @@ class FaceAligner:
         faces = []
         for bx, by, bw, bh, score in sorted(boxes, key=lambda b: -b[2] * b[3]):
             box = (bx * mx, by * my, bw * mx, bh * my)
+            if self._second_look(src, box) < SECOND_LOOK_SCORE:
+                continue
             pts = self._mesh_in_crop(src, box, MESH_CROP_SCALE)
             if pts is None:
                 pts = self._mesh_in_crop(src, box, MESH_CROP_SCALE * 1.5)
@@ -508,12 +512,10 @@ class FaceAligner:
         faces = self._verify(whole, mesh_src, m, _largest_only)
         tiled = []
         if not (_largest_only and faces):  # tiles only find faces smaller than those above
+            kept = [box for _, box, _ in faces]  # a rejected whole-image box hides nothing
             tiled = [t for t in self._tile_boxes(rgb)
-                     if all(_iou(t[:4], b[:4]) < 0.3 and _overlap_small(t[:4], b[:4]) < 0.6
-                            for b in whole)]
-            tiled = [t for t in _suppress(tiled, w, h)
-                     if self._second_look(rgb, t[:4]) >= SECOND_LOOK_SCORE]
-            faces += self._verify(tiled, mesh_src, m, _largest_only)
+                     if all(_iou(t[:4], b) < 0.3 and _overlap_small(t[:4], b) < 0.6 for b in kept)]
+            faces += self._verify(_suppress(tiled, w, h), mesh_src, m, _largest_only)
         boxes = whole + tiled
         if not boxes:
             for pts in self._mesh_full(work, self.max_faces):
