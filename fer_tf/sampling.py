@@ -566,12 +566,19 @@ def identity_aware_dataset(table, faces, labels, mode="in_batch", num_positives=
     return (ds, sampler) if return_sampler else ds
 
 
-def classification_batches(num, batch_size=128, shuffle=True, seed=0, start_epoch=0, repeat=True):
-    """``(rows, augment_seed)`` batches for classification; epoch k's order depends on ``(seed, k)``."""
+def classification_batches(num, batch_size=128, shuffle=True, seed=0, start_epoch=0, repeat=True,
+                           full=False):
+    """``(rows, augment_seed)`` batches for classification; epoch k's order depends on ``(seed, k)``.
+
+    ``full=True`` tops the epoch's last batch up with the first rows of the same order, so every
+    batch has ``batch_size`` rows (one shape: compiled backends trace the step once).
+    """
     epoch = int(start_epoch)
     while True:
         order = _rng(seed, epoch).permutation(num) if shuffle else np.arange(num)
-        for step, i in enumerate(range(0, num, batch_size)):
+        if full and num % batch_size:
+            order = np.concatenate([order, order[:batch_size - num % batch_size]])
+        for step, i in enumerate(range(0, len(order), batch_size)):
             yield order[i:i + batch_size], _augment_seed(seed, epoch, step)
         if not repeat:
             return
@@ -588,7 +595,9 @@ def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuff
 
     Rows whose label id is negative are dropped. The faces are normalised once and kept in memory;
     epoch k's order depends only on ``(seed, k)``. One epoch has ``steps_per_epoch(n, batch_size)``
-    batches (the last one may be short); ``repeat=True`` makes the dataset infinite.
+    batches (the last one may be short; under other backends it is topped up with the epoch's
+    first rows, so that the compiled step keeps one shape); ``repeat=True`` makes the dataset
+    infinite.
     """
     label_ids = np.asarray(label_ids).astype(np.int32).reshape(-1)
     if len(label_ids) != len(faces):
@@ -607,7 +616,8 @@ def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuff
 
         def epoch_batches(epoch):
             return [(rows, {"expression": label_ids[rows]}, aug_seed) for rows, aug_seed in
-                    classification_batches(n, batch_size, shuffle, seed, epoch, repeat=False)]
+                    classification_batches(n, batch_size, shuffle, seed, epoch, repeat=False,
+                                           full=n >= batch_size)]
 
         return FaceBatches(_normalised_faces(faces, preprocess), epoch_batches, _augmentation(augment),
                            start_epoch)
