@@ -2,7 +2,9 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-export KERAS_BACKEND := tensorflow
+# BACKEND=jax trains without TensorFlow (pretraining, fine-tuning); export and TFLite need tensorflow.
+BACKEND ?= tensorflow
+export KERAS_BACKEND := $(BACKEND)
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 DATASETS ?= ../shared/datasets
@@ -34,7 +36,8 @@ test-slow: install
 	$(VENV)/bin/pytest -m slow -q
 
 pretrain: install
-	FER_TF_MAKE_COMMAND="make pretrain" $(PY) pipelines/pretrain.py --data $(DATASETS)/fer2013
+	FER_TF_MAKE_COMMAND="make pretrain$(if $(CONFIG), CONFIG=$(CONFIG))$(if $(filter-out tensorflow,$(BACKEND)), BACKEND=$(BACKEND))" \
+		$(PY) pipelines/pretrain.py --data $(DATASETS)/fer2013 --config $(or $(CONFIG),configs/pretrain.yaml)
 
 finetune: install
 	FER_TF_MAKE_COMMAND="make finetune DATASET=$(DATASET)" $(PY) pipelines/finetune.py --dataset $(DATASET)

@@ -100,7 +100,7 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
     """
     import keras
 
-    from fer_tf import models, plots, reporting, training
+    from fer_tf import models, plots, pretrain_report, reporting, training
     from fer_tf.preprocess.normalize import normalize_many
     from fer_tf.sampling import classification_dataset, eval_dataset, steps_per_epoch
 
@@ -150,7 +150,7 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
     report = pathlib.Path(report_dir)
     reporting.write_json(report / "results.json", results)
     plots.training_curves({"softmax (FER2013)": history}, report / "curves.png")
-    write_pretrain_readme(results, report / "README.md")
+    pretrain_report.write_readme(report)
     if publish is not None:
         publish_backbone(model, results, publish)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in results.items() if k.endswith(("accuracy", "_flip"))
@@ -324,9 +324,9 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
                                    "pretrained": str(pretrained_path)}, seed=train_config.seed,
                                   started=started),
     }
-    pretrain_report = pathlib.Path(report_dir).parent / "fer2013" / "results.json"
-    if pretrain_report.is_file():
-        pre = json.loads(pretrain_report.read_text())
+    pretrain_results = pathlib.Path(report_dir).parent / "fer2013" / "results.json"
+    if pretrain_results.is_file():
+        pre = json.loads(pretrain_results.read_text())
         results["pretrained_fer2013"] = {k: pre[k] for k in ("public_test_accuracy", "private_test_accuracy")}
     reporting.write_json(pathlib.Path(report_dir) / "results.json", results)
     write_model_card(results, target / "MODEL_CARD.md")
@@ -404,53 +404,3 @@ TFLite (dynamic-range) vs Keras on the held-out faces: top-1 agreement
     pathlib.Path(path).write_text(text)
 
 
-def _pct(value):
-    return "n/a" if value is None else f"{100 * value:.2f}%"
-
-
-def write_pretrain_readme(results, path):
-    """reports/fer2013/README.md from the measured pretraining results."""
-    run, cfg = results["run"], results["run"]["config"]["train"]
-    best = max(results["history"], key=lambda r: r.get("val_accuracy", 0)) if results["history"] else {}
-    epoch_times = [r["epoch_seconds"] for r in results["history"] if "epoch_seconds" in r]
-    if epoch_times and len(epoch_times) == len(results["history"]):
-        per_epoch = sum(epoch_times) / len(epoch_times)
-        timing = (f"Training took {sum(epoch_times) / 60:.0f} minutes ({per_epoch:.0f} s per epoch); "
-                  f"the paper's 300-epoch schedule would take about {300 * per_epoch / 3600:.0f} hours "
-                  "on this CPU, or a GPU.")
-    else:
-        timing = ("This run's per-epoch times were not recorded (it predates `epoch_seconds` in the "
-                  "history); rerunning the command from scratch records them.")
-    text = f"""# FER2013: softmax pretraining (Section 5.2, first stage)
-
-Produced by:
-
-```
-{run.get("make_command") or run["command"]}
-```
-
-Commit `{run["git_commit"]}`, {run["date"]}, {run["machine"]["cpu"]} ({run["machine"]["cores"]} cores),
-seed {run["seed"]}, wall time of the command that wrote this report {run.get("wall_time_s", "?")} s. Config: {cfg["optimizer"]}, learning rate
-{cfg["learning_rate"]}, momentum {cfg["momentum"]}, batch {cfg["batch_size"]}, weight decay
-{cfg["weight_decay"]}, {cfg["epochs"]} epochs, halve-and-reload (loss rise > {cfg["loss_rise"]:.0%} or
-{cfg["patience"]} epochs without a better validation accuracy).
-
-| split | images | accuracy |
-|---|---|---|
-| PublicTest (validation; picks the best epoch) | 3,589 | {_pct(results["public_test_accuracy"])} |
-| PrivateTest (test; single model, centre crop) | 3,589 | {_pct(results["private_test_accuracy"])} |
-
-Best epoch: {best.get("epoch", "?")} of {len(results["history"])}. Training on {results["train_images"]} images,
-labels {", ".join(results["labels"])}.
-
-![training curves](curves.png)
-
-## Against the target
-The issue's target is 70% on PrivateTest for a single model. The CPU schedule stops after
-{cfg["epochs"]} epochs, far from convergence (the training loss is still falling); the published single-model
-results near 70-73% train for 100-300 epochs with heavier augmentation (ten-crop, rotation,
-scaling) and test-time averaging. `configs/pretrain-paper.yaml` runs the paper's full
-halve-and-reload schedule (300 epochs) with the same command:
-`python pipelines/pretrain.py --config configs/pretrain-paper.yaml`. {timing}
-"""
-    pathlib.Path(path).write_text(text)
