@@ -60,7 +60,7 @@ if [ "$SMOKE" != 1 ]; then
         --output "$WORK/runs/recipe_75" --report "$WORK/reports/recipe_75" --publish "$WORK/pub/recipe_75" --no-resume
 fi
 for row in $ROWS; do
-    launch "$row" $PY pipelines/ablate_pretrain.py --rows "$row" --time-limit "$TIME_LIMIT" \
+    launch "$row" $PY pipelines/ablate_pretrain.py --rows "$row" --data "$WORK/fer2013" --time-limit "$TIME_LIMIT" \
         --results "$WORK/ablation" --work "$WORK/runs/ablation" "${EXTRA[@]}"
 done
 # progress: the newest epoch line of every run, every 30 s, until all end or the deadline
