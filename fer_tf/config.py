@@ -95,7 +95,7 @@ class TrainConfig:
 
     def augmentation(self, crop_size=48):
         """The :class:`fer_tf.augment.Augmentation` these settings describe."""
-        from fer_tf.augment import Augmentation
+        from fer_tf.augment import Augmentation  # deferred: keras (configs load before the backend)
 
         return Augmentation(crop_size=crop_size, flip=self.flip, rotation=self.rotation,
                             scale=self.scale, translation=self.translation,

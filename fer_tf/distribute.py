@@ -48,11 +48,13 @@ import contextlib
 import json
 import math
 import os
-import pathlib
 
-import numpy as np
-
-from fer_tf.errors import ConfigError
+from fer_tf import training
+from fer_tf.errors import ConfigError, DatasetError
+from fer_tf.sampling import IdentitySampler, index_batch_dataset
+from fer_tf.sampling import to_global_indices  # noqa: F401  (public here too)
+# the strategy helpers of training.fit, public here too
+from fer_tf.training import keras_multi_worker_fix, worker_info, worker_workdir  # noqa: F401
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -68,7 +70,7 @@ def split_cpu(count):
     Must be called before TensorFlow initialises its devices (before the first op); raises
     :class:`ConfigError` otherwise.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: tf.distribute is TensorFlow only
 
     cpus = tf.config.list_physical_devices("CPU")
     try:
@@ -108,7 +110,7 @@ def get_strategy(name="default", devices=None, communication="auto"):
     ``communication`` (multi_worker only): ``"auto"``, ``"ring"`` (gRPC, works on CPUs) or
     ``"nccl"`` (GPUs).
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: tf.distribute is TensorFlow only
 
     if name not in STRATEGIES:
         raise ConfigError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
@@ -135,31 +137,6 @@ def get_strategy(name="default", devices=None, communication="auto"):
     options = tf.distribute.experimental.CommunicationOptions(
         implementation=implementations[communication])
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-
-
-def worker_info(strategy=None):
-    """``(task_type, task_id, is_chief)`` of this process (``("worker", 0, True)`` when alone)."""
-    resolver = getattr(getattr(strategy, "cluster_resolver", None), "task_type", None)
-    if strategy is None or resolver is None:
-        return "worker", 0, True
-    task_type = strategy.cluster_resolver.task_type
-    task_id = int(strategy.cluster_resolver.task_id or 0)
-    is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0)
-    return task_type, task_id, is_chief
-
-
-def worker_workdir(workdir, strategy=None):
-    """Where this worker writes checkpoints: ``workdir`` on the chief, a private folder elsewhere.
-
-    Every worker has to run the same saving code (collective variable reads), but only the chief's
-    files are the run's checkpoint; the others write into ``workdir/.workers/<type>-<id>``.
-    """
-    if workdir is None:
-        return None
-    task_type, task_id, chief = worker_info(strategy)
-    if chief:
-        return pathlib.Path(workdir)
-    return pathlib.Path(workdir) / ".workers" / f"{task_type}-{task_id}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,66 +181,26 @@ class ReplicaBatches:
 
 def _make_sampler(table, labels, mode, num_positives, num_negatives, queries_per_replica, seed,
                   max_per_subject, balance):
-    from fer_tf.sampling import IdentitySampler
-
     return IdentitySampler(table, labels, mode=mode, num_positives=num_positives,
                            num_negatives=num_negatives, queries_per_batch=queries_per_replica,
                            seed=seed, max_per_subject=max_per_subject, balance=balance)
 
 
-def to_global_indices(tuples, num_slices):
-    """Shift slice-local tuple indices ``[R*X, w]`` to indices into the whole batch (-1 stays)."""
-    tuples = np.asarray(tuples)
-    x = len(tuples) // int(num_slices)
-    offsets = np.repeat(np.arange(int(num_slices)) * x, x)[:, None]
-    return np.where(tuples >= 0, tuples + offsets, tuples).astype(tuples.dtype)
+def _dataset(batcher, faces, augment, start_epoch, repeat, preprocess, replicas, global_indices,
+             together=True):
+    """The sub-batches of ``replicas`` through :func:`fer_tf.sampling.index_batch_dataset`, per
+    global step: one element with all of them one after the other (``together``), or one element
+    per sub-batch."""
 
+    def epoch_groups(epoch):
+        steps = [[group[i] for i in replicas] for group in batcher.epoch(epoch)]
+        return steps if together else [[sub_batch] for step in steps for sub_batch in step]
 
-def _sub_batch_arrays(sampler, group):
-    from fer_tf.sampling import _augment_seed
-
-    rows = np.stack([b.rows for b in group]).astype(np.int64)
-    expression = np.stack([b.expression for b in group]).astype(np.int32)
-    tuples = np.stack([b.tuples for b in group]).astype(np.int32)
-    seeds = np.stack([_augment_seed(sampler.seed, b.epoch, b.step) for b in group]).astype(np.int64)
-    return rows, expression, tuples, seeds
-
-
-def _pipeline(batcher, faces, augment, start_epoch, repeat, preprocess, replicas, global_indices,
-              together=True):
-    """tf.data of the sub-batches of ``replicas``, per step: one element with all of them
-    concatenated (``together``), or one element per sub-batch."""
-    import tensorflow as tf
-
-    from fer_tf.sampling import _face_tensor, _finish, _image_map
-
-    sampler = batcher.sampler
     k = len(replicas) if together else 1
-    x, w = sampler.batch_size, sampler.tuple_width
-    signature = (tf.TensorSpec([k, x], tf.int64), tf.TensorSpec([k, x], tf.int32),
-                 tf.TensorSpec([k, x, w], tf.int32), tf.TensorSpec([k, 2], tf.int64))
-
-    def generate():
-        for _, _, group in batcher.steps(start_epoch, repeat, replicas):
-            if together:
-                yield _sub_batch_arrays(sampler, group)
-            else:
-                for sub_batch in group:
-                    yield _sub_batch_arrays(sampler, [sub_batch])
-
-    images_of = _image_map(_face_tensor(faces, preprocess), augment)
-
-    def assemble(rows, expression, tuples, seeds):
-        images = tf.concat([images_of(rows[i], seeds[i]) for i in range(k)], axis=0)
-        if global_indices:
-            offsets = tf.reshape(tf.range(k, dtype=tf.int32) * x, [k, 1, 1])
-            tuples = tf.where(tuples >= 0, tuples + offsets, tuples)
-        return images, {"expression": tf.reshape(expression, [k * x]),
-                        "tuples": tf.reshape(tuples, [k * x, w])}
-
-    ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    ds = ds.map(assemble, num_parallel_calls=tf.data.AUTOTUNE)
-    return _finish(ds, batcher.steps_per_epoch * (len(replicas) // k), repeat)
+    return index_batch_dataset(batcher.sampler, faces, epoch_groups,
+                               batcher.steps_per_epoch * (len(replicas) // k), group_size=k,
+                               start_epoch=start_epoch, repeat=repeat, augment=augment,
+                               preprocess=preprocess, global_indices=global_indices)
 
 
 def replica_identity_dataset(table, faces, labels, num_replicas, mode="in_batch", num_positives=6,
@@ -280,15 +217,13 @@ def replica_identity_dataset(table, faces, labels, num_replicas, mode="in_batch"
     ``steps_per_epoch`` is ``batcher.steps_per_epoch`` (``return_batcher=True`` returns
     ``(dataset, batcher)``).
     """
-    from fer_tf.errors import DatasetError
-
     if len(faces) != len(table):
         raise DatasetError(f"{len(faces)} faces for a table of {len(table)} rows; they must match row by row")
     sampler = _make_sampler(table, labels, mode, num_positives, num_negatives, queries_per_replica,
                             seed, max_per_subject, balance)
     batcher = ReplicaBatches(sampler, num_replicas)
-    ds = _pipeline(batcher, faces, augment, start_epoch, repeat, preprocess,
-                   list(range(batcher.num_replicas)), global_indices)
+    ds = _dataset(batcher, faces, augment, start_epoch, repeat, preprocess,
+                  list(range(batcher.num_replicas)), global_indices)
     return (ds, batcher) if return_batcher else ds
 
 
@@ -304,9 +239,7 @@ def distributed_identity_dataset(strategy, table, faces, labels, mode="in_batch"
     the same seed, so they agree on the global batch without communicating. Pass the result to
     ``model.fit`` with ``steps_per_epoch=batcher.steps_per_epoch``.
     """
-    import tensorflow as tf
-
-    from fer_tf.errors import DatasetError
+    import tensorflow as tf  # deferred: tf.distribute is TensorFlow only
 
     if len(faces) != len(table):
         raise DatasetError(f"{len(faces)} faces for a table of {len(table)} rows; they must match row by row")
@@ -321,8 +254,8 @@ def distributed_identity_dataset(strategy, table, faces, labels, mode="in_batch"
             raise ConfigError(f"{replicas} replicas cannot be split evenly over {pipelines} workers")
         local = replicas // pipelines
         first = int(context.input_pipeline_id) * local
-        return _pipeline(batcher, faces, augment, start_epoch, repeat, preprocess,
-                         list(range(first, first + local)), global_indices=False, together=False)
+        return _dataset(batcher, faces, augment, start_epoch, repeat, preprocess,
+                        list(range(first, first + local)), global_indices=False, together=False)
 
     options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
     dist = strategy.distribute_datasets_from_function(dataset_fn, options=options)
@@ -339,57 +272,6 @@ def scope(strategy):
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
-@contextlib.contextmanager
-def keras_multi_worker_fix(strategy):
-    """Work around two places where Keras 3's ``fit`` fails under ``MultiWorkerMirroredStrategy``.
-
-    Before training, Keras (3.15) takes one distributed batch and all-reduces it with
-    ``strategy.reduce("MEAN", batch)`` only to learn the input shapes for its symbolic build; the
-    collective implementation cannot reduce that nested structure and ``fit`` fails with "Attempt
-    to convert a value (PerReplica...) to a Tensor" (keras-team/keras#20585). Only the shapes
-    matter, so inside this context the build uses this worker's first local replica's batch
-    instead. No effect for other strategies.
-    """
-    import tensorflow as tf
-
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        yield
-        return
-    from keras import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    TensorFlowTrainer = tf_trainer.TensorFlowTrainer
-    original = TensorFlowTrainer._maybe_symbolic_build
-    original_reduce = tf_trainer.reduce_per_replica
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return original_reduce(values, strategy, reduction)
-
-    def local_symbolic_build(self, iterator=None, data_batch=None):
-        if self._distribute_strategy is None:
-            return None
-        if iterator is not None and data_batch is None:
-            for _, _, it in iterator:
-                batch = next(it)
-                data_batch = tree.map_structure(
-                    lambda v: (self.distribute_strategy.experimental_local_results(v)[0]
-                               if isinstance(v, tf.distribute.DistributedValues) else v), batch)
-                break
-        with self.distribute_strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-        return None
-
-    TensorFlowTrainer._maybe_symbolic_build = local_symbolic_build
-    tf_trainer.reduce_per_replica = reduce_per_replica
-    try:
-        yield
-    finally:
-        TensorFlowTrainer._maybe_symbolic_build = original
-        tf_trainer.reduce_per_replica = original_reduce
-
-
 def fit(build_model, make_train_dataset, config, steps_per_epoch, strategy=None, workdir=None,
         **kwargs):
     """:func:`fer_tf.training.fit` under ``strategy``: returns ``(model, history)``.
@@ -400,8 +282,6 @@ def fit(build_model, make_train_dataset, config, steps_per_epoch, strategy=None,
     :func:`replica_identity_dataset`) or a distributed dataset (:func:`distributed_identity_dataset`).
     Other keyword arguments go to :func:`fer_tf.training.fit`.
     """
-    from fer_tf import training
-
     with scope(strategy):
         model = build_model()
     return training.fit(model, make_train_dataset, config, steps_per_epoch, workdir=workdir,

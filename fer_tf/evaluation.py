@@ -1,4 +1,5 @@
-"""Cross-validation of the paper's variants, sequence voting, confusion matrices, identity probe.
+"""Cross-validation of the paper's variants; predictions, accuracies, sequence voting, confusion
+matrices, identity probe.
 
 :func:`cross_validate` runs every variant on every subject-independent fold from the pretrained
 weights and keeps one small ``result.json`` per (fold, variant) under the run folder, so an
@@ -21,7 +22,13 @@ import time
 import keras
 import numpy as np
 
+from fer_tf import models, training
 from fer_tf.config import ModelConfig, TrainConfig, to_dict
+from fer_tf.data.splits import leave_one_subject_out, subject_kfold
+from fer_tf.preprocess.normalize import normalize_many
+from fer_tf.preprocess.prepared import prepared_dataset
+from fer_tf.reporting import write_json
+from fer_tf.sampling import eval_dataset, identity_aware_dataset
 
 #: Table 3 of the paper: CK+ sequence-level accuracy (8-fold, subject-independent, 7 expressions).
 PAPER_CKPLUS = {"softmax": None, "1B(N+1)": 0.9321, "2B(N+1)": 0.943, "1B(N+M)": 0.9655, "2B(N+M)": 0.971}
@@ -29,6 +36,33 @@ PAPER_CKPLUS = {"softmax": None, "1B(N+1)": 0.9321, "2B(N+1)": 0.943, "1B(N+M)":
 
 def slug(variant):
     return variant.lower().replace("(", "_").replace(")", "").replace("+", "p")
+
+
+def predict_probabilities(model, faces, batch_size=256, flip=False):
+    """Class probabilities of the EC branch on centre-cropped faces (batched, not per image).
+
+    ``flip=True`` averages them with those of the mirrored crops (test-time flip averaging)."""
+    ec = model.ec_model() if hasattr(model, "ec_model") else model
+    p = ec.predict(eval_dataset(faces, batch_size=batch_size), verbose=0)
+    if flip:
+        p = 0.5 * (p + ec.predict(eval_dataset(np.asarray(faces)[:, :, ::-1], batch_size=batch_size),
+                                  verbose=0))
+    return p
+
+
+def per_label_recall(probabilities, label_ids, labels):
+    """``{label: fraction of its images predicted as it}`` (labels with no image are left out)."""
+    label_ids = np.asarray(label_ids)
+    predicted = np.argmax(probabilities, axis=1)
+    return {name: float(np.mean(predicted[label_ids == i] == i))
+            for i, name in enumerate(labels) if np.any(label_ids == i)}
+
+
+def accuracy(probabilities, label_ids):
+    """Fraction of the rows with a label (``label_ids >= 0``) whose arg-max is that label."""
+    label_ids = np.asarray(label_ids)
+    keep = label_ids >= 0
+    return float(np.mean(np.argmax(probabilities[keep], axis=1) == label_ids[keep]))
 
 
 def sequence_scores(probabilities, sequence, labels_ids):
@@ -93,8 +127,6 @@ class FoldAccuracy(keras.callbacks.Callback):
 
     def __init__(self, faces, label_ids):
         super().__init__()
-        from fer_tf.sampling import eval_dataset
-
         self.dataset = eval_dataset(faces, batch_size=256)
         self.label_ids = np.asarray(label_ids)
 
@@ -109,9 +141,6 @@ def train_variant(variant, table, faces, train_rows, test_rows, model_config: Mo
                   train_config: TrainConfig, pretrained=None, workdir=None, mode="in_batch",
                   verbose=2):
     """Fine-tune one variant on ``train_rows``; evaluate on ``test_rows``. Returns a result dict."""
-    from fer_tf import models, training
-    from fer_tf.sampling import eval_dataset, identity_aware_dataset
-
     labels = model_config.labels
     ids = table.expression_ids(labels)
     values = {k: v for k, v in to_dict(model_config).items() if k != "variant"}
@@ -137,8 +166,6 @@ def train_variant(variant, table, faces, train_rows, test_rows, model_config: Mo
     model, history = training.fit(
         model, make_train, train_config, steps, workdir=workdir, verbose=verbose,
         callbacks=[FoldAccuracy(faces[test_rows], ids[test_rows])])
-    from fer_tf.experiments import predict_probabilities
-
     probabilities = predict_probabilities(model, faces[test_rows])
     features = model.feature_model().predict(eval_dataset(faces[test_rows]), verbose=0)
     return {
@@ -174,11 +201,6 @@ def cross_validate(root, fmt, variants, model_config: ModelConfig, train_config:
     Returns the per-fold summaries ``{variant: [fold dicts]}`` plus ``"tuple_mode"`` when
     ``tuple_mode_fold`` is given (2B(N+M) trained on that fold in the paper's tuple mode).
     """
-    from fer_tf import training
-    from fer_tf.data.splits import leave_one_subject_out, subject_kfold
-    from fer_tf.experiments import prepared_dataset
-    from fer_tf.preprocess.normalize import normalize_many
-
     table, faces = prepared_dataset(root, fmt)
     keep = table.expression_ids(model_config.labels) >= 0
     table, faces = table.take(keep), faces[keep]
@@ -209,8 +231,6 @@ def cross_validate(root, fmt, variants, model_config: ModelConfig, train_config:
                 np.savez_compressed(done.parent / "test_features.npz", features=result["features"],
                                     expression=table.expression[test_rows].astype(str),
                                     subject=table.subject[test_rows].astype(str))
-            from fer_tf.reporting import write_json
-
             write_json(done, summary)
             for leftover in ("last.keras", "best.weights.h5"):  # the summary is all we keep
                 (done.parent / leftover).unlink(missing_ok=True)
@@ -256,8 +276,7 @@ def aggregate(results, labels):
 def write_report(results, labels, report_dir, run_dir, run_info, dataset, folds, paper=None,
                  embedding_fold=0):
     """results.json, README.md (Table 3 and Table 1 layouts) and the PNG figures."""
-    from fer_tf import plots
-    from fer_tf.reporting import write_json
+    from fer_tf import plots  # deferred: matplotlib
 
     report = pathlib.Path(report_dir)
     report.mkdir(parents=True, exist_ok=True)

@@ -9,62 +9,24 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
+import shutil
 import sys
 import time
 
+import keras
 import numpy as np
 
+from fer_tf import evaluation, export, models, pretrain_report, reporting, training
 from fer_tf.config import ModelConfig, TrainConfig, to_dict
-
-#: Where prepared faces are cached; FER_TF_CACHE overrides it.
-DEFAULT_CACHE = pathlib.Path(os.environ.get("FER_TF_CACHE") or pathlib.Path("runs") / "cache")
-
-
-def prepared_dataset(root, fmt, cache_root=DEFAULT_CACHE, align=None):
-    """``(table, faces uint8 [n, 60, 60])`` of dataset ``root``, through the on-disk face cache.
-
-    The first call aligns (or resizes pre-cropped faces) and caches; later calls read the cache.
-    """
-    from fer_tf.preprocess.cache import build_cache, read_cache
-
-    output = pathlib.Path(cache_root) / f"{fmt}-{pathlib.Path(root).resolve().name}"
-    result = build_cache(root, fmt, output, align=align, progress=sys.stderr.isatty())
-    if result.get("skipped"):
-        print(f"{fmt}: {len(result['skipped'])} file(s) skipped (see {output}/manifest.json)",
-              file=sys.stderr)
-    table = read_cache(output)
-    return table, table.pixels
-
-
-def predict_probabilities(model, faces, batch_size=256, flip=False):
-    """Class probabilities of the EC branch on centre-cropped faces (batched, not per image).
-
-    ``flip=True`` averages them with those of the mirrored crops (test-time flip averaging)."""
-    from fer_tf.sampling import eval_dataset
-
-    ec = model.ec_model() if hasattr(model, "ec_model") else model
-    p = ec.predict(eval_dataset(faces, batch_size=batch_size), verbose=0)
-    if flip:
-        p = 0.5 * (p + ec.predict(eval_dataset(np.asarray(faces)[:, :, ::-1], batch_size=batch_size),
-                                  verbose=0))
-    return p
-
-
-def per_label_recall(probabilities, label_ids, labels):
-    """``{label: fraction of its images predicted as it}`` (labels with no image are left out)."""
-    label_ids = np.asarray(label_ids)
-    predicted = np.argmax(probabilities, axis=1)
-    return {name: float(np.mean(predicted[label_ids == i] == i))
-            for i, name in enumerate(labels) if np.any(label_ids == i)}
-
-
-def accuracy(probabilities, label_ids):
-    label_ids = np.asarray(label_ids)
-    keep = label_ids >= 0
-    return float(np.mean(np.argmax(probabilities[keep], axis=1) == label_ids[keep]))
-
+from fer_tf.data.splits import subject_kfold
+from fer_tf.data.table import FaceTable
+from fer_tf.preprocess.normalize import normalize_many
+from fer_tf.sampling import (classification_dataset, eval_dataset, identity_aware_dataset, joint_dataset,
+                             steps_per_epoch)
+# public here too, where they used to live
+from fer_tf.evaluation import accuracy, per_label_recall, predict_probabilities  # noqa: F401
+from fer_tf.preprocess.prepared import DEFAULT_CACHE, prepared_dataset  # noqa: F401
 
 BACKBONE_DIR = pathlib.Path("pretrained")
 BACKBONE_NAME = "fer2013_backbone.keras"
@@ -73,10 +35,6 @@ BACKBONE_NAME = "fer2013_backbone.keras"
 def float32_copy(model):
     """``model`` rebuilt under the float32 policy with the same weights (a mixed-precision run's
     checkpoint would otherwise build bfloat16 layers wherever it is loaded)."""
-    import keras
-
-    from fer_tf import models
-
     if not isinstance(model, models.JointModel):
         return model
     previous = keras.mixed_precision.global_policy()
@@ -98,11 +56,7 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
     sidecar (labels, accuracies, provenance): the artifact `make finetune` and `make ship` start
     from.
     """
-    import keras
-
-    from fer_tf import models, plots, pretrain_report, reporting, training
-    from fer_tf.preprocess.normalize import normalize_many
-    from fer_tf.sampling import classification_dataset, eval_dataset, steps_per_epoch
+    from fer_tf import plots  # deferred: matplotlib
 
     started = time.time()
     training.set_seed(train_config.seed)
@@ -173,8 +127,6 @@ def split_accuracies(model, faces, ids, split):
 
 def publish_backbone(model, results, folder):
     """Write the pretrained network to ``folder/BACKBONE_NAME`` with a JSON sidecar."""
-    from fer_tf import reporting, training
-
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / BACKBONE_NAME
@@ -201,8 +153,6 @@ IDENTITY_DATASETS = (("ckplus48", "ckplus48"), ("kdef-subset", "kdef"), ("yalefa
 
 def identity_training_set(datasets_dir, labels, datasets=IDENTITY_DATASETS):
     """The union of the identity-labelled datasets restricted to ``labels`` (ids namespaced)."""
-    from fer_tf.data.table import FaceTable
-
     tables = []
     for folder, fmt in datasets:
         table, _ = prepared_dataset(pathlib.Path(datasets_dir) / folder, fmt)
@@ -226,13 +176,6 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
     TFLite) and its inference ``.keras`` and dynamic-range ``.tflite`` are copied into
     ``saved_models/`` with their label/preprocessing sidecars.
     """
-    import shutil
-
-    from fer_tf import evaluation, export, models, reporting, training
-    from fer_tf.data.splits import subject_kfold
-    from fer_tf.preprocess.normalize import normalize_many
-    from fer_tf.sampling import classification_dataset, identity_aware_dataset, joint_dataset
-
     started = time.time()
     training.set_seed(train_config.seed)
     labels = model_config.labels

@@ -46,11 +46,16 @@ import os
 import pathlib
 import shutil
 import time
+import warnings
 
 import numpy as np
 
 from fer_tf import model_io
+from fer_tf.data.labels import label_set
 from fer_tf.errors import ConfigError, ModelFileError
+from fer_tf.files import atomic_write_bytes, atomic_write_text
+from fer_tf.inference import TFLiteRunner
+from fer_tf.model_io import build_inference_model  # also public here, as it always was
 
 VARIANTS = ("fp32", "float16", "dynamic", "int8")
 
@@ -63,54 +68,6 @@ VARIANT_DESCRIPTIONS = {
 
 #: At most this many calibration faces are fed to the int8 converter.
 MAX_CALIBRATION = 300
-
-
-def _face_preprocessing_layer():
-    try:
-        from fer_tf.preprocess.normalize import FacePreprocessing
-    except ModuleNotFoundError as exc:  # pragma: no cover - normalize.py is part of the package
-        raise ModelFileError(
-            f"cannot build the inference model: fer_tf.preprocess.normalize is missing ({exc})"
-        ) from None
-    return FacePreprocessing(name="face_preprocessing")
-
-
-def build_inference_model(model, labels=None, name="fer_tf_inference"):
-    """Wrap an expression classifier into the exported inference model.
-
-    ``model`` is a JointModel (its ``ec_model()`` is used), an EC network (``[B,48,48,1]``
-    normalised -> ``[B,C]``) or an inference model already (``[B,60,60,1]`` raw face; returned as it
-    is). The result maps ``[B,60,60,1]`` float32 grey faces 0..255 -> ``FacePreprocessing`` -> EC
-    network -> ``[B,C]`` probabilities. Its ``labels`` attribute holds the class names when known
-    (from ``labels`` or the model's own ``labels``).
-    """
-    import keras
-
-    kind = model_io.check_classifier(model)
-    labels = labels if labels is not None else getattr(model, "labels", None)
-    if kind == "joint":
-        network = model.ec_model()
-    else:
-        network = model
-    if kind == "face":
-        inference = model
-    else:
-        kind_net = model_io.check_classifier(network)
-        if kind_net != "network":
-            raise ModelFileError(
-                f"the EC network's input is {list(network.inputs[0].shape)}, expected [batch, 48, 48, 1]"
-            )
-        face = keras.Input(model_io.FACE_SHAPE, dtype="float32", name="face")
-        x = _face_preprocessing_layer()(face)  # named "face_preprocessing" (see KEEP_FLOAT)
-        probabilities = network(x)
-        inference = keras.Model(face, probabilities, name=name)
-    if labels is not None:
-        labels = tuple(str(x) for x in labels)
-        classes = int(inference.outputs[0].shape[-1])
-        if len(labels) != classes:
-            raise ConfigError(f"{len(labels)} labels given for a model with {classes} outputs")
-        object.__setattr__(inference, "labels", labels)
-    return inference
 
 
 def keras_probabilities(model, faces, batch_size=64):
@@ -128,8 +85,6 @@ def parity(keras_model, tflite_path, faces, num_threads=None):
     largest absolute difference of any probability, "mean_abs_prob_diff": mean of the per-face
     maxima, "n": number of faces}``.
     """
-    from fer_tf.inference import TFLiteRunner
-
     faces = model_io.as_faces(faces)
     if getattr(keras_model, "inputs", None) and model_io.check_classifier(keras_model) != "face":
         keras_model = build_inference_model(keras_model)
@@ -157,7 +112,7 @@ def _size(path):
 
 
 def _converter(saved_model_dir):
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow (the converter)
 
     converter = tf.lite.TFLiteConverter.from_saved_model(
         str(saved_model_dir), signature_keys=["serving_default"]
@@ -196,7 +151,7 @@ def convert_variant(saved_model_dir, variant, calibration_faces=None, keep_float
     quantisation with ``tf.lite.experimental.QuantizationDebugger``); ``fp32_flatbuffer`` (the fp32
     variant, converted when not given) provides the operation names.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow (the converter)
 
     if variant not in VARIANTS:
         raise ConfigError(f"unknown TFLite variant {variant!r}; use {', '.join(VARIANTS)}")
@@ -258,10 +213,8 @@ def convert_variant(saved_model_dir, variant, calibration_faces=None, keep_float
 
 def _selective_int8(converter, calibration, keep_float, fp32_flatbuffer):
     """Quantise everything except the operations whose names contain one of ``keep_float``."""
-    import warnings
-
-    import tensorflow as tf
-    from ai_edge_litert.interpreter import Interpreter
+    import tensorflow as tf  # deferred: TensorFlow (the converter)
+    from ai_edge_litert.interpreter import Interpreter  # deferred: the LiteRT runtime
 
     names = [t["name"] for t in Interpreter(model_content=fp32_flatbuffer).get_tensor_details()]
     deny = sorted({n for n in names if any(k in n for k in keep_float)})
@@ -282,7 +235,7 @@ def float_ops(model):
     QUANTIZE / DEQUANTIZE are not counted (they are the int8 model's float32 interface and the
     boundaries of float islands). Returns ``None`` when the runtime cannot list operations.
     """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # deferred: LiteRT
 
     try:
         kwargs = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else \
@@ -309,8 +262,6 @@ def _labels_of(model, labels):
         raise ConfigError(
             "the model does not say its expression labels; pass labels=[...] (canonical names)"
         )
-    from fer_tf.data.labels import label_set
-
     return tuple(label_set(list(labels)))
 
 
@@ -333,7 +284,7 @@ def export_model(
     ``skipped``. ``parity_faces`` (``[n,60,60]``) adds each variant's :func:`parity`.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow (the converter)
 
     variants = tuple(variants)
     unknown = [v for v in variants if v not in VARIANTS]
@@ -356,7 +307,7 @@ def export_model(
 
     # inference.keras
     keras_path = out / "inference.keras"
-    inference.save(str(keras_path))
+    model_io.save_model(inference, keras_path)
     model_io.write_metadata(keras_path, labels, source=source, format="keras")
     report["artefacts"]["inference.keras"] = {"path": str(keras_path), "size": _size(keras_path)}
 
@@ -392,7 +343,7 @@ def export_model(
         except Exception as exc:
             entry.update(status="failed", note=_short_error(exc))
             continue
-        path.write_bytes(flatbuffer)
+        atomic_write_bytes(path, flatbuffer)
         if variant == "fp32":
             fp32_flatbuffer = flatbuffer
         info["seconds"] = round(time.perf_counter() - started, 2)
@@ -409,7 +360,7 @@ def export_model(
         if parity_faces is not None and len(parity_faces):
             entry["parity"] = parity(inference, path, parity_faces)
 
-    (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out / "export_report.json", json.dumps(report, indent=2) + "\n")
     return report
 
 

@@ -1,12 +1,15 @@
-"""Loading model files safely, and the JSON metadata written beside exported models.
+"""Model files: the one safe loader, the one atomic saver, and the JSON metadata beside exports.
 
-Every failure a user can cause (a missing file, a truncated or corrupt ``.keras`` zip, a text file
+:func:`load_model` loads every ``.keras`` file fer_tf reads (training checkpoints, the pretrained
+backbone, exported inference models, the shipped model) in Keras' safe mode; :func:`save_model`
+writes one atomically (:mod:`fer_tf.files`). Every failure a user can cause (a missing file, a truncated or corrupt ``.keras`` zip, a text file
 with a model's name, a ``.tflite`` that is not a TFLite flatbuffer, a model whose input or output
 does not fit a face classifier) is raised as :class:`~fer_tf.errors.ModelFileError` naming the file
 and saying what to do.
 
-Nothing heavy is imported at module import time: Keras/TensorFlow load only in :func:`load_model`,
-and :func:`load_tflite` uses ``ai_edge_litert`` alone (it does not import TensorFlow).
+Nothing heavy is imported at module import time: Keras and its backend load only when a Keras
+model is loaded, saved or built, and :func:`load_tflite` uses ``ai_edge_litert`` alone (it does not
+import TensorFlow).
 
 Metadata sidecar
 ----------------
@@ -26,16 +29,17 @@ Each exported artefact ``<dir>/<stem>.<ext>`` (or the ``saved_model/`` folder) h
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
-import sys
 import pathlib
+import sys
 import zipfile
 
 import numpy as np
 
-from fer_tf.errors import ModelFileError
+from fer_tf.data.labels import canonical_expression
+from fer_tf.errors import ConfigError, ModelFileError
+from fer_tf.files import atomic_path, atomic_write_text
 
 FORMAT_VERSION = 1
 
@@ -56,14 +60,6 @@ PREPROCESSING = (
     "variance per face, centre crop 60x60 -> 48x48; feed raw grey pixels 0..255 as float32"
 )
 
-# Modules whose Keras classes are registered for deserialisation; imported lazily before loading.
-_REGISTERING_MODULES = (
-    "fer_tf.layers",
-    "fer_tf.losses",
-    "fer_tf.preprocess.normalize",
-    "fer_tf.models",
-)
-
 _WHAT_TO_DO_KERAS = (
     "pass a .keras checkpoint written by training (make finetune, make ship) or an inference.keras "
     "written by `fer-tf export`"
@@ -72,13 +68,11 @@ _WHAT_TO_DO_TFLITE = "pass a .tflite file written by `fer-tf export`"
 
 
 def register_custom_objects():
-    """Import the modules that register fer_tf's Keras classes (layers, losses, models)."""
-    for name in _REGISTERING_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a module not written / installed yet
-            if exc.name != name:
-                raise
+    """Import the modules that register fer_tf's Keras classes for deserialisation: layers, losses
+    and their parts, the preprocessing layer, the models and the learning-rate schedules."""
+    # deferred: these import keras, which loads its backend (TensorFlow by default)
+    from fer_tf import layers, losses, models, schedules  # noqa: F401
+    from fer_tf.preprocess import normalize  # noqa: F401
 
 
 def _check_file(path, kind_hint):
@@ -102,29 +96,29 @@ def _shape(tensor_shape):
     return tuple(None if d is None else int(d) for d in tensor_shape)
 
 
-def _check_keras_zip(path):
+def check_keras_file(path, advice=_WHAT_TO_DO_KERAS):
+    """Raise :class:`ModelFileError` (ending with ``advice``) unless ``path`` is an intact ``.keras``
+    archive: missing, empty, unreadable, truncated, corrupt and non-Keras files are refused."""
+    path = _check_file(path, advice)
     if not zipfile.is_zipfile(path):
         raise ModelFileError(
             f"{path}: not a Keras model file (a .keras file is a zip archive; this one is not, "
-            f"or it is truncated); {_WHAT_TO_DO_KERAS}"
+            f"or it is truncated); {advice}"
         )
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(
-            f"{path}: corrupt or truncated Keras model file ({exc}); {_WHAT_TO_DO_KERAS}"
-        ) from None
+        raise ModelFileError(f"{path}: corrupt or truncated Keras model file ({exc}); {advice}") from None
     if bad is not None:
         raise ModelFileError(
-            f"{path}: corrupt Keras model file (member {bad!r} fails its checksum); "
-            f"{_WHAT_TO_DO_KERAS}"
+            f"{path}: corrupt Keras model file (member {bad!r} fails its checksum); {advice}"
         )
-    if "config.json" not in names:
-        raise ModelFileError(
-            f"{path}: a zip file but not a Keras model (no config.json inside); {_WHAT_TO_DO_KERAS}"
-        )
+    if not {"config.json", "model.weights.h5"} <= names:
+        missing = " and ".join(sorted({"config.json", "model.weights.h5"} - names))
+        raise ModelFileError(f"{path}: a zip file but not a Keras model (no {missing} inside); {advice}")
+    return path
 
 
 def check_classifier(model, path="model"):
@@ -161,46 +155,102 @@ def check_classifier(model, path="model"):
     )
 
 
-def load_model(path, check=True):
-    """Load a ``.keras`` file safely (``safe_mode=True``, not compiled).
+def load_model(path, check=True, compile=False, advice=_WHAT_TO_DO_KERAS):
+    """Load a ``.keras`` file in safe mode: the one loader of fer_tf's Keras files.
 
-    Raises :class:`ModelFileError` naming ``path`` when the file is missing, truncated, corrupt, not
-    a Keras model, or (with ``check``) not a face classifier of the expected shape.
+    Safe mode never runs code from the file: a model holding a ``Lambda`` layer (pickled Python
+    bytecode) is refused. ``compile=True`` restores the optimizer and its state too (training
+    checkpoints, to resume). Raises :class:`ModelFileError` naming ``path``, and ending with
+    ``advice`` (what to do), when the file is missing, truncated, corrupt, not a Keras model, unsafe,
+    or (with ``check``) not a face classifier of the expected shape.
     """
-    path = _check_file(path, _WHAT_TO_DO_KERAS)
+    path = _check_file(path, advice)
     if path.suffix.lower() == ".tflite":
         raise ModelFileError(
             f"{path}: a TFLite model cannot be loaded as a Keras model; use the LiteRT backend "
-            f"(load_tflite) or {_WHAT_TO_DO_KERAS}"
+            f"(load_tflite) or {advice}"
         )
-    _check_keras_zip(path)
+    check_keras_file(path, advice)
     register_custom_objects()
-    import keras
+    import keras  # deferred: loads the backend (TensorFlow by default)
 
     try:
-        model = keras.saving.load_model(str(path), safe_mode=True, compile=False)
+        model = keras.saving.load_model(str(path), safe_mode=True, compile=compile)
     except Exception as exc:  # Keras raises ValueError/TypeError/KeyError/OSError for bad files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        if "safe_mode" in text or "Lambda" in text or "unsafe" in text.lower():
+            raise ModelFileError(
+                f"{path}: refused to load: the file contains Python code (a Lambda layer or a "
+                "pickled function) that would run on loading, and fer_tf only loads models in "
+                "safe mode. Rebuild the model from fer_tf's layers, without Lambda layers.") from None
+        reason = text.splitlines()[0] if text else type(exc).__name__
         if len(reason) > 300:
             reason = reason[:300] + "..."
         raise ModelFileError(
             f"{path}: cannot load this Keras model ({type(exc).__name__}: {reason}); it may come "
-            f"from an incompatible version of fer_tf, or be damaged; {_WHAT_TO_DO_KERAS}"
+            f"from an incompatible version of fer_tf, or be damaged; {advice}"
         ) from None
     if not isinstance(model, keras.Model):
-        raise ModelFileError(f"{path}: holds a {type(model).__name__}, not a model; {_WHAT_TO_DO_KERAS}")
+        raise ModelFileError(f"{path}: holds a {type(model).__name__}, not a model; {advice}")
     if check:
         check_classifier(model, path)
     return model
+
+
+def save_model(model, path, extra=None):
+    """``model.save(path)``, atomically (:mod:`fer_tf.files`); ``extra`` = ``{zip member: bytes}``
+    added to the archive (Keras ignores members it does not know)."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        if extra:
+            with zipfile.ZipFile(tmp, "a") as archive:
+                for name, data in extra.items():
+                    archive.writestr(name, data)
+
+
+def build_inference_model(model, labels=None, name="fer_tf_inference"):
+    """Wrap an expression classifier into the inference model that export and inference run.
+
+    ``model`` is a JointModel (its ``ec_model()`` is used), an EC network (``[B,48,48,1]``
+    normalised -> ``[B,C]``) or an inference model already (``[B,60,60,1]`` raw face; returned as it
+    is). The result maps ``[B,60,60,1]`` float32 grey faces 0..255 -> ``FacePreprocessing`` -> EC
+    network -> ``[B,C]`` probabilities. Its ``labels`` attribute holds the class names when known
+    (from ``labels`` or the model's own ``labels``).
+    """
+    import keras  # deferred: loads the backend (TensorFlow by default)
+
+    from fer_tf.preprocess.normalize import FacePreprocessing  # deferred with keras
+
+    kind = check_classifier(model)
+    labels = labels if labels is not None else getattr(model, "labels", None)
+    network = model.ec_model() if kind == "joint" else model
+    if kind == "face":
+        inference = model
+    else:
+        if check_classifier(network) != "network":
+            raise ModelFileError(
+                f"the EC network's input is {list(network.inputs[0].shape)}, expected [batch, 48, 48, 1]"
+            )
+        face = keras.Input(FACE_SHAPE, dtype="float32", name="face")
+        # named "face_preprocessing": export keeps this layer in float32 when it quantises
+        x = FacePreprocessing(name="face_preprocessing")(face)
+        inference = keras.Model(face, network(x), name=name)
+    if labels is not None:
+        labels = tuple(str(x) for x in labels)
+        classes = int(inference.outputs[0].shape[-1])
+        if len(labels) != classes:
+            raise ConfigError(f"{len(labels)} labels given for a model with {classes} outputs")
+        object.__setattr__(inference, "labels", labels)
+    return inference
 
 
 # --- TFLite -----------------------------------------------------------------------------------
 
 def _tflite_interpreter_class():
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter  # deferred: the LiteRT runtime
     except ImportError:  # pragma: no cover - ai-edge-litert is a hard dependency
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow, only where LiteRT is missing
 
         Interpreter = tf.lite.Interpreter
     return Interpreter
@@ -237,7 +287,7 @@ def _verify_tflite_structure(path):
     :class:`ModelFileError`.
     """
     try:
-        from ai_edge_litert import schema_py_generated as schema
+        from ai_edge_litert import schema_py_generated as schema  # deferred: LiteRT
     except ImportError:  # pragma: no cover - part of ai-edge-litert
         return
     data = pathlib.Path(path).read_bytes()
@@ -354,7 +404,7 @@ def write_metadata(path, labels, source=None, **extra):
     """Write the sidecar of artefact ``path``; return the sidecar's path."""
     target = metadata_path(path)
     meta = make_metadata(labels, source=source, **extra)
-    target.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(target, json.dumps(meta, indent=2) + "\n")
     return target
 
 
@@ -387,8 +437,6 @@ def read_metadata(path, required=False):
     labels = meta.get("labels")
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
         raise ModelFileError(f"{target}: model metadata has no list of labels; re-export the model")
-    from fer_tf.data.labels import canonical_expression
-
     canon = [canonical_expression(x) for x in labels]
     if any(c is None for c in canon):
         bad = [x for x, c in zip(labels, canon) if c is None]

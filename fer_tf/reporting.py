@@ -11,6 +11,10 @@ import shlex
 import subprocess
 import sys
 
+import numpy as np
+
+from fer_tf.files import atomic_write_text
+
 
 def git_commit(cwd=None):
     """HEAD's commit, with ``-dirty`` when tracked files differ from it. Where the tree is no git
@@ -40,7 +44,7 @@ def cpu_model():
 
 
 def machine():
-    import keras
+    import keras  # deferred: keras loads its backend; reading a commit needs none
 
     info = {
         "cpu": cpu_model(),
@@ -82,16 +86,13 @@ def run_info(config=None, seed=None, started=None):
 
 
 def write_json(path, data):
-    from fer_tf.training import atomic_write_text
-
+    """``data`` as indented JSON (NumPy values as numbers and lists), written atomically."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(data, indent=2, default=_default) + "\n")
 
 
 def _default(obj):
-    import numpy as np
-
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):

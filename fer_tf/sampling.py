@@ -441,7 +441,7 @@ def _normalised_faces(faces, preprocess=None, chunk=128):
     :func:`fer_tf.preprocess.normalize.normalize_faces` for raw faces. With ``preprocess=None``,
     uint8 faces are normalised with ``normalize_faces`` and float faces are taken as normalised.
     """
-    import keras
+    import keras  # deferred: keras loads its backend; the NumPy samplers need neither
 
     faces = np.asarray(faces)
     if faces.ndim == 4 and faces.shape[-1] == 1:
@@ -449,7 +449,7 @@ def _normalised_faces(faces, preprocess=None, chunk=128):
     if faces.ndim != 3 or faces.shape[1] < CROP or faces.shape[2] < CROP:
         raise DatasetError(f"faces must be an array [n, 60, 60], got shape {faces.shape}")
     if preprocess is None and faces.dtype == np.uint8:
-        from fer_tf.preprocess.normalize import normalize_faces
+        from fer_tf.preprocess.normalize import normalize_faces  # deferred with keras (imports it)
 
         preprocess = normalize_faces
     if preprocess is None:
@@ -461,14 +461,14 @@ def _normalised_faces(faces, preprocess=None, chunk=128):
 
 def _face_tensor(faces, preprocess=None, chunk=128):
     """:func:`_normalised_faces` as a TensorFlow constant (the ``tf.data`` pipelines)."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
 
     return tf.constant(_normalised_faces(faces, preprocess, chunk))
 
 
 def uses_tf_data():
     """True when the pipelines are ``tf.data`` (TensorFlow backend); else ``keras.utils.PyDataset``."""
-    import keras
+    import keras  # deferred: keras loads its backend; the NumPy samplers need neither
 
     return keras.backend.backend() == "tensorflow"
 
@@ -476,7 +476,7 @@ def uses_tf_data():
 def _augmentation(augment):
     """``augment`` (True: the paper's crop and flip; False/None: centre crop; or an
     :class:`fer_tf.augment.Augmentation`) -> an Augmentation or None."""
-    from fer_tf.augment import Augmentation
+    from fer_tf.augment import Augmentation  # deferred with keras (imports it)
 
     if isinstance(augment, Augmentation):
         return augment
@@ -484,10 +484,10 @@ def _augmentation(augment):
 
 
 def _image_map(faces_t, augment):
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
 
-    from fer_tf.augment import NUM_UNIFORMS, augment_faces
-    from fer_tf.preprocess.normalize import center_crop
+    from fer_tf.augment import NUM_UNIFORMS, augment_faces  # deferred with keras (imports it)
+    from fer_tf.preprocess.normalize import center_crop  # deferred with keras (imports it)
 
     aug = _augmentation(augment)
     size = aug.crop_size if aug is not None else CROP
@@ -508,7 +508,7 @@ def _image_map(faces_t, augment):
 
 
 def _finish(ds, steps, repeat):
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
 
     ds = ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY if repeat else steps))
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -537,33 +537,86 @@ def identity_aware_dataset(table, faces, labels, mode="in_batch", num_positives=
     sampler = IdentitySampler(table, labels, mode=mode, num_positives=num_positives,
                               num_negatives=num_negatives, queries_per_batch=queries_per_batch, seed=seed,
                               max_per_subject=max_per_subject, balance=balance)
+    ds = index_batch_dataset(sampler, faces, lambda epoch: ([b] for b in sampler.epoch(epoch)),
+                             sampler.steps_per_epoch, start_epoch=start_epoch, repeat=repeat,
+                             augment=augment, preprocess=preprocess, min_batches=min_batches)
+    return (ds, sampler) if return_sampler else ds
+
+
+def to_global_indices(tuples, num_slices):
+    """Shift slice-local tuple indices ``[R*X, w]`` (slice r's rows are ``r*X .. r*X+X-1``, its
+    indices 0..X-1) to indices into the whole batch; ``-1`` stays."""
+    tuples = np.asarray(tuples)
+    x = len(tuples) // int(num_slices)
+    offsets = np.repeat(np.arange(int(num_slices)) * x, x)[:, None]
+    return np.where(tuples >= 0, tuples + offsets, tuples).astype(tuples.dtype)
+
+
+def _group_arrays(sampler, group, global_indices):
+    """A list of k index batches -> ``rows [k*X]``, ``targets``, augmentation ``seeds [k, 2]``."""
+    rows = np.concatenate([b.rows for b in group]).astype(np.int64)
+    expression = np.concatenate([b.expression for b in group]).astype(np.int32)
+    tuples = np.concatenate([b.tuples for b in group]).astype(np.int32)
+    if global_indices:
+        tuples = to_global_indices(tuples, len(group))
+    seeds = np.stack([_augment_seed(sampler.seed, b.epoch, b.step) for b in group]).astype(np.int64)
+    return rows, {"expression": expression, "tuples": tuples}, seeds
+
+
+def index_batch_dataset(sampler, faces, epoch_groups, steps_per_epoch, group_size=1, start_epoch=0,
+                        repeat=True, augment=True, preprocess=None, global_indices=False,
+                        min_batches=None):
+    """The one path from index batches to the model's batches, for :func:`identity_aware_dataset`
+    and for the per-replica batches of :mod:`fer_tf.distribute`.
+
+    ``epoch_groups(epoch)`` gives the epoch's elements, each a list of ``k = group_size``
+    :class:`IndexBatch` of ``sampler``. An element becomes one batch: the ``k`` batches' images
+    and targets one after the other, ``[k*X, 48, 48, 1]``. Each index batch is augmented with its own
+    seed from ``(seed, epoch, step)``. Tuple indices stay local to their own index batch (0..X-1;
+    what a ``tf.distribute`` replica sees of its slice) or, with ``global_indices``, index the whole
+    batch. ``steps_per_epoch`` elements make an epoch; ``repeat`` continues with the next epochs.
+
+    TensorFlow backend: a ``tf.data.Dataset``. Other backends: a
+    :class:`fer_tf.pydataset.FaceBatches` (one epoch per pass; ``min_batches`` as there); with
+    ``k > 1`` its images are augmented with the first index batch's seed.
+    """
+    k, x, w = int(group_size), sampler.batch_size, sampler.tuple_width
+
+    def arrays(epoch):
+        for group in epoch_groups(epoch):
+            yield _group_arrays(sampler, group, global_indices)
+
     if not uses_tf_data():
-        from fer_tf.pydataset import FaceBatches
+        from fer_tf.pydataset import FaceBatches  # deferred with keras (imports it)
 
         def epoch_batches(epoch):
-            return [(b.rows, {"expression": b.expression, "tuples": b.tuples},
-                     _augment_seed(sampler.seed, b.epoch, b.step)) for b in sampler.epoch(epoch)]
+            return [(rows, targets, seeds[0]) for rows, targets, seeds in arrays(epoch)]
 
-        ds = FaceBatches(_normalised_faces(faces, preprocess), epoch_batches, _augmentation(augment),
-                         start_epoch, min_batches=min_batches)
-        return (ds, sampler) if return_sampler else ds
-    import tensorflow as tf
-
-    x, w = sampler.batch_size, sampler.tuple_width
-    signature = (tf.TensorSpec([x], tf.int64), tf.TensorSpec([x], tf.int32), tf.TensorSpec([x, w], tf.int32),
-                 tf.TensorSpec([2], tf.int64))
+        return FaceBatches(_normalised_faces(faces, preprocess), epoch_batches, _augmentation(augment),
+                           start_epoch, min_batches=min_batches)
+    import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
 
     def generate():
-        for b in sampler.batches(start_epoch=start_epoch, repeat=repeat):
-            yield b.rows, b.expression, b.tuples, _augment_seed(sampler.seed, b.epoch, b.step)
+        epoch = int(start_epoch)
+        while True:
+            for rows, targets, seeds in arrays(epoch):
+                yield rows, targets["expression"], targets["tuples"], seeds
+            if not repeat:
+                return
+            epoch += 1
 
+    signature = (tf.TensorSpec([k * x], tf.int64), tf.TensorSpec([k * x], tf.int32),
+                 tf.TensorSpec([k * x, w], tf.int32), tf.TensorSpec([k, 2], tf.int64))
     images_of = _image_map(_face_tensor(faces, preprocess), augment)
+
+    def assemble(rows, expression, tuples, seeds):
+        images = [images_of(rows[i * x:(i + 1) * x], seeds[i]) for i in range(k)]
+        images = images[0] if k == 1 else tf.concat(images, axis=0)
+        return images, {"expression": expression, "tuples": tuples}
+
     ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    ds = ds.map(lambda rows, expression, tuples, aug_seed: (images_of(rows, aug_seed),
-                                                            {"expression": expression, "tuples": tuples}),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    ds = _finish(ds, sampler.steps_per_epoch, repeat)
-    return (ds, sampler) if return_sampler else ds
+    ds = ds.map(assemble, num_parallel_calls=tf.data.AUTOTUNE)
+    return _finish(ds, steps_per_epoch, repeat)
 
 
 def classification_batches(num, batch_size=128, shuffle=True, seed=0, start_epoch=0, repeat=True,
@@ -612,7 +665,7 @@ def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuff
         faces, label_ids = faces[keep], label_ids[keep]
     n = len(label_ids)
     if not uses_tf_data():
-        from fer_tf.pydataset import FaceBatches
+        from fer_tf.pydataset import FaceBatches  # deferred with keras (imports it)
 
         def epoch_batches(epoch):
             return [(rows, {"expression": label_ids[rows]}, aug_seed) for rows, aug_seed in
@@ -621,7 +674,7 @@ def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuff
 
         return FaceBatches(_normalised_faces(faces, preprocess), epoch_batches, _augmentation(augment),
                            start_epoch)
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
 
     faces_t = _face_tensor(faces, preprocess)
     labels_t = tf.constant(label_ids)
@@ -639,14 +692,14 @@ def eval_dataset(faces, batch_size=256, preprocess=None, targets=None):
     """Centre-cropped images ``[B,48,48,1]`` in table order, no shuffling; with ``targets``
     (``{name: array [n, ...]}``, e.g. ``{"expression": ids}``) batches are ``(images, targets)``."""
     if not uses_tf_data():
-        from fer_tf.pydataset import ArrayBatches
+        from fer_tf.pydataset import ArrayBatches  # deferred with keras (imports it)
 
         norm = _normalised_faces(faces, preprocess)
         top = (norm.shape[1] - CROP) // 2
         left = (norm.shape[2] - CROP) // 2
         crops = np.ascontiguousarray(norm[:, top:top + CROP, left:left + CROP, None])
         return ArrayBatches(crops, targets, batch_size)
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
 
     faces_t = _face_tensor(faces, preprocess)
     images_of = _image_map(faces_t, augment=False)
@@ -667,10 +720,10 @@ def joint_dataset(identity, classification):
     model learns from FER2013 and the identity-labelled sets in one run.
     """
     if not uses_tf_data():
-        from fer_tf.pydataset import JointBatches
+        from fer_tf.pydataset import JointBatches  # deferred with keras (imports it)
 
         return JointBatches(identity, classification, fill=PAD)
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
 
     def merge(a, b):
         (xa, ya), (xb, yb) = a, b

@@ -37,7 +37,6 @@ import contextlib
 import io
 import json
 import math
-import os
 import pathlib
 import signal
 import sys
@@ -47,9 +46,14 @@ import zipfile
 
 import keras
 import numpy as np
+from keras import tree
 
+from fer_tf import model_io
 from fer_tf.config import TrainConfig
-from fer_tf.errors import ModelFileError, TrainingError
+from fer_tf.errors import TrainingError
+from fer_tf.files import atomic_write_text, remove_stale_temporaries
+from fer_tf.model_io import save_model as atomic_save_model  # the name training always had
+from fer_tf.schedules import WarmupCosine
 
 CHECKPOINT = "last.keras"
 INTERRUPTED = "interrupted.keras"
@@ -97,31 +101,6 @@ def reset_random_state(model, seed, epoch):
         sg.state.assign(value.astype(keras.backend.standardize_dtype(sg.state.dtype)))
 
 
-@keras.saving.register_keras_serializable(package="fer_tf")
-class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to ``peak`` over ``warmup_steps``, then cosine decay to
-    ``peak * final_fraction`` at ``total_steps`` (and constant after). A function of the optimizer's
-    step count only, so a resumed run continues the same curve."""
-
-    def __init__(self, peak, total_steps, warmup_steps=0, final_fraction=0.0):
-        self.peak, self.total_steps = float(peak), int(total_steps)
-        self.warmup_steps, self.final_fraction = int(warmup_steps), float(final_fraction)
-
-    def __call__(self, step):
-        ops = keras.ops
-        step = ops.cast(step, "float32")
-        warm = float(max(self.warmup_steps, 1))
-        decay = float(max(self.total_steps - self.warmup_steps, 1))
-        progress = ops.clip((step - self.warmup_steps) / decay, 0.0, 1.0)
-        cosine = self.final_fraction + (1 - self.final_fraction) * 0.5 * (1 + ops.cos(math.pi * progress))
-        warmup = ops.minimum((step + 1) / warm, 1.0)
-        return self.peak * ops.where(step < self.warmup_steps, warmup, cosine)
-
-    def get_config(self):
-        return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-                "final_fraction": self.final_fraction}
-
-
 def learning_rate_for(config: TrainConfig, steps_per_epoch=None):
     """The optimizer's learning rate: a float (halve-and-reload adjusts it) or a :class:`WarmupCosine`."""
     if config.schedule == "cosine":
@@ -146,69 +125,8 @@ def make_optimizer(config: TrainConfig, steps_per_epoch=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# Atomic files
+# Checkpoint contents (written atomically by fer_tf.model_io.save_model, fer_tf.files)
 # ----------------------------------------------------------------------------------------------
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path):
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _tmp_name(path):
-    # keep the suffix: Keras checks that names end in .keras / .weights.h5
-    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
-
-
-def atomic_write_text(path, text):
-    path = pathlib.Path(path)
-    tmp = _tmp_name(path)
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def atomic_save_model(model, path, extra=None):
-    """``model.save(path)`` through a temporary file and a rename; ``extra`` = {zip member: bytes}."""
-    path = pathlib.Path(path)
-    tmp = _tmp_name(path)
-    try:
-        model.save(tmp)
-        if extra:
-            with zipfile.ZipFile(tmp, "a") as archive:
-                for name, data in extra.items():
-                    archive.writestr(name, data)
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
-def atomic_save_weights(model, path):
-    path = pathlib.Path(path)
-    tmp = _tmp_name(path)
-    model.save_weights(tmp)
-    _fsync_file(tmp)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _weights_to_bytes(weights):
@@ -220,12 +138,6 @@ def _weights_to_bytes(weights):
 def _weights_from_bytes(data):
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         return [archive[f"arr_{i}"] for i in range(len(archive.files))]
-
-
-def _remove_stale_temporaries(workdir):
-    for tmp in pathlib.Path(workdir).glob(".tmp-*"):
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,59 +315,15 @@ def read_best_weights(workdir):
     return None if data is None else _weights_from_bytes(data)
 
 
+#: What to do with a checkpoint that cannot be loaded (ends every such error message).
 _WHAT_TO_DO = "delete it to start the run afresh, or pass a .keras checkpoint written by fer_tf"
 
 
-def check_keras_file(path):
-    """Raise :class:`ModelFileError` unless ``path`` looks like an intact ``.keras`` archive."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: checkpoint not found")
-    if path.stat().st_size == 0:
-        raise ModelFileError(f"{path}: the checkpoint file is empty; {_WHAT_TO_DO}")
-    if not zipfile.is_zipfile(path):
-        raise ModelFileError(
-            f"{path}: not a Keras checkpoint: a .keras file is a zip archive and this one is not "
-            f"(it is truncated or a different kind of file); {_WHAT_TO_DO}")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{path}: corrupt or truncated Keras checkpoint ({exc}); {_WHAT_TO_DO}") from None
-    if bad is not None:
-        raise ModelFileError(f"{path}: corrupt Keras checkpoint ({bad!r} fails its checksum); {_WHAT_TO_DO}")
-    if not {"config.json", "model.weights.h5"} <= names:
-        raise ModelFileError(
-            f"{path}: a zip archive but not a Keras checkpoint (config.json or model.weights.h5 is "
-            f"missing); {_WHAT_TO_DO}")
-
-
 def load_checkpoint(path, compile=True):
-    """Load a training checkpoint (``.keras``) in safe mode, with a clear error for bad files.
-
-    Safe mode never runs code from the file: a checkpoint holding a ``Lambda`` layer (pickled
-    Python bytecode) is refused with :class:`ModelFileError`, as are missing, empty, truncated and
-    non-Keras files.
-    """
-    from fer_tf import layers, losses, models  # noqa: F401  (register custom objects)
-
-    path = pathlib.Path(path)
-    check_keras_file(path)
-    try:
-        model = keras.saving.load_model(path, safe_mode=True, compile=compile)
-    except Exception as exc:  # zip errors, missing layers, unsafe content
-        text = str(exc)
-        if "safe_mode" in text or "Lambda" in text or "unsafe" in text.lower():
-            raise ModelFileError(
-                f"{path}: refused to load: the file contains Python code (a Lambda layer or a "
-                "pickled function) that would run on loading, and fer_tf only loads models in "
-                "safe mode. Rebuild the model from fer_tf's layers, without Lambda layers.") from None
-        reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-        raise ModelFileError(
-            f"{path}: not a readable fer_tf checkpoint ({type(exc).__name__}: {reason[:300]}); "
-            f"{_WHAT_TO_DO}") from None
-    return model
+    """Load a training checkpoint (``.keras``) with :func:`fer_tf.model_io.load_model`: safe mode
+    (a ``Lambda`` layer is refused), the optimizer state restored with ``compile``, and a
+    :class:`~fer_tf.errors.ModelFileError` for missing, empty, truncated and non-Keras files."""
+    return model_io.load_model(path, check=False, compile=compile, advice=_WHAT_TO_DO)
 
 
 def compile_model(model, config: TrainConfig, steps_per_epoch=None):
@@ -463,6 +331,86 @@ def compile_model(model, config: TrainConfig, steps_per_epoch=None):
     model.compile(optimizer=make_optimizer(config, steps_per_epoch),
                   jit_compile=False if keras.backend.backend() == "tensorflow" else True)
     return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Training under a tf.distribute strategy (see fer_tf.distribute for strategies and batches)
+# ----------------------------------------------------------------------------------------------
+
+
+def worker_info(strategy=None):
+    """``(task_type, task_id, is_chief)`` of this process (``("worker", 0, True)`` when alone)."""
+    resolver = getattr(getattr(strategy, "cluster_resolver", None), "task_type", None)
+    if strategy is None or resolver is None:
+        return "worker", 0, True
+    task_type = strategy.cluster_resolver.task_type
+    task_id = int(strategy.cluster_resolver.task_id or 0)
+    is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0)
+    return task_type, task_id, is_chief
+
+
+def worker_workdir(workdir, strategy=None):
+    """Where this worker writes checkpoints: ``workdir`` on the chief, a private folder elsewhere.
+
+    Every worker has to run the same saving code (collective variable reads), but only the chief's
+    files are the run's checkpoint; the others write into ``workdir/.workers/<type>-<id>``.
+    """
+    if workdir is None:
+        return None
+    task_type, task_id, chief = worker_info(strategy)
+    if chief:
+        return pathlib.Path(workdir)
+    return pathlib.Path(workdir) / ".workers" / f"{task_type}-{task_id}"
+
+
+@contextlib.contextmanager
+def keras_multi_worker_fix(strategy):
+    """Work around two places where Keras 3's ``fit`` fails under ``MultiWorkerMirroredStrategy``.
+
+    Before training, Keras (3.15) takes one distributed batch and all-reduces it with
+    ``strategy.reduce("MEAN", batch)`` only to learn the input shapes for its symbolic build; the
+    collective implementation cannot reduce that nested structure and ``fit`` fails with "Attempt
+    to convert a value (PerReplica...) to a Tensor" (keras-team/keras#20585). Only the shapes
+    matter, so inside this context the build uses this worker's first local replica's batch
+    instead. No effect for other strategies.
+    """
+    import tensorflow as tf  # only under tf.distribute, i.e. the TensorFlow backend
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        yield
+        return
+    from keras.src.backend.tensorflow import trainer as tf_trainer  # imports TensorFlow
+
+    TensorFlowTrainer = tf_trainer.TensorFlowTrainer
+    original = TensorFlowTrainer._maybe_symbolic_build
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original_reduce(values, strategy, reduction)
+
+    def local_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None:
+            return None
+        if iterator is not None and data_batch is None:
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tree.map_structure(
+                    lambda v: (self.distribute_strategy.experimental_local_results(v)[0]
+                               if isinstance(v, tf.distribute.DistributedValues) else v), batch)
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+        return None
+
+    TensorFlowTrainer._maybe_symbolic_build = local_symbolic_build
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        yield
+    finally:
+        TensorFlowTrainer._maybe_symbolic_build = original
+        tf_trainer.reduce_per_replica = original_reduce
 
 
 # ----------------------------------------------------------------------------------------------
@@ -551,11 +499,9 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
     checkpoints into ``workdir``.
     """
     if strategy is not None:
-        from fer_tf import distribute
-
-        with distribute.scope(strategy), distribute.keras_multi_worker_fix(strategy):
+        with strategy.scope(), keras_multi_worker_fix(strategy):
             return fit(model, make_train_dataset, config, steps_per_epoch, validation_data,
-                       distribute.worker_workdir(workdir, strategy), resume, verbose, callbacks)
+                       worker_workdir(workdir, strategy), resume, verbose, callbacks)
     set_seed(config.seed)
     schedule = HalveAndReload(config.loss_rise, config.patience, config.min_learning_rate,
                               monitor="val_accuracy" if validation_data is not None else "loss",
@@ -564,7 +510,7 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
     if workdir is not None:
         workdir = pathlib.Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temporaries(workdir)
+        remove_stale_temporaries(workdir)
         state = read_state(workdir) if resume and (workdir / CHECKPOINT).is_file() else None
         if state:
             model = load_checkpoint(workdir / CHECKPOINT, compile=True)

@@ -41,57 +41,23 @@ FINAL_WEIGHTS = "final_weights.npz"
 
 
 # ----------------------------------------------------------------------------------------------
-# Small training setups (also used by tests/test_resume.py and tests/test_training.py)
+# Training setups: one CK+48 fold, or (--tiny) the tests' tiny network on synthetic faces
 # ----------------------------------------------------------------------------------------------
 
 
-def tiny_backbone(input_size=48):
-    """A two-layer stand-in for the inception backbone (fast on CPU)."""
-    import keras
+def tiny_setup():
+    """The tests' fixtures (tests/fixtures_training.py): ``(tiny_model, synthetic_data)``."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from fixtures_training import synthetic_data, tiny_model
 
-    inputs = keras.Input((input_size, input_size, 1), name="face")
-    x = keras.layers.Conv2D(8, 5, strides=4, name="tiny_conv")(inputs)
-    x = keras.layers.BatchNormalization(name="tiny_bn")(x)
-    x = keras.layers.PReLU(shared_axes=[1, 2], name="tiny_prelu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="tiny_gap")(x)
-    return keras.Model(inputs, x, name="backbone")
-
-
-TINY_MODEL = dict(ec_units=(32, 16), ml_units=16, connect_units=16, embedding_dim=8,
-                  num_positives=3, num_negatives=3)
-
-
-def tiny_model(variant="2B(N+M)", labels=("anger", "happiness", "surprise"), **overrides):
-    from fer_tf.config import ModelConfig
-    from fer_tf.models import JointModel
-
-    config = ModelConfig(variant=variant, labels=tuple(labels), **{**TINY_MODEL, **overrides})
-    return JointModel(backbone=tiny_backbone(config.input_size), config=config, name="tiny")
-
-
-def synthetic_data(subjects=6, labels=("anger", "happiness", "surprise"), frames=3, seed=0):
-    """(table, faces uint8 [n, 60, 60]): every subject shows every expression, faces carry a
-    class-dependent pattern plus noise, so a tiny network can learn something."""
-    from fer_tf.data.table import FaceTable
-
-    rng = np.random.default_rng(seed)
-    rows, faces = [], []
-    yy, xx = np.mgrid[0:60, 0:60]
-    for s in range(subjects):
-        for c, label in enumerate(labels):
-            for f in range(frames):
-                pattern = 127 + 60 * np.sin((c + 1) * (xx + yy) / 12.0 + s)
-                faces.append(np.clip(pattern + rng.normal(0, 25, (60, 60)), 0, 255).astype(np.uint8))
-                rows.append({"path": f"s{s}/{label}/{f}.png", "expression": label, "subject": f"S{s:03d}",
-                             "sequence": f"S{s:03d}_{c}", "frame": f})
-    return FaceTable.from_rows(rows, name="synthetic"), np.stack(faces)
+    return tiny_model, synthetic_data
 
 
 def ckplus48_fold(seed=0, k=10, fold=0):
     """(train_table, train_faces, test_table, test_faces, labels) of one subject fold of CK+48."""
     from fer_tf.data.labels import CKPLUS7
     from fer_tf.data.splits import subject_kfold
-    from fer_tf.experiments import prepared_dataset
+    from fer_tf.preprocess.prepared import prepared_dataset
 
     table, faces = prepared_dataset(DATASETS / "ckplus48", "ckplus48",
                                     cache_root=REPO / "runs" / "cache")
@@ -104,7 +70,7 @@ def train_once(workdir, tiny=True, epochs=3, seed=0, steps=None, queries=None, v
     final_weights.npz there and returns the result dict."""
     from fer_tf import training
     from fer_tf.config import TrainConfig
-    from fer_tf.experiments import accuracy, predict_probabilities
+    from fer_tf.evaluation import accuracy, predict_probabilities
     from fer_tf.preprocess.normalize import normalize_faces
     from fer_tf.sampling import identity_aware_dataset
 
@@ -112,6 +78,7 @@ def train_once(workdir, tiny=True, epochs=3, seed=0, steps=None, queries=None, v
     workdir = pathlib.Path(workdir)
     training.set_seed(seed)
     if tiny:
+        tiny_model, synthetic_data = tiny_setup()
         table, faces = synthetic_data(seed=seed)
         test_table, test_faces = synthetic_data(subjects=2, seed=seed + 1)
         labels = ("anger", "happiness", "surprise")

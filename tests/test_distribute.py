@@ -139,6 +139,7 @@ import tensorflow as tf
 from fer_tf import distribute
 devices = distribute.split_cpu(2)
 import keras
+from fer_tf.models import query_cross_entropy
 
 table, faces = synthetic()
 strategy = distribute.get_strategy("mirrored")
@@ -158,7 +159,8 @@ with tf.GradientTape() as tape:
         y = {k: v[part] for k, v in targets.items()}
         pred = reference(images[part], training=True)
         total += reference.compute_loss(images[part], y, pred) / 2.0
-        ref_ce = float(reference.classification_loss(y["expression"], pred["expression"])) / 2.0 + (ref_ce if r else 0.0)
+        ref_ce = float(query_cross_entropy(y["expression"], pred["expression"],
+                                           reference.config.label_smoothing)) / 2.0 + (ref_ce if r else 0.0)
 ref_grads = tape.gradient(total, reference.trainable_variables)
 
 with strategy.scope():

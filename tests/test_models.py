@@ -4,7 +4,7 @@ import pathlib
 
 import numpy as np
 import pytest
-from conftest import load_pipeline
+from fixtures_training import synthetic_data, tiny_model
 
 from fer_tf.config import VARIANTS
 
@@ -12,15 +12,12 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 LABELS = ("anger", "happiness", "surprise")
 
 
-kr = load_pipeline("kill_resume")
-
-
 @pytest.fixture(scope="module")
 def batch():
     """One identity-aware batch (12 images, M = N = 3) of synthetic faces."""
     from fer_tf.sampling import identity_aware_dataset
 
-    table, faces = kr.synthetic_data(subjects=4)
+    table, faces = synthetic_data(subjects=4)
     ds = identity_aware_dataset(table, faces, LABELS, num_positives=3, num_negatives=3,
                                 queries_per_batch=12, seed=0, repeat=False)
     images, targets = next(iter(ds))
@@ -31,7 +28,7 @@ def _trained_tiny(variant, batch):
     import keras
 
     keras.utils.set_random_seed(1)
-    model = kr.tiny_model(variant, labels=LABELS)
+    model = tiny_model(variant, labels=LABELS)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=False)
     images, targets = batch
     logs = model.train_on_batch(images, targets, return_dict=True)
@@ -112,8 +109,8 @@ def test_transfer_weights_from_softmax_basic7_to_2bnm_ckplus7(batch):
     from fer_tf.models import transfer_weights
 
     keras.utils.set_random_seed(2)
-    source = kr.tiny_model("softmax", labels=BASIC7)
-    target = kr.tiny_model("2B(N+M)", labels=CKPLUS7)
+    source = tiny_model("softmax", labels=BASIC7)
+    target = tiny_model("2B(N+M)", labels=CKPLUS7)
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in target.layers}
     old_kernel, old_bias = target.get_layer("expression").get_weights()
     copied = transfer_weights(source, target)

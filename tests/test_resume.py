@@ -7,13 +7,10 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import load_pipeline
+from fixtures_training import synthetic_data, tiny_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LABELS = ("anger", "happiness", "surprise")
-
-
-kr = load_pipeline("kill_resume")
 
 
 def _run(workdir, epochs, seed=0, constant_validation=False, **train):
@@ -27,9 +24,9 @@ def _run(workdir, epochs, seed=0, constant_validation=False, **train):
     from fer_tf.sampling import identity_aware_dataset
 
     training.set_seed(seed)
-    table, faces = kr.synthetic_data(subjects=4, seed=seed)
+    table, faces = synthetic_data(subjects=4, seed=seed)
     faces = np.asarray(normalize_faces(faces), np.float32)
-    model = kr.tiny_model(labels=LABELS)  # a new object; ignored when a checkpoint exists
+    model = tiny_model(labels=LABELS)  # a new object; ignored when a checkpoint exists
     config = TrainConfig(optimizer="adam", learning_rate=3e-3, epochs=epochs, seed=seed, **train)
 
     def make_train(epoch):

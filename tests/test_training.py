@@ -6,12 +6,10 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import load_pipeline
+from fixtures_training import synthetic_data, tiny_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-
-kr = load_pipeline("kill_resume")
 LABELS = ("anger", "happiness", "surprise")
 
 
@@ -22,9 +20,9 @@ def _setup(seed=0, epochs=2):
     from fer_tf.sampling import identity_aware_dataset
 
     training.set_seed(seed)
-    table, faces = kr.synthetic_data(subjects=4, seed=seed)
+    table, faces = synthetic_data(subjects=4, seed=seed)
     faces = np.asarray(normalize_faces(faces), np.float32)
-    model = kr.tiny_model(labels=LABELS)
+    model = tiny_model(labels=LABELS)
     config = TrainConfig(optimizer="adam", learning_rate=3e-3, epochs=epochs, seed=seed)
 
     def make_train(epoch):
@@ -97,7 +95,7 @@ def test_inf_loss_is_caught_too():
 def test_epoch_random_state_resets_dropout_seed_generators():
     from fer_tf import training
 
-    model = kr.tiny_model(labels=LABELS)
+    model = tiny_model(labels=LABELS)
     generators = training.seed_generators(model)
     assert len(generators) == 2  # fc1_dropout, fc2_dropout
     training.reset_random_state(model, seed=3, epoch=5)
@@ -117,7 +115,7 @@ def _checkpoint(tmp_path):
     from fer_tf import training
     from fer_tf.config import TrainConfig
 
-    model = kr.tiny_model(labels=LABELS)
+    model = tiny_model(labels=LABELS)
     training.compile_model(model, TrainConfig())
     path = tmp_path / "model.keras"
     training.atomic_save_model(model, path, extra={"note.txt": b"hello"})
@@ -168,7 +166,7 @@ def test_text_file_named_keras_is_a_model_file_error(tmp_path):
 
     path = tmp_path / "notes.keras"
     path.write_text("this is not a model\n")
-    with pytest.raises(ModelFileError, match=r"notes.keras: not a Keras checkpoint"):
+    with pytest.raises(ModelFileError, match=r"notes.keras: not a Keras model file"):
         training.load_checkpoint(path)
     with pytest.raises(ModelFileError, match=r"not found"):
         training.load_checkpoint(tmp_path / "missing.keras")
@@ -189,6 +187,41 @@ def test_lambda_layer_is_refused_in_safe_mode(tmp_path):
     keras.Model(inputs, outputs).save(path)
     with pytest.raises(ModelFileError, match=r"refused to load.*Lambda"):
         training.load_checkpoint(path)
+
+
+def test_the_shipped_model_loads_through_the_one_loader():
+    """training.load_checkpoint is model_io.load_model: it registers FacePreprocessing too (a fresh
+    process, so that no other test has imported fer_tf.preprocess.normalize before)."""
+    import subprocess
+    import sys
+
+    shipped = REPO / "saved_models" / "fer_tf_basic7.keras"
+    if not shipped.is_file():
+        pytest.skip("no shipped model in this checkout")
+    script = ("import sys; from fer_tf import training; "
+              "assert 'fer_tf.preprocess.normalize' not in sys.modules; "
+              f"model = training.load_checkpoint({str(shipped)!r}, compile=False); "
+              "print(model.input_shape, model.output_shape, model.get_layer('face_preprocessing').name)")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("\n")[0] == "(None, 60, 60, 1) (None, 7) face_preprocessing"
+
+
+def test_cosine_schedule_checkpoint_resumes_with_its_optimizer(tmp_path):
+    """A checkpoint compiled with WarmupCosine loads with its optimizer (the schedule is registered
+    by the loader, wherever it lives)."""
+    from fer_tf import training
+    from fer_tf.config import TrainConfig
+    from fer_tf.schedules import WarmupCosine
+
+    model = tiny_model(labels=LABELS)
+    training.compile_model(model, TrainConfig(schedule="cosine", epochs=4, warmup_epochs=1), steps_per_epoch=5)
+    path = tmp_path / "cosine.keras"
+    training.atomic_save_model(model, path)
+    loaded = training.load_checkpoint(path)
+    assert isinstance(loaded.optimizer._learning_rate, WarmupCosine)
+    assert loaded.optimizer._learning_rate.get_config() == model.optimizer._learning_rate.get_config()
 
 
 def test_resume_reads_the_embedded_state_not_a_stale_state_json(tmp_path):

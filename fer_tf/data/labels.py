@@ -1,5 +1,7 @@
 """Canonical expression names and the label sets models are trained on."""
 
+from fer_tf.errors import ConfigError
+
 #: Every expression a reader may emit, in a fixed order.
 EXPRESSIONS = (
     "anger",
@@ -52,8 +54,6 @@ def label_set(name_or_names):
     for n in name_or_names:
         c = canonical_expression(n)
         if c is None:
-            from fer_tf.errors import ConfigError
-
             raise ConfigError(
                 f"unknown expression {n!r} in the label set; use names from {', '.join(EXPRESSIONS)}"
             )

@@ -1,0 +1,81 @@
+"""Atomic files: a file holds either its previous content or its complete new content, never a part.
+
+Every writer in fer_tf goes through :func:`atomic_path`: the new content is written to a temporary
+file beside the target (``.tmp-<pid>-<name>``: the same folder, so the rename never crosses
+filesystems; the same suffix, because Keras checks that names end in ``.keras`` or
+``.weights.h5``), flushed to disk, and renamed over the target with :func:`os.replace` (atomic on
+POSIX and Windows); the folder is then synced so that the rename survives a power cut. An
+exception, a Ctrl-C included, removes the temporary and leaves the target as it was; what a SIGKILL
+leaves behind is removed by :func:`remove_stale_temporaries`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+
+#: Temporary files start with this prefix (see :func:`remove_stale_temporaries`).
+TEMPORARY_PREFIX = ".tmp-"
+
+
+def temporary_name(path):
+    """The temporary file that :func:`atomic_path` writes ``path``'s new content to."""
+    path = pathlib.Path(path)
+    return path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}-{path.name}")
+
+
+def fsync_file(path):
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory file descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path; write ``path``'s new content there (with anything that takes a path,
+    e.g. ``model.save``). When the block ends normally, the temporary replaces ``path``."""
+    path = pathlib.Path(path)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    fsync_dir(path.parent)
+
+
+def atomic_write(path, write):
+    """Call ``write(binary file object)`` for the new content of ``path`` (e.g.
+    ``lambda f: np.savez(f, faces=faces)``), atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
+
+
+def atomic_write_bytes(path, data):
+    atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write_text(path, text, encoding="utf-8"):
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporaries that killed writers left in ``folder``."""
+    for tmp in pathlib.Path(folder).glob(TEMPORARY_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
