@@ -7,7 +7,7 @@ pytest.importorskip("mediapipe")
 from PIL import Image  # noqa: E402
 
 from fer_tf.errors import ImageError, NoFaceError  # noqa: E402
-from fer_tf.preprocess.align import CROP_SCALE, AlignedFace, FaceAligner  # noqa: E402
+from fer_tf.preprocess.align import CROP_OFFSET, CROP_SCALE, AlignedFace, FaceAligner  # noqa: E402
 
 KDEF = ("Angry/AF01ANS.JPG", "Happy/BM16HAS.JPG", "Sad/AM06SAS.JPG")
 YALE = ("subject01.happy", "subject09.surprised")
@@ -41,8 +41,9 @@ def assert_well_aligned(aligner, aligned, size=60):
     # the landmarks span 1/CROP_SCALE of the crop on their longer side: the face fills the crop
     assert extent.max() / side == pytest.approx(1 / CROP_SCALE, abs=0.06)
     assert extent.min() / side > 0.55
+    # the landmarks' box is centred horizontally and CROP_OFFSET of the side below the centre
     centre = (face.landmarks.max(axis=0) + face.landmarks.min(axis=0)) / 2
-    assert np.all(np.abs(centre / side - 0.5) < 0.06)
+    assert np.all(np.abs(centre / side - [0.5, 0.5 + CROP_OFFSET]) < 0.06)
     # the eye on the image's left is left of the other one
     assert face.left_eye[0] < face.right_eye[0]
 
@@ -65,6 +66,40 @@ def test_yale_aligned_level_and_framed(aligner, datasets_dir, name):
     assert_well_aligned(aligner, aligned)
     x, y, w, h = aligned.box
     assert 60 < w < 220 and 0 <= x < img.shape[1]  # a head in a 320x243 photo, not the whole image
+
+
+@pytest.mark.integration
+def test_crop_scale_and_offset_frame_the_face(aligner, kdef):
+    """The same detection framed two ways: the landmarks scale with 1 / crop_scale and move down
+    by crop_offset of the side, about the crop's centre."""
+    img = np.asarray(kdef(KDEF[1]).convert("RGB"))
+    default = aligner.align(img)
+    with FaceAligner(crop_scale=1.25, crop_offset=0.0) as old:
+        earlier = old.align(img)
+    np.testing.assert_allclose(default.face.landmarks, earlier.face.landmarks)
+    assert default.crop_side / earlier.crop_side == pytest.approx(CROP_SCALE / 1.25)
+    size = default.image.shape[0]
+
+    def box(a):
+        lo, hi = a.landmarks.min(axis=0), a.landmarks.max(axis=0)
+        return hi - lo, (hi + lo) / 2 / size
+
+    (ext_new, c_new), (ext_old, c_old) = box(default), box(earlier)
+    assert ext_new.max() / size == pytest.approx(1 / CROP_SCALE, abs=1e-4)
+    assert ext_old.max() / size == pytest.approx(1 / 1.25, abs=1e-4)
+    np.testing.assert_allclose(c_old, [0.5, 0.5], atol=1e-4)
+    np.testing.assert_allclose(c_new, [0.5, 0.5 + CROP_OFFSET], atol=1e-4)
+    # the new framing shows the face larger and lower, as FER2013's crops do (reports/framing)
+    assert default.image.shape == earlier.image.shape == (60, 60)
+    assert not np.array_equal(default.image, earlier.image)
+
+
+@pytest.mark.parametrize("kwargs", [{"crop_scale": 0}, {"crop_scale": -1.0},
+                                    {"crop_scale": float("nan")}, {"crop_offset": 0.5},
+                                    {"crop_offset": float("inf")}])
+def test_bad_framing_is_refused(kwargs):
+    with pytest.raises(ValueError):
+        FaceAligner(**kwargs)
 
 
 @pytest.mark.integration

@@ -34,11 +34,19 @@ downloaded):
    own detector sometimes succeeds where the detector's threshold was not reached).
 3. **Align.** The eye centres (mean of the 16 eye-contour landmarks of each eye) give the roll
    angle; the image is rotated about the landmarks' centre so that the eye line is level, and a square
-   of side :data:`CROP_SCALE` (1.25) times the larger side of the rotated landmarks' bounding box is
-   cut around the box's centre and resized to ``size`` x ``size`` grey pixels. MediaPipe's mesh spans
-   the face from the hairline to the chin and from cheek to cheek, so the central 48/60 = 1/1.25 of
-   the crop (the part the network sees after the centre crop) frames the face like the 48x48 crops of
-   FER2013 and CK+48.
+   of side ``crop_scale`` (:data:`CROP_SCALE`, 1.10) times the larger side of the rotated landmarks'
+   bounding box is cut, its centre ``crop_offset`` (:data:`CROP_OFFSET`, 0.05) of its side above the
+   box's centre, and resized to ``size`` x ``size`` grey pixels. These two numbers frame a face like
+   the FER2013 faces the backbone learns from (their 48x48 images resized to 60x60, as the cache
+   does): measured with MediaPipe's mesh on the 60x60 faces, FER2013's median face is about 1.13
+   times the size of a face cut with the earlier square of 1.25 times the box around its centre,
+   and its eyes and mouth sit about 3 pixels (of 60) lower; with 1.10 and 0.05 the median
+   inter-ocular distance, eye-to-mouth distance, face-oval size and eye and mouth heights of
+   aligned KDEF and Yale faces are within about a pixel of FER2013's (``reports/framing``, made
+   by ``reports/framing/measure.py``). CK+48's crops are framed like FER2013's already. The face
+   fills most of the 60x60 square and the network's centre 48x48 crop cuts the forehead's top and
+   the chin a little, as FER2013's crops do. Pass other values to :class:`FaceAligner` to frame
+   differently (``crop_scale=1.25, crop_offset=0`` is the earlier framing).
 
 Conventions: ``left_eye`` is the eye on the *image's* left when the face is upright (the person's
 right eye), ``right_eye`` the other one; ``angle`` is the eye line's angle in degrees, positive when
@@ -63,7 +71,13 @@ from fer_tf.data.images import as_uint8_image
 from fer_tf.errors import NoFaceError
 
 #: Side of the aligned square, as a multiple of the larger side of the rotated landmarks' box.
-CROP_SCALE = 1.25
+#: Measured so that aligned photo faces have FER2013's median face size (reports/framing; 1.25
+#: before, which made photo faces about 13% smaller than the FER2013 faces the backbone learns from).
+CROP_SCALE = 1.10
+#: How far the centre of the rotated landmarks' box lies below the aligned square's centre, as a
+#: fraction of the square's side (the square is moved up by this much): FER2013's faces sit lower
+#: in their crops than the landmarks' box centre would put them (reports/framing; 0 before).
+CROP_OFFSET = 0.05
 #: Square crop around a detection box (multiple of the box's larger side) that the mesh runs on.
 MESH_CROP_SCALE = 2.0
 #: Images whose shorter side is below this many pixels are upscaled before detection.
@@ -255,9 +269,16 @@ class FaceAligner:
         quiet: hide MediaPipe's C++ log lines, which it writes straight to file descriptor 2 (from
             its own threads) while graphs are created and run; while a graph runs, stderr output of
             other threads of the process is hidden too. Pass ``quiet=False`` to see everything.
+        crop_scale: side of the aligned square, as a multiple of the larger side of the eye-levelled
+            landmarks' bounding box (default :data:`CROP_SCALE`, 1.10: FER2013's face size).
+        crop_offset: how far the landmarks' box centre lies below the square's centre, as a
+            fraction of the square's side (default :data:`CROP_OFFSET`, 0.05: FER2013's face
+            position); between -0.5 and 0.5. ``crop_scale=1.25, crop_offset=0`` gives the framing
+            of fer_tf before it was measured against FER2013 (reports/framing).
     """
 
-    def __init__(self, min_detection_confidence=0.5, max_faces=None, quiet=True, min_face=MIN_FACE):
+    def __init__(self, min_detection_confidence=0.5, max_faces=None, quiet=True, min_face=MIN_FACE,
+                 crop_scale=CROP_SCALE, crop_offset=CROP_OFFSET):
         os.environ.setdefault("GLOG_minloglevel", "2")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import cv2  # noqa: F401  (fail early with a clear ImportError)
@@ -266,6 +287,12 @@ class FaceAligner:
             raise ValueError(f"max_faces must be at least 1 (or None), got {max_faces!r}")
         if min_face is not None and float(min_face) < 0:
             raise ValueError(f"min_face must be positive (or None), got {min_face!r}")
+        if not (math.isfinite(float(crop_scale)) and float(crop_scale) > 0):
+            raise ValueError(f"crop_scale must be a positive number, got {crop_scale!r}")
+        if not (math.isfinite(float(crop_offset)) and abs(float(crop_offset)) < 0.5):
+            raise ValueError(f"crop_offset must be a number between -0.5 and 0.5, got {crop_offset!r}")
+        self.crop_scale = float(crop_scale)
+        self.crop_offset = float(crop_offset)
         self.quiet = bool(quiet)
         self.min_face = float(min_face or 0)
         self.last_found = 0
@@ -545,9 +572,11 @@ class FaceAligner:
         rpts = pts @ rot[:, :2].T + rot[:, 2]
         x0, y0 = rpts.min(axis=0)
         x1, y1 = rpts.max(axis=0)
-        side = max(x1 - x0, y1 - y0) * CROP_SCALE
+        side = max(x1 - x0, y1 - y0) * self.crop_scale
         side = max(side, 2.0)
-        cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        # the crop's centre: the box's centre, moved up so that the box's centre lies
+        # crop_offset * side below the crop's centre (the eye line is level: up is -y here)
+        cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0 - self.crop_offset * side
         # compose: rotate, then move (cx, cy) to the crop centre and scale side -> size
         s = size / side
         pre = 1.0
