@@ -33,3 +33,18 @@ def load_pipeline(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def jax_environment(tmp_path, devices=None, **extra):
+    """Environment of a subprocess on the JAX backend (CPU) in which ``import tensorflow`` fails:
+    a ``tensorflow`` package that raises ImportError comes first on PYTHONPATH, then the repository
+    and tests/. ``devices``: that many virtual CPU devices (XLA_FLAGS)."""
+    blocked = tmp_path / "no_tensorflow"
+    (blocked / "tensorflow").mkdir(parents=True, exist_ok=True)
+    (blocked / "tensorflow" / "__init__.py").write_text(
+        'raise ImportError("tensorflow is blocked in this test")\n')
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": os.pathsep.join([str(blocked), str(REPO), str(REPO / "tests")]), **extra}
+    if devices:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={int(devices)}"
+    return env

@@ -281,3 +281,88 @@ def test_two_local_workers_train(tmp_path):
     # the workers' trainable weights stay in sync (batch-norm moving statistics are per replica)
     assert abs(results[0]["checksum"] - results[1]["checksum"]) <= 1e-4 * max(1.0, abs(results[0]["checksum"]))
     assert (tmp_path / "last.keras").is_file() and (tmp_path / "state.json").is_file()
+
+
+# -- JAX: keras.distribution.DataParallel on two virtual CPU devices == one device ----------------
+
+DATA_PARALLEL = '''
+import json, sys
+import jax
+import keras
+import numpy as np
+from fixtures_training import TINY_LABELS, synthetic_data, tiny_model
+from fer_tf.sampling import identity_aware_dataset
+
+assert len(jax.devices()) == 2, jax.devices()
+table, faces = synthetic_data(subjects=4)
+ds = identity_aware_dataset(table, faces, TINY_LABELS, num_positives=3, num_negatives=3,
+                            queries_per_batch=12, seed=0, repeat=False, augment=False)
+x, y = ds[0]
+x, y = np.asarray(x), {k: np.asarray(v) for k, v in y.items()}
+
+
+def loss_and_grads(model, x, y):
+    def loss_of(trainable, non_trainable, metrics, x, y):
+        y_pred, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+        loss, _ = model.stateless_compute_loss(trainable, non_trainable, metrics, x=x, y=y,
+                                               y_pred=y_pred, training=True)
+        return loss
+
+    values = lambda variables: [v.value for v in variables]
+    loss, grads = jax.jit(jax.value_and_grad(loss_of))(
+        values(model.trainable_variables), values(model.non_trainable_variables),
+        values(model.metrics_variables), x, y)
+    return float(loss), [np.asarray(g) for g in grads]
+
+
+keras.utils.set_random_seed(0)
+single = tiny_model(labels=TINY_LABELS, dropout=0.0)
+ref_loss, ref_grads = loss_and_grads(single, x, y)
+
+distribution = keras.distribution.DataParallel(devices=jax.devices())
+with distribution.scope():
+    model = tiny_model(labels=TINY_LABELS, dropout=0.0)
+    model.set_weights(single.get_weights())
+put = lambda a: jax.device_put(a, distribution.get_data_layout(a.shape).backend_layout)
+xs, ys = put(x), {k: put(v) for k, v in y.items()}
+shard_rows = sorted(int(s.data.shape[0]) for s in xs.addressable_shards)
+loss, grads = loss_and_grads(model, xs, ys)
+
+# relative to each gradient's size, at least a tenth of the largest one (a conv bias before batch
+# normalisation has a gradient of about 0, where only float32 rounding is left)
+scale = max(float(np.max(np.abs(g))) for g in ref_grads)
+
+def rel_err(grads):
+    return max(float(np.max(np.abs(a - b))) / max(float(np.max(np.abs(b))), 0.1 * scale)
+               for a, b in zip(grads, ref_grads))
+
+# a real Keras step under the distribution: the weights move by -lr * the single-device gradient
+keras.distribution.set_distribution(distribution)
+model.compile(optimizer=keras.optimizers.SGD(0.5))
+before = [np.asarray(v.value) for v in model.trainable_variables]
+logs = model.train_on_batch(x, y, return_dict=True)
+step_err = rel_err([(b - np.asarray(v.value)) / 0.5 for b, v in zip(before, model.trainable_variables)])
+print("RESULT " + json.dumps({
+    "devices": len(jax.devices()), "shard_rows": shard_rows, "batch": int(len(x)),
+    "cross_shard_indices": int(np.sum(y["tuples"][: len(x) // 2] >= len(x) // 2)),
+    "loss": loss, "reference_loss": ref_loss, "grad_err": rel_err(grads), "step_err": step_err,
+    "fit_loss": float(logs["loss"]), "tensorflow_imported": "tensorflow" in sys.modules}))
+'''
+
+
+def test_jax_data_parallel_loss_and_gradients_equal_one_device(tmp_path):
+    """Under JAX, DataParallel shards the batch but one loss sees the whole global batch, so the
+    tuple indices stay global: loss and gradients on two devices equal those on one."""
+    from conftest import jax_environment
+
+    proc = subprocess.Popen([sys.executable, "-c", DATA_PARALLEL], cwd=REPO,
+                            env=jax_environment(tmp_path, devices=2, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result = _result(proc, timeout=600)
+    assert result["devices"] == 2 and result["shard_rows"] == [6, 6] and result["batch"] == 12
+    assert result["cross_shard_indices"] > 0  # tuples of device 0's rows point into device 1's
+    assert not result["tensorflow_imported"]
+    assert abs(result["loss"] - result["reference_loss"]) <= 1e-5 * max(1.0, abs(result["reference_loss"]))
+    assert result["grad_err"] < 1e-4, result
+    assert result["step_err"] < 1e-3, result
+    assert abs(result["fit_loss"] - result["reference_loss"]) <= 1e-4 * max(1.0, abs(result["reference_loss"]))

@@ -26,3 +26,43 @@ def test_readme_notebook_block_runs(datasets_dir, monkeypatch):
     assert classifier.output_shape == (None, 7)
     assert not any(w.name.startswith(("fc3", "fc4", "fc5")) for w in classifier.weights)
     assert namespace["model"].history.history["loss"][0] > 0
+
+
+RUN_BLOCK = '''
+import json, sys
+block = open(sys.argv[1], encoding="utf-8").read()
+namespace = {}
+exec(compile(block, "README.md", "exec"), namespace)
+import keras
+classifier = namespace["classifier"]
+print("RESULT " + json.dumps({
+    "backend": keras.backend.backend(), "output_shape": list(classifier.output_shape),
+    "metric_weights": [w.path for w in classifier.weights if w.path.startswith(("fc3", "fc4", "fc5"))],
+    "loss": float(namespace["model"].history.history["loss"][0]),
+    "tensorflow_imported": "tensorflow" in sys.modules}))
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_readme_notebook_block_runs_on_jax_without_tensorflow(datasets_dir, tmp_path):
+    """The same block, unchanged, under KERAS_BACKEND=jax in a process where `import tensorflow`
+    fails (slow: JAX compiles the train step for about a minute on a CPU)."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import jax_environment
+
+    if datasets_dir.resolve() != (REPO.parent / "shared" / "datasets").resolve():
+        pytest.skip("the README block reads ../shared/datasets")
+    block = tmp_path / "readme_block.py"
+    block.write_text(_notebook_block(), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-c", RUN_BLOCK, str(block)], cwd=REPO, capture_output=True,
+                          text=True, timeout=1200, env=jax_environment(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    result = json.loads([line for line in proc.stdout.splitlines() if line.startswith("RESULT ")][-1][7:])
+    assert result["backend"] == "jax" and not result["tensorflow_imported"]
+    assert result["output_shape"] == [None, 7]
+    assert result["metric_weights"] == []
+    assert result["loss"] > 0
