@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # Heavy objects load on first use so that `import fer_tf` stays fast.
+    # deferred: fer_tf.inference loads LiteRT, and Keras or MediaPipe when used; `import fer_tf`
+    # (every CLI command, every submodule) stays fast
     if name == "Recognizer":
         from fer_tf.inference import Recognizer
 

@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fer_tf.errors import ImageError
 
@@ -53,8 +54,6 @@ def load_image_rgb(path, max_pixels=DEFAULT_MAX_PIXELS, min_side=2) -> np.ndarra
 
 def _open(path, max_pixels, min_side):
     """Open, check the header size, then decode fully; return a loaded PIL image."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -142,8 +141,6 @@ def _scale_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
 
 def _flatten_alpha(image):
     """Composite an image with transparency onto white; return an RGB image."""
-    from PIL import Image
-
     rgba = image.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(background, rgba).convert("RGB")
