@@ -25,16 +25,6 @@ def ckplus48_dir(datasets_dir):
     return datasets_dir / "ckplus48"
 
 
-def load_pipeline(name):
-    """Import pipelines/<name>.py as a module (the pipelines folder is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "pipelines" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def jax_environment(tmp_path, devices=None, **extra):
     """Environment of a subprocess on the JAX backend (CPU) in which ``import tensorflow`` fails:
     a ``tensorflow`` package that raises ImportError comes first on PYTHONPATH, then the repository
