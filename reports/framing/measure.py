@@ -81,6 +81,10 @@ QUANTITIES = {  # name: description (pixels of the 60x60 face; the network sees 
     "oval_cy": "vertical centre of the face oval",
     "roll": "roll of the eye line, degrees",
 }
+QUANTITY_NAMES = {"inter_ocular": "inter-ocular", "eye_y": "eye y", "mouth_y": "mouth y",
+                  "eye_mouth": "eye-mouth", "oval_width": "oval width", "oval_height": "oval height",
+                  "eye_x": "eyes x", "oval_cx": "oval centre x", "oval_cy": "oval centre y",
+                  "roll": "roll"}
 SIZE_KEYS = ("inter_ocular", "eye_mouth", "oval_width", "oval_height")
 LABEL_SETS = {"kdef": ("anger", "happiness", "sadness"),
               "yale": ("happiness", "neutral", "sadness", "surprise")}
@@ -310,6 +314,56 @@ def fmt_q(s, k):
     return f"{v['median']:.1f} ({v['q1']:.1f}-{v['q3']:.1f})"
 
 
+def summary_lines(results):
+    """The report's summary, written from the numbers."""
+    m = results["measurements"]
+    fer, old, new = m["fer2013"], m["photos_old"], m["photos_new"]
+    eff = results["effect"]
+    k = len(eff["checkpoints"])
+
+    def diffs(s):
+        return ", ".join(f"{QUANTITY_NAMES[q]} {s[q]['median'] - fer[q]['median']:+.1f}"
+                         for q in ("inter_ocular", "eye_mouth", "oval_width", "oval_height",
+                                   "eye_y", "mouth_y", "eye_x"))
+
+    f = results["framing"]["fit"]
+    ck = ", ".join(f"{QUANTITY_NAMES[q]} {m['ckplus48'][q]['median'] - fer[q]['median']:+.1f}"
+                   for q in ("inter_ocular", "eye_y", "mouth_y"))
+    out = [
+        f"- **Framing.** With the old framing, FER2013's median face was {f['size_ratio']:.2f}x "
+        f"the size of aligned KDEF and Yale faces. Their medians minus FER2013's, in pixels of the "
+        f"60x60 face: "
+        f"old framing {diffs(old)}; new framing {diffs(new)}. CK+48 (resized, never aligned) "
+        f"is framed like FER2013 already: {ck}.",
+    ]
+    for key, name in (("kdef", "KDEF"), ("yale", "Yale")):
+        a = eff["mean"][key]["all"]
+        o, n = a["old"], a["new"]
+        out.append(
+            f"- **{name}, {o['images']} faces, mean of {k} FER2013 checkpoints.** 7 labels "
+            f"{100 * o['accuracy']:.1f}% -> {100 * n['accuracy']:.1f}% "
+            f"({100 * (n['accuracy'] - o['accuracy']):+.1f} points; per checkpoint "
+            f"{a['right_only_new']:.1f} faces right only in the new framing, "
+            f"{a['right_only_old']:.1f} only in the old); restricted to its labels "
+            f"{100 * o['accuracy_restricted']:.1f}% -> {100 * n['accuracy_restricted']:.1f}% "
+            f"({100 * (n['accuracy_restricted'] - o['accuracy_restricted']):+.1f}).")
+    y = eff["mean"]["yale"]["all"]
+    conf = eff["confusion"]
+    kdef_neutral = {fr: sum(row["neutral"] for row in conf["kdef"][fr].values()) for fr in ("old", "new")}
+    recall = (y["old"]["recall"]["neutral"], y["new"]["recall"]["neutral"])
+    verdict = ("already call Yale's neutral faces neutral in both framings, so the shipped model's "
+               "\"never neutral\" is not something a FER2013 model shows on these faces"
+               if min(recall) >= 0.8 else "do not reliably call Yale's neutral faces neutral")
+    out.append(
+        f"- **Neutral.** These FER2013 checkpoints {verdict} (recall "
+        f"{100 * recall[0]:.1f}% old, {100 * recall[1]:.1f}% new framing). Non-neutral faces "
+        f"called neutral: KDEF {kdef_neutral['old']} -> {kdef_neutral['new']} of "
+        f"{k} x {eff['mean']['kdef']['all']['old']['images']} predictions; Yale sadness called "
+        f"neutral: {conf['yale']['old']['sadness']['neutral']} -> {conf['yale']['new']['sadness']['neutral']} "
+        f"of {k} x 15).")
+    return out
+
+
 def write_readme(results, path):
     run = results["run"]
     g = results["framing"]
@@ -339,6 +393,10 @@ def write_readme(results, path):
         "KDEF and Yale: FaceAligner), measured the same way: MediaPipe's face mesh on the face "
         f"upscaled {UPSCALE}x and padded by {PAD:g} of its side, landmarks mapped back. Pixels of the "
         "60x60 face (the network sees 6..54 of it, the centre 48x48). Median (quartiles).",
+        "",
+        "## Summary",
+        "",
+    ] + summary_lines(results) + [
         "",
         "## Framing",
         "",
@@ -508,8 +566,11 @@ def main(argv=None):
             truth = list(tables[key].expression)
             h = held[key]
             entry[key] = {"all": {}, "held_out": {}}
+            ids = np.array([labels.index(t) for t in truth])
+            right = {}
             for fr in ("old", "new"):
                 p = probabilities(ec, faces_of[key][fr])
+                right[fr] = p.argmax(axis=1) == ids
                 entry[key]["all"][fr] = scores(p, truth, labels, LABEL_SETS[key])
                 entry[key]["held_out"][fr] = scores(p[h], [x for x, y in zip(truth, h) if y],
                                                     labels, LABEL_SETS[key])
@@ -517,6 +578,9 @@ def main(argv=None):
                 print(f"epoch {info.get('epoch')} {key} {fr}: accuracy {a['accuracy']:.3f} "
                       f"(restricted {a['accuracy_restricted']:.3f}) recall {a['recall']} "
                       f"predicted {a['predicted']}", flush=True)
+            # paired: images only one framing gets right (7 labels)
+            entry[key]["all"]["right_only_old"] = int(np.sum(right["old"] & ~right["new"]))
+            entry[key]["all"]["right_only_new"] = int(np.sum(right["new"] & ~right["old"]))
         effect["checkpoints"].append(entry)
     # means over the checkpoints, and confusion counts summed over them
     checkpoints = effect["checkpoints"]
@@ -534,6 +598,10 @@ def main(argv=None):
                     "recall": {c: round(float(np.mean([r["recall"][c] for r in runs])), 4)
                                for c in runs[0]["recall"]},
                 }
+        effect["mean"][key]["all"]["right_only_old"] = round(float(np.mean(
+            [c[key]["all"]["right_only_old"] for c in checkpoints])), 2)
+        effect["mean"][key]["all"]["right_only_new"] = round(float(np.mean(
+            [c[key]["all"]["right_only_new"] for c in checkpoints])), 2)
         effect["confusion"][key] = {
             fr: {c: {x: int(sum(r[key]["all"][fr]["confusion"][c][x] for r in checkpoints))
                      for x in labels} for c in LABEL_SETS[key]}
@@ -547,8 +615,21 @@ def main(argv=None):
         "CK+48 is not aligned by the cache: `ckplus48` is a pre-cropped format "
         "(fer_tf.preprocess.cache.PRECROPPED), so its 48x48 crops are resized to 60x60 like FER2013's "
         "and the new framing does not change them.",
-        "The fit uses the medians of KDEF and Yale pooled (old framing); the horizontal centre is "
-        "not changed (the landmarks' box centre; FER2013's median is within a pixel of the middle).",
+        "The fit uses the medians of KDEF and Yale pooled (old framing). The horizontal centre is "
+        "not changed (the landmarks' box centre): FER2013's median eyes x is "
+        f"{meas['fer2013']['eye_x']['median']:.1f} and its oval centre "
+        f"{meas['fer2013']['oval_cx']['median']:.1f} (the middle is 30). FER2013's faces vary far "
+        "more than aligned ones (quartiles above); only the medians are matched.",
+        "`make ship`'s held-out subjects (first of 8 subject folds, seed 0): KDEF "
+        f"{', '.join(effect['held_out_subjects']['kdef'])}; Yale "
+        f"{', '.join(effect['held_out_subjects']['yale'])}. Yale's held-out part is "
+        f"{effect['mean']['yale']['held_out']['old']['images']} images: one image is "
+        f"{100 / max(1, effect['mean']['yale']['held_out']['old']['images']):.1f} points.",
+        "Caches made before this change hold the old framing, and a cache's settings do not "
+        "record the framing, so it is reused silently: delete `runs/cache/kdef-kdef-subset` and "
+        "`runs/cache/yale-yalefaces` (and any other cache of aligned photos) before `make "
+        "finetune` or `make ship`, which rebuild them. `runs/cache/ckplus48-ckplus48` and "
+        "`runs/cache/fer2013-fer2013` are resized, not aligned, and do not change.",
         "The mesh needs padding to find faces that fill the image; the padding does not move the "
         "landmarks (they are mapped back), and all sets are measured with the same padding.",
         f"The new framing's faces were cached under {args.cache_root} (not runs/cache); the "
