@@ -360,7 +360,7 @@ def summary_lines(results):
         f"called neutral: KDEF {kdef_neutral['old']} -> {kdef_neutral['new']} of "
         f"{k} x {eff['mean']['kdef']['all']['old']['images']} predictions; Yale sadness called "
         f"neutral: {conf['yale']['old']['sadness']['neutral']} -> {conf['yale']['new']['sadness']['neutral']} "
-        f"of {k} x 15).")
+        f"of {k} x 15.")
     return out
 
 
