@@ -150,15 +150,16 @@ def train_variant(variant, table, faces, train_rows, test_rows, model_config: Mo
         copied = models.transfer_weights(pretrained, model)
     train_table = table.take(train_rows)
     queries = train_config.queries_per_batch if mode == "in_batch" else 12
+    train_faces = faces[train_rows]  # one array: its tensor is reused every epoch
 
     def make_train(start_epoch):
         return identity_aware_dataset(
-            train_table, faces[train_rows], labels, mode=mode,
+            train_table, train_faces, labels, mode=mode,
             num_positives=model_config.num_positives, num_negatives=model_config.num_negatives,
             queries_per_batch=queries, seed=train_config.seed, start_epoch=start_epoch)
 
     _, sampler = identity_aware_dataset(
-        train_table, faces[train_rows], labels, mode=mode, num_positives=model_config.num_positives,
+        train_table, train_faces, labels, mode=mode, num_positives=model_config.num_positives,
         num_negatives=model_config.num_negatives, queries_per_batch=queries, seed=train_config.seed,
         repeat=False, return_sampler=True)
     steps = train_config.steps_per_epoch or sampler.steps_per_epoch

@@ -72,9 +72,10 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
     print(f"FER2013: {len(train_rows)} training, {len(split['PublicTest'])} validation, "
           f"{len(split['PrivateTest'])} test faces", file=sys.stderr)
     augmentation = train_config.augmentation(model_config.input_size)
+    train_faces, train_ids = faces[train_rows], ids[train_rows]  # one array: its tensor is reused
 
     def make_train(start_epoch):
-        return classification_dataset(faces[train_rows], ids[train_rows], train_config.batch_size,
+        return classification_dataset(train_faces, train_ids, train_config.batch_size,
                                       augment=augmentation, seed=train_config.seed,
                                       start_epoch=start_epoch)
 
@@ -199,21 +200,22 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
                          num_negatives=model_config.num_negatives,
                          queries_per_batch=train_config.queries_per_batch, seed=train_config.seed,
                          augment=augmentation)
-    _, sampler = identity_aware_dataset(train_table, faces[train_rows], labels, repeat=False,
+    train_faces = faces[train_rows]  # one array per source: their tensors are reused every epoch
+    fer_train_faces, fer_train_ids = fer_faces[fer_split["Training"]], fer_ids[fer_split["Training"]]
+    _, sampler = identity_aware_dataset(train_table, train_faces, labels, repeat=False,
                                         return_sampler=True, **identity_args)
     steps = train_config.steps_per_epoch or sampler.steps_per_epoch
     identity_epochs = -(-steps // sampler.steps_per_epoch)  # sampler epochs per training epoch
     per_batch = train_config.classification_per_batch
 
     def make_train(epoch):
-        identity = identity_aware_dataset(train_table, faces[train_rows], labels,
+        identity = identity_aware_dataset(train_table, train_faces, labels,
                                           start_epoch=epoch * identity_epochs, min_batches=steps,
                                           **identity_args)
         if not per_batch:
             return identity
-        rows = fer_split["Training"]
         return joint_dataset(identity, classification_dataset(
-            fer_faces[rows], fer_ids[rows], per_batch, augment=augmentation, seed=train_config.seed,
+            fer_train_faces, fer_train_ids, per_batch, augment=augmentation, seed=train_config.seed,
             start_epoch=epoch))
 
     print(f"shipped model: {len(train_rows)} identity-labelled training images ({len(test_rows)} held "

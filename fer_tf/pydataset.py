@@ -55,7 +55,7 @@ class FaceBatches(keras.utils.PyDataset):
     """Batches of faces picked by row, from one epoch's list of index batches.
 
     Args:
-        faces: normalised faces, float32 ``[n, 60, 60]`` (kept on the device as one tensor).
+        faces: normalised faces ``[n, 60, 60]``, an array or a backend tensor (kept on the device).
         epoch_batches: ``epoch -> list of (rows [X], targets {name: array [X, ...]}, seed)``.
         augmentation: an :class:`~fer_tf.augment.Augmentation`, or None for centre crops.
         start_epoch: the epoch this dataset serves first; Keras' ``on_epoch_end`` moves it on, so
@@ -67,8 +67,8 @@ class FaceBatches(keras.utils.PyDataset):
     def __init__(self, faces, epoch_batches, augmentation: Augmentation | None = None, start_epoch=0,
                  min_batches=None):
         super().__init__()
-        faces = np.asarray(faces, np.float32)
-        self.faces = ops.convert_to_tensor(faces[..., None] if faces.ndim == 3 else faces)
+        faces = ops.cast(ops.convert_to_tensor(faces), "float32")
+        self.faces = faces[..., None] if len(faces.shape) == 3 else faces
         self.epoch_batches, self.augmentation = epoch_batches, augmentation
         self.min_batches = min_batches
         self.epoch = int(start_epoch)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 
 import numpy as np
 
@@ -459,11 +460,28 @@ def _normalised_faces(faces, preprocess=None, chunk=128):
     return np.concatenate(parts) if parts else np.zeros((0,) + faces.shape[1:], np.float32)
 
 
-def _face_tensor(faces, preprocess=None, chunk=128):
-    """:func:`_normalised_faces` as a TensorFlow constant (the ``tf.data`` pipelines)."""
-    import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
+#: The last few face tensors made, as ``(weak reference to the faces array, preprocess, tensor)``.
+_FACE_TENSORS = []
 
-    return tf.constant(_normalised_faces(faces, preprocess, chunk))
+
+def _face_tensor(faces, preprocess=None, chunk=128):
+    """:func:`_normalised_faces` as one backend tensor ([n, 60, 60] float32), made once per array.
+
+    Training builds a fresh pipeline every epoch from the same faces; without this each epoch
+    would hold its own copy of them (about 0.4 GB for FER2013). The cache keys on the array's
+    identity, so an array must not be changed in place while pipelines of it are in use.
+    """
+    import keras
+
+    if isinstance(faces, np.ndarray):
+        for ref, prep, tensor in _FACE_TENSORS:
+            if ref() is faces and prep is preprocess:
+                return tensor
+    tensor = keras.ops.convert_to_tensor(_normalised_faces(faces, preprocess, chunk))
+    if isinstance(faces, np.ndarray):
+        _FACE_TENSORS[:] = [e for e in _FACE_TENSORS if e[0]() is not None][-3:]
+        _FACE_TENSORS.append((weakref.ref(faces), preprocess, tensor))
+    return tensor
 
 
 def uses_tf_data():
@@ -592,7 +610,7 @@ def index_batch_dataset(sampler, faces, epoch_groups, steps_per_epoch, group_siz
         def epoch_batches(epoch):
             return [(rows, targets, seeds[0]) for rows, targets, seeds in arrays(epoch)]
 
-        return FaceBatches(_normalised_faces(faces, preprocess), epoch_batches, _augmentation(augment),
+        return FaceBatches(_face_tensor(faces, preprocess), epoch_batches, _augmentation(augment),
                            start_epoch, min_batches=min_batches)
     import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
 
@@ -672,7 +690,7 @@ def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuff
                     classification_batches(n, batch_size, shuffle, seed, epoch, repeat=False,
                                            full=n >= batch_size)]
 
-        return FaceBatches(_normalised_faces(faces, preprocess), epoch_batches, _augmentation(augment),
+        return FaceBatches(_face_tensor(faces, preprocess), epoch_batches, _augmentation(augment),
                            start_epoch)
     import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_tf.errors import DatasetError, ImageError
+from fer_tf.preprocess.align import CROP_OFFSET, CROP_SCALE
 
 #: Datasets whose images are already tight face crops: resized, never detected.
 PRECROPPED = frozenset({"ckplus48", "fer2013", "fer2013-csv"})
@@ -253,7 +254,7 @@ def _atomic_json(path, obj):
 
 
 def _settings(root, fmt, options, mode, size, chunk_size):
-    return {
+    settings = {
         "source": str(Path(root).resolve()),
         "format": fmt,
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted((options or {}).items())},
@@ -261,6 +262,10 @@ def _settings(root, fmt, options, mode, size, chunk_size):
         "size": int(size),
         "chunk_size": int(chunk_size),
     }
+    if mode != "resize" and fmt not in PRECROPPED:
+        # faces are aligned: a cache made with another crop is stale (reports/framing)
+        settings["framing"] = {"crop_scale": CROP_SCALE, "crop_offset": CROP_OFFSET}
+    return settings
 
 
 def _fingerprint(settings, table):
