@@ -33,8 +33,8 @@ What this script does, all on CPU and offline:
    subject is unseen by a FER2013 model; the numbers are also given for the subjects that
    ``make ship`` holds out (first of 8 subject folds, seed 0, of CK+48 + KDEF + Yale).
 
-The new framing's KDEF and Yale faces are cached with ``fer_tf.preprocess.cache.build_cache`` under
-``--cache-root`` (default /tmp/fer_tf-framing-cache, never the project's runs/cache); the old
+The new framing's KDEF and Yale faces are cached with ``fer_tf.preprocess.prepared.prepared_dataset``
+(as the experiments read them) under ``--cache-root`` (default /tmp/fer_tf-framing-cache, never the project's runs/cache); the old
 framing's faces are made in memory. Nothing derived from the datasets is written to the
 repository: only statistics. Run from the repository root:
 
@@ -195,14 +195,16 @@ def aligned_faces(table, framing):
 
 
 def cached_faces(root, fmt, cache_root):
-    """Faces of a dataset through the on-disk cache (as ``experiments.prepared_dataset`` does,
-    with the default FaceAligner), in a cache folder of our own."""
-    from fer_tf.preprocess.cache import build_cache, read_cache
+    """Faces of a dataset as the experiments read them (``prepared_dataset``: the on-disk cache,
+    the default FaceAligner), in a cache folder of our own; and the cache folder's name."""
+    from fer_tf.preprocess.prepared import prepared_dataset
 
-    output = pathlib.Path(cache_root) / f"{fmt}-{pathlib.Path(root).resolve().name}"
-    build_cache(root, fmt, output, progress=False)
-    table = read_cache(output)
-    return table.pixels, table, str(output)
+    table, faces = prepared_dataset(root, fmt, cache_root=cache_root)
+    prefix = f"{fmt}-{pathlib.Path(root).resolve().name}"
+    folders = [p for p in pathlib.Path(cache_root).iterdir()
+               if p.name.startswith(prefix) and (p / "manifest.json").is_file()]
+    newest = max(folders, key=lambda p: (p / "manifest.json").stat().st_mtime, default=None)
+    return faces, table, newest.name if newest else None
 
 
 # -- fitting the framing ----------------------------------------------------------------------
@@ -625,11 +627,13 @@ def main(argv=None):
         f"{', '.join(effect['held_out_subjects']['yale'])}. Yale's held-out part is "
         f"{effect['mean']['yale']['held_out']['old']['images']} images: one image is "
         f"{100 / max(1, effect['mean']['yale']['held_out']['old']['images']):.1f} points.",
-        "Caches made before this change hold the old framing, and a cache's settings do not "
-        "record the framing, so it is reused silently: delete `runs/cache/kdef-kdef-subset` and "
-        "`runs/cache/yale-yalefaces` (and any other cache of aligned photos) before `make "
-        "finetune` or `make ship`, which rebuild them. `runs/cache/ckplus48-ckplus48` and "
-        "`runs/cache/fer2013-fer2013` are resized, not aligned, and do not change.",
+        "Caches of aligned faces made before this change hold the old framing. "
+        "`prepared_dataset` now names a cache of aligned faces after the framing "
+        f"({' and '.join(f'`{n}`' for n in run['caches'].values())} with this one), and the "
+        "cache's settings record it, so `make finetune` and `make ship` align KDEF and Yale "
+        "again into new folders of runs/cache; the old-framing folders "
+        "`runs/cache/kdef-kdef-subset` and `runs/cache/yale-yalefaces` are no longer read and "
+        "can be deleted. CK+48 and FER2013 caches are resized, not aligned, and do not change.",
         "The mesh needs padding to find faces that fill the image; the padding does not move the "
         "landmarks (they are mapped back), and all sets are measured with the same padding.",
         f"The new framing's faces were cached under {args.cache_root} (not runs/cache); the "
