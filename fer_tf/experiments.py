@@ -308,7 +308,8 @@ The default model of `fer-tf predict` and `fer_tf.Recognizer()`.
   and the input contract. Sizes: {sizes}.
 - **Labels:** {", ".join(results["labels"])}.
 - **Input:** one aligned grey face, `[1, 60, 60, 1]` float32 in 0..255: detected with mediapipe,
-  rotated so the eyes are level, cropped square around the face-mesh landmarks (1.25 x their extent)
+  rotated so the eyes are level, cropped square around the face-mesh landmarks (1.10 x their extent, centred 0.05 of
+  the side above them, the framing of FER2013's faces: `reports/framing`)
   and resized to 60x60 (`fer_tf.preprocess.align.FaceAligner`). Histogram equalisation, plane
   fitting, zero mean / unit variance and the centre 48x48 crop are inside the model.
 - **Output:** probabilities over the labels.
