@@ -15,14 +15,28 @@ probabilities. Only the EC branch is exported; the metric-learning branch is a t
     model_float16.tflite    float16 weights, float32 compute/io (+ .json)
     model_dynamic.tflite    dynamic-range quantisation: int8 weights, float32 io (+ .json)
     model_int8.tflite       int8 network calibrated on training faces, float32 preprocessing/io
-    export_report.json      sizes, conversion notes and parity of every variant
+    model.tflite            the default: a copy of the fastest variant that keeps parity (+ .json)
+    export_report.json      sizes, conversion notes, parity, latency and XNNPACK coverage of
+                            every variant, and which one is the default and why
 
 All TFLite files are converted FROM the SavedModel with ``tf.lite.TFLiteConverter.from_saved_model``
 using TFLite builtin operations only (no ``SELECT_TF_OPS``, no custom ops), so that the standalone
 ``ai_edge_litert`` runtime runs them.
 
+Graph cleanup is the converter's: batch normalisation is folded into the convolutions (no MUL or
+ADD is left in the network), dropout disappears, constants are folded. What the variants differ in:
+
+- the preprocessing counts grey levels with ``UNSORTED_SEGMENT_SUM`` (``FacePreprocessing``'s
+  ``histogram="segment_flat"``; about 0.03 ms per face, against 1.4 ms for the one-hot count of
+  earlier exports);
+- ``dynamic``: int8 weights; XNNPACK quantises each layer's input on the fly (per face) and runs
+  int8 kernels, which on x86 with VNNI is several times faster than ``fp32``, and the per-face
+  scales keep the top-1 class of almost every face;
+- ``int8``: fixed activation scales from calibration (below).
+
 int8 variant: the EC network's weights and activations are int8, calibrated with a representative
-dataset of faces (training images). Two things stay float32, by design:
+dataset of faces (training images). Everything but the preprocessing runs on XNNPACK. Three things
+stay float32, by design:
 
 - the **input and output**: the converter adds a quantize op after the input and a dequantize op
   before the output, so every variant, int8 included, is fed ``[B, 60, 60, 1]`` float32 pixels and
@@ -31,12 +45,24 @@ dataset of faces (training images). Two things stay float32, by design:
   equalisation, plane fit and z-normalisation lose too much in int8 (on an untrained 2B(N+M) model
   the top-1 agreement with Keras fell to 17%, against 98.5% with float preprocessing). It is kept
   float with selective quantisation (``tf.lite.experimental.QuantizationDebugger`` with the
-  preprocessing's operations denylisted).
+  preprocessing's operations denylisted);
+- ``PRELU`` and ``SOFTMAX`` (:data:`INT8_FLOAT_OPS`): XNNPACK has no int8 PReLU, so int8 PReLUs
+  fall back to LiteRT's own kernels and cut the graph into one XNNPACK partition per layer (1.9 ms
+  per face instead of 0.36 ms); in float32 they run inside XNNPACK between a dequantize and a
+  quantize. An int8 softmax rounds probabilities to steps of 1/256, which ties close classes.
 
 If selective quantisation fails, the whole model is quantised: first asking for int8 kernels only
 (``TFLITE_BUILTINS_INT8``), then, if some operation has no int8 kernel, letting those operations run
 in float32. The sidecar's ``quantization`` and ``float_ops`` keys and the report's ``note`` say what
 was done.
+
+The default, ``model.tflite``: every variant is timed on one face per call (1 thread, LiteRT's
+default XNNPACK delegate, interleaved so that a busy machine slows all alike) and the fastest whose
+top-1 agreement with Keras on ``parity_faces`` is at least :data:`PARITY_TOP1` is copied, with its
+sidecar (which says which variant it is and why). Variants within :data:`LATENCY_TIE` of the
+fastest count as equally fast, and of those the one closest to Keras is taken (higher agreement,
+then smaller mean probability difference): timing noise alone never trades fidelity for nothing.
+Without parity faces nothing can be checked, and ``fp32`` is the default.
 """
 
 from __future__ import annotations
@@ -68,6 +94,12 @@ VARIANT_DESCRIPTIONS = {
 
 #: At most this many calibration faces are fed to the int8 converter.
 MAX_CALIBRATION = 300
+#: The default model keeps at least this top-1 agreement with the Keras model on the parity faces.
+PARITY_TOP1 = 0.99
+#: Latencies within this fraction of the fastest variant's count as equally fast.
+LATENCY_TIE = 0.05
+#: The default TFLite model's file name in the export folder.
+DEFAULT_TFLITE = "model.tflite"
 
 
 def keras_probabilities(model, faces, batch_size=64):
@@ -141,15 +173,19 @@ def _short_error(exc, limit=600):
 #: and z-normalisation lose too much in int8: on an untrained 2B(N+M) model top-1 agreement with
 #: Keras fell from 98.5% to 17% when they were quantised too).
 KEEP_FLOAT = ("face_preprocessing",)
+#: Operation types the int8 variant keeps in float32 (see the module docstring): XNNPACK has no int8
+#: PRELU, and an int8 SOFTMAX rounds probabilities to steps of 1/256.
+INT8_FLOAT_OPS = ("PRELU", "SOFTMAX")
 
 
 def convert_variant(saved_model_dir, variant, calibration_faces=None, keep_float=KEEP_FLOAT,
-                    fp32_flatbuffer=None):
+                    fp32_flatbuffer=None, float_op_types=INT8_FLOAT_OPS):
     """Convert the SavedModel into one TFLite variant; return ``(flatbuffer bytes, info dict)``.
 
-    For ``int8``, operations whose names contain one of ``keep_float`` stay float32 (selective
-    quantisation with ``tf.lite.experimental.QuantizationDebugger``); ``fp32_flatbuffer`` (the fp32
-    variant, converted when not given) provides the operation names.
+    For ``int8``, operations whose names contain one of ``keep_float``, and operations of the types
+    in ``float_op_types``, stay float32 (selective quantisation with
+    ``tf.lite.experimental.QuantizationDebugger``); ``fp32_flatbuffer`` (the fp32 variant,
+    converted when not given) provides the operation names.
     """
     import tensorflow as tf  # deferred: TensorFlow (the converter)
 
@@ -188,8 +224,10 @@ def convert_variant(saved_model_dir, variant, calibration_faces=None, keep_float
     if keep_float:
         try:
             flatbuffer = _selective_int8(int8_converter(), calibration, keep_float,
-                                         fp32_flatbuffer or _converter(saved_model_dir).convert())
+                                         fp32_flatbuffer or _converter(saved_model_dir).convert(),
+                                         float_op_types)
             info["float_layers"] = list(keep_float)
+            info["float_op_types"] = list(float_op_types)
         except Exception as exc:  # the experimental debugger API failed: quantise everything
             info["selective_error"] = _short_error(exc)
     if flatbuffer is None:
@@ -201,8 +239,9 @@ def convert_variant(saved_model_dir, variant, calibration_faces=None, keep_float
     ops = float_ops(flatbuffer)
     info["float_ops"] = ops
     if "float_layers" in info:
+        kept = [*keep_float, *float_op_types]
         info["quantization"] = (
-            f"int8 network (weights and activations); {', '.join(keep_float)} kept in float32"
+            f"int8 network (weights and activations); {', '.join(kept)} kept in float32"
         )
     elif ops:
         info["quantization"] = f"int8 weights and activations; float32 kept for {', '.join(ops)}"
@@ -211,8 +250,9 @@ def convert_variant(saved_model_dir, variant, calibration_faces=None, keep_float
     return flatbuffer, info
 
 
-def _selective_int8(converter, calibration, keep_float, fp32_flatbuffer):
-    """Quantise everything except the operations whose names contain one of ``keep_float``."""
+def _selective_int8(converter, calibration, keep_float, fp32_flatbuffer, float_op_types=()):
+    """Quantise everything except the operations whose names contain one of ``keep_float`` and
+    the operations of the types in ``float_op_types``."""
     import tensorflow as tf  # deferred: TensorFlow (the converter)
     from ai_edge_litert.interpreter import Interpreter  # deferred: the LiteRT runtime
 
@@ -220,7 +260,8 @@ def _selective_int8(converter, calibration, keep_float, fp32_flatbuffer):
     deny = sorted({n for n in names if any(k in n for k in keep_float)})
     if not deny:
         raise ValueError(f"no operation named like {list(keep_float)} in the model")
-    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=deny)
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=deny, denylisted_ops=list(float_op_types) or None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the debugger uses the deprecated tf.lite.Interpreter
         debugger = tf.lite.experimental.QuantizationDebugger(
@@ -256,6 +297,131 @@ def float_ops(model):
         return None
 
 
+def xnnpack_coverage(model, num_threads=1):
+    """What LiteRT's default XNNPACK delegate takes of a ``.tflite`` (path or bytes), batch of 1.
+
+    Returns ``{"partitions": XNNPACK subgraphs, "nodes": operations of the model, "delegated":
+    how many run inside XNNPACK, "fallback_ops": {operation: count} of those that run on LiteRT's
+    own kernels}``, or ``None`` when the runtime cannot list operations (private API). A node runs
+    in XNNPACK when it produces, directly or through other delegated nodes, an output of one of the
+    delegate's partition nodes.
+    """
+    from ai_edge_litert.interpreter import Interpreter  # deferred: LiteRT
+
+    try:
+        kwargs = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else \
+            {"model_path": str(model)}
+        with model_io.quiet_native_stderr():
+            interpreter = Interpreter(**kwargs, num_threads=num_threads)
+            detail = interpreter.get_input_details()[0]
+            if list(detail["shape_signature"])[:1] == [-1]:
+                interpreter.resize_tensor_input(detail["index"], [1, *list(detail["shape"])[1:]])
+            interpreter.allocate_tensors()
+        nodes = interpreter._get_ops_details()
+        delegates = [n for n in nodes if n["op_name"] == "DELEGATE"]
+        own = [n for n in nodes if n["op_name"] != "DELEGATE"]
+        producer = {int(t): n["index"] for n in own for t in n["outputs"]}
+        by_index = {n["index"]: n for n in own}
+        inside = set()
+        for partition in delegates:
+            boundary = {int(t) for t in partition["inputs"]}
+            stack, seen = [int(t) for t in partition["outputs"]], set()
+            while stack:
+                tensor = stack.pop()
+                if tensor in seen or tensor in boundary:
+                    continue
+                seen.add(tensor)
+                node = producer.get(tensor)
+                if node is None or node in inside:
+                    continue
+                inside.add(node)
+                stack.extend(int(t) for t in by_index[node]["inputs"] if t >= 0)
+        fallback = {}
+        for n in own:
+            if n["index"] not in inside:
+                fallback[n["op_name"]] = fallback.get(n["op_name"], 0) + 1
+        return {"partitions": len(delegates), "nodes": len(own), "delegated": len(inside),
+                "fallback_ops": dict(sorted(fallback.items()))}
+    except Exception:  # private API; informative only
+        return None
+
+
+#: Single-face calls per timing round and rounds per variant when export times the variants.
+LATENCY_CALLS = 40
+LATENCY_ROUNDS = 5
+
+
+def time_variants(paths, faces, calls=LATENCY_CALLS, rounds=LATENCY_ROUNDS, num_threads=1):
+    """Milliseconds per single-face call of each ``.tflite`` in ``paths`` ({name: path}).
+
+    Each model runs in :class:`~fer_tf.inference.TFLiteRunner` (``num_threads`` threads, LiteRT's
+    default XNNPACK delegate) on one face per call; the rounds alternate between the models so
+    that a busy machine slows them alike. Returns ``{name: {"median", "min", "max", "rounds",
+    "calls_per_round"}}``: the median (and extremes) over rounds of each round's median call.
+    """
+    faces = model_io.as_faces(faces)[:32]
+    runners = {name: TFLiteRunner(path, num_threads=num_threads) for name, path in paths.items()}
+    for runner in runners.values():
+        runner(faces[:1])
+        runner(faces[:1])
+    medians = {name: [] for name in runners}
+    for r in range(rounds):
+        for name, runner in runners.items():
+            times = []
+            for i in range(calls):
+                face = faces[(r * calls + i) % len(faces)][None]
+                start = time.perf_counter()
+                runner(face)
+                times.append(time.perf_counter() - start)
+            medians[name].append(float(np.median(times)) * 1e3)
+    return {name: {"median": float(np.median(v)), "min": float(np.min(v)), "max": float(np.max(v)),
+                   "rounds": int(rounds), "calls_per_round": int(calls)}
+            for name, v in medians.items()}
+
+
+def choose_default(entries, min_top1=PARITY_TOP1, tie=LATENCY_TIE):
+    """``(variant, reason)``: the fastest variant that keeps parity (see the module docstring).
+
+    ``entries`` is ``{variant: entry}`` as in an export report (``status``, ``parity``,
+    ``latency_ms``). Returns ``(None, reason)`` when no variant is usable.
+    """
+    ok = {v: e for v, e in entries.items() if e.get("status") == "ok"}
+    if not ok:
+        return None, "no variant converted"
+    measured = {v: e for v, e in ok.items() if e.get("parity")}
+    if not measured:
+        if "fp32" in ok:
+            return "fp32", "no parity faces: fp32, the variant that needs no check"
+        return None, "no parity faces and no fp32 variant: nothing can be shown to keep parity"
+    keep = {v: e for v, e in measured.items() if e["parity"]["top1_agreement"] >= min_top1}
+    if not keep:
+        return None, (f"no variant keeps top-1 agreement >= {min_top1:.0%} with Keras: "
+                      + ", ".join(f"{v} {e['parity']['top1_agreement']:.1%}"
+                                  for v, e in measured.items()))
+
+    def ms(v):
+        return (keep[v].get("latency_ms") or {}).get("median", float("inf"))
+
+    def fidelity(v):  # higher agreement first, then smaller probability differences
+        par = keep[v]["parity"]
+        return par["top1_agreement"], -par.get("mean_abs_prob_diff", 0.0)
+
+    fastest = min(keep, key=ms)
+    near = [v for v in keep if ms(v) <= ms(fastest) * (1 + tie)]
+    best = max(near, key=lambda v: (*fidelity(v), -ms(v)))
+    dropped = sorted(set(measured) - set(keep))
+    reason = (f"fastest of the variants with top-1 agreement >= {min_top1:.0%}: "
+              + ", ".join(f"{v} {ms(v):.3f} ms ({keep[v]['parity']['top1_agreement']:.1%})"
+                          for v in sorted(keep, key=ms)))
+    if best != fastest:
+        reason += (f"; {best} is within {tie:.0%} of {fastest} and closer to Keras (top-1 agreement, "
+                   f"then mean probability difference)")
+    if dropped:
+        reason += "; below the agreement bar: " + ", ".join(
+            f"{v} {measured[v]['parity']['top1_agreement']:.1%}" for v in dropped)
+    return best, reason
+
+
 def _labels_of(model, labels):
     labels = labels if labels is not None else getattr(model, "labels", None)
     if labels is None:
@@ -279,9 +445,12 @@ def export_model(
 
     The report: ``{"output_dir", "labels", "source", "artefacts": {name: {"path", "size"}},
     "variants": {variant: {"path", "size", "status": "ok"|"failed"|"skipped", "note",
-    "quantization", "parity"?}}}``. A variant that fails to convert is reported as ``failed`` with
-    the converter's message and does not stop the others; ``int8`` without calibration faces is
-    ``skipped``. ``parity_faces`` (``[n,60,60]``) adds each variant's :func:`parity`.
+    "quantization", "parity"?, "latency_ms", "xnnpack"}}, "default": {"variant", "path",
+    "reason"}}``. A variant that fails to convert is reported as ``failed`` with the converter's
+    message and does not stop the others; ``int8`` without calibration faces is ``skipped``.
+    ``parity_faces`` (``[n,60,60]``) adds each variant's :func:`parity`. ``model.tflite`` is the
+    default variant (:func:`choose_default`); its sidecar holds the variant's keys plus
+    ``default_of`` and ``default_reason``.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf  # deferred: TensorFlow (the converter)
@@ -328,6 +497,7 @@ def export_model(
     report["artefacts"]["saved_model"] = {"path": str(sm_dir), "size": _size(sm_dir)}
 
     fp32_flatbuffer = None
+    infos = {}
     for variant in variants:
         path = out / f"model_{variant}.tflite"
         entry = {"path": str(path), "size": None, "status": "ok", "note": ""}
@@ -357,8 +527,30 @@ def export_model(
         except ModelFileError as exc:
             entry.update(status="failed", note=f"LiteRT cannot run it: {exc}")
             continue
+        entry["xnnpack"] = xnnpack_coverage(path)
+        infos[variant] = info
         if parity_faces is not None and len(parity_faces):
             entry["parity"] = parity(inference, path, parity_faces)
+
+    converted = {v: e["path"] for v, e in report["variants"].items() if e["status"] == "ok"}
+    if converted:
+        timing_faces = next((f for f in (parity_faces, calibration_faces)
+                             if f is not None and len(f)), None)
+        if timing_faces is None:
+            timing_faces = np.random.default_rng(0).integers(0, 256, (8, 60, 60), dtype=np.uint8)
+        for variant, latency in time_variants(converted, timing_faces).items():
+            report["variants"][variant]["latency_ms"] = latency
+    default, reason = choose_default(report["variants"])
+    report["default"] = {"variant": default, "path": None, "reason": reason}
+    stale = out / DEFAULT_TFLITE
+    if default is not None:
+        atomic_write_bytes(stale, pathlib.Path(converted[default]).read_bytes())
+        model_io.write_metadata(stale, labels, source=source, format="tflite", **infos[default],
+                                default_of=default, default_reason=reason)
+        report["default"]["path"] = str(stale)
+    elif stale.exists():  # an earlier export's default must not pass for this one's
+        stale.unlink()
+        model_io.metadata_path(stale).unlink(missing_ok=True)
 
     atomic_write_text(out / "export_report.json", json.dumps(report, indent=2) + "\n")
     return report
@@ -369,7 +561,8 @@ def format_report(report):
     lines = [f"exported to {report['output_dir']} (labels: {', '.join(report['labels'])})"]
     for name, art in report["artefacts"].items():
         lines.append(f"  {name:<22} {_human(art['size']):>10}")
-    header = f"  {'variant':<10} {'file':<22} {'size':>10}  {'status':<8} {'top-1 agree':>11} {'max |dp|':>9}  note"
+    header = (f"  {'variant':<10} {'file':<22} {'size':>10}  {'status':<8} {'top-1 agree':>11} "
+              f"{'max |dp|':>9} {'ms/face':>8}  note")
     lines.append(header)
     for variant, entry in report["variants"].items():
         name = pathlib.Path(entry["path"]).name
@@ -377,13 +570,21 @@ def format_report(report):
         agree = f"{100 * par['top1_agreement']:.1f}%" if par else "-"
         diff = f"{par['max_abs_prob_diff']:.4f}" if par else "-"
         size = _human(entry["size"]) if entry.get("size") else "-"
+        latency = entry.get("latency_ms")
+        ms = f"{latency['median']:.3f}" if latency else "-"
         lines.append(
-            f"  {variant:<10} {name:<22} {size:>10}  {entry['status']:<8} {agree:>11} {diff:>9}  "
-            f"{entry.get('note', '')}"
+            f"  {variant:<10} {name:<22} {size:>10}  {entry['status']:<8} {agree:>11} {diff:>9} "
+            f"{ms:>8}  {entry.get('note', '')}"
         )
     if any(e.get("parity") for e in report["variants"].values()):
         n = next(e["parity"]["n"] for e in report["variants"].values() if e.get("parity"))
-        lines.append(f"  parity against the Keras inference model on {n} faces")
+        lines.append(f"  parity against the Keras inference model on {n} faces; ms/face: one face "
+                     f"per call, 1 thread, XNNPACK")
+    default = report.get("default") or {}
+    if default.get("variant"):
+        lines.append(f"  default: {DEFAULT_TFLITE} = {default['variant']} ({default['reason']})")
+    elif default:
+        lines.append(f"  no default {DEFAULT_TFLITE}: {default['reason']}")
     return "\n".join(lines)
 
 

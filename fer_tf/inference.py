@@ -70,12 +70,21 @@ def shipped_model_path():
 class TFLiteRunner:
     """Run a face-classifier ``.tflite`` in ``ai_edge_litert``: ``runner(faces) -> [n, C]``.
 
-    Batches are run in one invocation when the model's batch dimension is dynamic (it is for
-    models from :func:`fer_tf.export.export_model`); otherwise face by face. Quantised (int8/uint8)
-    inputs and outputs are (de)quantised with the tensors' own scale and zero point.
+    Fewer than :attr:`BATCH_FROM` faces are run one at a time; more are run in batches of up to
+    ``max_batch`` in one invocation when the model's batch dimension is dynamic (it is for models
+    from :func:`fer_tf.export.export_model`), on a second interpreter opened for them. Resizing an
+    interpreter re-plans XNNPACK (about 1-3 ms), and a batch is no faster per face than single
+    faces for this network on a CPU, so the single-face interpreter is never resized: photos and
+    video frames with one or a few faces each pay no re-planning. Quantised (int8/uint8) inputs
+    and outputs are (de)quantised with the tensors' own scale and zero point.
     """
 
+    #: Calls with at least this many faces run as batches (when the model allows it).
+    BATCH_FROM = 8
+
     def __init__(self, model, num_threads=None):
+        self._num_threads = num_threads
+        self._batch_runner = None
         if isinstance(model, (str, os.PathLike)):
             self.path = str(model)
             self.interpreter = model_io.load_tflite(model, num_threads=num_threads)
@@ -121,10 +130,16 @@ class TFLiteRunner:
         self.interpreter.invoke()
         return self._dequantize(self.interpreter.get_tensor(self._output["index"])).copy()
 
-    def __call__(self, faces, max_batch=64):
-        faces = model_io.as_faces(faces)
-        if len(faces) == 0:
-            return np.zeros((0, self.num_classes), np.float32)
+    def _batches(self):
+        """The runner for batched calls: a second interpreter of the same file (the first one
+        stays at batch 1), or this one when the model came as an interpreter object."""
+        if self.path == "<interpreter>":
+            return self
+        if self._batch_runner is None:
+            self._batch_runner = TFLiteRunner(self.path, num_threads=self._num_threads)
+        return self._batch_runner
+
+    def _run_batches(self, faces, max_batch):
         out = []
         for start in range(0, len(faces), max_batch):
             chunk = faces[start:start + max_batch]
@@ -133,6 +148,18 @@ class TFLiteRunner:
             else:
                 self._set_batch(1)
                 out.extend(self._invoke(face[None]) for face in chunk)
+        return out
+
+    def __call__(self, faces, max_batch=64):
+        faces = model_io.as_faces(faces)
+        if len(faces) == 0:
+            return np.zeros((0, self.num_classes), np.float32)
+        if len(faces) >= self.BATCH_FROM and self.dynamic_batch and max_batch > 1:
+            out = self._batches()._run_batches(faces, max_batch)
+        elif self._batch == 1 or self._set_batch(1):
+            out = [self._invoke(face[None]) for face in faces]
+        else:  # a fixed batch size other than 1
+            out = self._run_batches(faces, max_batch)
         return np.concatenate(out, axis=0).astype(np.float32)
 
 
@@ -213,10 +240,9 @@ def _load_rgb(image, label, max_pixels=MAX_PIXELS):
         from fer_tf.data.images import load_image_rgb
 
         return load_image_rgb(image, max_pixels=max_pixels), str(image)
-    from fer_tf.data.images import as_uint8_image
+    from fer_tf.data.images import as_uint8_rgb
 
-    rgb, _ = as_uint8_image(image, label)
-    return rgb, label
+    return as_uint8_rgb(image, label), label
 
 
 def _int_box(box, width, height):
@@ -343,9 +369,8 @@ class Recognizer:
         kind = model_io.check_classifier(model)
         model_labels = getattr(model, "labels", None)
         if kind != "face":
-            from fer_tf.export import build_inference_model
-
-            model = build_inference_model(model, labels if labels is not None else model_labels)
+            model = model_io.build_inference_model(
+                model, labels if labels is not None else model_labels)
         return KerasRunner(model), (tuple(model_labels) if model_labels is not None else None)
 
     # -- lifetime --

@@ -13,18 +13,23 @@ keras = pytest.importorskip("keras")
 from fer_tf import model_io  # noqa: E402
 from fer_tf.data.labels import BASIC7  # noqa: E402
 from fer_tf.errors import ConfigError, ModelFileError  # noqa: E402
-from fer_tf.export import VARIANTS, build_inference_model, export_model, parity  # noqa: E402
+from fer_tf.export import (DEFAULT_TFLITE, VARIANTS, build_inference_model,  # noqa: E402
+                           choose_default, export_model, parity)
 
 
 def tiny_ec_model(classes=7, seed=0, input_shape=(48, 48, 1)):
     """A small EC network with the package's contract: [B,48,48,1] normalised -> [B,C] softmax.
 
+    Its middle block is the real network's conv -> batch norm -> per-channel PReLU (with batch-norm
+    statistics that are not the identity, so that folding them into the convolution is visible).
     The last layer's weights are large so that the top-1 class of most faces is well separated.
     """
+    from fer_tf.layers import conv_prelu
+
     keras.utils.set_random_seed(seed)
     inp = keras.Input(input_shape, name="normalised_face")
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inp)
-    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+    x = conv_prelu(x, 16, 3, strides=2, name="block")
     x = keras.layers.GlobalAveragePooling2D()(x)
     dense = keras.layers.Dense(classes, activation="softmax", name="expression")
     out = dense(x)
@@ -32,6 +37,11 @@ def tiny_ec_model(classes=7, seed=0, input_shape=(48, 48, 1)):
     rng = np.random.default_rng(seed)
     kernel, bias = dense.get_weights()
     dense.set_weights([rng.normal(0.0, 3.0, kernel.shape).astype("float32"), bias])
+    if input_shape == (48, 48, 1):
+        bn, prelu = model.get_layer("block_bn"), model.get_layer("block_prelu")
+        bn.set_weights([rng.uniform(0.5, 2.0, 16), rng.normal(0, 0.2, 16), rng.normal(0, 0.2, 16),
+                        rng.uniform(0.5, 2.0, 16)])  # gamma, beta, moving mean, moving variance
+        prelu.set_weights([rng.uniform(0.05, 0.3, prelu.get_weights()[0].shape)])
     return model
 
 
@@ -87,6 +97,88 @@ def test_all_artefacts_written_with_metadata(exported, faces):
     assert model_io.read_metadata(out / "model_int8.tflite")["calibration_faces"] == len(faces[::2])
 
 
+def test_default_model_is_the_fastest_variant_that_keeps_parity(exported):
+    out, report, _ = exported
+    default = report["default"]
+    variant = default["variant"]
+    assert variant in VARIANTS and default["path"] == str(out / DEFAULT_TFLITE)
+    assert (out / DEFAULT_TFLITE).read_bytes() == (out / f"model_{variant}.tflite").read_bytes()
+    entries = report["variants"]
+    for entry in entries.values():
+        assert entry["latency_ms"]["median"] > 0 and entry["latency_ms"]["rounds"] >= 3
+    assert entries[variant]["parity"]["top1_agreement"] >= 0.99
+    assert choose_default(entries) == (variant, default["reason"])
+    # the input contract of the sidecar is the variant's, plus which variant it is and why
+    meta = model_io.read_metadata(out / DEFAULT_TFLITE)
+    assert meta == {**model_io.read_metadata(out / f"model_{variant}.tflite"),
+                    "default_of": variant, "default_reason": default["reason"]}
+    assert meta["input"]["shape"] == [60, 60, 1] and meta["input"]["range"] == [0, 255]
+    on_disk = json.loads((out / "export_report.json").read_text())
+    assert on_disk["default"] == default
+
+
+def _entry(ms, agree, status="ok", mean_diff=0.01):
+    return {"status": status, "latency_ms": {"median": ms},
+            "parity": None if agree is None else {"top1_agreement": agree,
+                                                  "mean_abs_prob_diff": mean_diff}}
+
+
+def test_choose_default_rules():
+    # the fastest that keeps parity; one below the bar is never chosen, however fast
+    entries = {"fp32": _entry(1.3, 1.0), "dynamic": _entry(0.40, 0.992), "int8": _entry(0.30, 0.975)}
+    variant, reason = choose_default(entries)
+    assert variant == "dynamic" and "int8 97.5%" in reason
+    # within 5% counts as a tie, won by the higher agreement
+    entries["float16"] = _entry(0.39, 0.991)
+    assert choose_default(entries)[0] == "dynamic"
+    entries["float16"] = _entry(0.30, 0.991)
+    assert choose_default(entries)[0] == "float16"
+    # equal agreement within the tie: the smaller probability differences win, not the noise
+    tied = {"dynamic": _entry(0.37, 1.0, mean_diff=0.004), "int8": _entry(0.36, 1.0, mean_diff=0.03)}
+    variant, reason = choose_default(tied)
+    assert variant == "dynamic" and "closer to Keras" in reason
+    tied["int8"] = _entry(0.30, 1.0, mean_diff=0.03)  # clearly faster: the fastest keeps parity
+    assert choose_default(tied)[0] == "int8"
+    # failed variants do not count; without parity faces only fp32 can be vouched for
+    assert choose_default({"dynamic": _entry(0.1, 1.0, "failed"), "fp32": _entry(1.0, 1.0)})[0] == "fp32"
+    assert choose_default({"fp32": _entry(1.0, None), "dynamic": _entry(0.4, None)})[0] == "fp32"
+    assert choose_default({"dynamic": _entry(0.4, None)})[0] is None
+    variant, reason = choose_default({"int8": _entry(0.3, 0.9)})
+    assert variant is None and "int8 90.0%" in reason
+
+
+def test_graph_cleanup_and_xnnpack_coverage(exported):
+    """Batch norm is folded into the convolution, the histogram is a builtin segment sum (no one-hot,
+    no Flex op), and XNNPACK runs every operation of the network: what falls back to LiteRT's own
+    kernels is the preprocessing's (segment sum, cumulative sum, gather, index arithmetic)."""
+    from fer_tf.export import float_ops, xnnpack_coverage
+
+    out, report, _ = exported
+    preprocessing = {"ADD", "CAST", "CUMSUM", "FILL", "GATHER", "GREATER", "MUL", "PACK", "RANGE",
+                     "RESHAPE", "SHAPE", "STRIDED_SLICE", "UNSORTED_SEGMENT_SUM", "DIV", "SUB",
+                     "MAXIMUM", "MINIMUM", "MEAN", "SUM", "SQRT", "SQUARED_DIFFERENCE", "ROUND", "RELU",
+                     "DEQUANTIZE"}  # float16: the preprocessing's constants, widened once
+    for variant in VARIANTS:
+        path = out / f"model_{variant}.tflite"
+        interpreter = model_io.load_tflite(path)
+        tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+        names = [op["op_name"] for op in interpreter._get_ops_details()]
+        assert "UNSORTED_SEGMENT_SUM" in names and "ONE_HOT" not in names, variant
+        assert not any(n.startswith("Flex") or n == "CUSTOM" for n in names), variant
+        network_ops = [op["op_name"] for op in interpreter._get_ops_details()
+                       if not any("face_preprocessing" in tensors.get(t, "") for t in op["outputs"])]
+        assert "MUL" not in network_ops and "ADD" not in network_ops, (variant, network_ops)
+        assert network_ops.count("CONV_2D") == 2 and "PRELU" in network_ops, (variant, network_ops)
+        coverage = report["variants"][variant]["xnnpack"]
+        assert coverage == xnnpack_coverage(path) and coverage["partitions"] >= 1
+        assert set(coverage["fallback_ops"]) <= preprocessing, (variant, coverage)
+        assert "UNSORTED_SEGMENT_SUM" in coverage["fallback_ops"]
+    # int8: the convolutions are int8; PReLU and softmax stay float32 so that XNNPACK takes them
+    meta = model_io.read_metadata(out / "model_int8.tflite")
+    assert meta["float_op_types"] == ["PRELU", "SOFTMAX"]
+    assert {"PRELU", "SOFTMAX"} <= set(float_ops(out / "model_int8.tflite"))
+
+
 def test_every_variant_runs_in_litert(exported, faces):
     from fer_tf.inference import TFLiteRunner
 
@@ -123,6 +215,7 @@ def test_parity_with_keras(exported, faces):
     meta = model_io.read_metadata(out / "model_int8.tflite")
     assert meta["float_layers"] == ["face_preprocessing"], meta
     assert "CONV_2D" not in (meta["float_ops"] or []) and "CUMSUM" in meta["float_ops"]
+    assert "FULLY_CONNECTED" not in meta["float_ops"]
 
 
 def test_saved_model_serving_signature(exported, faces):
@@ -151,6 +244,9 @@ def test_int8_without_calibration_is_skipped(tmp_path, faces):
     assert report["variants"]["fp32"]["status"] == "ok"
     assert report["variants"]["int8"]["status"] == "skipped"
     assert not (tmp_path / "model_int8.tflite").exists()
+    # no parity faces: fp32 is the default, the one variant that needs no check
+    assert report["default"]["variant"] == "fp32"
+    assert model_io.read_metadata(tmp_path / DEFAULT_TFLITE)["default_of"] == "fp32"
 
 
 def test_labels_are_required_and_checked(tmp_path):

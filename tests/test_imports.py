@@ -25,9 +25,6 @@ PENDING = {
         "read_dataset(format='cache') imports fer_tf.preprocess.cache.read_cache; the reading side "
         "of the cache format (manifest, faces.npz, read_cache) belongs under fer_tf/data/, where "
         "both readers and cache import it",
-    frozenset({"fer_tf.export", "fer_tf.inference"}):
-        "inference.Recognizer._keras_runner imports build_inference_model from fer_tf.export; "
-        "import it from fer_tf.model_io, where it now lives",
 }
 
 

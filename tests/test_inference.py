@@ -314,3 +314,33 @@ def test_video_codecs():
     assert inference.browser_video_suffix() == (".mp4" if fourcc == "avc1" else ".webm")
     with pytest.raises(ConfigError, match="unknown video suffix"):
         inference.video_codec("a.gif")
+
+
+def test_litert_runner_keeps_single_faces_on_an_unresized_interpreter(exported):
+    """Single faces and small groups never re-plan XNNPACK (a resize costs milliseconds); large
+    sets run in batches on a second interpreter, with the same probabilities."""
+    out, _ = exported
+    runner = inference.TFLiteRunner(out / "model_fp32.tflite", num_threads=1)
+    faces = np.random.default_rng(0).integers(0, 256, (20, 60, 60), dtype=np.uint8)
+    one_by_one = np.concatenate([runner(face[None]) for face in faces])
+    small = runner(faces[:inference.TFLiteRunner.BATCH_FROM - 1])
+    assert runner._batch == 1 and runner._batch_runner is None
+    batched = runner(faces, max_batch=16)
+    assert runner._batch == 1 and runner._batch_runner._batch == 4  # 16 + 4
+    np.testing.assert_allclose(small, one_by_one[:len(small)], atol=1e-6)
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    assert runner(faces[:0]).shape == (0, 7)
+
+
+def test_rgb_conversion_without_grey_matches_as_uint8_image():
+    from fer_tf.data.images import as_uint8_image, as_uint8_rgb
+
+    rng = np.random.default_rng(1)
+    for image in (rng.integers(0, 256, (9, 7, 3), dtype=np.uint8),
+                  rng.integers(0, 256, (9, 7), dtype=np.uint8),
+                  rng.random((9, 7, 4)), rng.integers(0, 65535, (9, 7, 1), dtype=np.uint16)):
+        rgb = as_uint8_rgb(image)
+        np.testing.assert_array_equal(rgb, as_uint8_image(image)[0])
+        assert rgb.dtype == np.uint8 and rgb.shape == (9, 7, 3) and rgb.flags.c_contiguous
+    with pytest.raises(ImageError, match="shape"):
+        as_uint8_rgb(np.zeros((2, 3, 5)))

@@ -156,3 +156,54 @@ def test_tflite_builtins_parity(tmp_path):
     interp.invoke()
     got = interp.get_tensor(interp.get_output_details()[0]["index"])
     np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4)
+
+
+def test_histogram_methods_count_and_normalise_identically():
+    rng = np.random.default_rng(5)
+    x = np.concatenate([face_like(rng, 3), rng.integers(0, 256, (2, 60, 60), dtype=np.uint8),
+                        np.full((1, 60, 60), 7, np.uint8)])
+    levels = tf.constant(x.reshape(len(x), -1).astype(np.int32))
+    want = np.stack([np.bincount(v, minlength=256) for v in x.reshape(len(x), -1)])
+    for method in ("segment", "onehot", "segment_flat"):
+        np.testing.assert_array_equal(nz._histograms(levels, method).numpy(), want)
+    base = nz.normalize_faces(x, histogram="segment").numpy()
+    for method in ("onehot", "segment_flat"):
+        np.testing.assert_array_equal(nz.normalize_faces(x, histogram=method).numpy(), base)
+    with pytest.raises(ValueError, match="histogram"):
+        nz.normalize_faces(x, histogram="bincount")
+
+
+def test_face_preprocessing_histogram_option_and_old_configs():
+    layer = nz.FacePreprocessing()
+    assert layer.histogram == nz.EXPORT_HISTOGRAM == "segment_flat"
+    assert nz.FacePreprocessing.from_config(layer.get_config()).histogram == "segment_flat"
+    old = {k: v for k, v in layer.get_config().items() if k != "histogram"}  # saved before the option
+    assert nz.FacePreprocessing.from_config(old).histogram == nz.EXPORT_HISTOGRAM
+    assert nz.FacePreprocessing(histogram="onehot").get_config()["histogram"] == "onehot"
+    with pytest.raises(ValueError, match="histogram"):
+        nz.FacePreprocessing(histogram="nope")
+
+
+def _tflite_ops(flat):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_content=flat,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    return {op["op_name"] for op in interp._get_ops_details()}
+
+
+@pytest.mark.parametrize("method", ["segment_flat", "segment", "onehot"])
+def test_every_histogram_method_converts_to_builtins_only(method):
+    """No Flex (SELECT_TF_OPS) kernel: the standalone LiteRT runtime runs the layer."""
+    pytest.importorskip("ai_edge_litert.interpreter")
+    layer = nz.FacePreprocessing(histogram=method)
+    fn = tf.function(layer, input_signature=[tf.TensorSpec([None, 60, 60, 1], tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], layer)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    names = _tflite_ops(converter.convert())
+    assert not any(n.startswith("Flex") or n == "CUSTOM" for n in names), names
+    if method.startswith("segment"):
+        assert "UNSORTED_SEGMENT_SUM" in names and "ONE_HOT" not in names
+    else:
+        assert "ONE_HOT" in names

@@ -191,12 +191,8 @@ def _to_rgb(image, path) -> np.ndarray:
 __all__ = ["load_image", "load_image_rgb", "DEFAULT_MAX_PIXELS"]
 
 
-def as_uint8_image(image, label="image"):
-    """An image array of any supported dtype and layout -> (RGB uint8 [H,W,3], grey uint8 [H,W]).
-
-    Grey, grey+channel, RGB and RGBA (composited on white); uint8, 16-bit, float (0..1 or 0..255)
-    and bool. Raises :class:`ImageError` naming ``label`` for anything else.
-    """
+def _uint8_rgb(image, label):
+    """-> (RGB uint8 [H,W,3], the grey uint8 [H,W] array it came from or None)."""
     img = np.asarray(image)
     if not np.issubdtype(img.dtype, np.number) and img.dtype != bool:
         raise ImageError(label, f"unsupported image array dtype {img.dtype}")
@@ -214,15 +210,30 @@ def as_uint8_image(image, label="image"):
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     if img.ndim == 2:
-        grey = img
-        rgb = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] in (3, 4):
+        return np.repeat(img[:, :, None], 3, axis=2), img
+    if img.ndim == 3 and img.shape[2] in (3, 4):
         rgb = img[:, :, :3]
         if img.shape[2] == 4:  # composite on white, so transparent parts do not turn black
             alpha = img[:, :, 3:4].astype(np.float32) / 255.0
             rgb = np.rint(rgb * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-        # ITU-R 601-2 luma, as PIL's convert("L")
+        return rgb, None
+    raise ImageError(label, f"unsupported image array shape {img.shape}")
+
+
+def as_uint8_rgb(image, label="image"):
+    """:func:`as_uint8_image` without the grey image: RGB uint8 [H,W,3] (contiguous). The luma
+    costs more than everything else here (about 0.3 ms on 512x512, 180 ms on 16 MP)."""
+    rgb, _ = _uint8_rgb(image, label)
+    return np.ascontiguousarray(rgb)
+
+
+def as_uint8_image(image, label="image"):
+    """An image array of any supported dtype and layout -> (RGB uint8 [H,W,3], grey uint8 [H,W]).
+
+    Grey, grey+channel, RGB and RGBA (composited on white); uint8, 16-bit, float (0..1 or 0..255)
+    and bool. Raises :class:`ImageError` naming ``label`` for anything else.
+    """
+    rgb, grey = _uint8_rgb(image, label)
+    if grey is None:  # ITU-R 601-2 luma, as PIL's convert("L")
         grey = np.rint(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).clip(0, 255).astype(np.uint8)
-    else:
-        raise ImageError(label, f"unsupported image array shape {img.shape}")
     return np.ascontiguousarray(rgb), np.ascontiguousarray(grey)
