@@ -1,23 +1,29 @@
-"""Section 3: inference per face on this CPU, ours against the PyPI package ``fer``.
+"""Section 3: inference on this CPU, ours against the PyPI package ``fer``, side by side in one process.
 
-Ours: a 2B(N+M) model built from the current code (untrained weights time the same as trained
-ones) exported with :func:`fer_tf.export.export_model` to TFLite ``fp32`` and ``dynamic``
-(dynamic-range int8 weights), run by :class:`fer_tf.inference.TFLiteRunner` (LiteRT) with 1 and
-2 threads, one 60x60 face per call (the preprocessing, i.e. histogram equalisation, plane fit and
-normalisation, is inside the model and is timed); the Keras inference model in a ``tf.function``
-(:class:`fer_tf.inference.KerasRunner`); the shipped ``saved_models/fer_tf_basic7.tflite`` when
-present. ``fer``: its own classifier, in its own environment (``.venv-bench``), on the same CK+48
-crops resized to the 64x64 it expects (see ``benchmarks/fer_worker.py``). End to end:
-``Recognizer.predict`` (MediaPipe detection + landmarks + alignment + classification) on
-``skimage.data.astronaut()`` against ``FER().detect_emotions`` (Haar cascade) on the same photo.
+Ours: the shipped trained model (``saved_models/fer_tf_basic7.keras``; an untrained 2B(N+M) model
+when it is missing, which times the same) exported again with the current code by
+:func:`fer_tf.export.export_model`: every TFLite variant, and the default ``model.tflite`` that
+export picks (the fastest variant that keeps top-1 agreement with Keras >= 99%). Its input is a raw
+60x60 face: the preprocessing (histogram equalisation, plane fit, normalisation, centre crop) runs
+inside the model and is timed. ``fer``: imported into this same process (``benchmarks/fer_env.py``),
+its shipped classifier ``emotion_model_quantized.tflite`` timed both through its own
+``FER._classify_emotions`` (TensorFlow's ``tf.lite.Interpreter``, its default) and in the same
+runtime as ours (``ai_edge_litert``, 1 thread, XNNPACK), on the same CK+48 crops resized to its
+64x64 input and scaled as ``detect_emotions`` does (outside the timed call).
+
+Every model is timed one face per call, and the rounds alternate between all of them, so that
+other processes on a shared machine slow them alike: the ratios are the robust figures.
+
+End to end: ``Recognizer.predict`` (MediaPipe detection with the default 40 px small-face search,
+landmarks, alignment, the default model on 1 thread) against ``FER().detect_emotions`` (OpenCV Haar
+cascade + its TFLite model) on ``skimage.data.astronaut()`` resized to several sizes (one face),
+alternating too; plus ours with whole-image detection only (``min_face=None``: faces of about a
+fifth of the photo and up), which shows what the small-face search costs, and our stages.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
-import subprocess
-import tempfile
 import time
 
 import numpy as np
@@ -26,151 +32,319 @@ from benchmarks import fer_env
 from benchmarks.common import summary
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+PHOTO_SIZES = (256, 512, 1024)
 
 
-def per_call_ms(fn, items, calls, repeats):
-    """Median over repeats of the median per-call time (ms) of ``fn(item)`` over ``calls`` calls."""
-    fn(items[0])
-    fn(items[0])
-    medians = []
+def interleaved_ms(fns, items, calls, repeats):
+    """``{name: summary}``: per round, ``calls`` calls of each ``fns[name](item)`` on
+    ``items[name]``, the rounds alternating between the functions; the median (and extremes) over
+    rounds of each round's median call, in milliseconds."""
+    for name, fn in fns.items():
+        fn(items[name][0])
+        fn(items[name][0])
+    medians = {name: [] for name in fns}
     for r in range(repeats):
-        times = []
-        for i in range(calls):
-            item = items[(r * calls + i) % len(items)]
-            start = time.perf_counter()
-            fn(item)
-            times.append(time.perf_counter() - start)
-        medians.append(float(np.median(times)) * 1e3)
-    out = summary(medians)
-    out["calls_per_repeat"] = calls
+        for name, fn in fns.items():
+            batch = items[name]
+            times = []
+            for i in range(calls):
+                item = batch[(r * calls + i) % len(batch)]
+                start = time.perf_counter()
+                fn(item)
+                times.append(time.perf_counter() - start)
+            medians[name].append(float(np.median(times)) * 1e3)
+    out = {}
+    for name, values in medians.items():
+        out[name] = summary(values)
+        out[name]["calls_per_repeat"] = calls
     return out
 
 
-def _astronaut():
-    import skimage.data
+def tflite_macs(path):
+    """Multiply-accumulates per face of a ``.tflite`` (CONV_2D, DEPTHWISE_CONV_2D,
+    FULLY_CONNECTED, BATCH_MATMUL), from its tensor shapes at batch 1."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    return skimage.data.astronaut()
+    interpreter = Interpreter(model_path=str(path),
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    detail = interpreter.get_input_details()[0]
+    if list(detail["shape_signature"])[:1] == [-1]:
+        interpreter.resize_tensor_input(detail["index"], [1, *list(detail["shape"])[1:]])
+    interpreter.allocate_tensors()
+    shapes = {t["index"]: [int(v) for v in t["shape"]] for t in interpreter.get_tensor_details()}
+    total = 0
+    for op in interpreter._get_ops_details():
+        name = op["op_name"]
+        out = shapes.get(int(op["outputs"][0]), [])
+        if len(op["inputs"]) < 2 or not out:
+            continue
+        weights = shapes.get(int(op["inputs"][1]), [])
+        if name == "CONV_2D" and len(weights) == 4:  # [out, kh, kw, in]
+            total += int(np.prod(out)) * weights[1] * weights[2] * weights[3]
+        elif name == "DEPTHWISE_CONV_2D" and len(weights) == 4:  # [1, kh, kw, out]
+            total += int(np.prod(out)) * weights[1] * weights[2]
+        elif name == "FULLY_CONNECTED" and len(weights) == 2:  # [out, in]
+            total += int(np.prod(out)) * weights[1]
+        elif name == "BATCH_MATMUL":
+            a = shapes.get(int(op["inputs"][0]), [])
+            total += int(np.prod(out)) * (a[-1] if a else 0)
+    return int(total)
 
 
-def run_fer(faces, photo_rgb, settings, log=print):
-    """Time ``fer`` in its own environment (created on first use by benchmarks/fer_env.py)."""
-    import cv2
+def _our_model():
+    """(inference-capable model, labels, where it came from)."""
+    from fer_tf import model_io
+    from fer_tf.data.labels import CKPLUS7
+    from fer_tf.models import build_model
 
-    try:
-        python = fer_env.ensure(quiet=True)
-    except Exception as exc:  # no registry access, pip failure, ...
-        return {"error": f"could not create {fer_env.ENV}: {type(exc).__name__}: {exc}"[:500]}
-    with tempfile.TemporaryDirectory() as tmp:
-        inp, out = pathlib.Path(tmp) / "in.npz", pathlib.Path(tmp) / "out.json"
-        np.savez(inp, faces=faces, photo_bgr=cv2.cvtColor(photo_rgb, cv2.COLOR_RGB2BGR))
-        proc = subprocess.run([str(python), str(REPO / "benchmarks" / "fer_worker.py"), str(inp), str(out),
-                               str(settings.latency_calls), str(settings.repeats)],
-                              capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0 or not out.is_file():
-            return {"error": f"fer worker failed (exit {proc.returncode}): {proc.stderr[-800:]}"}
-        result = json.loads(out.read_text())
-    result["environment"] = str(fer_env.ENV.relative_to(REPO))
-    result["installed"] = fer_env.REQUIREMENTS + [f"fer=={fer_env.FER_VERSION} (--no-deps)"]
-    return result
+    shipped = REPO / "saved_models" / "fer_tf_basic7.keras"
+    if shipped.is_file():
+        model = model_io.load_model(shipped)
+        labels = (model_io.read_metadata(shipped) or {}).get("labels") or getattr(model, "labels", None)
+        if labels:
+            return model, labels, f"`{shipped.relative_to(REPO)}` (trained), exported again by this code"
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return (build_model("2B(N+M)", labels=CKPLUS7), CKPLUS7,
+            "an untrained 2B(N+M) model (saved_models/fer_tf_basic7.keras is missing); timing "
+            "does not depend on the weights")
 
 
-def _network_only(model, workdir, items, settings):
-    """fp32 TFLite of the EC network alone (normalised 48x48 input): the preprocessing's share."""
+def _preprocessing_only(workdir):
+    """fp32 TFLite of FacePreprocessing alone (raw 60x60 face -> normalised 48x48 crop)."""
+    import keras
     import tensorflow as tf
+
+    from fer_tf.preprocess.normalize import FacePreprocessing
+
+    face = keras.Input((60, 60, 1), name="face")
+    model = keras.Model(face, FacePreprocessing()(face))
+    path = pathlib.Path(workdir) / "preprocessing_only"
+    model.export(str(path), format="tf_saved_model", verbose=False,
+                 input_signature=[tf.TensorSpec([None, 60, 60, 1], tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(path))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    out = pathlib.Path(workdir) / "preprocessing_only.tflite"
+    out.write_bytes(converter.convert())
+    return out
+
+
+def _fer_classifier(FER):
+    """``(detector, fer's .tflite path)``."""
+    detector = FER(mtcnn=False)  # its defaults: Haar cascade, use_tflite=True
+    import fer as fer_package
+
+    path = pathlib.Path(fer_package.__file__).parent / "data" / "emotion_model_quantized.tflite"
+    return detector, path
+
+
+def _litert_call(path):
+    """``fn(x)``: one invocation of a ``.tflite`` in ``ai_edge_litert`` (1 thread, its default
+    XNNPACK delegate), ``x`` being ``[1, H, W]``; what ``FER._classify_emotions`` does per face."""
     from ai_edge_litert.interpreter import Interpreter
 
-    ec = model.ec_model()
-    path = pathlib.Path(workdir) / "ec_only_saved_model"
-    ec.export(str(path), format="tf_saved_model", verbose=False,
-              input_signature=[tf.TensorSpec([1, 48, 48, 1], tf.float32)])
-    flat = tf.lite.TFLiteConverter.from_saved_model(str(path)).convert()
-    interpreter = Interpreter(model_content=flat, num_threads=1)
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]["index"]
     out = interpreter.get_output_details()[0]["index"]
-    crops = [np.ascontiguousarray(f[:, 6:54, 6:54, None], dtype=np.float32) / 255.0 for f in items]
 
     def call(x):
-        interpreter.set_tensor(inp, x)
+        interpreter.set_tensor(inp, np.ascontiguousarray(x[..., None], dtype=np.float32))
         interpreter.invoke()
         return interpreter.get_tensor(out)
 
-    return per_call_ms(call, crops, settings.latency_calls, settings.repeats)
+    return call
+
+
+class _Stages:
+    """``predict`` of a recogniser, timing within each call the detection (``aligner.detect``),
+    the alignment (the rest of ``aligner.align_all``) and the rest (conversion, classification,
+    the result dict), so that the three add up to the call."""
+
+    def __init__(self, recognizer):
+        self.recognizer = recognizer
+        self.records = []
+
+    def predict(self, photo):
+        aligner = self.recognizer.aligner
+        spent = {"detection": 0.0, "align_all": 0.0}
+
+        def timed(fn, key):
+            def call(*args, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    spent[key] += time.perf_counter() - start
+            return call
+
+        # instance attributes over the methods, removed again below
+        aligner.detect = timed(aligner.detect, "detection")
+        aligner.align_all = timed(aligner.align_all, "align_all")
+        start = time.perf_counter()
+        try:
+            return self.recognizer.predict(photo)
+        finally:
+            total = time.perf_counter() - start
+            del aligner.detect, aligner.align_all
+            self.records.append((spent["detection"], spent["align_all"] - spent["detection"],
+                                 total - spent["align_all"]))
+
+    def medians(self):
+        """Median milliseconds of each stage over the timed calls (the two warm-up calls left out)."""
+        rows = np.asarray(self.records[2:] or self.records, dtype=np.float64) * 1e3
+        return {"detection": float(np.median(rows[:, 0])), "alignment": float(np.median(rows[:, 1])),
+                "classification_and_rest": float(np.median(rows[:, 2]))}
+
+
+def _mediapipe_runs(recognizer, photo):
+    """``{graph: runs}`` of MediaPipe graphs (detectors, mesh) during one ``predict`` of ``photo``."""
+    aligner = recognizer.aligner
+    counts = {}
+    run = aligner._run
+
+    def counting(name, graph, image):
+        counts[name] = counts.get(name, 0) + 1
+        return run(name, graph, image)
+
+    aligner._run = counting  # an instance attribute, removed again below
+    try:
+        recognizer.predict(photo)
+    finally:
+        del aligner._run
+    return counts
+
+
+def _photos():
+    import cv2
+    import skimage.data
+
+    astronaut = skimage.data.astronaut()
+    return {f"{s}x{s}": cv2.resize(astronaut, (s, s), interpolation=cv2.INTER_AREA if s < 512 else
+                                   cv2.INTER_CUBIC) for s in PHOTO_SIZES}
 
 
 def run(faces, settings, workdir, log=print):
     """``faces``: uint8 [n, 60, 60] aligned crops (CK+48)."""
-    from fer_tf.data.labels import CKPLUS7
-    from fer_tf.export import build_inference_model, export_model
-    from fer_tf.inference import KerasRunner, Recognizer, TFLiteRunner, shipped_model_path
-    from fer_tf.models import build_model
+    import cv2
 
-    import keras
+    from fer_tf.export import export_model
+    from fer_tf.inference import KerasRunner, Recognizer, TFLiteRunner, shipped_model_path
+    from fer_tf.model_io import build_inference_model
 
     results = {"faces": int(len(faces)), "face_shape": list(faces.shape[1:])}
-    keras.utils.set_random_seed(0)
-    model = build_model("2B(N+M)", labels=CKPLUS7)
+    workdir = pathlib.Path(workdir)
+    model, labels, source = _our_model()
+    parity_faces, calibration = faces[::2], faces[1::2]
     start = time.perf_counter()
-    report = export_model(model, workdir, variants=("fp32", "dynamic"), labels=CKPLUS7,
-                          source="benchmark (untrained 2B(N+M), current code)")
+    report = export_model(model, workdir / "export", labels=labels, calibration_faces=calibration,
+                          parity_faces=parity_faces, source=source)
     results["export_s"] = round(time.perf_counter() - start, 1)
-    results["export"] = {v: {k: e.get(k) for k in ("status", "size", "note")}
-                         for v, e in report["variants"].items()}
-    items = [f[None] for f in faces]
-    tflite = {}
-    models = {f"{v}": pathlib.Path(e["path"]) for v, e in report["variants"].items() if e["status"] == "ok"}
+    results["ours"] = {
+        "source": source, "parity_faces": int(len(parity_faces)),
+        "variants": {v: {k: e.get(k) for k in ("status", "size", "note", "parity", "latency_ms", "xnnpack")}
+                     for v, e in report["variants"].items()},
+        "default": report["default"]}
+    default = report["default"]["variant"]
+    log(f"  exported {', '.join(report['variants'])}; default {default}: {report['default']['reason']}")
+
+    try:
+        _, FER, notes = fer_env.import_fer()
+        detector, fer_tflite = _fer_classifier(FER)
+        results["fer"] = notes
+        results["fer"]["installed"] = [f"fer=={fer_env.FER_VERSION} (--no-deps, into "
+                                       f"{fer_env.TARGET.relative_to(REPO)})"]
+    except Exception as exc:  # no registry access, pip failure, import error
+        detector = None
+        results["fer"] = {"error": f"could not load fer: {type(exc).__name__}: {exc}"[:500]}
+        log(f"  fer: {results['fer']['error']}")
+
+    # -- per face, one process, alternating rounds ----------------------------------------------
+    crops = [f[None] for f in faces]
+    fns, items = {}, {}
+    paths = {f"fer_tf_{v}": pathlib.Path(e["path"]) for v, e in report["variants"].items()
+             if e["status"] == "ok"}
+    if report["default"]["path"]:
+        paths["fer_tf_default"] = pathlib.Path(report["default"]["path"])
     shipped = shipped_model_path()
     if shipped.is_file():
-        models["shipped_basic7"] = shipped
-    for name, path in models.items():
-        for threads in (1, 2):
-            runner = TFLiteRunner(path, num_threads=threads)
-            tflite[f"{name}_{threads}thread"] = per_call_ms(runner, items, settings.latency_calls,
-                                                            settings.repeats)
-            log(f"  tflite {name} {threads} thread(s): {tflite[f'{name}_{threads}thread']['median']:.2f} ms/face")
-        runner = TFLiteRunner(path, num_threads=2)
-        batch = np.repeat(faces[:1], 64, axis=0) if len(faces) < 64 else faces[:64]
-        tflite[f"{name}_2thread_batch64_per_face"] = {
-            k: (v / len(batch) if k in ("median", "min", "max") else v)
-            for k, v in per_call_ms(runner, [batch], max(2, settings.latency_calls // 10),
-                                    settings.repeats).items()}
-    results["tflite_ms"] = tflite
-    try:
-        results["ec_network_only_fp32_1thread_ms"] = _network_only(model, workdir, items, settings)
-        log(f"  tflite EC network alone (48x48 normalised input, no preprocessing), fp32 1 thread: "
-            f"{results['ec_network_only_fp32_1thread_ms']['median']:.2f} ms/face")
-    except Exception as exc:  # informative only
-        results["ec_network_only_error"] = f"{type(exc).__name__}: {exc}"[:400]
-    keras_runner = KerasRunner(build_inference_model(model, CKPLUS7))
-    results["keras_tf_function_ms"] = per_call_ms(keras_runner, items, settings.latency_calls,
-                                                  settings.repeats)
-    log(f"  keras tf.function: {results['keras_tf_function_ms']['median']:.2f} ms/face")
+        paths["fer_tf_shipped_file"] = shipped
+    for name, path in paths.items():
+        fns[name] = TFLiteRunner(path, num_threads=1)
+        items[name] = crops
+    fns["fer_tf_preprocessing_only"] = _litert_call(_preprocessing_only(workdir))
+    items["fer_tf_preprocessing_only"] = crops
+    if detector is not None:
+        fer_in = [(((cv2.resize(f, (64, 64)).astype("float32") / 255.0) - 0.5) * 2.0)[None]
+                  for f in faces]
+        fns["fer_own"] = detector._classify_emotions  # its tf.lite.Interpreter, its defaults
+        items["fer_own"] = fer_in
+        fns["fer_litert"] = _litert_call(fer_tflite)  # the same runtime and threads as ours
+        items["fer_litert"] = fer_in
+    per_face = interleaved_ms(fns, items, settings.latency_calls, settings.repeats)
+    keras_runner = KerasRunner(build_inference_model(model, labels))
+    per_face["fer_tf_keras_tf_function"] = interleaved_ms(
+        {"k": keras_runner}, {"k": crops}, settings.latency_calls, settings.repeats)["k"]
+    if report["default"]["path"]:
+        two = TFLiteRunner(report["default"]["path"], num_threads=2)
+        per_face["fer_tf_default_2threads"] = interleaved_ms(
+            {"d": two}, {"d": crops}, settings.latency_calls, settings.repeats)["d"]
+        batch = np.resize(faces, (64, *faces.shape[1:]))
+        whole = interleaved_ms({"b": TFLiteRunner(report["default"]["path"], num_threads=1)},
+                               {"b": [batch]}, max(2, settings.latency_calls // 10), settings.repeats)["b"]
+        per_face["fer_tf_default_batch64_per_face"] = {
+            k: (v / len(batch) if k in ("median", "min", "max") else v) for k, v in whole.items()}
+    results["per_face_ms"] = per_face
+    for name, value in per_face.items():
+        log(f"  {name}: {value['median']:.3f} ms/face")
+    results["macs_per_face"] = {"fer_tf": tflite_macs(paths.get("fer_tf_fp32", paths["fer_tf_default"]))}
+    if detector is not None:
+        results["macs_per_face"]["fer"] = tflite_macs(fer_tflite)
 
-    photo = _astronaut()
-    fp32 = models.get("fp32")
-    if fp32 is not None:
-        with Recognizer(fp32, num_threads=1) as recognizer:
-            found = recognizer.predict(photo)
-            results["end_to_end_faces"] = len(found["faces"])
-            results["end_to_end_ms"] = per_call_ms(recognizer.predict, [photo],
-                                                    max(2, settings.latency_calls // 10), settings.repeats)
-        log(f"  Recognizer.predict (astronaut, {results['end_to_end_faces']} face): "
-            f"{results['end_to_end_ms']['median']:.1f} ms")
+    ours = per_face.get("fer_tf_default", {}).get("median")
+    fer_ms = per_face.get("fer_litert", {}).get("median")
+    headline = {"tflite_ms": ours, "tflite_variant": default, "fer_package_ms": fer_ms,
+                "fer_own_call_ms": per_face.get("fer_own", {}).get("median")}
+    if ours and fer_ms:
+        headline["tflite_vs_fer_ratio"] = ours / fer_ms
+        headline["tflite_vs_fer_speedup"] = fer_ms / ours
+    if ours and headline["fer_own_call_ms"]:
+        headline["tflite_vs_fer_own_call_ratio"] = ours / headline["fer_own_call_ms"]
 
-    fer = run_fer(faces, photo, settings, log)
-    results["fer_package"] = fer
-    if "error" in fer:
-        log(f"  fer: {fer['error']}")
-    else:
-        log(f"  fer {fer['fer_version']}: classifier {fer['tflite_quantized_ms']['median']:.2f} ms/face, "
-            f"end to end {fer['end_to_end_ms']['median']:.1f} ms")
-    ours = tflite.get("fp32_1thread", {}).get("median")
-    results["tflite_ms"]["headline"] = "fp32_1thread"
-    results["headline"] = {"tflite_ms": ours,
-                           "fer_package_ms": fer.get("tflite_quantized_ms", {}).get("median")}
-    if ours and results["headline"]["fer_package_ms"]:
-        results["headline"]["tflite_vs_fer_speedup"] = results["headline"]["fer_package_ms"] / ours
-    best = min(((k, v["median"]) for k, v in tflite.items() if isinstance(v, dict) and "batch" not in k),
-               key=lambda kv: kv[1], default=(None, None))
-    results["headline"]["fastest_single_face"] = {"variant": best[0], "ms": best[1]}
+    # -- end to end per photo --------------------------------------------------------------------
+    model_path = report["default"]["path"] or paths.get("fer_tf_fp32")
+    e2e = {}
+    calls = max(2, settings.latency_calls // 10)
+    with Recognizer(model_path, num_threads=1) as rec, \
+            Recognizer(model_path, num_threads=1, min_face=None) as whole_image:
+        for size, photo in _photos().items():
+            if settings.quick and size != "256x256":
+                continue
+            bgr = cv2.cvtColor(photo, cv2.COLOR_RGB2BGR)
+            stages = _Stages(rec)
+            fns = {"ours": stages.predict, "ours_whole_image_only": whole_image.predict}
+            items = {k: [photo] for k in fns}
+            if detector is not None:
+                fns["fer"] = detector.detect_emotions
+                items["fer"] = [bgr]
+            row = {"times_ms": interleaved_ms(fns, items, calls, settings.repeats),
+                   "faces": {"ours": len(rec.predict(photo)["faces"]),
+                             "ours_whole_image_only": len(whole_image.predict(photo)["faces"])},
+                   "mediapipe_runs": {"ours": _mediapipe_runs(rec, photo),
+                                      "ours_whole_image_only": _mediapipe_runs(whole_image, photo)}}
+            if detector is not None:
+                row["faces"]["fer"] = len(detector.detect_emotions(bgr))
+            t = row["times_ms"]
+            row["stages_ms"] = stages.medians()
+            if "fer" in t:
+                row["ratio_to_fer"] = t["ours"]["median"] / t["fer"]["median"]
+                row["whole_image_only_ratio_to_fer"] = t["ours_whole_image_only"]["median"] / t["fer"]["median"]
+            e2e[size] = row
+            log(f"  end to end {size}: ours {t['ours']['median']:.1f} ms, whole image only "
+                f"{t['ours_whole_image_only']['median']:.1f} ms"
+                + (f", fer {t['fer']['median']:.1f} ms" if "fer" in t else ""))
+    results["end_to_end"] = e2e
+    headline["end_to_end_ratio_to_fer"] = {k: v.get("ratio_to_fer") for k, v in e2e.items()}
+    results["headline"] = headline
     return results

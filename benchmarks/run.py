@@ -7,7 +7,8 @@ Writes ``<output>/results.json`` (every figure, with the machine and the run's m
 ``<output>/README.md`` (the figures explained). Every figure is measured in this run, next to what
 it is compared with; times are medians over repeats. ``--quick`` runs tiny settings (seconds, for
 the smoke test); the full run takes about 12-15 minutes on 2 cores. The PyPI package ``fer`` is
-installed into ``.venv-bench`` on first use (benchmarks/fer_env.py).
+installed (without its dependencies) into ``.venv-bench/fer`` on first use and timed in this same
+process (benchmarks/fer_env.py).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def run(args):
         _log("inference per face ...")
         with common.stopwatch(results["section_seconds"], "inference"), \
                 tempfile.TemporaryDirectory() as tmp:
-            crops = faces[:: max(1, len(faces) // 64)][:64]
+            crops = faces[:: max(1, len(faces) // 128)][:128]
             results["inference"] = inference_bench.run(crops, settings, pathlib.Path(tmp) / "export", _log)
     if "preprocess" in sections:
         from benchmarks import preprocess_bench

@@ -126,12 +126,26 @@ def test_readme_renders_a_full_results_dict():
                  "ms_per_step": {"nm_tuple_clusters": {"8": timing}},
                  "scaling_exponent": {"nm_tuple_clusters": {"all_sizes": 1.0, "x_ge_128": None,
                                                             "count": "c", "paper_exponent": 1}}},
-        "inference": {"tflite_ms": {"fp32_1thread": timing, "headline": "fp32_1thread"},
-                      "keras_tf_function_ms": timing, "end_to_end_ms": timing, "end_to_end_faces": 1,
-                      "headline": {"tflite_ms": 1.0, "fer_package_ms": 0.5, "tflite_vs_fer_speedup": 0.5,
-                                   "fastest_single_face": {"variant": "fp32_1thread", "ms": 1.0}},
-                      "fer_package": {"fer_version": "x", "tensorflow": "y", "tflite_quantized_ms": timing,
-                                      "end_to_end_ms": timing, "end_to_end_faces": 1}},
+        "inference": {
+            "faces": 4,
+            "ours": {"source": "s", "parity_faces": 2,
+                     "variants": {"dynamic": {"status": "ok", "note": "dynamic range",
+                                              "parity": {"top1_agreement": 1.0},
+                                              "xnnpack": {"fallback_ops": {"CUMSUM": 1}}}},
+                     "default": {"variant": "dynamic", "reason": "fastest"}},
+            "per_face_ms": {k: timing for k in ("fer_tf_dynamic", "fer_tf_default", "fer_litert",
+                                                "fer_own", "fer_tf_preprocessing_only")},
+            "macs_per_face": {"fer_tf": 42e6, "fer": 10e6},
+            "fer": {"fer_version": "x", "versions": {"tensorflow": "y"}, "installed": ["fer==x"]},
+            "headline": {"tflite_ms": 0.4, "tflite_variant": "dynamic", "fer_package_ms": 0.5,
+                         "tflite_vs_fer_ratio": 0.8, "tflite_vs_fer_speedup": 1.25,
+                         "end_to_end_ratio_to_fer": {"256x256": 0.6, "512x512": 0.4}},
+            "end_to_end": {size: {"times_ms": {k: timing for k in ("ours", "ours_whole_image_only", "fer")},
+                                  "stages_ms": {"detection": 1.0, "alignment": 0.1,
+                                                "classification_and_rest": 0.5},
+                                  "faces": {"ours": 1, "fer": 1}, "ratio_to_fer": ratio,
+                                  "mediapipe_runs": {"ours": {"det0": 7, "mesh": 1}}}
+                           for size, ratio in (("256x256", 0.6), ("512x512", 0.4))}},
         "preprocess": {"normalize": {"tf_function": {"batch": 4, "faces_per_s": 1.0},
                                      "eager": {"batch": 4, "faces_per_s": 1.0}},
                        "align": {"kdef": {"skipped": "not found"}}},
@@ -140,5 +154,37 @@ def test_readme_renders_a_full_results_dict():
     }
     r["headline"] = report.headline(r)
     text = report.readme(r)
-    for needle in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "10.00x", "| no |"):
+    for needle in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "10.00x", "| yes |", "| no (see 3) |", "**0.80x**",
+                   "256x256: 0.60x, 512x512: 0.40x", "8: det0 7, mesh 1", "(**default**)"):
         assert needle in text, needle
+    assert r["headline"]["tflite_vs_fer_ratio"] == 0.8
+
+
+def test_interleaved_timing_and_tflite_macs(tmp_path):
+    import tensorflow as tf
+
+    from benchmarks import inference_bench
+
+    calls = []
+    out = inference_bench.interleaved_ms({"a": calls.append, "b": lambda x: None},
+                                         {"a": [1, 2], "b": [3]}, calls=3, repeats=2)
+    assert set(out) == {"a", "b"} and out["a"]["repeats"] == 2 and out["a"]["calls_per_repeat"] == 3
+    assert calls == [1, 1, 1, 2, 1, 2, 1, 2]  # two warm-up calls, then rounds of 3
+    import keras
+
+    inp = keras.Input((8, 8, 1), batch_size=1)
+    x = keras.layers.Conv2D(4, 3, padding="same")(inp)  # 8*8*4 outputs x 3*3*1 = 2304
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)  # 8*8*4 x 3*3 = 2304
+    x = keras.layers.Dense(5)(keras.layers.Flatten()(x))  # 5 x 256 = 1280
+    path = tmp_path / "m.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, x)).convert())
+    assert inference_bench.tflite_macs(path) == 2304 + 2304 + 1280
+
+
+def test_fer_env_stand_in_for_pkg_resources(monkeypatch):
+    from benchmarks import fer_env
+
+    monkeypatch.setitem(sys.modules, "pkg_resources", None)  # "import pkg_resources" fails
+    assert fer_env._pkg_resources_stand_in() is True
+    module = sys.modules["pkg_resources"]
+    assert module.resource_filename("json", "__init__.py").endswith("__init__.py")
