@@ -460,27 +460,30 @@ def _normalised_faces(faces, preprocess=None, chunk=128):
     return np.concatenate(parts) if parts else np.zeros((0,) + faces.shape[1:], np.float32)
 
 
-#: The last few face tensors made, as ``(weak reference to the faces array, preprocess, tensor)``.
+#: ``(weak reference to a faces array, preprocess, weak reference to its tensor)`` of the
+#: tensors made so far; weak both ways, so the cache keeps nothing alive by itself.
 _FACE_TENSORS = []
 
 
 def _face_tensor(faces, preprocess=None, chunk=128):
-    """:func:`_normalised_faces` as one backend tensor ([n, 60, 60] float32), made once per array.
+    """:func:`_normalised_faces` as one backend tensor ([n, 60, 60] float32), shared while alive.
 
     Training builds a fresh pipeline every epoch from the same faces; without this each epoch
-    would hold its own copy of them (about 0.4 GB for FER2013). The cache keys on the array's
-    identity, so an array must not be changed in place while pipelines of it are in use.
+    would hold its own copy of them (about 0.4 GB for FER2013) for as long as the framework keeps
+    the old pipelines. The cache keys on the array's identity, so an array must not be changed in
+    place while pipelines of it are in use.
     """
     import keras
 
     if isinstance(faces, np.ndarray):
-        for ref, prep, tensor in _FACE_TENSORS:
-            if ref() is faces and prep is preprocess:
+        for array_ref, prep, tensor_ref in _FACE_TENSORS:
+            tensor = tensor_ref()
+            if array_ref() is faces and prep is preprocess and tensor is not None:
                 return tensor
     tensor = keras.ops.convert_to_tensor(_normalised_faces(faces, preprocess, chunk))
     if isinstance(faces, np.ndarray):
-        _FACE_TENSORS[:] = [e for e in _FACE_TENSORS if e[0]() is not None][-3:]
-        _FACE_TENSORS.append((weakref.ref(faces), preprocess, tensor))
+        _FACE_TENSORS[:] = [e for e in _FACE_TENSORS if e[0]() is not None and e[2]() is not None]
+        _FACE_TENSORS.append((weakref.ref(faces), preprocess, weakref.ref(tensor)))
     return tensor
 
 
