@@ -247,9 +247,10 @@ def load_model(path):
     if state.is_file():
         try:
             s = json.loads(state.read_text())
-            info["epoch"] = s.get("epoch")
+            info["epoch"] = s.get("epoch") or s.get("epochs")
             last = (s.get("history") or [{}])[-1]
-            info["val_accuracy"] = last.get("val_accuracy")
+            info["val_accuracy"] = last.get("val_accuracy") or (s.get("accuracy") or {}).get(
+                "public_test_accuracy")  # a published backbone's sidecar
         except (OSError, ValueError):
             pass
     model = load_checkpoint(copy, compile=False)
@@ -426,8 +427,8 @@ def write_readme(results, path):
         "",
         "## Effect on a FER2013 model, without training",
         "",
-        "FER2013-only softmax checkpoints of the pretraining run in progress (each epoch's copy): "
-        "every KDEF and Yale subject is new to them. Accuracy over the 7 labels, and restricted to "
+        "FER2013-only softmax models (the files named in the command; a training checkpoint or "
+        "the published backbone): every KDEF and Yale subject is new to them. Accuracy over the 7 labels, and restricted to "
         "the labels each set has (argmax over those). PublicTest is the checkpoint's own FER2013 "
         "validation accuracy.",
         "",
@@ -441,7 +442,7 @@ def write_readme(results, path):
         val = m.get("val_accuracy")
         for key, title in sets:
             o, n = c[key]["all"]["old"], c[key]["all"]["new"]
-            lines.append(f"| epoch {m.get('epoch')} | {'' if val is None else f'{100 * val:.1f}%'} | "
+            lines.append(f"| {pathlib.Path(m['path']).name} (epoch {m.get('epoch')}) | {'' if val is None else f'{100 * val:.1f}%'} | "
                          f"{title} | {o['images']} | {100 * o['accuracy']:.1f}% | "
                          f"{100 * n['accuracy']:.1f}% | {100 * o['accuracy_restricted']:.1f}% | "
                          f"{100 * n['accuracy_restricted']:.1f}% |")
