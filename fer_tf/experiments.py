@@ -178,7 +178,7 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
     top-1 agreement with Keras, :func:`fer_tf.export.choose_default`) are copied into
     ``saved_models/`` with their label/preprocessing sidecars.
     """
-    started = time.time()
+    started, commit = time.time(), reporting.git_commit()  # before this run writes its artefacts
     training.set_seed(train_config.seed)
     labels = model_config.labels
     table, raw_faces = identity_training_set(datasets_dir, labels)
@@ -273,7 +273,7 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
         "sizes_bytes": {p.name: p.stat().st_size for p in sorted(target.glob("fer_tf_basic7.*"))},
         "run": reporting.run_info({"model": to_dict(model_config), "train": to_dict(train_config),
                                    "pretrained": str(pretrained_path)}, seed=train_config.seed,
-                                  started=started),
+                                  started=started, commit=commit),
     }
     pretrain_results = pathlib.Path(report_dir).parent / "fer2013" / "results.json"
     if pretrain_results.is_file():

@@ -68,13 +68,15 @@ def machine():
     return info
 
 
-def run_info(config=None, seed=None, started=None):
-    """Everything a report needs to be reproduced."""
+def run_info(config=None, seed=None, started=None, commit=None):
+    """Everything a report needs to be reproduced. ``commit``: the :func:`git_commit` taken when
+    the run started (a run that rewrites tracked artefacts, e.g. `make ship`, would otherwise
+    find its own outputs as changes)."""
     now = datetime.datetime.now(datetime.timezone.utc)
     info = {
         "command": " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable)] + sys.argv),
         "make_command": os.environ.get("FER_TF_MAKE_COMMAND"),
-        "git_commit": git_commit(),
+        "git_commit": commit or git_commit(),
         "date": now.isoformat(timespec="seconds"),
         "machine": machine(),
         "seed": seed,
