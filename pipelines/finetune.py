@@ -1,7 +1,7 @@
 """`make finetune DATASET=...`: subject-independent cross-validation of the paper's five variants.
 
     python pipelines/finetune.py --dataset ckplus48 [--config configs/finetune/ckplus48.yaml]
-        [--data DIR] [--pretrained runs/pretrain/pretrained.keras] [--variants 2B(N+M),softmax]
+        [--data DIR] [--pretrained pretrained/fer2013_backbone.keras] [--variants 2B(N+M),softmax]
 
 Every (fold, variant) is trained from the FER2013-pretrained weights and summarised in
 runs/finetune/<dataset>/fold<k>/<variant>/result.json; re-running resumes at the first missing
@@ -21,7 +21,7 @@ def main():
     parser.add_argument("--dataset", default="ckplus48", help="name of a config in configs/finetune/")
     parser.add_argument("--config", help="defaults to configs/finetune/<dataset>.yaml")
     parser.add_argument("--data", help="dataset folder (default ../shared/datasets/<dataset>)")
-    parser.add_argument("--pretrained", default=REPO / "runs" / "pretrain" / "pretrained.keras")
+    parser.add_argument("--pretrained", default=REPO / "pretrained" / "fer2013_backbone.keras")
     parser.add_argument("--no-pretrained", action="store_true", help="train from scratch")
     parser.add_argument("--output", help="default runs/finetune/<dataset>")
     parser.add_argument("--report", help="default reports/<dataset>")
