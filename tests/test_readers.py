@@ -296,14 +296,11 @@ def test_unknown_option(tmp_path):
 
 
 def test_cache_dispatch(tmp_path, monkeypatch):
-    import sys
-    import types
+    from fer_tf.data import readers
 
     (tmp_path / "manifest.json").write_text("{}")
-    fake = types.ModuleType("fer_tf.preprocess.cache")
     expected = FaceTable.from_rows([{"path": "", "expression": "anger", "subject": "s1"}], name="cache")
-    fake.read_cache = lambda root: expected
-    monkeypatch.setitem(sys.modules, "fer_tf.preprocess.cache", fake)
+    monkeypatch.setattr(readers, "read_cache", lambda root: expected)
     assert detect_format(tmp_path) == "cache"
     assert read_dataset(tmp_path, "cache") is expected
     table, skipped = read_dataset(tmp_path, "cache", return_skipped=True)

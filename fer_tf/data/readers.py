@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_tf.data.cache_format import read_cache
 from fer_tf.data.labels import canonical_expression
 from fer_tf.data.table import FaceTable
 from fer_tf.errors import DatasetError, DatasetWarning
@@ -78,10 +79,6 @@ def read_dataset(root, format, return_skipped=False, **options):
             f"dataset path not found: {root} (format {format} expects {LAYOUTS[format]})"
         )
     if format == "cache":
-        try:  # lazy: fer_tf.preprocess.cache owns the cache format
-            from fer_tf.preprocess.cache import read_cache
-        except ImportError as exc:
-            raise DatasetError(f"cannot read the preprocessed cache {root}: {exc}") from None
         table = read_cache(root)
         return (table, []) if return_skipped else table
     skipped = []
