@@ -48,7 +48,7 @@ def run_row(row, budget, data, results_dir, work_dir, time_limit=None, max_train
     results = pretrain(data, model_cfg, train_cfg, output=work_dir / row["name"],
                        report_dir=work_dir / row["name"] / "report", resume=True,
                        max_train_images=max_train_images)
-    summary = {"row": row["name"], "what": row["what"], "config": row["config"], "set": row.get("set") or {},
+    summary = {"row": row["name"], "what": row["what"], "against": row.get("against"), "config": row["config"], "set": row.get("set") or {},
                "budget_epochs": budget, "epochs_run": len(results["history"]),
                "train_seconds": round(sum(r.get("epoch_seconds", 0) for r in results["history"]), 1),
                **{k: v for k, v in results.items() if k not in ("labels",)}}
