@@ -39,11 +39,15 @@ pretrain: install
 	FER_TF_MAKE_COMMAND="make pretrain$(if $(CONFIG), CONFIG=$(CONFIG))$(if $(filter-out tensorflow,$(BACKEND)), BACKEND=$(BACKEND))" \
 		$(PY) pipelines/pretrain.py --data $(DATASETS)/fer2013 --config $(or $(CONFIG),configs/pretrain.yaml)
 
+# A resumable campaign: trains the runs of configs/finetune/$(DATASET).yaml that have no result file
+# in reports/$(DATASET)/runs/ yet, then rebuilds the report. FINETUNE_ARGS narrows it, e.g.
+# FINETUNE_ARGS="--seeds 0 --time-limit 60".
 finetune: install
-	FER_TF_MAKE_COMMAND="make finetune DATASET=$(DATASET)" $(PY) pipelines/finetune.py --dataset $(DATASET)
+	FER_TF_MAKE_COMMAND="make finetune DATASET=$(DATASET)" $(PY) pipelines/finetune.py --dataset $(DATASET) $(FINETUNE_ARGS)
 
-# Cross-validation resumes per (fold, variant): with every fold done this only rewrites the report.
-evaluate: finetune
+# Rebuilds reports/$(DATASET) from the committed run files (trains nothing).
+evaluate: install
+	FER_TF_MAKE_COMMAND="make evaluate DATASET=$(DATASET)" $(PY) pipelines/finetune.py --dataset $(DATASET) --report-only
 
 export: install
 	$(VENV)/bin/fer-tf export $(CHECKPOINT) --output $(EXPORT_DIR) \

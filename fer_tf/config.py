@@ -86,12 +86,25 @@ class TrainConfig:
     # the run then ends as if that epoch had been the last one (best weights, report).
     time_limit_minutes: float | None = None
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always written)
+    # Fine-tuning (not in the paper): batch norm of the pretrained backbone in inference mode with
+    # its FER2013 statistics, and a learning rate for the backbone's weights that is this fraction
+    # of the rest's (1.0: one learning rate, as in the paper).
+    freeze_batch_norm: bool = False
+    backbone_lr_scale: float = 1.0
+    # Model selection in cross-validation: this fraction of the training subjects is held out as
+    # an inner validation split and the epoch with the best accuracy on it is evaluated on the test
+    # fold (0: no inner split; the last epoch is evaluated).
+    inner_validation: float = 0.0
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "adamw", "sgd"):
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; use 'adam', 'adamw' or 'sgd'")
         if self.schedule not in ("halve_reload", "cosine"):
             raise ConfigError(f"unknown schedule {self.schedule!r}; use 'halve_reload' or 'cosine'")
+        if not 0.0 <= self.inner_validation < 0.5:
+            raise ConfigError(f"inner_validation must be a fraction in [0, 0.5), got {self.inner_validation}")
+        if not 0.0 <= self.backbone_lr_scale <= 1.0:
+            raise ConfigError(f"backbone_lr_scale must be in [0, 1], got {self.backbone_lr_scale}")
 
     def augmentation(self, crop_size=48):
         """The :class:`fer_tf.augment.Augmentation` these settings describe."""

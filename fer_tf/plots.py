@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import warnings
 
 import matplotlib
 
@@ -32,6 +33,37 @@ def training_curves(histories, path, title=None):
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def mean_curves(groups, path, title=None, panels=(("loss", "training loss"),
+                                                  ("val_accuracy", "inner validation accuracy"),
+                                                  ("fold_accuracy", "test-fold accuracy (not used to select)"))):
+    """Per-epoch mean (line) and standard deviation (band) over many runs, one colour per group
+    (``{name: [history, ...]}``), one panel per history key of ``panels`` that any run has."""
+    shown = [(key, label) for key, label in panels
+             if any(key in row for runs in groups.values() for h in runs for row in h)]
+    fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(5.2 * max(len(shown), 1), 4), squeeze=False)
+    for ax, (key, label) in zip(axes[0], shown):
+        for name, runs in groups.items():
+            length = max((len(h) for h in runs), default=0)
+            values = np.full((len(runs), length), np.nan)
+            for i, h in enumerate(runs):
+                for j, row in enumerate(h):
+                    values[i, j] = row.get(key, np.nan)
+            if not length or np.all(np.isnan(values)):
+                continue
+            epochs = np.arange(1, length + 1)
+            with warnings.catch_warnings():  # epochs that no run reached are all NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, std = np.nanmean(values, 0), np.nanstd(values, 0)
+            line, = ax.plot(epochs, mean, label=f"{name} ({len(runs)} runs)")
+            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        ax.set(xlabel="epoch", title=label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     return _save(fig, path)

@@ -48,7 +48,7 @@ import keras
 import numpy as np
 from keras import tree
 
-from fer_tf import model_io
+from fer_tf import model_io, optimizers
 from fer_tf.config import TrainConfig
 from fer_tf.errors import TrainingError
 from fer_tf.files import atomic_write_text, remove_stale_temporaries
@@ -111,17 +111,41 @@ def learning_rate_for(config: TrainConfig, steps_per_epoch=None):
     return config.learning_rate
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch=None):
-    """SGD (momentum, optional Nesterov), Adam or AdamW with decoupled weight decay (Adam: none)."""
-    lr = learning_rate_for(config, steps_per_epoch)
+def make_optimizer(config: TrainConfig, steps_per_epoch=None, backbone_paths=()):
+    """SGD (momentum, optional Nesterov), Adam or AdamW with decoupled weight decay (Adam: none).
+
+    With ``config.backbone_lr_scale`` below 1, the variables named in ``backbone_paths`` learn at
+    that fraction of the learning rate (:mod:`fer_tf.optimizers`)."""
+    if config.optimizer not in ("adam", "adamw", "sgd"):
+        raise TrainingError(f"unknown optimizer {config.optimizer!r}; use 'adam', 'adamw' or 'sgd'")
+    kwargs = {"learning_rate": learning_rate_for(config, steps_per_epoch)}
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=lr, momentum=config.momentum, nesterov=config.nesterov,
-                                    weight_decay=config.weight_decay or None)
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=lr, weight_decay=None)
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
-    raise TrainingError(f"unknown optimizer {config.optimizer!r}; use 'adam', 'adamw' or 'sgd'")
+        kwargs.update(momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay or None)
+    elif config.optimizer == "adam":
+        kwargs.update(weight_decay=None)
+    else:
+        kwargs.update(weight_decay=config.weight_decay)
+    scaled = config.backbone_lr_scale != 1.0 and len(backbone_paths) > 0
+    if scaled:
+        kwargs.update(scaled_paths=tuple(backbone_paths), lr_scale=config.backbone_lr_scale)
+    return optimizers.optimizer_class(config.optimizer, scaled)(**kwargs)
+
+
+def freeze_batch_norm(model):
+    """Put every batch-norm layer of ``model`` in inference mode (its moving statistics, gamma and
+    beta stay as they are); returns how many. Saved with the model (``trainable`` is in its config)."""
+    frozen = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+            frozen += 1
+    return frozen
+
+
+def backbone_variable_paths(model):
+    """Paths of the trainable variables of ``model.backbone`` (empty for models without one)."""
+    backbone = getattr(model, "backbone", None)
+    return tuple(v.path for v in backbone.trainable_variables) if backbone is not None else ()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,9 +178,12 @@ class HalveAndReload(keras.callbacks.Callback):
     """
 
     def __init__(self, loss_rise=0.25, patience=10, min_learning_rate=1e-6, monitor="val_accuracy",
-                 adjust=True):
+                 adjust=True, prefer_later=None):
         super().__init__()
         self.adjust = adjust  # False: only keep the best weights (another schedule sets the LR)
+        # on a tie, keep the later epoch: the default when another schedule decays the LR, so
+        # that a small validation set's ties go to the more settled weights
+        self.prefer_later = (not adjust) if prefer_later is None else prefer_later
         self.loss_rise, self.patience = loss_rise, patience
         self.min_learning_rate, self.monitor = min_learning_rate, monitor
         self.state = {"best": None, "best_epoch": -1, "wait": 0, "previous_loss": None, "halvings": 0}
@@ -174,7 +201,7 @@ class HalveAndReload(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         s = self.state
         score = self._score(logs)
-        if s["best"] is None or score > s["best"]:
+        if s["best"] is None or score > s["best"] or (self.prefer_later and score == s["best"]):
             s.update(best=score, best_epoch=epoch, wait=0)
             self.best_weights = self.model.get_weights()
         else:
@@ -328,7 +355,9 @@ def load_checkpoint(path, compile=True):
 
 def compile_model(model, config: TrainConfig, steps_per_epoch=None):
     # TensorFlow: graph mode without XLA (XLA is slower on CPU here); JAX: jit (else it runs op by op)
-    model.compile(optimizer=make_optimizer(config, steps_per_epoch),
+    if config.freeze_batch_norm:
+        freeze_batch_norm(model)
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch, backbone_variable_paths(model)),
                   jit_compile=False if keras.backend.backend() == "tensorflow" else True)
     return model
 

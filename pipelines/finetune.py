@@ -1,19 +1,26 @@
-"""`make finetune DATASET=...`: subject-independent cross-validation of the paper's five variants.
+"""`make finetune DATASET=...`: the paper's variants in subject-independent cross-validation, as a
+resumable campaign; `make evaluate DATASET=...` rebuilds the report from the committed run files.
 
     python pipelines/finetune.py --dataset ckplus48 [--config configs/finetune/ckplus48.yaml]
-        [--data DIR] [--pretrained pretrained/fer2013_backbone.keras] [--variants 2B(N+M),softmax]
+        [--variants 2B(N+M),softmax] [--seeds 0,1] [--folds 0,1] [--parts main,options,tuple]
+        [--time-limit MINUTES] [--max-runs N] [--report-only]
 
-Every (fold, variant) is trained from the FER2013-pretrained weights and summarised in
-runs/finetune/<dataset>/fold<k>/<variant>/result.json; re-running resumes at the first missing
-one. The report (results.json, README.md, figures) is written to reports/<dataset>/.
+Every (variant, option, seed, fold, mode) of the config's plan (fer_tf.crossval.plan) is trained
+from the FER2013-pretrained weights and summarised in reports/<dataset>/runs/<group>/seed<s>-fold<k>.json
+(commit these: a new session, on any machine, continues with the runs that are missing). The report
+(results.json, README.md, figures in reports/<dataset>/) is rebuilt from those files every time.
 """
 
 import argparse
-import time
+import pathlib
 
-from _common import DATASETS, REPO, load_configs, run
+from _common import DATASETS, REPO, load_configs, parse_settings, run
 
 FOLDERS = {"ckplus48": "ckplus48", "kdef-subset": "kdef-subset", "yale": "yalefaces"}
+
+
+def _list(text, cast=str):
+    return [cast(x) for x in text.split(",")] if text else None
 
 
 def main():
@@ -23,40 +30,70 @@ def main():
     parser.add_argument("--data", help="dataset folder (default ../shared/datasets/<dataset>)")
     parser.add_argument("--pretrained", default=REPO / "pretrained" / "fer2013_backbone.keras")
     parser.add_argument("--no-pretrained", action="store_true", help="train from scratch")
-    parser.add_argument("--output", help="default runs/finetune/<dataset>")
+    parser.add_argument("--runs", help="per-run result files (default reports/<dataset>/runs)")
     parser.add_argument("--report", help="default reports/<dataset>")
+    parser.add_argument("--work", help="checkpoints of unfinished runs (default runs/finetune/<dataset>)")
     parser.add_argument("--variants", help="comma-separated subset of the config's variants")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--max-folds", type=int, help="run only the first K folds (quick checks)")
+    parser.add_argument("--seeds", help="comma-separated subset of the seeds")
+    parser.add_argument("--folds", help="comma-separated fold numbers (0-based)")
+    parser.add_argument("--parts", help="comma-separated subset of main,options,tuple")
+    parser.add_argument("--epochs", type=int, help="override train.epochs (a different protocol)")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="override one config key, e.g. --set train.freeze_batch_norm=true")
+    parser.add_argument("--time-limit", type=float, help="start no new run after this many minutes")
+    parser.add_argument("--max-runs", type=int, help="train at most this many runs, then stop")
+    parser.add_argument("--no-probe", action="store_true", help="skip the cross-expression identity probe")
+    parser.add_argument("--report-only", action="store_true", help="train nothing; rebuild the report")
     args = parser.parse_args()
-    config_path = args.config or REPO / "configs" / "finetune" / f"{args.dataset}.yaml"
-    model_cfg, train_cfg, data = load_configs(config_path, epochs=args.epochs)
-    ev = data.get("evaluation", {})
-    variants = args.variants.split(",") if args.variants else ev.get("variants", ["2B(N+M)"])
-    dataset = data.get("data", {})
-    root = args.data or DATASETS / FOLDERS.get(args.dataset, args.dataset)
-    output = args.output or REPO / "runs" / "finetune" / args.dataset
-    report = args.report or REPO / "reports" / args.dataset
-    pretrained = None if args.no_pretrained else args.pretrained
-    if pretrained is not None and not __import__("pathlib").Path(pretrained).is_file():
-        from fer_tf.errors import ConfigError
+    config_path = pathlib.Path(args.config or REPO / "configs" / "finetune" / f"{args.dataset}.yaml")
+    model_cfg, train_cfg, data = load_configs(config_path, parse_settings(args.set), epochs=args.epochs)
+    dataset, ev = data.get("data", {}), data.get("evaluation", {})
+    if "tuple_mode_fold" in dataset and "tuple_mode" not in ev:  # older configs
+        ev["tuple_mode"] = {"folds": [dataset["tuple_mode_fold"]]}
+    root = pathlib.Path(args.data) if args.data else DATASETS / FOLDERS.get(args.dataset, args.dataset)
+    runs_dir = pathlib.Path(args.runs) if args.runs else REPO / "reports" / args.dataset / "runs"
+    report = pathlib.Path(args.report) if args.report else REPO / "reports" / args.dataset
+    work = pathlib.Path(args.work) if args.work else REPO / "runs" / "finetune" / args.dataset
+    pretrained = None if args.no_pretrained else pathlib.Path(args.pretrained)
+    from fer_tf.errors import ConfigError
 
+    if pretrained is not None and not pretrained.is_file():
         raise ConfigError(f"pretrained weights not found at {pretrained}: run `make pretrain` first, "
                           "or pass --no-pretrained to train from scratch")
-    from fer_tf import evaluation, reporting
-    from fer_tf.config import to_dict
+    from fer_tf import crossval, finetune_report
 
-    started = time.time()
-    results, _, splits = evaluation.cross_validate(
-        root, dataset.get("format", args.dataset), variants, model_cfg, train_cfg,
-        folds=dataset.get("folds", 8), pretrained_path=pretrained, output=output,
-        tuple_mode_fold=dataset.get("tuple_mode_fold"), max_folds=args.max_folds)
-    info = reporting.run_info({"model": to_dict(model_cfg), "train": to_dict(train_cfg), "data": dataset,
-                               "variants": variants, "pretrained": str(pretrained), "config": str(config_path)},
-                              seed=train_cfg.seed, started=started)
-    evaluation.write_report(results, model_cfg.labels, report, output, info, args.dataset,
-                            len(splits), paper=ev.get("paper"))
-    print(f"report written to {report}/README.md")
+    folds = dataset.get("folds", 8)
+    n_folds = folds if isinstance(folds, int) and folds > 0 else None
+    full_plan = crossval.plan(ev, n_folds or 0)
+    if n_folds is None:
+        raise ConfigError(f"{config_path}: data.folds must be a number of folds for a campaign")
+    unknown = set(_list(args.variants) or []) - {r.variant for r in full_plan}
+    if unknown:
+        raise ConfigError(f"variant(s) {', '.join(sorted(unknown))} are not in {config_path}")
+    digest = crossval.file_digest(pretrained)
+    current = {}
+    for r in full_plan:
+        m, t = crossval.configs_for(r, model_cfg, train_cfg)
+        current[str(r.path)] = crossval.protocol_digest(m, t, digest, dataset)
+    command = f"make evaluate DATASET={args.dataset}" if args.dataset in FOLDERS else None
+    if not args.report_only:
+        wanted = crossval.plan(ev, n_folds, variants=_list(args.variants), seeds=_list(args.seeds, int),
+                               fold_subset=_list(args.folds, int), parts=_list(args.parts))
+        probe = None
+        spec = ev.get("identity_probe")
+        if spec and not args.no_probe:
+            probe = crossval.load_probe_set(DATASETS / spec["data"], spec.get("format", spec["data"]),
+                                            name=spec["data"])
+        crossval.run_campaign(root, dataset.get("format", args.dataset), model_cfg, train_cfg, dataset,
+                              wanted, runs_dir, work, pretrained_path=pretrained, probe_set=probe,
+                              time_limit_minutes=args.time_limit, max_runs=args.max_runs,
+                              command=f"make finetune DATASET={args.dataset}")
+    runs = crossval.load_runs(runs_dir)
+    finetune_report.write_report(runs, model_cfg.labels, report, args.dataset, n_folds, config=data,
+                                 current=current, command=command,
+                                 pretrained=None if pretrained is None else {"file": pretrained.name,
+                                                                             "sha256_12": digest})
+    print(f"report written to {report}/README.md ({len(runs)} run files)")
 
 
 if __name__ == "__main__":

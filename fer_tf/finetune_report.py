@@ -1,0 +1,336 @@
+"""The cross-validation report (`make finetune` / `make evaluate`): results.json, README.md and
+figures built from the per-run JSON files of :mod:`fer_tf.crossval`, nothing else.
+
+results.json:
+
+- ``variants.<name>``: ``sequence_accuracy`` (mean over all runs), ``sequence_accuracy_std``,
+  ``image_accuracy``, ``runs`` (``[{seed, fold, sequence_accuracy, image_accuracy}]``), probes;
+- ``paired_differences``: ``{"A - B": {mean, ci95: [lo, hi], pairs, folds, wins, losses}}`` on the
+  (seed, fold) runs both share, cluster-bootstrap CIs (:mod:`fer_tf.stats`);
+- ``options``: each named deviation against the same variant without it;
+- ``tuple_mode``: the paper's tuple mode against ``in_batch`` on the same folds;
+- ``identity``: probe accuracies and the difference "2B(N+M) - softmax".
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+
+from fer_tf import stats
+from fer_tf.reporting import write_json
+
+#: The comparisons issue "Accuracy II" asks for (first minus second), when both variants ran.
+COMPARISONS = (("2B(N+M)", "softmax"), ("2B(N+M)", "1B(N+M)"), ("1B(N+M)", "1B(N+1)"),
+               ("2B(N+M)", "2B(N+1)"))
+
+
+def _pct(x, digits=2):
+    return "–" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def _pts(x):
+    return "–" if x is None else f"{100 * x:+.2f}"
+
+
+def _ci(c):
+    lo, hi = c.get("ci95") or (None, None)
+    return "–" if lo is None else f"[{100 * lo:+.2f}, {100 * hi:+.2f}]"
+
+
+def _group(runs):
+    """``{display name: [runs]}`` in first-seen order."""
+    out = {}
+    for r in runs:
+        name = (r["variant"] + (f" [{r['option']}]" if r.get("option") else "")
+                + (", tuple mode" if r.get("mode") == "tuple" else ""))
+        out.setdefault(name, []).append(r)
+    return out
+
+
+def summarise(runs):
+    """Mean/std accuracies, per-run rows, probes, time and confusion of one group of runs."""
+    seq = stats.mean_std([r["sequence_accuracy"] for r in runs])
+    img = stats.mean_std([r["image_accuracy"] for r in runs])
+    ck_probe = [(r["identity_probe_accuracy"], r["identity_probe_subjects"]) for r in runs
+                if r.get("identity_probe_accuracy") is not None]
+    x_probe = [r["cross_expression_probe"] for r in runs
+               if (r.get("cross_expression_probe") or {}).get("accuracy") is not None]
+    return {
+        "sequence_accuracy": seq[0], "sequence_accuracy_std": seq[1],
+        "image_accuracy": img[0], "image_accuracy_std": img[1],
+        "n_runs": seq[2], "seeds": sorted({r["seed"] for r in runs}),
+        "folds": sorted({r["fold"] for r in runs}),
+        "runs": [{"seed": r["seed"], "fold": r["fold"], "sequence_accuracy": r["sequence_accuracy"],
+                  "image_accuracy": r["image_accuracy"], "selected_epoch": r.get("selected_epoch")}
+                 for r in sorted(runs, key=lambda r: (r["seed"], r["fold"]))],
+        "selected_epoch_mean": stats.mean_std([r.get("selected_epoch") for r in runs])[0],
+        "epochs": max((r.get("epochs", 0) for r in runs), default=0),
+        "identity_probe_accuracy": float(np.mean([a for a, _ in ck_probe])) if ck_probe else None,
+        "identity_probe_chance": float(np.mean([1 / n for _, n in ck_probe])) if ck_probe else None,
+        "cross_expression_probe_accuracy": (float(np.mean([p["accuracy"] for p in x_probe]))
+                                            if x_probe else None),
+        "cross_expression_probe_chance": (float(np.mean([p["chance"] for p in x_probe])) if x_probe else None),
+        "cross_expression_probe_dataset": x_probe[0]["dataset"] if x_probe else None,
+        "train_seconds": float(sum(r.get("train_seconds", 0) for r in runs)),
+        "train_seconds_mean": stats.mean_std([r.get("train_seconds") for r in runs])[0],
+        "sequence_confusion": np.sum([r["sequence_confusion"] for r in runs], axis=0).tolist(),
+    }
+
+
+def _probe_runs(runs, key):
+    return [{"seed": r["seed"], "fold": r["fold"], "value": v} for r in runs
+            if (v := (r.get(key) if key != "cross_expression_probe" else
+                      (r.get(key) or {}).get("accuracy"))) is not None]
+
+
+def build_results(runs, labels, dataset, folds, config=None, current=None, pretrained=None):
+    """The results.json dict from the run dicts of :func:`fer_tf.crossval.load_runs`.
+
+    ``current``: ``{run file: protocol}`` of the config's plan; runs of another protocol are left
+    out (and counted). ``config``: the fine-tuning config dict (paper figures, options, protocol).
+    """
+    config = config or {}
+    ev = config.get("evaluation", {})
+    stale = [r["file"] for r in runs if current is not None and current.get(r["file"]) != r.get("protocol")]
+    runs = [r for r in runs if r["file"] not in set(stale)]
+    groups = _group(runs)
+    main = {n: g for n, g in groups.items() if not g[0].get("option") and g[0].get("mode") != "tuple"}
+    order = [v for v in ev.get("variants", []) if v in main] + [v for v in main if v not in ev.get("variants", [])]
+    variants = {v: summarise(main[v]) for v in order}
+    paired = {f"{a} - {b}": stats.compare(main[a], main[b]) for a, b in COMPARISONS
+              if a in main and b in main}
+    options = {}
+    described = {o.get("name"): o for o in ev.get("options") or []}
+    for name, g in groups.items():
+        option = g[0].get("option")
+        if not option or g[0].get("mode") == "tuple":
+            continue
+        base = main.get(g[0]["variant"], [])
+        options[name] = {"variant": g[0]["variant"], "option": option,
+                         "what": described.get(option, {}).get("what", ""),
+                         "settings": g[0].get("settings", {}), **summarise(g),
+                         "against_default": stats.compare(g, base)}
+    tuple_mode = {}
+    for name, g in groups.items():
+        if g[0].get("mode") != "tuple":
+            continue
+        base = {(r["seed"], r["fold"]): r for r in main.get(g[0]["variant"], [])}
+        shared = [r for r in g if (r["seed"], r["fold"]) in base]
+        tuple_mode[name] = {
+            "variant": g[0]["variant"], **summarise(g),
+            "in_batch_same_runs": summarise([base[(r["seed"], r["fold"])] for r in shared]) if shared else None,
+            "against_in_batch": stats.compare(g, [base[(r["seed"], r["fold"])] for r in shared]),
+        }
+    identity = {}
+    for key in ("cross_expression_probe", "identity_probe_accuracy"):
+        if "2B(N+M)" in main and "softmax" in main:
+            a = [{"seed": r["seed"], "fold": r["fold"], "v": r["value"]} for r in _probe_runs(main["2B(N+M)"], key)]
+            b = [{"seed": r["seed"], "fold": r["fold"], "v": r["value"]} for r in _probe_runs(main["softmax"], key)]
+            identity[key] = {"2B(N+M) - softmax": stats.compare(a, b, key="v")}
+    return {"dataset": dataset, "folds": folds, "labels": list(labels), "variants": variants,
+            "paired_differences": paired, "options": options, "tuple_mode": tuple_mode,
+            "identity": identity, "stale_runs": stale, "paper": ev.get("paper"),
+            "protocol": config.get("train"), "pretrained": pretrained,
+            "commits": sorted({r.get("run", {}).get("git_commit", "unknown") for r in runs}),
+            "machines": sorted({f"{r.get('run', {}).get('machine', {}).get('cpu', '?')} "
+                                f"({r.get('run', {}).get('machine', {}).get('cores', '?')} cores)" for r in runs})}
+
+
+def write_report(runs, labels, report_dir, dataset, folds, config=None, current=None, command=None,
+                 pretrained=None):
+    """Write results.json, README.md and the figures of ``report_dir``; returns the results."""
+    from fer_tf import plots  # deferred: matplotlib
+
+    report = pathlib.Path(report_dir)
+    report.mkdir(parents=True, exist_ok=True)
+    data = build_results(runs, labels, dataset, folds, config, current, pretrained)
+    data["command"] = command
+    write_json(report / "results.json", data)
+    figures = []
+    used = [r for r in runs if r["file"] not in set(data["stale_runs"])]
+    groups = _group(used)
+    curves = {n: [r["history"] for r in g] for n, g in groups.items() if n in data["variants"]}
+    if curves:
+        figures.append(plots.mean_curves(curves, report / "curves.png",
+                                         title=f"{dataset}: mean ± std over runs"))
+    focus = "2B(N+M)" if "2B(N+M)" in data["variants"] else next(iter(data["variants"]), None)
+    if focus:
+        figures.append(plots.confusion_matrix(data["variants"][focus]["sequence_confusion"], labels,
+                                              report / "confusion_matrix.png",
+                                              title=f"{focus}: sequence-level confusion, all runs"))
+    from fer_tf.evaluation import slug
+
+    for name in data["variants"]:
+        emb = next((r["embedding"] for r in groups.get(name, []) if r.get("embedding")), None)
+        if emb:
+            figures.append(plots.embedding_scatter(
+                np.asarray(emb["pca"]), emb["expression"], emb["subject"],
+                report / f"embedding_{slug(name)}.png", title=f"{name} FC2 features (PCA, fold 1)"))
+    (report / "README.md").write_text(_readme(data, figures, report, config or {}))
+    return data
+
+
+def _protocol_text(config):
+    t = config.get("train", {})
+    bits = [f"{t.get('optimizer', 'adam').capitalize()}, learning rate {t.get('learning_rate')}"
+            f" ({t.get('schedule', 'halve_reload').replace('_', '-')}"
+            + (f", {t.get('warmup_epochs')} warm-up epoch(s)" if t.get("warmup_epochs") else "") + ")",
+            f"{t.get('epochs')} epochs of {t.get('queries_per_batch', 64)} queries per batch"]
+    if t.get("freeze_batch_norm"):
+        bits.append("batch norm frozen at its FER2013 statistics")
+    if t.get("backbone_lr_scale", 1.0) != 1.0:
+        bits.append(f"backbone at {t['backbone_lr_scale']} x the learning rate")
+    if t.get("inner_validation"):
+        bits.append(f"{100 * t['inner_validation']:.1f}% of the training subjects held out as an inner "
+                    "validation split; the epoch with the best image-level accuracy on them (ties: the "
+                    "later) is evaluated on the test fold, which never influences training or selection")
+    else:
+        bits.append("the epoch with the lowest training loss is evaluated (no inner split)")
+    return "; ".join(bits) + "."
+
+
+def _readme(data, figures, report, config):
+    v, paper = data["variants"], data.get("paper") or {}
+    lines = [f"# {data['dataset']}: subject-independent {data['folds']}-fold cross-validation", "",
+             "Rebuilt from the per-run files in `runs/` by:", "", "```", data.get("command") or "make evaluate",
+             "```", "",
+             f"Runs trained at commit(s) {', '.join(f'`{c[:12]}`' for c in data['commits'])} on "
+             f"{'; '.join(data['machines'])}. Protocol: {_protocol_text(config)}", ""]
+    if data["stale_runs"]:
+        lines += [f"{len(data['stale_runs'])} run file(s) of an older protocol are left out "
+                  "(`make finetune` trains them again).", ""]
+    lines += ["## Accuracy (layout of the paper's Table 3)", "",
+              "| method | sequence-level, mean ± std | image-level, mean ± std | paper | runs (seeds x folds) | selected epoch (mean of max) |",
+              "|---|---|---|---|---|---|"]
+    for name, r in v.items():
+        lines.append(f"| {name} | {_pct(r['sequence_accuracy'])} ± {100 * (r['sequence_accuracy_std'] or 0):.2f} | "
+                     f"{_pct(r['image_accuracy'])} ± {100 * (r['image_accuracy_std'] or 0):.2f} | "
+                     f"{_pct(paper.get(name))} | {r['n_runs']} ({len(r['seeds'])} x {len(r['folds'])}) | "
+                     f"{r['selected_epoch_mean'] or 0:.1f} of {r['epochs']} |")
+    lines += ["", "Sequence level: the scores of a sequence's frames are averaged. Mean and standard "
+              "deviation over all (seed, fold) runs; the folds are the same subjects for every seed "
+              "and variant.", ""]
+    if data["paired_differences"]:
+        lines += ["## Does (N+M) help? Paired differences", "",
+                  "Per (seed, fold) run, sequence-level accuracy of the first method minus the second; "
+                  "95% confidence intervals from a cluster bootstrap (folds resampled, then seeds "
+                  "within a fold; 10,000 draws). An interval that contains 0 means this campaign "
+                  "cannot tell the two apart.", "",
+                  "| comparison | mean difference (points) | 95% CI | pairs (folds) | first better / worse |",
+                  "|---|---|---|---|---|"]
+        for name, c in data["paired_differences"].items():
+            lines.append(f"| {name} | {_pts(c['mean'])} | {_ci(c)} | {c['pairs']} ({c['folds']}) | "
+                         f"{c['wins']} / {c['losses']} |")
+        lines.append("")
+    if data["options"]:
+        lines += ["## The deviations from the paper, on vs off", "",
+                  "Each row is the variant with one setting changed against the same variant with "
+                  "this report's defaults, on the runs both have.", "",
+                  "| variant | option | what | sequence-level | default - option (points) | 95% CI | pairs |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, o in data["options"].items():
+            c = o["against_default"]
+            flipped = {**c, "mean": None if c["mean"] is None else -c["mean"],
+                       "ci95": [None if c["ci95"][1] is None else -c["ci95"][1],
+                                None if c["ci95"][0] is None else -c["ci95"][0]]}
+            lines.append(f"| {o['variant']} | {o['option']} | {o['what']} | {_pct(o['sequence_accuracy'])} "
+                         f"({o['n_runs']} runs) | {_pts(flipped['mean'])} | {_ci(flipped)} | {c['pairs']} |")
+        lines.append("")
+    if data["tuple_mode"]:
+        lines += ["## `tuple` vs `in_batch` mode", "",
+                  "| method | runs | sequence-level | image-level | training time per run |", "|---|---|---|---|---|"]
+        for name, t in data["tuple_mode"].items():
+            base = t.get("in_batch_same_runs") or {}
+            lines.append(f"| {name} | {t['n_runs']} | {_pct(t['sequence_accuracy'])} | {_pct(t['image_accuracy'])} "
+                         f"| {t['train_seconds_mean'] or 0:.0f} s |")
+            if base:
+                lines.append(f"| {t['variant']}, in_batch, same runs | {base['n_runs']} | "
+                             f"{_pct(base['sequence_accuracy'])} | {_pct(base['image_accuracy'])} | "
+                             f"{base['train_seconds_mean'] or 0:.0f} s |")
+        lines.append("")
+    lines += _identity_section(data)
+    lines += _against_paper(data, pathlib.Path(report).parent / "fer2013" / "results.json", config)
+    focus = "2B(N+M)" if "2B(N+M)" in v else next(iter(v), None)
+    if focus:
+        labels = data["labels"]
+        m = np.asarray(v[focus]["sequence_confusion"], float)
+        rates = m / np.maximum(m.sum(1, keepdims=True), 1)
+        lines += [f"## Confusion matrix of {focus}, sequence level, all runs (layout of Table 1, rows = true)", "",
+                  "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        for i, name in enumerate(labels):
+            lines.append(f"| {name} | " + " | ".join(f"{100 * rates[i, j]:.1f}" for j in range(len(labels))) + " |")
+        lines.append("")
+    if figures:
+        lines += ["## Figures", "", "`curves.png`: mean ± std over runs of the training loss, the inner "
+                  "validation accuracy that selects the epoch, and the test-fold accuracy (shown, never "
+                  "used).", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
+    return "\n".join(lines)
+
+
+def _identity_section(data):
+    v = data["variants"]
+    rows = [(n, r) for n, r in v.items() if r.get("cross_expression_probe_accuracy") is not None
+            or r.get("identity_probe_accuracy") is not None]
+    if not rows:
+        return []
+    dataset = next((r["cross_expression_probe_dataset"] for _, r in rows if r.get("cross_expression_probe_dataset")), None)
+    lines = ["## How much identity do the features carry?", "",
+             "A linear probe predicts the subject from the FC2 features of a face in an expression the "
+             "probe never saw for that subject: lower means less identity survives a change of "
+             "expression (the paper claims (N+M) training leaves less)."]
+    if dataset:
+        lines[-1] += (f" On {dataset} (faces no model here trained on, every subject in every expression) "
+                      "the probe leaves one expression out at a time (ridge regression).")
+    lines += [" On this dataset's own test folds (CK+: one sequence per subject held out, Keras "
+              "softmax regression) the probe is weak: each sequence is one expression and few "
+              "subjects have several, so values near or below chance mean the features group faces "
+              "by expression more than by person, not that identity is gone.", "",
+              "| method | cross-expression probe (chance) | probe on test folds (chance) |", "|---|---|---|"]
+    for name, r in rows:
+        lines.append(f"| {name} | {_pct(r.get('cross_expression_probe_accuracy'))} "
+                     f"({_pct(r.get('cross_expression_probe_chance'))}) | {_pct(r.get('identity_probe_accuracy'))} "
+                     f"({_pct(r.get('identity_probe_chance'))}) |")
+    c = (data["identity"].get("cross_expression_probe") or {}).get("2B(N+M) - softmax")
+    if c and c["mean"] is not None:
+        verdict = ("less identity than softmax's" if c["ci95"][1] is not None and c["ci95"][1] < 0 else
+                   "more identity than softmax's" if c["ci95"][0] is not None and c["ci95"][0] > 0 else
+                   "an amount of identity this campaign cannot tell apart from softmax's")
+        lines += ["", f"2B(N+M) - softmax on the cross-expression probe: {_pts(c['mean'])} points, 95% CI "
+                  f"{_ci(c)} over {c['pairs']} paired runs: our 2B(N+M) features carry {verdict}."]
+    lines.append("")
+    return lines
+
+
+def _against_paper(data, pretrain_results, config):
+    v, paper = data["variants"], data.get("paper") or {}
+    shared = [n for n in paper if n in v and paper[n] is not None and v[n]["sequence_accuracy"] is not None]
+    if not shared:
+        return []
+    lines = ["## Against the paper", "", "| method | ours | paper | ours - paper (points) |", "|---|---|---|---|"]
+    for name in shared:
+        lines.append(f"| {name} | {_pct(v[name]['sequence_accuracy'])} | {_pct(paper[name])} | "
+                     f"{_pts(v[name]['sequence_accuracy'] - paper[name])} |")
+    ours = sorted(shared, key=lambda n: -v[n]["sequence_accuracy"])
+    theirs = sorted(shared, key=lambda n: -paper[n])
+    lines += ["", f"Ordering by mean sequence-level accuracy: ours {' > '.join(ours)}; the paper's "
+              f"{' > '.join(theirs)}. Read it with the confidence intervals above: an ordering inside "
+              "them is not a finding.", ""]
+    notes = config.get("evaluation", {}).get("against_paper")
+    evidence = []
+    if pathlib.Path(pretrain_results).is_file():
+        fer = json.loads(pathlib.Path(pretrain_results).read_text())
+        evidence.append(f"the FER2013-pretrained network starts from {100 * fer['private_test_accuracy']:.1f}% "
+                        "on FER2013 PrivateTest (`reports/fer2013`); the paper adds a second pretraining "
+                        "stage on Multi-PIE, which is not available here")
+    for name, o in data["options"].items():
+        if o["sequence_accuracy"] is not None:
+            evidence.append(f"{name} ({o['what'] or o['option']}): {_pct(o['sequence_accuracy'])} over "
+                            f"{o['n_runs']} runs")
+    if evidence:
+        lines += ["What we measured about the gap: " + "; ".join(evidence) + ".", ""]
+    if notes:
+        lines += [notes.strip(), ""]
+    return lines
