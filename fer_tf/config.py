@@ -16,6 +16,11 @@ from fer_tf.errors import ConfigError
 VARIANTS = ("softmax", "1B(N+1)", "2B(N+1)", "1B(N+M)", "2B(N+M)")
 
 
+def variant_slug(variant):
+    """A file-name form of a variant name: ``2B(N+M)`` -> ``2b_npm``."""
+    return variant.lower().replace("(", "_").replace(")", "").replace("+", "p")
+
+
 @dataclasses.dataclass
 class ModelConfig:
     """Network shape (Section 4, Fig. 4) and the metric loss of each variant."""

@@ -30,7 +30,8 @@ import time
 
 import numpy as np
 
-from fer_tf import evaluation, probes, reporting
+from fer_tf import evaluation, probes, reporting, training
+from fer_tf.finetune_report import load_runs  # noqa: F401  (the reading side; public here too)
 from fer_tf.config import ModelConfig, TrainConfig, to_dict
 from fer_tf.data.splits import leave_one_subject_out, subject_kfold
 from fer_tf.errors import ConfigError
@@ -151,21 +152,6 @@ def folds_of(table, data_config):
     return subject_kfold(table, k=int(folds), seed=int(data_config.get("split_seed", 0)))
 
 
-def load_runs(runs_dir):
-    """Every run JSON under ``runs_dir`` (a list of dicts, each with its ``file`` relative path)."""
-    runs_dir = pathlib.Path(runs_dir)
-    out = []
-    for path in sorted(runs_dir.glob("*/seed*-fold*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            print(f"warning: {path} is not readable JSON; ignored", file=sys.stderr)
-            continue
-        data["file"] = str(path.relative_to(runs_dir))
-        out.append(data)
-    return out
-
-
 def _round(value, digits=4):
     if isinstance(value, float):
         return round(value, digits)
@@ -229,8 +215,6 @@ def run_campaign(root, fmt, model_config: ModelConfig, train_config: TrainConfig
     Stops before starting a run once ``time_limit_minutes`` have passed or ``max_runs`` runs were
     trained (a later call continues). Returns ``(trained, remaining)`` counts.
     """
-    from fer_tf import training  # deferred: loads the model code only when something is trained
-
     commit = reporting.git_commit()  # before this campaign writes its first run file
     runs_dir, work_dir = pathlib.Path(runs_dir), pathlib.Path(work_dir)
     table, faces = prepared_dataset(root, fmt)

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from fer_tf import models, training
-from fer_tf.config import ModelConfig, TrainConfig, to_dict
+from fer_tf.config import ModelConfig, TrainConfig, to_dict, variant_slug
 from fer_tf.data.splits import subject_kfold
 from fer_tf.probes import identity_probe  # noqa: F401  (public here too, where it used to live)
 from fer_tf.sampling import eval_dataset, identity_aware_dataset
@@ -25,8 +25,7 @@ from fer_tf.sampling import eval_dataset, identity_aware_dataset
 PAPER_CKPLUS = {"softmax": None, "1B(N+1)": 0.9321, "2B(N+1)": 0.943, "1B(N+M)": 0.9655, "2B(N+M)": 0.971}
 
 
-def slug(variant):
-    return variant.lower().replace("(", "_").replace(")", "").replace("+", "p")
+slug = variant_slug  # the name it always had here
 
 
 def predict_probabilities(model, faces, batch_size=256, flip=False):

@@ -16,15 +16,53 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
 import numpy as np
 
 from fer_tf import stats
+from fer_tf.config import variant_slug
 from fer_tf.reporting import write_json
 
 #: The comparisons issue "Accuracy II" asks for (first minus second), when both variants ran.
 COMPARISONS = (("2B(N+M)", "softmax"), ("2B(N+M)", "1B(N+M)"), ("1B(N+M)", "1B(N+1)"),
                ("2B(N+M)", "2B(N+1)"))
+
+
+def load_runs(runs_dir):
+    """Every run JSON under ``runs_dir`` (``<group>/seed<s>-fold<k>.json``), each with its path
+    relative to ``runs_dir`` as ``file``."""
+    runs_dir = pathlib.Path(runs_dir)
+    out = []
+    for path in sorted(runs_dir.glob("*/seed*-fold*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            print(f"warning: {path} is not readable JSON; ignored", file=sys.stderr)
+            continue
+        data["file"] = str(path.relative_to(runs_dir))
+        out.append(data)
+    return out
+
+
+def pilot_summary(pilot_dir):
+    """``{setting: {...}}`` from ``pilot_dir/<setting>/<group>/seed*-fold*.json``: the runs of a
+    pilot that compared training settings on a few folds, judged by their inner-validation
+    accuracy at the selected epoch (never by the test fold)."""
+    out = {}
+    for folder in sorted(p for p in pathlib.Path(pilot_dir).glob("*") if p.is_dir()):
+        runs = load_runs(folder)
+        if not runs:
+            continue
+        inner = [max((row.get("val_accuracy", float("nan")) for row in r["history"]), default=None)
+                 for r in runs]
+        out[folder.name] = {"runs": len(runs), "variants": sorted({r["variant"] for r in runs}),
+                            "folds": sorted({r["fold"] for r in runs}),
+                            "inner_validation_accuracy": stats.mean_std(inner)[0],
+                            "sequence_accuracy": stats.mean_std([r["sequence_accuracy"] for r in runs])[0],
+                            "selected_epoch_mean": stats.mean_std([r.get("selected_epoch") for r in runs])[0],
+                            "histories": [r["history"] for r in runs]}
+    return out
 
 
 def _pct(x, digits=2):
@@ -140,16 +178,23 @@ def build_results(runs, labels, dataset, folds, config=None, current=None, pretr
 
 
 def write_report(runs, labels, report_dir, dataset, folds, config=None, current=None, command=None,
-                 pretrained=None):
-    """Write results.json, README.md and the figures of ``report_dir``; returns the results."""
+                 pretrained=None, pilot_dir=None):
+    """Write results.json, README.md and the figures of ``report_dir``; returns the results.
+    ``pilot_dir`` (default ``report_dir/pilot``): a pilot of training settings, if there is one."""
     from fer_tf import plots  # deferred: matplotlib
 
     report = pathlib.Path(report_dir)
     report.mkdir(parents=True, exist_ok=True)
     data = build_results(runs, labels, dataset, folds, config, current, pretrained)
     data["command"] = command
+    pilot = pilot_summary(pilot_dir or report / "pilot")
+    data["pilot"] = {k: {kk: vv for kk, vv in v.items() if kk != "histories"} for k, v in pilot.items()}
     write_json(report / "results.json", data)
     figures = []
+    if pilot:
+        figures.append(plots.mean_curves({k: v["histories"] for k, v in pilot.items()},
+                                         report / "pilot_curves.png",
+                                         title="pilot: training settings (mean ± std over its runs)"))
     used = [r for r in runs if r["file"] not in set(data["stale_runs"])]
     groups = _group(used)
     curves = {n: [r["history"] for r in g] for n, g in groups.items() if n in data["variants"]}
@@ -161,14 +206,12 @@ def write_report(runs, labels, report_dir, dataset, folds, config=None, current=
         figures.append(plots.confusion_matrix(data["variants"][focus]["sequence_confusion"], labels,
                                               report / "confusion_matrix.png",
                                               title=f"{focus}: sequence-level confusion, all runs"))
-    from fer_tf.evaluation import slug
-
     for name in data["variants"]:
         emb = next((r["embedding"] for r in groups.get(name, []) if r.get("embedding")), None)
         if emb:
             figures.append(plots.embedding_scatter(
                 np.asarray(emb["pca"]), emb["expression"], emb["subject"],
-                report / f"embedding_{slug(name)}.png", title=f"{name} FC2 features (PCA, fold 1)"))
+                report / f"embedding_{variant_slug(name)}.png", title=f"{name} FC2 features (PCA, fold 1)"))
     (report / "README.md").write_text(_readme(data, figures, report, config or {}))
     return data
 
@@ -202,6 +245,7 @@ def _readme(data, figures, report, config):
     if data["stale_runs"]:
         lines += [f"{len(data['stale_runs'])} run file(s) of an older protocol are left out "
                   "(`make finetune` trains them again).", ""]
+    lines += _pilot_section(data.get("pilot") or {})
     lines += ["## Accuracy (layout of the paper's Table 3)", "",
               "| method | sequence-level, mean ± std | image-level, mean ± std | paper | runs (seeds x folds) | selected epoch (mean of max) |",
               "|---|---|---|---|---|---|"]
@@ -268,6 +312,24 @@ def _readme(data, figures, report, config):
                   "validation accuracy that selects the epoch, and the test-fold accuracy (shown, never "
                   "used).", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     return "\n".join(lines)
+
+
+def _pilot_section(pilot):
+    if not pilot:
+        return []
+    best = max(pilot, key=lambda k: pilot[k]["inner_validation_accuracy"] or 0)
+    lines = ["## Choosing the training settings (pilot)", "",
+             "Before the campaign, settings were compared on a few folds by the accuracy on the inner "
+             "validation subjects at the selected epoch, the statistic that may be looked at; the "
+             "test-fold accuracy is shown beside it but was not used (`pilot/`, `pilot_curves.png`).", "",
+             "| setting | runs (variants; folds) | inner validation, best epoch | test fold, sequence level | selected epoch |",
+             "|---|---|---|---|---|"]
+    for name, p in pilot.items():
+        lines.append(f"| {name} | {p['runs']} ({', '.join(p['variants'])}; {', '.join(str(f + 1) for f in p['folds'])}) | "
+                     f"{_pct(p['inner_validation_accuracy'])} | {_pct(p['sequence_accuracy'])} | "
+                     f"{p['selected_epoch_mean'] or 0:.1f} |")
+    lines += ["", f"Highest inner-validation accuracy: **{best}**.", ""]
+    return lines
 
 
 def _identity_section(data):

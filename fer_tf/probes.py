@@ -61,15 +61,20 @@ def _standardise(x, rows):
 def cross_expression_probe(features, subjects, expressions, ridge=1.0):
     """Leave-one-expression-out identity probe; returns ``(accuracy, subjects probed)``.
 
-    For each expression ``e``, a ridge-regression probe (one-hot subject targets, closed form,
-    features standardised on its training rows) is fitted on the faces of the other expressions
-    and predicts the subject of the faces showing ``e``; only subjects that also appear in the
-    other expressions are scored. The accuracy is over all scored faces; chance is
-    ``1 / subjects``. ``(None, 0)`` when no subject shows two expressions.
+    The features of each expression are first centred on that expression's mean, so that the
+    probe is not thrown by the shift an expression causes in everyone's features (which says
+    nothing about identity). Then, for each expression ``e``, a ridge-regression probe (one-hot
+    subject targets, closed form, features standardised on its training rows) is fitted on the
+    faces of the other expressions and predicts the subject of the faces showing ``e``; only
+    subjects that also appear in the other expressions are scored. The accuracy is over all scored
+    faces; chance is ``1 / subjects``. ``(None, 0)`` when no subject shows two expressions.
     """
     x = np.asarray(features, np.float64)
     subjects = np.asarray(subjects).astype(str)
     expressions = np.asarray(expressions).astype(str)
+    x = x.copy()
+    for e in np.unique(expressions):
+        x[expressions == e] -= x[expressions == e].mean(0)
     names = np.unique(subjects)
     index = {s: i for i, s in enumerate(names)}
     y = np.array([index[s] for s in subjects])

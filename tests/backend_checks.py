@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
-from fer_tf import distances, layers, losses, mining, reducers  # noqa: E402
+from fer_tf import distances, layers, losses, mining, optimizers, reducers  # noqa: E402
 from fer_tf.errors import ConfigError  # noqa: E402
 
 BACKEND = keras.backend.backend()
@@ -450,6 +450,33 @@ def compiled_equals_eager():
     for loss in [losses.NMTupleClustersLoss(3), losses.AdaptiveNMTupleClustersLoss(3, threshold=layer),
                  losses.NPlusOneTupleLoss(3)]:
         close(jit(lambda e: loss(tuples, e))(emb), float(to_np(loss(tuples, emb))))
+
+
+@check
+def scaled_learning_rate():
+    """ScaledSGD/ScaledAdam move the named variables by lr_scale x the step of the others."""
+    rng = np.random.default_rng(0)
+    for cls, scale in ((optimizers.ScaledSGD, 0.25), (optimizers.ScaledAdam, 0.0)):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="slow"),
+                                  keras.layers.Dense(2, name="fast")])
+        before = [to_np(v).copy() for v in model.trainable_variables]
+        opt = cls(learning_rate=0.1, scaled_paths=[v.path for v in model.layers[0].trainable_variables],
+                  lr_scale=scale)
+        grads = [ops.convert_to_tensor(rng.normal(size=v.shape).astype("float32"))
+                 for v in model.trainable_variables]
+        opt.apply(grads, model.trainable_variables)
+        steps = [to_np(v) - b for v, b in zip(model.trainable_variables, before)]
+        plain = [-0.1 * to_np(g) for g in grads] if cls is optimizers.ScaledSGD else None
+        for v, step, i in zip(model.trainable_variables, steps, range(len(steps))):
+            slow = v.path.startswith("slow")
+            if plain is not None:
+                close(step, plain[i] * (scale if slow else 1.0))
+            elif slow:
+                assert np.all(step == 0), "lr_scale 0 must leave the scaled variables unchanged"
+            else:
+                assert np.all(np.abs(step) > 0)
+        clone = cls.from_config(opt.get_config())
+        assert clone.lr_scale == scale and list(clone.scaled_paths) == list(opt.scaled_paths)
 
 
 def main():

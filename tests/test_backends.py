@@ -34,8 +34,9 @@ CHECKS = [
     "gradients_finite",
     "miners_and_reducers_swappable",
     "compiled_equals_eager",
+    "scaled_learning_rate",
 ]
-CORE_MODULES = ["distances", "reducers", "parts", "mining", "losses", "layers"]
+CORE_MODULES = ["distances", "reducers", "parts", "mining", "losses", "layers", "optimizers", "stats", "probes"]
 
 
 def installed(backend):

@@ -40,34 +40,24 @@ def test_identity_probe_needs_two_sequences_per_subject():
     assert acc is None and probed == 0
 
 
-def _fold(seq_acc, n_seq=10):
-    return {"sequence_accuracy": seq_acc, "image_accuracy": seq_acc, "images": 3 * n_seq,
-            "sequences": n_seq, "sequence_confusion": [[n_seq, 0], [0, 0]],
-            "identity_probe_accuracy": 0.5, "identity_probe_subjects": 4,
-            "history": [{"epoch": 1, "loss": 1.0, "fold_accuracy": seq_acc}],
-            "train_seconds": 1.0, "steps_per_epoch": 2, "mode": "in_batch"}
+def test_inner_split_holds_out_whole_training_subjects():
+    from fer_tf.data.table import FaceTable
+
+    subjects = np.repeat([f"S{i:02d}" for i in range(16)], 4)
+    expressions = np.tile(["a", "b", "c", "d"], 16)
+    table = FaceTable.from_rows([{"path": f"{i}.png", "subject": s, "expression": e}
+                                 for i, (s, e) in enumerate(zip(subjects, expressions))])
+    train_rows = np.arange(8, 64)  # subjects S02..S15
+    fit, inner = evaluation.inner_split(table, train_rows, 0.125, seed=0)
+    assert set(fit) | set(inner) == set(train_rows) and not set(fit) & set(inner)
+    assert not set(subjects[fit]) & set(subjects[inner])
+    assert len(set(subjects[inner])) in (1, 2, 3)
+    assert evaluation.inner_split(table, train_rows, 0.0)[1].size == 0
 
 
-def test_aggregate_weights_folds_by_size():
-    out = evaluation.aggregate({"softmax": [_fold(1.0, 10), _fold(0.5, 30)]}, ("a", "b"))
-    assert out["softmax"]["sequence_accuracy"] == pytest.approx((10 + 15) / 40)
-    assert out["softmax"]["fold_sequence_accuracy"] == [1.0, 0.5]
-    assert out["softmax"]["identity_probe_chance"] == pytest.approx(0.25)
-
-
-def test_report_has_the_table_the_paper_comparison_and_figures(tmp_path):
-    results = {"softmax": [_fold(0.8), _fold(0.9)], "2B(N+M)": [_fold(0.95), _fold(0.9)],
-               "tuple_mode": [_fold(0.9), None]}
-    info = {"command": "test", "git_commit": "abc", "date": "today", "seed": 0,
-            "machine": {"cpu": "cpu", "cores": 2}, "config": {"train": {"epochs": 1}}}
-    data = evaluation.write_report(results, ("a", "b"), tmp_path / "report", tmp_path / "runs", info,
-                                   "toy", 2, paper={"2B(N+M)": 0.971})
-    assert data["best_variant"] == "2B(N+M)"
-    assert data["tuple_mode"]["tuple_sequence_accuracy"] == 0.9
-    saved = json.loads((tmp_path / "report" / "results.json").read_text())
-    assert saved["variants"]["2B(N+M)"]["sequence_accuracy"] == pytest.approx(0.925)
-    readme = (tmp_path / "report" / "README.md").read_text()
-    assert "| 2B(N+M) | 92.50% |" in readme and "97.10%" in readme
-    assert "ours - paper" in readme and "-4.60" in readme
-    assert (tmp_path / "report" / "confusion_matrix.png").stat().st_size > 0
-    assert (tmp_path / "report" / "curves.png").stat().st_size > 0
+def test_selected_epoch_is_the_best_validation_epoch_ties_later():
+    history = [{"epoch": 1, "val_accuracy": 0.8, "loss": 3}, {"epoch": 2, "val_accuracy": 0.9, "loss": 2},
+               {"epoch": 3, "val_accuracy": 0.9, "loss": 1}, {"epoch": 4, "val_accuracy": 0.7, "loss": 1}]
+    assert evaluation._selected_epoch(history, True) == 3
+    assert evaluation._selected_epoch(history, True, prefer_later=False) == 2
+    assert evaluation._selected_epoch(history, False) == 4

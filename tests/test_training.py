@@ -303,3 +303,42 @@ def test_sigterm_mid_epoch_keeps_the_epoch_checkpoint_and_saves_the_interrupted_
     assert training.read_state(tmp_path)["epoch"] == 1
     assert (tmp_path / training.INTERRUPTED).is_file()
     training.load_checkpoint(tmp_path / training.INTERRUPTED)
+
+
+def test_frozen_batch_norm_keeps_its_statistics_and_a_scaled_backbone_learns_slower(tmp_path):
+    """freeze_batch_norm: the backbone's BN statistics and affine weights do not move; with
+    backbone_lr_scale 0 no backbone weight moves while the heads learn; the optimizer survives a
+    checkpoint round trip."""
+    import keras
+
+    from fer_tf import optimizers, training
+    from fer_tf.config import TrainConfig
+
+    model, make_train, _ = _setup(epochs=1)
+    assert any(isinstance(l, keras.layers.BatchNormalization) for l in model.backbone.layers)
+    config = TrainConfig(optimizer="adam", learning_rate=3e-3, epochs=1, freeze_batch_norm=True,
+                         backbone_lr_scale=0.0)
+    backbone_before = [w.copy() for w in model.backbone.get_weights()]
+    heads_before = [v.numpy().copy() for v in model.trainable_variables
+                    if v.path not in training.backbone_variable_paths(model)]
+    training.fit(model, make_train, config, steps_per_epoch=3, workdir=tmp_path, verbose=0)
+    assert isinstance(model.optimizer, optimizers.ScaledAdam)
+    for before, after in zip(backbone_before, model.backbone.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    heads_after = [v.numpy() for v in model.trainable_variables
+                   if v.path not in training.backbone_variable_paths(model)]
+    assert any(np.any(a != b) for a, b in zip(heads_after, heads_before))
+    loaded = training.load_checkpoint(tmp_path / training.CHECKPOINT)
+    assert isinstance(loaded.optimizer, optimizers.ScaledAdam) and loaded.optimizer.lr_scale == 0.0
+    assert not any(l.trainable for l in loaded.backbone.layers if isinstance(l, keras.layers.BatchNormalization))
+
+
+def test_batch_norm_statistics_move_when_not_frozen():
+    from fer_tf import training
+    from fer_tf.config import TrainConfig
+
+    model, make_train, _ = _setup(epochs=1)
+    bn = [l for l in model.backbone.layers if l.__class__.__name__ == "BatchNormalization"][0]
+    before = bn.moving_mean.numpy().copy()
+    training.fit(model, make_train, TrainConfig(optimizer="adam", epochs=1), steps_per_epoch=2, verbose=0)
+    assert np.any(bn.moving_mean.numpy() != before)

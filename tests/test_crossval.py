@@ -1,0 +1,139 @@
+"""Cross-validation campaigns: the plan, per-run files, protocols and the report built from them."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fer_tf import crossval, finetune_report
+from fer_tf.config import ModelConfig, TrainConfig
+
+EV = {"variants": ["softmax", "2B(N+M)"], "seeds": [0, 1],
+      "options": [{"name": "no-l2", "what": "w/o L2", "variants": ["2B(N+M)"],
+                   "set": {"model.l2_normalize": False}, "seeds": [0]}],
+      "tuple_mode": {"variant": "2B(N+M)", "folds": [0], "seeds": [0]}}
+
+
+def test_plan_orders_main_runs_then_options_then_tuple_mode():
+    runs = crossval.plan(EV, folds=3)
+    assert len(runs) == 2 * 3 * 2 + 3 + 1
+    assert [r.group for r in runs[:2]] == ["softmax", "2b_npm"]
+    assert {r.seed for r in runs[:6]} == {0} and runs[6].seed == 1
+    assert runs[-4].group == "2b_npm+no-l2" and runs[-4].settings == (("model.l2_normalize", False),)
+    assert runs[-1].group == "2b_npm-tuple" and runs[-1].mode == "tuple"
+    assert str(runs[-1].path) == "2b_npm-tuple/seed0-fold0.json"
+    narrowed = crossval.plan(EV, folds=3, variants=["softmax"], seeds=[1], fold_subset=[2], parts=["main"])
+    assert [(r.variant, r.seed, r.fold) for r in narrowed] == [("softmax", 1, 2)]
+
+
+def test_configs_for_applies_the_option_seed_and_mode():
+    run = crossval.plan(EV, folds=1)[-2]  # the no-l2 option
+    m, t = crossval.configs_for(run, ModelConfig(), TrainConfig(seed=7))
+    assert m.variant == "2B(N+M)" and m.l2_normalize is False and t.seed == 0 and t.mode == "in_batch"
+
+
+def test_protocol_digest_ignores_the_seed_but_not_the_settings():
+    data = {"format": "ckplus48", "folds": 8}
+    base = crossval.protocol_digest(ModelConfig(), TrainConfig(seed=0), "abc", data)
+    assert base == crossval.protocol_digest(ModelConfig(), TrainConfig(seed=5), "abc", data)
+    assert base != crossval.protocol_digest(ModelConfig(l2_normalize=False), TrainConfig(), "abc", data)
+    assert base != crossval.protocol_digest(ModelConfig(), TrainConfig(epochs=3), "abc", data)
+    assert base != crossval.protocol_digest(ModelConfig(), TrainConfig(), "abd", data)
+
+
+def test_an_unknown_option_key_is_a_config_error():
+    from fer_tf.errors import ConfigError
+
+    bad = {"variants": ["softmax"], "options": [{"name": "x", "set": {"l2_normalize": False}}]}
+    with pytest.raises(ConfigError, match="model.KEY or train.KEY"):
+        crossval.plan(bad, folds=1)
+
+
+def _run_file(variant, seed, fold, acc, option="", mode="in_batch", probe=None):
+    return {"variant": variant, "option": option, "mode": mode, "seed": seed, "fold": fold, "settings": {},
+            "protocol": "p", "sequence_accuracy": acc, "image_accuracy": acc - 0.01, "selected_epoch": 3,
+            "epochs": 4, "images": 30, "sequences": 10, "sequence_confusion": [[5, 0], [1, 4]],
+            "identity_probe_accuracy": 0.1, "identity_probe_subjects": 5,
+            "cross_expression_probe": {"dataset": "kdef-subset", "accuracy": probe, "subjects": 70,
+                                       "chance": 1 / 70} if probe is not None else None,
+            "train_seconds": 10.0, "history": [{"epoch": e, "loss": 1 / e, "val_accuracy": 0.8,
+                                                "fold_accuracy": acc} for e in range(1, 5)],
+            "run": {"git_commit": "abc", "machine": {"cpu": "cpu", "cores": 2}},
+            "embedding": {"pca": [[0, 0], [1, 1]], "expression": ["a", "b"], "subject": ["s", "t"]}}
+
+
+def _write(runs_dir, runs):
+    for r in runs:
+        group = r["variant"].lower().replace("(", "_").replace(")", "").replace("+", "p")
+        group += (f"+{r['option']}" if r["option"] else "") + ("-tuple" if r["mode"] == "tuple" else "")
+        path = runs_dir / group / f"seed{r['seed']}-fold{r['fold']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(r))
+
+
+def test_report_from_run_files(tmp_path):
+    rng = np.random.default_rng(0)
+    runs = []
+    for s in range(2):
+        for f in range(4):
+            runs.append(_run_file("softmax", s, f, 0.80 + 0.01 * f, probe=0.30 + rng.normal(0, 0.01)))
+            runs.append(_run_file("2B(N+M)", s, f, 0.85 + 0.01 * f, probe=0.20 + rng.normal(0, 0.01)))
+    runs += [_run_file("2B(N+M)", 0, f, 0.83 + 0.01 * f, option="no-l2") for f in range(4)]
+    runs += [_run_file("2B(N+M)", 0, 0, 0.9, mode="tuple")]
+    _write(tmp_path / "runs", runs)
+    loaded = crossval.load_runs(tmp_path / "runs")
+    assert len(loaded) == len(runs)
+    config = {"evaluation": {"variants": ["softmax", "2B(N+M)"], "paper": {"2B(N+M)": 0.971},
+                             "options": EV["options"]},
+              "train": {"optimizer": "adam", "learning_rate": 5e-4, "epochs": 4, "inner_validation": 0.125}}
+    data = finetune_report.write_report(loaded, ("a", "b"), tmp_path / "report", "toy", 4, config=config)
+    v = data["variants"]
+    assert v["2B(N+M)"]["sequence_accuracy"] == pytest.approx(0.865)
+    assert v["2B(N+M)"]["n_runs"] == 8 and len(v["2B(N+M)"]["runs"]) == 8
+    assert {"seed", "fold", "sequence_accuracy"} <= set(v["softmax"]["runs"][0])
+    diff = data["paired_differences"]["2B(N+M) - softmax"]
+    assert diff["mean"] == pytest.approx(0.05) and diff["ci95"][0] == pytest.approx(0.05)
+    assert "2B(N+M) - 1B(N+M)" not in data["paired_differences"]  # 1B(N+M) did not run
+    assert data["options"]["2B(N+M) [no-l2]"]["against_default"]["mean"] == pytest.approx(-0.02)
+    assert data["tuple_mode"]["2B(N+M), tuple mode"]["in_batch_same_runs"]["sequence_accuracy"] == pytest.approx(0.85)
+    probe = data["identity"]["cross_expression_probe"]["2B(N+M) - softmax"]
+    assert probe["mean"] == pytest.approx(-0.1, abs=0.02) and probe["ci95"][1] < 0
+    saved = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert saved["variants"]["softmax"]["sequence_accuracy"] == pytest.approx(0.815)
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert "| 2B(N+M) - softmax | +5.00 | [+5.00, +5.00] | 8 (4) | 8 / 0 |" in readme
+    assert "carry less identity than softmax's" in readme and "97.10%" in readme
+    for figure in ("curves.png", "confusion_matrix.png", "embedding_2b_npm.png"):
+        assert (tmp_path / "report" / figure).stat().st_size > 0
+
+
+def test_report_leaves_out_runs_of_another_protocol(tmp_path):
+    _write(tmp_path / "runs", [_run_file("softmax", 0, f, 0.8) for f in range(3)])
+    loaded = crossval.load_runs(tmp_path / "runs")
+    current = {"softmax/seed0-fold0.json": "p", "softmax/seed0-fold1.json": "p", "softmax/seed0-fold2.json": "q"}
+    data = finetune_report.write_report(loaded, ("a", "b"), tmp_path / "report", "toy", 3, current=current)
+    assert data["stale_runs"] == ["softmax/seed0-fold2.json"] and data["variants"]["softmax"]["n_runs"] == 2
+    assert "1 run file(s) of an older protocol" in (tmp_path / "report" / "README.md").read_text()
+
+
+@pytest.mark.integration
+def test_campaign_on_ckplus48_writes_one_file_per_run_and_resumes(ckplus48_dir, tmp_path):
+    """A tiny run on real CK+48 (1 epoch of 2 steps) writes its JSON with the fields the report
+    reads; the second call trains nothing; a changed protocol trains again."""
+    from fer_tf.data.labels import CKPLUS7
+
+    model = ModelConfig(labels=CKPLUS7)
+    train = TrainConfig(epochs=1, steps_per_epoch=2, inner_validation=0.125, schedule="cosine")
+    data = {"format": "ckplus48", "folds": 8}
+    runs = crossval.plan({"variants": ["2B(N+M)"], "seeds": [0]}, folds=8, fold_subset=[3])
+    kwargs = dict(runs_dir=tmp_path / "runs", work_dir=tmp_path / "work", verbose=0)
+    assert crossval.run_campaign(ckplus48_dir, "ckplus48", model, train, data, runs, **kwargs) == (1, 0)
+    saved = json.loads((tmp_path / "runs" / "2b_npm" / "seed0-fold3.json").read_text())
+    assert saved["variant"] == "2B(N+M)" and saved["fold"] == 3 and saved["selected_epoch"] == 1
+    assert 0 <= saved["sequence_accuracy"] <= 1 and saved["inner_validation_images"] > 0
+    assert saved["history"][0]["val_accuracy"] >= 0 and "fold_accuracy" in saved["history"][0]
+    assert saved["run"]["git_commit"] and "embedding" not in saved  # the embedding is fold 0's
+    assert not (tmp_path / "work" / "2b_npm" / "seed0-fold3").exists()  # checkpoints removed
+    assert crossval.run_campaign(ckplus48_dir, "ckplus48", model, train, data, runs, **kwargs) == (0, 0)
+    changed = TrainConfig(epochs=1, steps_per_epoch=2, inner_validation=0.125, learning_rate=1e-3)
+    assert crossval.run_campaign(ckplus48_dir, "ckplus48", model, changed, data, runs, **kwargs) == (1, 0)
