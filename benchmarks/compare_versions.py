@@ -1,0 +1,120 @@
+"""`make bench` of two commits side by side: did a change make TensorFlow training slower?
+
+    .venv/bin/python benchmarks/compare_versions.py --before 0f5dc82 [--after HEAD]
+        [--sections training,loss] [--rounds 2] [--output reports/bench/versions]
+
+Each commit is checked out into a temporary clone (sharing this checkout's ``.venv`` and face
+cache) and its own ``benchmarks/run.py --sections ...`` runs there; the rounds alternate
+(before, after, before, after, ...) so that a change in the machine's load hits both alike. The
+best (lowest) time of the rounds is compared. Writes ``<output>/results.json`` (every round's raw
+figures) and ``<output>/README.md`` (the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def _git(*args, cwd=REPO):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def checkout(ref, where):
+    """A clone of this repository at ``ref`` in ``where``, with this checkout's .venv and cache."""
+    subprocess.run(["git", "clone", "-q", str(REPO), str(where)], check=True)
+    subprocess.run(["git", "checkout", "-q", ref], cwd=where, check=True)
+    (where / ".venv").symlink_to(REPO / ".venv")
+    (where / "runs").mkdir(exist_ok=True)
+    if (REPO / "runs" / "cache").exists():
+        (where / "runs" / "cache").symlink_to(REPO / "runs" / "cache")
+    return where
+
+
+def bench(clone, sections, output):
+    env = {**os.environ, "PYTHONPATH": str(clone)}
+    subprocess.run([str(REPO / ".venv" / "bin" / "python"), "benchmarks/run.py", "--sections", sections,
+                    "--output", str(output)], cwd=clone, env=env, check=True)
+    return json.loads((output / "results.json").read_text())
+
+
+def figures(result):
+    """``{name: (seconds, what)}``: the training step times and loss step times of one run."""
+    out = {}
+    for mode, r in (result.get("training") or {}).items():
+        if isinstance(r, dict) and "step_s" in r:
+            out[f"training step, {mode} ({r['images_per_step']} images)"] = r["step_s"]["median"]
+            if "step_with_pipeline_s" in r:
+                out[f"training step with input pipeline, {mode}"] = r["step_with_pipeline_s"]["median"]
+    for loss, by_x in ((result.get("loss") or {}).get("ms_per_step") or {}).items():
+        for x, r in by_x.items():
+            if isinstance(r, dict) and "median" in r:
+                out[f"loss {loss}, X={x}"] = r["median"] / 1000.0
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", required=True, help="commit (or ref) before the change")
+    parser.add_argument("--after", default="HEAD")
+    parser.add_argument("--sections", default="training,loss")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--output", default=str(REPO / "reports" / "bench" / "versions"))
+    args = parser.parse_args(argv)
+    from fer_tf import reporting
+
+    refs = {"before": _git("rev-parse", args.before), "after": _git("rev-parse", args.after)}
+    output = pathlib.Path(args.output)
+    if output.exists() and any(output.iterdir()) and not (output / "results.json").is_file():
+        raise SystemExit(f"error: {output} holds files that this command did not write; choose another --output")
+    runs = {"before": [], "after": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        clones = {k: checkout(ref, tmp / k) for k, ref in refs.items()}
+        for i in range(args.rounds):
+            for k in ("before", "after"):
+                print(f"round {i + 1}/{args.rounds}: {k} ({refs[k][:12]})", file=sys.stderr, flush=True)
+                runs[k].append(bench(clones[k], args.sections, tmp / f"{k}-{i}"))
+    best = {k: {} for k in runs}
+    for k, results in runs.items():
+        for r in results:
+            for name, seconds in figures(r).items():
+                best[k][name] = min(seconds, best[k].get(name, float("inf")))
+    rows = [(n, best["before"][n], best["after"][n]) for n in best["after"] if n in best["before"]]
+    data = {"refs": refs, "sections": args.sections, "rounds": args.rounds, "best_seconds": best,
+            "rounds_raw": {k: [{"training": r.get("training"), "loss": r.get("loss"),
+                                "load_average": [r.get("load_average_start"), r.get("load_average_end")]}
+                               for r in v] for k, v in runs.items()},
+            "run": reporting.run_info()}
+    reporting.write_json(output / "results.json", data)
+    loads = {k: [r.get("load_average_start") for r in v] for k, v in runs.items()}
+    lines = ["# TensorFlow speed before and after a change (`benchmarks/compare_versions.py`)", "",
+             f"- Command: `{data['run']['command']}`", f"- Date: {data['run']['date']}",
+             f"- Before: `{refs['before']}`; after: `{refs['after']}`",
+             f"- Machine: {data['run']['machine']['cpu']} ({data['run']['machine']['cores']} cores); "
+             f"{args.rounds} alternating round(s) per commit, best of the rounds; load average at the "
+             f"start of each round: before {loads['before']}, after {loads['after']}", "",
+             "| figure | before | after | after / before |", "|---|---|---|---|"]
+    for name, b, a in rows:
+        lines.append(f"| {name} | {1000 * b:.2f} ms | {1000 * a:.2f} ms | {a / b:.2f} |")
+    ratios = [a / b for _, b, a in rows if b > 0]
+    if ratios:
+        import statistics
+
+        lines += ["", f"Median ratio after / before over the {len(ratios)} figures: "
+                  f"{statistics.median(ratios):.2f} (below 1: faster after)."]
+    (output / "README.md").write_text("\n".join(lines) + "\n")
+    print(f"written {output / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()
