@@ -247,13 +247,13 @@ def _readme(data, figures, report, config):
                   "(`make finetune` trains them again).", ""]
     lines += _pilot_section(data.get("pilot") or {})
     lines += ["## Accuracy (layout of the paper's Table 3)", "",
-              "| method | sequence-level, mean ± std | image-level, mean ± std | paper | runs (seeds x folds) | selected epoch (mean of max) |",
-              "|---|---|---|---|---|---|"]
+              "| method | sequence-level, mean ± std | image-level, mean ± std | paper | runs (seeds x folds) | selected epoch, mean | training time per run |",
+              "|---|---|---|---|---|---|---|"]
     for name, r in v.items():
         lines.append(f"| {name} | {_pct(r['sequence_accuracy'])} ± {100 * (r['sequence_accuracy_std'] or 0):.2f} | "
                      f"{_pct(r['image_accuracy'])} ± {100 * (r['image_accuracy_std'] or 0):.2f} | "
                      f"{_pct(paper.get(name))} | {r['n_runs']} ({len(r['seeds'])} x {len(r['folds'])}) | "
-                     f"{r['selected_epoch_mean'] or 0:.1f} of {r['epochs']} |")
+                     f"{r['selected_epoch_mean'] or 0:.1f} of {r['epochs']} | {r['train_seconds_mean'] or 0:.0f} s |")
     lines += ["", "Sequence level: the scores of a sequence's frames are averaged. Mean and standard "
               "deviation over all (seed, fold) runs; the folds are the same subjects for every seed "
               "and variant.", ""]
@@ -345,11 +345,13 @@ def _identity_section(data):
              "expression (the paper claims (N+M) training leaves less)."]
     if dataset:
         lines[-1] += (f" On {dataset} (faces no model here trained on, every subject in every expression) "
-                      "the probe leaves one expression out at a time (ridge regression).")
-    lines += [" On this dataset's own test folds (CK+: one sequence per subject held out, Keras "
-              "softmax regression) the probe is weak: each sequence is one expression and few "
-              "subjects have several, so values near or below chance mean the features group faces "
-              "by expression more than by person, not that identity is gone.", "",
+                      "the probe leaves one expression out at a time (ridge regression on features "
+                      "centred per expression).")
+    lines[-1] += (" On this dataset's own test folds (CK+: one sequence per subject held out, Keras "
+                  "softmax regression) the probe is weak: each sequence is one expression and few "
+                  "subjects have several, so values near or below chance mean the features group faces "
+                  "by expression more than by person, not that identity is gone.")
+    lines += ["",
               "| method | cross-expression probe (chance) | probe on test folds (chance) |", "|---|---|---|"]
     for name, r in rows:
         lines.append(f"| {name} | {_pct(r.get('cross_expression_probe_accuracy'))} "

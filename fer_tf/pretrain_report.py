@@ -89,7 +89,7 @@ def _speed_section(speed, train_images, epochs=None, mixed=False):
 ABLATION_ORDER = ("paper", "cosine", "affine", "recipe", "smoothing", "float32")
 
 
-def _ablation_section(rows):
+def _ablation_section(rows, full_epochs=None):
     if not rows:
         return ("No row of the ablation (configs/pretrain-ablation.yaml) has been run yet: "
                 "`python pipelines/ablate_pretrain.py` runs them one after another on this CPU "
@@ -110,7 +110,14 @@ def _ablation_section(rows):
         a, b = ref.get("private_test_accuracy"), r.get("private_test_accuracy")
         if a is not None and b is not None:
             deltas.append(f"{r['row']} against {ref['row']} {100 * (b - a):+.2f} points")
-    text = "\n".join(lines)
+    budgets = sorted({r["budget_epochs"] for r in rows})
+    text = ("Every row trains from seed 0 for the same number of epochs ("
+            + ", ".join(str(b) for b in budgets) + (f"; `make pretrain` trains {full_epochs}" if full_epochs else "")
+            + "), with the schedule compressed to that budget. Changes that regularise (augmentation, "
+            "label smoothing) are meant for the full budget and may cost accuracy at a short one; a row's "
+            "difference says what the change bought at this budget only. Rows of "
+            "`configs/pretrain-ablation.yaml` without a file in `ablation/` have not been run yet "
+            "(`python pipelines/ablate_pretrain.py` runs what is missing).\n\n" + "\n".join(lines))
     if deltas:
         text += ("\n\nEach row against the row it changes (PrivateTest, centre crop; one seed, so "
                  "differences of a few tenths of a point are within run-to-run noise): "
@@ -170,7 +177,7 @@ Recipe (`configs/pretrain.yaml`): {_recipe(train_cfg, model_cfg)}
 {_speed_section(speed, results["train_images"], train_cfg.get("epochs"), train_cfg.get("mixed_precision"))}
 
 ## Ablation at equal budget
-{_ablation_section(ablation)}
+{_ablation_section(ablation, len(history))}
 
 ## The paper's schedule
 `configs/pretrain-paper.yaml` is the paper's recipe (SGD 0.01, halve-and-reload until the learning

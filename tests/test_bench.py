@@ -188,3 +188,15 @@ def test_fer_env_stand_in_for_pkg_resources(monkeypatch):
     assert fer_env._pkg_resources_stand_in() is True
     module = sys.modules["pkg_resources"]
     assert module.resource_filename("json", "__init__.py").endswith("__init__.py")
+
+
+def test_version_comparison_reads_training_and_loss_step_times():
+    from benchmarks import compare_versions
+
+    result = {"training": {"in_batch": {"images_per_step": 64, "step_s": {"median": 0.25},
+                                        "step_with_pipeline_s": {"median": 0.26}},
+                           "race": "not a mode"},
+              "loss": {"ms_per_step": {"nm": {"32": {"median": 3.0}, "64": "skipped"}}}}
+    figures = compare_versions.figures(result)
+    assert figures == {"training step, in_batch (64 images)": 0.25,
+                       "training step with input pipeline, in_batch": 0.26, "loss nm, X=32": 0.003}
