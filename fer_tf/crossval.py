@@ -136,10 +136,15 @@ def file_digest(path):
     return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()[:12]
 
 
+#: Bumped when the code changes what a run computes for the same configs (2: the new layers are
+#: initialised from the run's seed, not from the process's random state).
+PROTOCOL_VERSION = 2
+
+
 def protocol_digest(model_config, train_config, pretrained_digest, data_config):
     """A digest of everything that defines a run except its seed and fold."""
     train = {k: v for k, v in to_dict(train_config).items() if k not in ("seed", "time_limit_minutes")}
-    blob = json.dumps({"model": to_dict(model_config), "train": train, "pretrained": pretrained_digest,
+    blob = json.dumps({"version": PROTOCOL_VERSION, "model": to_dict(model_config), "train": train, "pretrained": pretrained_digest,
                        "data": {k: data_config.get(k) for k in ("format", "folds", "split_seed")}},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -118,6 +118,9 @@ def train_variant(variant, table, faces, train_rows, test_rows, model_config: Mo
     labels = model_config.labels
     ids = table.expression_ids(labels)
     values = {k: v for k, v in to_dict(model_config).items() if k != "variant"}
+    # the new layers' initial weights come from the seed alone, not from what ran before in this
+    # process (a campaign trains many runs in one process)
+    training.set_seed(train_config.seed)
     model = models.build_model(variant, **values)
     copied = []
     if pretrained is not None:

@@ -61,3 +61,39 @@ def test_selected_epoch_is_the_best_validation_epoch_ties_later():
     assert evaluation._selected_epoch(history, True) == 3
     assert evaluation._selected_epoch(history, True, prefer_later=False) == 2
     assert evaluation._selected_epoch(history, False) == 4
+
+
+def test_train_variant_starts_from_the_seed_whatever_ran_before(monkeypatch):
+    """The new layers' initial weights depend on the run's seed only (a campaign trains many runs
+    in one process)."""
+    import keras
+
+    from fer_tf import evaluation, training
+
+    built = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_fit(model, *args, **kwargs):
+        built.append([w.copy() for w in model.get_weights()])
+        raise Stop
+
+    monkeypatch.setattr(training, "fit", fake_fit)
+    from fixtures_training import TINY_MODEL, synthetic_data, tiny_backbone
+    from fer_tf import models
+    from fer_tf.config import ModelConfig, TrainConfig
+
+    monkeypatch.setattr(models, "build_model", lambda variant, **kw: models.JointModel(
+        backbone=tiny_backbone(), config=ModelConfig(variant=variant, labels=kw["labels"], **TINY_MODEL)))
+    table, faces = synthetic_data(subjects=6)
+    labels = tuple(sorted(set(table.expression)))
+    faces = faces.astype("float32")
+    for burn in (0, 3):
+        keras.random.normal((burn + 1,), seed=None)  # other work consumes the random state
+        np.random.rand(burn)
+        with pytest.raises(Stop):
+            evaluation.train_variant("2B(N+M)", table, faces, np.arange(len(table) - 6), np.arange(len(table) - 6, len(table)),
+                                     ModelConfig(labels=labels, **TINY_MODEL), TrainConfig(seed=3))
+    for a, b in zip(*built):
+        np.testing.assert_array_equal(a, b)
