@@ -139,11 +139,14 @@ def file_digest(path):
 #: Bumped when the code changes what a run computes for the same configs (2: the new layers are
 #: initialised from the run's seed, not from the process's random state).
 PROTOCOL_VERSION = 2
+#: Train keys that do not change what a run computes (how often it checkpoints, when it stops to
+#: resume later), so they are not part of its protocol; the seed is recorded per run.
+NOT_PROTOCOL = ("seed", "time_limit_minutes", "checkpoint_every")
 
 
 def protocol_digest(model_config, train_config, pretrained_digest, data_config):
     """A digest of everything that defines a run except its seed and fold."""
-    train = {k: v for k, v in to_dict(train_config).items() if k not in ("seed", "time_limit_minutes")}
+    train = {k: v for k, v in to_dict(train_config).items() if k not in NOT_PROTOCOL}
     blob = json.dumps({"version": PROTOCOL_VERSION, "model": to_dict(model_config), "train": train, "pretrained": pretrained_digest,
                        "data": {k: data_config.get(k) for k in ("format", "folds", "split_seed")}},
                       sort_keys=True, default=str)

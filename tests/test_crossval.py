@@ -36,6 +36,7 @@ def test_protocol_digest_ignores_the_seed_but_not_the_settings():
     data = {"format": "ckplus48", "folds": 8}
     base = crossval.protocol_digest(ModelConfig(), TrainConfig(seed=0), "abc", data)
     assert base == crossval.protocol_digest(ModelConfig(), TrainConfig(seed=5), "abc", data)
+    assert base == crossval.protocol_digest(ModelConfig(), TrainConfig(checkpoint_every=5), "abc", data)
     assert base != crossval.protocol_digest(ModelConfig(l2_normalize=False), TrainConfig(), "abc", data)
     assert base != crossval.protocol_digest(ModelConfig(), TrainConfig(epochs=3), "abc", data)
     assert base != crossval.protocol_digest(ModelConfig(), TrainConfig(), "abd", data)
