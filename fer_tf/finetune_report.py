@@ -24,6 +24,9 @@ from fer_tf import stats
 from fer_tf.config import variant_slug
 from fer_tf.reporting import write_json
 
+#: Figures this report writes (with ``embedding_<variant>.png``); stale ones are removed.
+OWN_FIGURES = ("curves.png", "confusion_matrix.png", "pilot_curves.png")
+
 #: The comparisons issue "Accuracy II" asks for (first minus second), when both variants ran.
 COMPARISONS = (("2B(N+M)", "softmax"), ("2B(N+M)", "1B(N+M)"), ("1B(N+M)", "1B(N+1)"),
                ("2B(N+M)", "2B(N+1)"))
@@ -168,7 +171,11 @@ def build_results(runs, labels, dataset, folds, config=None, current=None, pretr
             a = [{"seed": r["seed"], "fold": r["fold"], "v": r["value"]} for r in _probe_runs(main["2B(N+M)"], key)]
             b = [{"seed": r["seed"], "fold": r["fold"], "v": r["value"]} for r in _probe_runs(main["softmax"], key)]
             identity[key] = {"2B(N+M) - softmax": stats.compare(a, b, key="v")}
+    done = {r["file"] for r in runs}
+    progress = None if current is None else {"planned": len(current), "done": len(done & set(current)),
+                                             "missing": sorted(set(current) - done)}
     return {"dataset": dataset, "folds": folds, "labels": list(labels), "variants": variants,
+            "progress": progress,
             "paired_differences": paired, "options": options, "tuple_mode": tuple_mode,
             "identity": identity, "stale_runs": stale, "paper": ev.get("paper"),
             "protocol": config.get("train"), "pretrained": pretrained,
@@ -212,6 +219,9 @@ def write_report(runs, labels, report_dir, dataset, folds, config=None, current=
             figures.append(plots.embedding_scatter(
                 np.asarray(emb["pca"]), emb["expression"], emb["subject"],
                 report / f"embedding_{variant_slug(name)}.png", title=f"{name} FC2 features (PCA, fold 1)"))
+    for old in report.glob("*.png"):  # figures of an earlier build that this one did not make
+        if old not in figures and (old.name in OWN_FIGURES or old.name.startswith("embedding_")):
+            old.unlink()
     (report / "README.md").write_text(_readme(data, figures, report, config or {}))
     return data
 
@@ -240,8 +250,14 @@ def _readme(data, figures, report, config):
     lines = [f"# {data['dataset']}: subject-independent {data['folds']}-fold cross-validation", "",
              "Rebuilt from the per-run files in `runs/` by:", "", "```", data.get("command") or "make evaluate",
              "```", "",
-             f"Runs trained at commit(s) {', '.join(f'`{c[:12]}`' for c in data['commits'])} on "
-             f"{'; '.join(data['machines'])}. Protocol: {_protocol_text(config)}", ""]
+             (f"Runs trained at commit(s) {', '.join(f'`{c[:12]}`' for c in data['commits'])} on "
+              f"{'; '.join(data['machines'])}. " if data["commits"] else "No run has finished yet. ")
+             + f"Protocol: {_protocol_text(config)}", ""]
+    if data.get("progress"):
+        pr = data["progress"]
+        lines += [f"Campaign progress: {pr['done']} of the {pr['planned']} runs of the config's plan are done"
+                  + (" (all)." if pr["done"] == pr["planned"] else
+                     "; `make finetune` trains the missing ones (listed in results.json, `progress`)."), ""]
     if data["stale_runs"]:
         lines += [f"{len(data['stale_runs'])} run file(s) of an older protocol are left out "
                   "(`make finetune` trains them again).", ""]

@@ -114,6 +114,7 @@ def test_report_leaves_out_runs_of_another_protocol(tmp_path):
     current = {"softmax/seed0-fold0.json": "p", "softmax/seed0-fold1.json": "p", "softmax/seed0-fold2.json": "q"}
     data = finetune_report.write_report(loaded, ("a", "b"), tmp_path / "report", "toy", 3, current=current)
     assert data["stale_runs"] == ["softmax/seed0-fold2.json"] and data["variants"]["softmax"]["n_runs"] == 2
+    assert data["progress"]["done"] == 2 and data["progress"]["missing"] == ["softmax/seed0-fold2.json"]
     assert "1 run file(s) of an older protocol" in (tmp_path / "report" / "README.md").read_text()
 
 
