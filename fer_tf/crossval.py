@@ -217,11 +217,12 @@ def load_probe_set(root, fmt, name=None):
 
 def run_campaign(root, fmt, model_config: ModelConfig, train_config: TrainConfig, data_config, runs,
                  runs_dir, work_dir, pretrained_path=None, probe_set=None, time_limit_minutes=None,
-                 max_runs=None, command=None, verbose=2):
+                 max_runs=None, command=None, verbose=2, shard=None):
     """Train the ``runs`` (from :func:`plan`) that have no up-to-date JSON in ``runs_dir``.
 
     Stops before starting a run once ``time_limit_minutes`` have passed or ``max_runs`` runs were
-    trained (a later call continues). Returns ``(trained, remaining)`` counts.
+    trained (a later call continues). ``shard=(i, k)``: of the missing runs, only every k-th from
+    the i-th (k processes share one campaign). Returns ``(trained, remaining)`` counts.
     """
     commit = reporting.git_commit()  # before this campaign writes its first run file
     runs_dir, work_dir = pathlib.Path(runs_dir), pathlib.Path(work_dir)
@@ -246,6 +247,9 @@ def run_campaign(root, fmt, model_config: ModelConfig, train_config: TrainConfig
                 pass
         todo.append((run, m, t, protocol))
     print(f"{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to train", file=sys.stderr)
+    if shard is not None:
+        todo = todo[shard[0]::shard[1]]
+        print(f"shard {shard[0]} of {shard[1]}: {len(todo)} of them here", file=sys.stderr)
     if not todo:
         return 0, 0
     pretrained = training.load_checkpoint(pretrained_path, compile=False) if pretrained_path else None

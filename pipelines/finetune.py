@@ -23,6 +23,20 @@ def _list(text, cast=str):
     return [cast(x) for x in text.split(",")] if text else None
 
 
+def _shard(text):
+    if not text:
+        return None
+    from fer_tf.errors import ConfigError
+
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r}: write I/K, e.g. --shard 0/4") from None
+    if not 0 <= index < count:
+        raise ConfigError(f"--shard {text!r}: I must be in 0..K-1")
+    return index, count
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ckplus48", help="name of a config in configs/finetune/")
@@ -42,6 +56,8 @@ def main():
                         help="override one config key, e.g. --set train.freeze_batch_norm=true")
     parser.add_argument("--time-limit", type=float, help="start no new run after this many minutes")
     parser.add_argument("--max-runs", type=int, help="train at most this many runs, then stop")
+    parser.add_argument("--shard", help="I/K: train only every K-th missing run from the I-th (0-based), "
+                        "so that K processes share a campaign (pipelines/device/finetune.sh)")
     parser.add_argument("--no-probe", action="store_true", help="skip the cross-expression identity probe")
     parser.add_argument("--report-only", action="store_true", help="train nothing; rebuild the report")
     args = parser.parse_args()
@@ -86,6 +102,7 @@ def main():
                                             name=spec["data"])
         crossval.run_campaign(root, dataset.get("format", args.dataset), model_cfg, train_cfg, dataset,
                               wanted, runs_dir, work, pretrained_path=pretrained, probe_set=probe,
+                              shard=_shard(args.shard),
                               time_limit_minutes=args.time_limit, max_runs=args.max_runs,
                               command=f"make finetune DATASET={args.dataset}")
     runs = crossval.load_runs(runs_dir)

@@ -261,3 +261,20 @@ def test_preprocess_output_that_looks_like_an_option(ck_folder, tmp_path, capsys
     assert main(["preprocess", str(ck_folder), "--format", "ckplus48", "-o", "poses=S"]) == 2
     assert "--option KEY=VALUE" in capsys.readouterr().err
     assert not (tmp_path / "poses=S").exists()
+
+
+@pytest.mark.integration
+def test_a_cache_folder_can_be_passed_as_the_dataset(ckplus48_dir, tmp_path):
+    """prepared_dataset reads a face cache given as the dataset root (a cache copied to a machine
+    without the original images) without rebuilding or checking its source path."""
+    from fer_tf.preprocess.prepared import is_face_cache, prepared_dataset
+
+    table, faces = prepared_dataset(ckplus48_dir, "ckplus48", cache_root=tmp_path / "cache")
+    moved = tmp_path / "elsewhere" / "ckplus48"
+    import shutil
+
+    shutil.copytree(tmp_path / "cache" / "ckplus48-ckplus48", moved)
+    assert is_face_cache(moved) and not is_face_cache(ckplus48_dir)
+    again, faces_again = prepared_dataset(moved, "ckplus48", cache_root=tmp_path / "unused")
+    assert list(again.subject) == list(table.subject) and (faces_again == faces).all()
+    assert not (tmp_path / "unused").exists()

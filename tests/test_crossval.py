@@ -129,6 +129,8 @@ def test_campaign_on_ckplus48_writes_one_file_per_run_and_resumes(ckplus48_dir, 
     data = {"format": "ckplus48", "folds": 8}
     runs = crossval.plan({"variants": ["2B(N+M)"], "seeds": [0]}, folds=8, fold_subset=[3])
     kwargs = dict(runs_dir=tmp_path / "runs", work_dir=tmp_path / "work", verbose=0)
+    # the one missing run belongs to shard 0 of 2: shard 1 has nothing to do
+    assert crossval.run_campaign(ckplus48_dir, "ckplus48", model, train, data, runs, shard=(1, 2), **kwargs) == (0, 0)
     assert crossval.run_campaign(ckplus48_dir, "ckplus48", model, train, data, runs, **kwargs) == (1, 0)
     saved = json.loads((tmp_path / "runs" / "2b_npm" / "seed0-fold3.json").read_text())
     assert saved["variant"] == "2B(N+M)" and saved["fold"] == 3 and saved["selected_epoch"] == 1

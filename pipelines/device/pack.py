@@ -1,6 +1,9 @@
-"""Pack what a GPU pretraining run needs into `.device/` (git-ignored), and check that it travels.
+"""Pack what a GPU run needs into `.device/` (git-ignored), and check that it travels.
 
-    python pipelines/device/pack.py [--data ../shared/datasets/fer2013] [--out .device]
+    python pipelines/device/pack.py [--task pretrain|finetune] [--data ../shared/datasets/fer2013] [--out .device]
+
+`--task finetune` (for `pipelines/device/finetune.sh`, the CK+48 campaign) packs the CK+48 and KDEF
+face caches (`datasets/`, about 5 MiB) instead of the FER2013 images; the rest is the same.
 
 Writes:
 - `fer2013-jpeg.npz`: the original JPEG bytes of all 35,887 FER2013 images (`train/` and
@@ -74,16 +77,45 @@ def download_wheels(folder):
     return pins
 
 
+#: The face caches a fine-tuning campaign reads (the data set and the identity-probe set), as
+#: ``(folder under .device/datasets, dataset folder under ../shared/datasets, format)``.
+FINETUNE_DATA = (("ckplus48", "ckplus48", "ckplus48"), ("kdef-subset", "kdef-subset", "kdef"))
+
+
+def pack_caches(out, datasets):
+    """Copy the face caches of the fine-tuning data into ``out/datasets/<name>`` (built first when
+    missing); prepared_dataset reads a cache folder given as the dataset."""
+    from fer_tf.preprocess.prepared import DEFAULT_CACHE, cache_name, prepared_dataset
+
+    target = out / "datasets"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for name, folder, fmt in FINETUNE_DATA:
+        root = pathlib.Path(datasets) / folder
+        prepared_dataset(root, fmt)  # builds the cache when it is missing
+        shutil.copytree(REPO / DEFAULT_CACHE / cache_name(root, fmt), target / name)
+    return len(FINETUNE_DATA)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=("pretrain", "finetune"), default="pretrain",
+                        help="pretrain: FER2013 images (run.sh); finetune: the CK+48 and KDEF face "
+                             "caches (finetune.sh)")
     parser.add_argument("--data", default=REPO.parent / "shared" / "datasets" / "fer2013")
+    parser.add_argument("--datasets", default=REPO.parent / "shared" / "datasets")
     parser.add_argument("--out", default=REPO / ".device")
     args = parser.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.zip"):
         stale.unlink()
-    count = pack_images(args.data, out / "fer2013-jpeg.npz")
+    if args.task == "pretrain":
+        shutil.rmtree(out / "datasets", ignore_errors=True)
+        count = f"{pack_images(args.data, out / 'fer2013-jpeg.npz')} images"
+    else:  # the FER2013 archive would only use up the device's 64 MiB
+        (out / "fer2013-jpeg.npz").unlink(missing_ok=True)
+        count = f"{pack_caches(out, args.datasets)} face caches"
     pins = download_wheels(out / "wheels")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
                           check=True).stdout.strip()
@@ -97,7 +129,8 @@ def main():
     (out / "SOURCE_COMMIT").write_text(head + "\n")
     packed = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     total = tracked_bytes() + untracked_bytes() + packed
-    print(f"{count} images, wheels {', '.join(pins)}; .device {packed / 2**20:.1f} MiB; "
+    (out / "TASK").write_text(args.task + "\n")
+    print(f"{count}, wheels {', '.join(pins)}; .device {packed / 2**20:.1f} MiB; "
           f"with the working tree {total / 2**20:.1f} MiB of the device's {LIMIT / 2**20:.0f} MiB")
     if total > LIMIT:
         sys.exit("error: too large to travel; remove untracked files or large tracked artifacts")

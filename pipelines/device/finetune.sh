@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The CK+48 fine-tuning campaign (configs/finetune/ckplus48.yaml) on the lent GPU machine, Keras JAX
+# backend, no TensorFlow or mediapipe there: the runs that reports/ckplus48/runs/ lacks, shared by
+# PROCS processes side by side on the one GPU (pipelines/finetune.py --shard i/PROCS).
+#
+# Here, first:   python pipelines/device/pack.py --task finetune   (CK+48 + KDEF face caches, wheels, code)
+# Then, with the device tool, from the repository root:
+#                run  command="bash .device/src/pipelines/device/finetune.sh"  carry=[".device"]
+# Then here:     cp -n <files_at>/runs/*/*.json into reports/ckplus48/runs/<group>/ (cp -rn), commit,
+#                and `make evaluate DATASET=ckplus48`.
+# Locally, as a smoke test:
+#   SMOKE=1 PY=.venv/bin/python OUT=/tmp/out PYTHONPATH=/tmp/notf bash .device/src/pipelines/device/finetune.sh
+#
+# Every process starts no new run after TIME_LIMIT minutes; at DEADLINE seconds after the start the
+# ones still going are interrupted (their finished runs are kept). Writes to $OUT: runs/ (one JSON
+# per new run, the layout of reports/ckplus48/runs), report/ (the report of all runs), log.txt.
+set -uo pipefail
+PACK=${PACK:-$PWD/.device}
+REPO_ROOT=$PWD                # the working tree that travelled: committed run files, the backbone
+cd "$(dirname "$0")/../.."    # the code: .device/src, a snapshot of the packed commit
+OUT=${OUT:?set OUT to the folder for the results}
+SMOKE=${SMOKE:-0}
+WORK=${WORK:-/tmp/fer_device_finetune}
+PROCS=${PROCS:-12}
+TIME_LIMIT=${TIME_LIMIT:-7}
+DEADLINE=${DEADLINE:-540}
+mkdir -p "$WORK" "$OUT"
+started=$(date +%s)
+
+if [ "$SMOKE" = 1 ]; then  # two tiny runs on this machine's CPU, with the packages already here
+    PY=${PY:-python}; PROCS=2; EXTRA=(--epochs 1 --set train.steps_per_epoch=2 --variants softmax --folds 0,1 --seeds 0 --parts main)
+else
+    PY=python3; EXTRA=()
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site "$PACK"/wheels/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" KERAS_BACKEND=jax PYTHONUNBUFFERED=1
+export GIT_DIR=/nonexistent-fer-tf  # the packed commit names the code, not any repository around it
+export XLA_PYTHON_CLIENT_PREALLOCATE=false FER_TF_SOURCE_COMMIT="$(cat "$PACK/SOURCE_COMMIT")"
+export FER_TF_DATASETS="$PACK/datasets"  # face caches, read as datasets (fer_tf.preprocess.prepared)
+export FER_TF_CACHE="$WORK/cache"
+
+# the runs already committed are skipped: start from a copy of them
+rm -rf "$WORK/runs" && mkdir -p "$WORK/runs"
+[ -d "$REPO_ROOT/reports/ckplus48/runs" ] && cp -r "$REPO_ROOT/reports/ckplus48/runs/." "$WORK/runs/"
+before=$(find "$WORK/runs" -name '*.json' | sort)
+COMMON=(--dataset ckplus48 --runs "$WORK/runs" --report "$WORK/report" --time-limit "$TIME_LIMIT"
+        --pretrained "$REPO_ROOT/pretrained/fer2013_backbone.keras" "${EXTRA[@]}")
+declare -a PIDS=()
+for i in $(seq 0 $((PROCS - 1))); do
+    ( $PY pipelines/finetune.py "${COMMON[@]}" --shard "$i/$PROCS" --work "$WORK/work$i" 2>&1 \
+        | grep --line-buffered -v "NodeDef\|^ *$\|/step - " | sed -u "s/^/[$i] /" > "$WORK/shard$i.log" ) &
+    PIDS+=($!)
+done
+while :; do
+    running=0
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && running=$((running + 1)); done
+    [ $running = 0 ] && break
+    if [ $(( $(date +%s) - started )) -ge "$DEADLINE" ]; then
+        echo "deadline: interrupting $running process(es)"; pkill -INT -f "pipelines/finetune.py"; sleep 15; break
+    fi
+    sleep 20
+    echo "--- $(( $(date +%s) - started )) s: $(find "$WORK/runs" -name '*.json' | wc -l) run files"
+    grep -h "sequence accuracy" "$WORK"/shard*.log | tail -n 3
+done
+cat "$WORK"/shard*.log > "$OUT/log.txt"
+# the new run files only, in the layout of reports/ckplus48/runs
+comm -13 <(echo "$before") <(find "$WORK/runs" -name '*.json' | sort) | while read -r f; do
+    rel=${f#"$WORK/runs/"}; mkdir -p "$OUT/runs/$(dirname "$rel")"; cp "$f" "$OUT/runs/$rel"
+done
+$PY pipelines/finetune.py --dataset ckplus48 --runs "$WORK/runs" --report "$OUT/report" --report-only \
+    --pretrained "$REPO_ROOT/pretrained/fer2013_backbone.keras" >> "$OUT/log.txt" 2>&1
+echo "$(find "$OUT/runs" -name '*.json' 2>/dev/null | wc -l) new run files; total $(( $(date +%s) - started )) s"
