@@ -468,7 +468,7 @@ def scaled_learning_rate():
         steps = [to_np(v) - b for v, b in zip(model.trainable_variables, before)]
         plain = [-0.1 * to_np(g) for g in grads] if cls is optimizers.ScaledSGD else None
         for v, step, i in zip(model.trainable_variables, steps, range(len(steps))):
-            slow = v.path.startswith("slow")
+            slow = "slow" in v.path.split("/")
             if plain is not None:
                 close(step, plain[i] * (scale if slow else 1.0))
             elif slow:
