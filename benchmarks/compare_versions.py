@@ -96,13 +96,15 @@ def main(argv=None):
                                for r in v] for k, v in runs.items()},
             "run": reporting.run_info()}
     reporting.write_json(output / "results.json", data)
-    loads = {k: [r.get("load_average_start") for r in v] for k, v in runs.items()}
+    loads = {k: ", ".join(f"{(r.get('load_average_start') or [float('nan')])[0]:.1f}" for r in v)
+             for k, v in runs.items()}
     lines = ["# TensorFlow speed before and after a change (`benchmarks/compare_versions.py`)", "",
              f"- Command: `{data['run']['command']}`", f"- Date: {data['run']['date']}",
              f"- Before: `{refs['before']}`; after: `{refs['after']}`",
              f"- Machine: {data['run']['machine']['cpu']} ({data['run']['machine']['cores']} cores); "
-             f"{args.rounds} alternating round(s) per commit, best of the rounds; load average at the "
-             f"start of each round: before {loads['before']}, after {loads['after']}", "",
+             f"{args.rounds} alternating round(s) per commit, best of the rounds; 1-minute load average at "
+             f"the start of each round: before {loads['before']}, after {loads['after']} (2 cores: a load "
+             "above 2 means other work shared the CPU)", "",
              "| figure | before | after | after / before |", "|---|---|---|---|"]
     for name, b, a in rows:
         lines.append(f"| {name} | {1000 * b:.2f} ms | {1000 * a:.2f} ms | {a / b:.2f} |")
