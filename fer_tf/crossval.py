@@ -147,7 +147,8 @@ NOT_PROTOCOL = ("seed", "time_limit_minutes", "checkpoint_every")
 def protocol_digest(model_config, train_config, pretrained_digest, data_config):
     """A digest of everything that defines a run except its seed and fold."""
     train = {k: v for k, v in to_dict(train_config).items() if k not in NOT_PROTOCOL}
-    blob = json.dumps({"version": PROTOCOL_VERSION, "model": to_dict(model_config), "train": train, "pretrained": pretrained_digest,
+    blob = json.dumps({"version": PROTOCOL_VERSION, "model": to_dict(model_config), "train": train,
+                       "pretrained": pretrained_digest,
                        "data": {k: data_config.get(k) for k in ("format", "folds", "split_seed")}},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
