@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/compare_versions.py --before 0f5dc82 [--after HEAD]
         [--sections training,loss] [--rounds 2] [--output reports/bench/versions]
 
-Each commit is checked out into a temporary clone (sharing this checkout's ``.venv`` and face
-cache) and its own ``benchmarks/run.py --sections ...`` runs there; the rounds alternate
+Each commit is checked out into a temporary clone (sharing this checkout's ``.venv`` and datasets,
+with a face cache of its own) and its own ``benchmarks/run.py --sections ...`` runs there; the rounds alternate
 (before, after, before, after, ...) so that a change in the machine's load hits both alike. The
 best (lowest) time of the rounds is compared. Writes ``<output>/results.json`` (every round's raw
 figures) and ``<output>/README.md`` (the table).
@@ -30,18 +30,16 @@ def _git(*args, cwd=REPO):
 
 
 def checkout(ref, where):
-    """A clone of this repository at ``ref`` in ``where``, with this checkout's .venv and cache."""
+    """A clone of this repository at ``ref`` in ``where``, with this checkout's .venv."""
     subprocess.run(["git", "clone", "-q", str(REPO), str(where)], check=True)
     subprocess.run(["git", "checkout", "-q", ref], cwd=where, check=True)
-    (where / ".venv").symlink_to(REPO / ".venv")
-    (where / "runs").mkdir(exist_ok=True)
-    if (REPO / "runs" / "cache").exists():
-        (where / "runs" / "cache").symlink_to(REPO / "runs" / "cache")
+    (where / ".venv").symlink_to(REPO / ".venv")  # its own face cache: the format may differ
     return where
 
 
 def bench(clone, sections, output):
-    env = {**os.environ, "PYTHONPATH": str(clone)}
+    datasets = os.environ.get("FER_TF_DATASETS") or str((REPO.parent / "shared" / "datasets").resolve())
+    env = {**os.environ, "PYTHONPATH": str(clone), "FER_TF_DATASETS": datasets}
     subprocess.run([str(REPO / ".venv" / "bin" / "python"), "benchmarks/run.py", "--sections", sections,
                     "--output", str(output)], cwd=clone, env=env, check=True)
     return json.loads((output / "results.json").read_text())
