@@ -1,6 +1,7 @@
 """prepare_faces and the resumable on-disk face cache (`fer-tf preprocess`)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -271,8 +272,6 @@ def test_a_cache_folder_can_be_passed_as_the_dataset(ckplus48_dir, tmp_path):
 
     table, faces = prepared_dataset(ckplus48_dir, "ckplus48", cache_root=tmp_path / "cache")
     moved = tmp_path / "elsewhere" / "ckplus48"
-    import shutil
-
     shutil.copytree(tmp_path / "cache" / "ckplus48-ckplus48", moved)
     assert is_face_cache(moved) and not is_face_cache(ckplus48_dir)
     again, faces_again = prepared_dataset(moved, "ckplus48", cache_root=tmp_path / "unused")
