@@ -3,7 +3,7 @@
     python pipelines/device/collect.py WORK OUT
 
 OUT/results.json: {run name: its results.json (or ablation row file)}; OUT/<run>.keras for the
-paper's full schedule and the 75-epoch recipe; a table of the finished runs on stdout.
+paper's full schedule and the CPU recipe; a table of the finished runs on stdout.
 """
 
 import json
