@@ -45,6 +45,38 @@ def bench(clone, sections, output):
     return json.loads((output / "results.json").read_text())
 
 
+def graph_ops(clone, output):
+    """This checkout's ``benchmarks/graph_ops.py`` run against the clone's code (see its docstring)."""
+    datasets = os.environ.get("FER_TF_DATASETS") or str((REPO.parent / "shared" / "datasets").resolve())
+    env = {**os.environ, "PYTHONPATH": str(clone), "FER_TF_DATASETS": datasets}
+    subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(REPO / "benchmarks" / "graph_ops.py"),
+                    "--output", str(output), "--datasets", datasets], cwd=clone, env=env, check=True)
+    return json.loads(output.read_text())
+
+
+def op_rows(ops):
+    """``[(figure, before, after)]`` operation counts of the training steps and the loss steps."""
+    rows = []
+    for section, what in (("training", "training step, {}"), ("loss", "loss {}, X=%d")):
+        before, after = ops["before"].get(section) or {}, ops["after"].get(section) or {}
+        for name in after:
+            if name in before:
+                label = what.format(name)
+                if "%d" in label:
+                    label = label % ops["after"].get("loss_x", 0)
+                rows.append((label, before[name]["operations"], after[name]["operations"]))
+    return rows
+
+
+def spread(results):
+    """``{figure: max / min}`` over the rounds of one commit: the timing noise of this machine."""
+    values = {}
+    for r in results:
+        for name, seconds in figures(r).items():
+            values.setdefault(name, []).append(seconds)
+    return {n: max(v) / min(v) for n, v in values.items() if len(v) > 1 and min(v) > 0}
+
+
 def figures(result):
     """``{name: (seconds, what)}``: the training step times and loss step times of one run."""
     out = {}
@@ -82,13 +114,18 @@ def main(argv=None):
             for k in ("before", "after"):
                 print(f"round {i + 1}/{args.rounds}: {k} ({refs[k][:12]})", file=sys.stderr, flush=True)
                 runs[k].append(bench(clones[k], args.sections, tmp / f"{k}-{i}"))
+        ops = {k: graph_ops(clones[k], tmp / f"{k}-ops.json") for k in clones}
     best = {k: {} for k in runs}
     for k, results in runs.items():
         for r in results:
             for name, seconds in figures(r).items():
                 best[k][name] = min(seconds, best[k].get(name, float("inf")))
     rows = [(n, best["before"][n], best["after"][n]) for n in best["after"] if n in best["before"]]
+    noise = {k: spread(v) for k, v in runs.items()}
     data = {"refs": refs, "sections": args.sections, "rounds": args.rounds, "best_seconds": best,
+            "round_spread": noise,
+            "graph_operations": {k: {s: {n: r["operations"] for n, r in (v.get(s) or {}).items()}
+                                     for s in ("training", "loss")} for k, v in ops.items()},
             "rounds_raw": {k: [{"training": r.get("training"), "loss": r.get("loss"),
                                 "load_average": [r.get("load_average_start"), r.get("load_average_end")]}
                                for r in v] for k, v in runs.items()},
@@ -103,15 +140,32 @@ def main(argv=None):
              f"{args.rounds} alternating round(s) per commit, best of the rounds; 1-minute load average at "
              f"the start of each round: before {loads['before']}, after {loads['after']} (2 cores: a load "
              "above 2 means other work shared the CPU)", "",
-             "| figure | before | after | after / before |", "|---|---|---|---|"]
+             "## Work per step: operations in the traced TensorFlow graphs", "",
+             "Counted by `benchmarks/graph_ops.py` in each commit's clone (the training step of the "
+             "bench's 2B(N+M) model with its gradient and optimizer update; each loss with its gradient). "
+             "Unlike a time, a count does not depend on the machine's load.", "",
+             "| graph | before | after | after / before |", "|---|---|---|---|"]
+    for name, b, a in op_rows(ops):
+        lines.append(f"| {name} | {b} | {a} | {a / b:.3f} |")
+    lines += ["", "## Time per step", "",
+              "Best of the rounds. `spread` is the largest over the smallest time of the same figure "
+              "across the rounds of one commit (before / after): how much this machine's timing moves "
+              "with no change of code.", "",
+              "| figure | before | after | after / before | spread before / after |", "|---|---|---|---|---|"]
     for name, b, a in rows:
-        lines.append(f"| {name} | {1000 * b:.2f} ms | {1000 * a:.2f} ms | {a / b:.2f} |")
+        sb, sa = noise["before"].get(name), noise["after"].get(name)
+        sp = f"{sb:.2f} / {sa:.2f}" if sb and sa else ""
+        lines.append(f"| {name} | {1000 * b:.2f} ms | {1000 * a:.2f} ms | {a / b:.2f} | {sp} |")
     ratios = [a / b for _, b, a in rows if b > 0]
     if ratios:
         import statistics
 
         lines += ["", f"Median ratio after / before over the {len(ratios)} figures: "
                   f"{statistics.median(ratios):.2f} (below 1: faster after)."]
+        spreads = [v for k in noise for v in noise[k].values()]
+        if spreads:
+            lines.append(f"Median round-to-round spread of one commit's figures: "
+                         f"{statistics.median(spreads):.2f}; a ratio within it is not a measured change.")
     (output / "README.md").write_text("\n".join(lines) + "\n")
     print(f"written {output / 'README.md'}")
 

@@ -503,8 +503,10 @@ class NPlusOneTupleLoss(TupleLoss):
         pos, neg, pmask, nmask = gather_tuples(y_true, y_pred, self.num_positives)
         anchor = pos[:, 0]
         others = pmask[:, 1:]  # [X, M - 1]
-        first = ops.argmax(others, axis=-1) + 1
-        positive = ops.take_along_axis(pos, first[:, None, None], axis=1)[:, 0]
+        # the first valid column among 1..M-1, selected with a one-hot weight: a multiply and a
+        # sum (take_along_axis costs a dozen index ops per call on the TensorFlow backend)
+        first = ops.one_hot(ops.argmax(others, axis=-1), others.shape[-1], dtype="float32")
+        positive = ops.sum(pos[:, 1:] * first[..., None], axis=1)
         valid = ops.cast(ops.logical_and(pmask[:, 0] > 0, ops.any(others > 0, axis=-1)), "float32")
         return n_plus_one_tuple_loss(
             anchor, positive, neg, self.margin, negative_mask=nmask, tuple_mask=valid,

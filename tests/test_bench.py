@@ -200,3 +200,49 @@ def test_version_comparison_reads_training_and_loss_step_times():
     figures = compare_versions.figures(result)
     assert figures == {"training step, in_batch (64 images)": 0.25,
                        "training step with input pipeline, in_batch": 0.26, "loss nm, X=32": 0.003}
+
+
+def test_version_comparison_spread_and_operation_rows():
+    from benchmarks import compare_versions
+
+    def run(step):
+        return {"training": {"in_batch": {"images_per_step": 64, "step_s": {"median": step}}}}
+
+    spread = compare_versions.spread([run(0.2), run(0.25), run(0.22)])
+    assert spread == {"training step, in_batch (64 images)": pytest.approx(1.25)}
+    assert compare_versions.spread([run(0.2)]) == {}  # one round: no spread
+
+    ops = {"before": {"loss_x": 64, "training": {"in_batch": {"operations": 100}},
+                      "loss": {"nm": {"operations": 10}, "gone": {"operations": 5}}},
+           "after": {"loss_x": 64, "training": {"in_batch": {"operations": 103}},
+                     "loss": {"nm": {"operations": 9}, "new": {"operations": 7}}}}
+    assert compare_versions.op_rows(ops) == [("training step, in_batch", 100, 103),
+                                             ("loss nm, X=64", 10, 9)]
+
+
+def test_graph_operation_count_follows_nested_functions():
+    import tensorflow as tf
+
+    from benchmarks import graph_ops
+
+    @tf.function
+    def inner(x):
+        return tf.square(x) + 1.0
+
+    @tf.function
+    def outer(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.reduce_sum(inner(x))
+        return tape.gradient(y, x)
+
+    def wrapper(x):  # a plain function holding the tf.function in its closure, as Keras does
+        return outer(x)
+
+    outer(tf.constant([1.0, 2.0]))
+    found = graph_ops._tf_functions(wrapper)
+    assert found == [outer]
+    counts = graph_ops._graph_ops(found)
+    assert counts["Square"] >= 1  # inside the nested function's graph
+    alone = graph_ops._graph_ops([outer])
+    assert sum(counts.values()) == sum(alone.values()) > 5
