@@ -8,9 +8,9 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # deferred: fer_tf.inference loads LiteRT, and Keras or MediaPipe when used; `import fer_tf`
-    # (every CLI command, every submodule) stays fast
     if name == "Recognizer":
+        # deferred: numpy, and LiteRT, Keras or MediaPipe when used; `import fer_tf` (every CLI
+        # command, every submodule) stays fast
         from fer_tf.inference import Recognizer
 
         return Recognizer

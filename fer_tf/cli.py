@@ -23,6 +23,10 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
+from importlib.metadata import PackageNotFoundError, version as dist_version
+
+from fer_tf.errors import FerTfError, FerTfWarning
 
 # Subcommand modules, in the order data flows.
 COMMANDS = ("data", "preprocess", "export", "predict", "bench")
@@ -34,10 +38,8 @@ EXIT_INTERRUPTED, EXIT_PIPE_CLOSED = 130, 141
 def version():
     """The installed package's version (``setup.cfg``), or "unknown" outside an install."""
     try:
-        from importlib.metadata import PackageNotFoundError, version as dist_version
-
         return dist_version("fer_tf")
-    except (ImportError, PackageNotFoundError):
+    except PackageNotFoundError:
         return "unknown"
 
 
@@ -70,10 +72,6 @@ def build_parser():
 
 def _show_warnings(command):
     """Print fer_tf's warnings as one ``fer-tf CMD: warning: ...`` line each."""
-    import warnings
-
-    from fer_tf.errors import FerTfWarning
-
     previous = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
@@ -99,8 +97,6 @@ def _stdout_closed():
 def main(argv=None):
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from fer_tf.errors import FerTfError
-
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -35,11 +35,13 @@ import functools
 import os
 import pathlib
 import sys
+import tempfile
 import types
 
 import numpy as np
 
 from fer_tf import model_io
+from fer_tf.data.labels import label_set
 from fer_tf.errors import ConfigError, ImageError, ModelFileError, NoFaceError
 
 #: The model shipped with the package, relative to the repository root.
@@ -165,7 +167,7 @@ class KerasRunner:
     """Run an inference ``keras.Model`` (``[B,60,60,1]`` -> ``[B,C]``) through one ``tf.function``."""
 
     def __init__(self, model):
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow, only to run a Keras model through it
 
         self.model = model
         self.num_classes = int(model.outputs[0].shape[-1])
@@ -227,7 +229,7 @@ def _avoid_tensorflow_via_mediapipe():
 
 def _make_aligner(max_faces=None, min_face=MIN_FACE):
     _avoid_tensorflow_via_mediapipe()
-    from fer_tf.preprocess.align import FaceAligner
+    from fer_tf.preprocess.align import FaceAligner  # deferred: OpenCV and MediaPipe
 
     return FaceAligner(max_faces=max_faces, min_face=min_face)
 
@@ -235,10 +237,10 @@ def _make_aligner(max_faces=None, min_face=MIN_FACE):
 def _load_rgb(image, label, max_pixels=MAX_PIXELS):
     """An image path or array -> (RGB uint8 [H,W,3], label)."""
     if isinstance(image, (str, os.PathLike)):
-        from fer_tf.data.images import load_image_rgb
+        from fer_tf.data.images import load_image_rgb  # deferred: PIL
 
         return load_image_rgb(image, max_pixels=max_pixels), str(image)
-    from fer_tf.data.images import as_uint8_rgb
+    from fer_tf.data.images import as_uint8_rgb  # deferred: PIL
 
     return as_uint8_rgb(image, label), label
 
@@ -353,8 +355,6 @@ class Recognizer:
                 f"writes the labels, pass labels=[...], or pass the JointModel itself instead of "
                 f"its ec_model() (Recognizer(model) takes its labels)"
             )
-        from fer_tf.data.labels import label_set
-
         self.labels = tuple(label_set(list(labels)))
         if len(self.labels) != self._runner.num_classes:
             raise ModelFileError(
@@ -489,7 +489,7 @@ class VideoStream:
     """
 
     def __init__(self, recognizer, path, window=None, every=1, max_frames=None, annotate_to=None):
-        import cv2
+        import cv2  # deferred: OpenCV, only where images are warped or videos read
 
         self.recognizer = recognizer
         self.window = recognizer.window if window is None else int(window)
@@ -520,7 +520,7 @@ class VideoStream:
         self._writer = None
 
     def __iter__(self):
-        import cv2
+        import cv2  # deferred: OpenCV, only where images are warped or videos read
 
         history = collections.deque(maxlen=self.window)
         last_box = None
@@ -623,9 +623,7 @@ def browser_video_suffix():
 @functools.lru_cache(maxsize=None)
 def can_encode(fourcc):
     """Whether the installed OpenCV writes video with ``fourcc`` (probed once, on a tiny file)."""
-    import tempfile
-
-    import cv2
+    import cv2  # deferred: OpenCV, only where images are warped or videos read
 
     suffix = ".webm" if fourcc.upper().startswith("VP") else ".mp4"
     with tempfile.TemporaryDirectory() as tmp:
@@ -640,7 +638,7 @@ def can_encode(fourcc):
 
 
 def _video_writer(path, fourcc, fps, shape):
-    import cv2
+    import cv2  # deferred: OpenCV, only where images are warped or videos read
 
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -658,7 +656,7 @@ def annotate(image, result):
     ``image`` is an array (grey or RGB) or a path; ``result`` is what :meth:`Recognizer.predict`
     (or one frame of :meth:`Recognizer.predict_video`) returned.
     """
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw, ImageFont  # deferred: PIL, only to draw annotations
 
     rgb, _ = _load_rgb(image, "image", max_pixels=2**62)
     canvas = Image.fromarray(rgb)

@@ -473,7 +473,7 @@ def _face_tensor(faces, preprocess=None, chunk=128):
     the old pipelines. The cache keys on the array's identity, so an array must not be changed in
     place while pipelines of it are in use.
     """
-    import keras
+    import keras  # deferred: keras loads its backend; the NumPy samplers need neither
 
     if isinstance(faces, np.ndarray):
         for array_ref, prep, tensor_ref in _FACE_TENSORS:

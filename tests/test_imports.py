@@ -160,3 +160,119 @@ def test_the_graph_sees_function_level_and_relative_imports(tmp_path):
     assert set(graph["fer_tf.a"]) == {"fer_tf"}  # __version__ comes from __init__'s code
     assert set(graph["fer_tf.sub.c"]) == {"fer_tf.sub.d", "fer_tf.b", "fer_tf.a"}
     assert sorted(map(sorted, cycles(graph))) == [["fer_tf", "fer_tf.a"], ["fer_tf.sub.c", "fer_tf.sub.d"]]
+
+
+# --- function-level imports ------------------------------------------------------------------------
+
+#: What a function-level import may defer: packages that are slow to import or optional (numpy
+#: counts: the command modules keep `fer-tf --help` free of it), directly or through the
+#: module-level imports of the fer_tf module it names.
+HEAVY = {"numpy", "tensorflow", "keras", "jax", "torch", "cv2", "mediapipe", "matplotlib", "PIL",
+         "ai_edge_litert", "skimage", "scipy", "sklearn", "yaml", "grain"}
+
+
+def _function_imports(tree):
+    found = []
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            found += [n for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    return found
+
+
+def _targets(node, name, path, modules):
+    """Modules an import statement loads: fer_tf modules resolved as in the cycle graph, others
+    by their dotted name."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    if node.level:
+        base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+        source = ".".join(base + ([node.module] if node.module else []))
+    else:
+        source = node.module or ""
+    return [f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source for a in node.names]
+
+
+def _module_level_imports(modules):
+    out = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        inside = set(map(id, _function_imports(tree)))
+        out[name] = {t for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                     and id(n) not in inside for t in _targets(n, name, path, modules)}
+    return out
+
+
+def _heavy(target, top, seen=None):
+    """The heavy package ``target`` loads when imported (through fer_tf modules), or None."""
+    if target.split(".")[0] in HEAVY:
+        return target.split(".")[0]
+    seen = set() if seen is None else seen
+    if target in top and target not in seen:
+        seen.add(target)
+        for inner in sorted(top[target]):
+            found = _heavy(inner, top, seen)
+            if found:
+                return found
+    return None
+
+
+def _commented(lines, index):
+    """A comment on the import's line, or above it through a block of imports and blank lines."""
+    if "#" in lines[index]:
+        return True
+    for line in reversed(lines[:index]):
+        text = line.strip()
+        if text.startswith("#"):
+            return True
+        if text and not text.startswith(("import ", "from ")):
+            return False
+        if "#" in text:
+            return True
+    return False
+
+
+def deferred_import_problems(modules):
+    top = _module_level_imports(modules)
+    problems = []
+    for name, path in sorted(modules.items()):
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        for node in _function_imports(ast.parse(text)):
+            heavy = [_heavy(t, top) for t in _targets(node, name, path, modules)]
+            where = f"{path.relative_to(path.parents[len(name.split('.')) - 1])}:{node.lineno}"
+            if not all(heavy):
+                light = [t for t, h in zip(_targets(node, name, path, modules), heavy) if not h]
+                problems.append(f"{where}: imports {light} inside a function, though importing "
+                                "it is cheap: move it to the top of the module")
+            elif not _commented(lines, node.lineno - 1):
+                problems.append(f"{where}: a deferred import of {sorted(set(heavy))} needs a "
+                                "comment saying what it defers")
+    return problems
+
+
+def test_function_level_imports_only_defer_heavy_dependencies_and_say_so():
+    problems = deferred_import_problems(module_files())
+    assert not problems, "\n".join(problems)
+
+
+def test_the_deferred_import_rule_sees_light_and_uncommented_imports(tmp_path):
+    package = tmp_path / "fer_tf"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "light.py").write_text("import json\n")
+    (package / "heavy.py").write_text("import numpy\n")
+    (package / "user.py").write_text(
+        "def a():\n    import json\n"  # light: should be at the top
+        "def b():\n    from fer_tf.heavy import x\n"  # heavy through fer_tf.heavy, no comment
+        "def c():\n    # deferred: numpy\n    import numpy\n\n    import cv2\n"  # one comment, one block
+        "def d():\n    from fer_tf import light  # deferred? no: it is cheap\n")
+    modules = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = list(path.relative_to(tmp_path).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    problems = deferred_import_problems(modules)
+    assert len(problems) == 3, problems
+    assert "user.py:2" in problems[0] and "move it to the top" in problems[0]
+    assert "user.py:4" in problems[1] and "needs a comment" in problems[1]
+    assert "user.py:11" in problems[2] and "fer_tf.light" in problems[2]

@@ -10,6 +10,9 @@ import pathlib
 import subprocess
 import sys
 
+import fer_tf
+from fer_tf.errors import ConfigError
+
 
 def register(subparsers):
     parser = subparsers.add_parser("bench", help="measure training/inference performance (make bench)",
@@ -23,14 +26,10 @@ def register(subparsers):
 
 
 def script_path():
-    import fer_tf
-
     return pathlib.Path(fer_tf.__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
 
 def run(args):
-    from fer_tf.errors import ConfigError
-
     script = script_path()
     if not script.is_file():
         raise ConfigError(f"{script} not found: `fer-tf bench` runs from a source checkout of fer_tf")

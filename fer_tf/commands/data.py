@@ -8,6 +8,9 @@ with their reasons.
 from __future__ import annotations
 
 import json
+from collections import Counter
+
+from fer_tf.errors import ConfigError, DatasetError
 
 _FORMATS = ("ckplus48", "ckplus", "fer2013", "fer2013-csv", "jaffe", "kdef", "yale", "manifest", "cache")
 
@@ -43,8 +46,6 @@ def reader_options(args, fmt):
     options = parse_options(args.option)
     if getattr(args, "allow_outside", False):
         if fmt != "manifest":
-            from fer_tf.errors import ConfigError
-
             raise ConfigError(f"--allow-outside applies to manifest datasets, not {fmt}")
         options["allow_outside"] = True
     return options
@@ -52,8 +53,6 @@ def reader_options(args, fmt):
 
 def parse_options(items):
     """``["a=1", "poses=S,FL"]`` -> ``{"a": 1, "poses": ("S", "FL")}``."""
-    from fer_tf.errors import ConfigError
-
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -75,10 +74,8 @@ def parse_options(items):
 def collect_summary(root, fmt=None, options=None, args=None):
     """Read ``root`` and return the summary dict printed by the command (``args``: the command's
     arguments, whose reader options are added once the format is known)."""
-    from collections import Counter
-
+    # deferred: numpy (`fer-tf --help` imports every command module)
     from fer_tf.data.readers import LAYOUTS, detect_format, read_dataset
-    from fer_tf.errors import DatasetError
 
     if fmt is None:
         fmt = detect_format(root)
@@ -100,8 +97,6 @@ def collect_summary(root, fmt=None, options=None, args=None):
 
 
 def run_summary(args):
-    from fer_tf.errors import ConfigError, DatasetError
-
     try:
         parse_options(args.option)
     except ConfigError as exc:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 
+from fer_tf.errors import ConfigError, DatasetError
+
 _FORMATS = ("ckplus48", "ckplus", "fer2013", "fer2013-csv", "jaffe", "kdef", "yale", "manifest", "cache")
 _VARIANTS = ("fp32", "float16", "dynamic", "int8")
 
@@ -46,10 +48,10 @@ def register(subparsers):
 
 def load_faces(root, fmt=None, limit=200, seed=0):
     """``[n, 60, 60]`` uint8 faces from a dataset (a random subset of at most ``limit``)."""
+    # deferred: numpy and the code that needs it (`fer-tf --help` imports every command module)
     import numpy as np
 
     from fer_tf.data.readers import detect_format, read_dataset
-    from fer_tf.errors import DatasetError
 
     if fmt is None:
         fmt = detect_format(root)
@@ -66,6 +68,7 @@ def load_faces(root, fmt=None, limit=200, seed=0):
 
 
 def _prepare(table):
+    # deferred: numpy, and face alignment (OpenCV, MediaPipe)
     import numpy as np
 
     from fer_tf.preprocess.cache import prepare_faces
@@ -75,8 +78,7 @@ def _prepare(table):
 
 
 def run(args):
-    from fer_tf.errors import ConfigError
-    from fer_tf.export import export_model, format_report
+    from fer_tf.export import export_model, format_report  # deferred: numpy, LiteRT, TensorFlow
 
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     unknown = [v for v in variants if v not in _VARIANTS]

@@ -42,11 +42,16 @@ the shipped model saved_models/fer_tf_basic7.tflite is used.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
 import os
 import pathlib
 import re
 import sys
+
+from fer_tf.errors import ConfigError, FerTfError, ImageError, OutputError
+from fer_tf.progress import Bar
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
                     ".ppm", ".pbm", ".pnm")
@@ -243,8 +248,6 @@ def plan_outputs(items, args):
     """``{input path: {"annotate": Path, "timeline": Path}}``, after checking every output: an
     output that exists (without --overwrite), that is an input, or that two outputs share is
     refused with one :class:`OutputError` before anything is processed."""
-    from fer_tf.errors import ConfigError, OutputError
-
     todo = [item for item in items if not isinstance(item, dict)]
     plan = {str(p): {} for p, _, _ in todo}
     targets = []  # (output path, what)
@@ -272,7 +275,7 @@ def plan_outputs(items, args):
             for (path, kind, _), name in zip(todo, names):
                 if kind == "video":
                     if video_suffix is None:
-                        from fer_tf.inference import browser_video_suffix
+                        from fer_tf.inference import browser_video_suffix  # deferred: numpy, OpenCV
 
                         video_suffix = browser_video_suffix()
                     target = out / f"{name}_annotated{video_suffix}"
@@ -328,7 +331,7 @@ def plan_outputs(items, args):
 def _save_image(rgb, target, overwrite):
     """Write an image; without ``overwrite`` the file is created exclusively (never replaced),
     with it the new file is written beside and renamed over the old one."""
-    from PIL import Image
+    from PIL import Image  # deferred: only --annotate writes images
 
     target = pathlib.Path(target)
     fmt = Image.registered_extensions().get(target.suffix.lower(), "PNG")
@@ -350,8 +353,6 @@ class _CsvOut:
     """The --csv file, written row by row (flushed after every input)."""
 
     def __init__(self, target, labels, overwrite):
-        import csv
-
         self.labels = list(labels)
         if target == "-":
             self.file, self.own = sys.stdout, False
@@ -379,10 +380,11 @@ class _CsvOut:
 def plot_timeline(target, path, labels, times, probabilities, unit):
     """Save a plot of each label's probability (the tracked face, averaged over --window
     frames) against time; gaps are frames without a face."""
+    # deferred: matplotlib (about 0.3 s to import) and numpy, only for --timeline
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (after choosing the non-interactive backend)
     import numpy as np
 
     probs = np.asarray(probabilities, dtype=float).reshape(-1, len(labels))
@@ -427,8 +429,6 @@ def _text(entry, top):
 
 
 def _error_text(exc):
-    from fer_tf.errors import ImageError
-
     reason = exc.reason if isinstance(exc, ImageError) else str(exc)
     if reason.startswith("image too large"):
         reason += "; raise the limit with --max-pixels"
@@ -448,9 +448,6 @@ class _NoFaceInVideo(Exception):
 
 
 def run(args):
-    from fer_tf.errors import ConfigError, FerTfError, OutputError
-    from fer_tf.progress import Bar
-
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {args.threads}")
     if args.window < 1 or args.every < 1:
@@ -463,7 +460,7 @@ def run(args):
     plan = plan_outputs(items, args)
     recognizer = annotate = csv_out = None
     if todo:
-        from fer_tf.inference import Recognizer, annotate
+        from fer_tf.inference import Recognizer, annotate  # deferred: numpy, LiteRT, MediaPipe
 
         recognizer = Recognizer(args.model, backend=args.backend, window=args.window,
                                 num_threads=args.threads, max_faces=args.max_faces,
@@ -548,8 +545,6 @@ def run(args):
 
 
 def _write_annotated(rgb, target, args):
-    from fer_tf.errors import OutputError
-
     try:
         _save_image(rgb, target, args.overwrite)
     except FileExistsError:
@@ -563,12 +558,8 @@ def _write_annotated(rgb, target, args):
 def _video(recognizer, path, args, outputs, csv_out, out, note, bar):
     """Stream one video: per-frame CSV rows and JSON lines, the timeline, the annotated copy;
     returns the video's entry (with every frame only for --json)."""
-    import math
-
     target = outputs.get("annotate")
     if target is not None and target.exists() and not args.overwrite:
-        from fer_tf.errors import OutputError
-
         raise OutputError(f"cannot write the annotated copy {target}: it exists; pass --overwrite")
     frames = [] if args.json else None
     times, probs = [], []

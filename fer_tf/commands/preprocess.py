@@ -15,7 +15,8 @@ import os
 import re
 import sys
 
-from fer_tf.commands.data import add_reader_options
+from fer_tf.commands.data import add_reader_options, reader_options
+from fer_tf.errors import ConfigError, DatasetError
 
 _FORMATS = ("ckplus48", "ckplus", "fer2013", "fer2013-csv", "jaffe", "kdef", "yale", "manifest")
 
@@ -47,8 +48,6 @@ def register(subparsers):
 
 
 def run(args):
-    from fer_tf.errors import ConfigError, DatasetError
-
     if args.size < 8:
         raise ConfigError(f"--size must be at least 8, got {args.size}")
     if args.chunk_size < 1:
@@ -57,7 +56,8 @@ def run(args):
         # `-o` used to be --option here: refuse to create a folder named "poses=S,FL"
         raise ConfigError(f"--output {args.output!r} looks like a reader option; reader options "
                           f"are given with --option KEY=VALUE (-o is --output)")
-    from fer_tf.commands.data import reader_options
+    # deferred: numpy and the code that needs it (`fer-tf --help` imports every command module);
+    # face alignment also loads OpenCV and MediaPipe
     from fer_tf.data.readers import LAYOUTS, detect_format
     from fer_tf.preprocess.cache import build_cache
 

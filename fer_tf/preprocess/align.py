@@ -183,7 +183,7 @@ def _square_crop(rgb, cx, cy, side, out):
     """``(crop, scale)``: the square of ``side`` pixels centred on (cx, cy), resampled to ``out``
     x ``out`` (``scale = out / side``), the image's border replicated outside it. Only the
     square's region is resampled: a 48 MP photo is never resized whole."""
-    import cv2
+    import cv2  # deferred: OpenCV (cache.py imports this module for its constants)
 
     s = out / side
     h, w = rgb.shape[:2]
@@ -298,7 +298,7 @@ class FaceAligner:
         self.last_found = 0
         self._detectors, self._mesh, self._full_mesh, self._closed = {}, None, None, False
         with _quiet_stderr(self.quiet):
-            import mediapipe as mp
+            import mediapipe as mp  # deferred: MediaPipe loads only when an aligner is made
 
             self._build(mp, min_detection_confidence, max_faces)
             # graphs load their models on their own threads and log while doing so: run each once
@@ -373,7 +373,7 @@ class FaceAligner:
 
     def _detect_boxes(self, rgb):
         """Whole-image detection boxes (x, y, w, h, score) in rgb's pixel coordinates."""
-        import cv2
+        import cv2  # deferred: OpenCV (cache.py imports this module for its constants)
 
         h, w = rgb.shape[:2]
         # short range on the image
@@ -407,7 +407,7 @@ class FaceAligner:
         every such face lies whole in one tile; a box that touches an inner tile edge is dropped
         (its face is whole in a neighbouring tile, or too large for this level).
         """
-        import cv2
+        import cv2  # deferred: OpenCV (cache.py imports this module for its constants)
 
         h, w = rgb.shape[:2]
         found = []
@@ -469,7 +469,7 @@ class FaceAligner:
 
     def _mesh_full(self, rgb, max_faces):
         if self._full_mesh is None:
-            import mediapipe as mp
+            import mediapipe as mp  # deferred: MediaPipe loads only when an aligner is made
 
             with _quiet_stderr(self.quiet):
                 self._full_mesh = mp.solutions.face_mesh.FaceMesh(
@@ -511,7 +511,7 @@ class FaceAligner:
         :class:`ImageError` for arrays that are not images. At most ``max_faces`` faces are
         returned; :attr:`last_found` says how many were found.
         """
-        import cv2
+        import cv2  # deferred: OpenCV (cache.py imports this module for its constants)
 
         self._check_open()
         self.last_found = 0
@@ -562,7 +562,7 @@ class FaceAligner:
 
     # -- alignment ------------------------------------------------------------------------------
     def _crop(self, grey, face, size):
-        import cv2
+        import cv2  # deferred: OpenCV (cache.py imports this module for its constants)
 
         angle = face.angle
         pts = face.landmarks.astype(np.float64)

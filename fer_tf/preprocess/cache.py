@@ -39,9 +39,10 @@ import numpy as np
 from fer_tf.data.cache_format import (  # noqa: F401  (the reading side, re-exported)
     CACHE_KIND, CACHE_VERSION, CHUNK_DIR, FACES, MANIFEST, _read_manifest, load_faces, read_cache,
     read_cache_skipped)
+from fer_tf.data.images import load_image, load_image_rgb
 from fer_tf.data.readers import read_dataset
 from fer_tf.errors import DatasetError, ImageError
-from fer_tf.preprocess.align import CROP_OFFSET, CROP_SCALE
+from fer_tf.preprocess.align import CROP_OFFSET, CROP_SCALE, FaceAligner
 
 #: Datasets whose images are already tight face crops: resized, never detected.
 PRECROPPED = frozenset({"ckplus48", "fer2013", "fer2013-csv"})
@@ -120,7 +121,7 @@ class _Faces:
     """Per-row face extraction with a lazily created, shared aligner."""
 
     def __init__(self, mode, size, aligner=None):
-        from fer_tf.preprocess.normalize import resize_face
+        from fer_tf.preprocess.normalize import resize_face  # deferred: Keras (normalize imports it)
 
         self.mode = mode
         self.size = int(size)
@@ -130,8 +131,6 @@ class _Faces:
 
     def get_aligner(self):
         if self.aligner is None:
-            from fer_tf.preprocess.align import FaceAligner
-
             self.aligner = FaceAligner()
             self.own_aligner = True
         return self.aligner
@@ -143,8 +142,6 @@ class _Faces:
 
     def face(self, table, i):
         """uint8 [size, size] face of row ``i``; raises ImageError (with the reason) otherwise."""
-        from fer_tf.data.images import load_image, load_image_rgb
-
         label = _row_label(table, i)
         pre_named = table.name in PRECROPPED
         if table.pixels is not None:

@@ -202,7 +202,7 @@ def resize_face(img, size=FACE_SIZE):
         y = ops.image.resize(ops.cast(x4, "float32"), (size, size), interpolation="bilinear",
                              data_format="channels_last")
         return restore(y)
-    from PIL import Image
+    from PIL import Image  # deferred: PIL, only for resizing outside a graph
 
     arr = np.asarray(img)
     if arr.ndim == 3 and arr.shape[-1] == 1:
