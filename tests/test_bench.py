@@ -144,8 +144,10 @@ def test_readme_renders_a_full_results_dict():
                                   "stages_ms": {"detection": 1.0, "alignment": 0.1,
                                                 "classification_and_rest": 0.5},
                                   "faces": {"ours": 1, "fer": 1}, "ratio_to_fer": ratio,
-                                  "mediapipe_runs": {"ours": {"det0": 7, "mesh": 1}}}
-                           for size, ratio in (("256x256", 0.6), ("512x512", 0.4))}},
+                                  "mediapipe_runs": {"ours": {"det0": 7, "mesh": 1}},
+                                  "model_floor_ms": 9.5, "model_floor_ratio_to_fer": 0.55}
+                           for size, ratio in (("256x256", 0.6), ("512x512", 0.4))},
+            "mediapipe_model_ms": {"face_detection_short_range.tflite": 1.25}},
         "preprocess": {"normalize": {"tf_function": {"batch": 4, "faces_per_s": 1.0},
                                      "eager": {"batch": 4, "faces_per_s": 1.0}},
                        "align": {"kdef": {"skipped": "not found"}}},
@@ -155,7 +157,8 @@ def test_readme_renders_a_full_results_dict():
     r["headline"] = report.headline(r)
     text = report.readme(r)
     for needle in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "10.00x", "| yes |", "| no (see 3) |", "**0.80x**",
-                   "256x256: 0.60x, 512x512: 0.40x", "8: det0 7, mesh 1", "(**default**)"):
+                   "256x256: 0.60x, 512x512: 0.40x", "8: det0 7, mesh 1", "(**default**)",
+                   "| 9.5 (0.55) |", "`face_detection_short_range.tflite` 1.25 ms"):
         assert needle in text, needle
     assert r["headline"]["tflite_vs_fer_ratio"] == 0.8
 
@@ -246,3 +249,16 @@ def test_graph_operation_count_follows_nested_functions():
     assert counts["Square"] >= 1  # inside the nested function's graph
     alone = graph_ops._graph_ops([outer])
     assert sum(counts.values()) == sum(alone.values()) > 5
+
+
+def test_model_floor_adds_each_run_at_its_network_time_and_the_networks_load():
+    from benchmarks import inference_bench
+
+    model_ms = {"face_detection_short_range.tflite": 1.0, "face_detection_full_range_sparse.tflite": 3.0,
+                "face_landmark.tflite": 2.0}
+    runs = {"det0": 7, "det1": 1, "mesh": 2}
+    assert inference_bench.model_floor_ms(runs, model_ms, 0.5, 2) == 7 * 1.0 + 3.0 + 2 * 2.0 + 2 * 0.5
+    calls = inference_bench._graph_model_calls()  # the wheel's networks run without MediaPipe's graph
+    assert set(calls) == {"det0", "det1", "mesh"}
+    for call in calls.values():
+        call(None)
