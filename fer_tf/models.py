@@ -19,7 +19,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from fer_tf import losses as fer_losses
+from fer_tf import losses as fer_losses, reducers
 from fer_tf.config import ModelConfig, to_dict
 from fer_tf.layers import AdaptiveThreshold, ConnectingLayer, conv_prelu, inception_block
 
@@ -73,15 +73,6 @@ def query_cross_entropy(labels, probabilities, label_smoothing=0.0):
     p = p / ops.sum(p, axis=-1, keepdims=True)
     per_row = -ops.sum(target * ops.log(ops.clip(p, 1e-7, 1.0 - 1e-7)), axis=-1)
     return ops.sum(per_row * valid) / ops.maximum(ops.sum(valid), 1.0)
-
-
-def _replicas_in_sync():
-    """Replicas of the enclosing ``tf.distribute`` strategy (1 on other backends)."""
-    if keras.backend.backend() != "tensorflow":
-        return 1.0
-    import tensorflow as tf  # only under the TensorFlow backend
-
-    return float(tf.distribute.get_strategy().num_replicas_in_sync)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -160,7 +151,7 @@ class JointModel(keras.Model):
         # Under a tf.distribute strategy Keras' losses come back divided by the replica count (so
         # that summed gradients average); the cross-entropy is divided the same way, and the
         # logged components are scaled back.
-        replicas = _replicas_in_sync()
+        replicas = float(reducers.replicas_in_sync())
         ce = query_cross_entropy(labels, probabilities, self.config.label_smoothing) / replicas
         total = ce
         self.ce_tracker.update_state(ce * replicas)

@@ -10,13 +10,14 @@ nor its gradient, and a batch without any valid tuple gives exactly 0.0 with a z
 them); it is the identity on one replica and on the JAX and torch backends.
 """
 
+import sys
+
 import keras
 from keras import ops
-from keras.src.losses.loss import scale_loss_for_distribution
 
 from fer_tf.parts import Part, resolve
 
-__all__ = ["Reducer", "MeanOverValid", "mean_over_valid", "scale_for_replicas", "get"]
+__all__ = ["Reducer", "MeanOverValid", "mean_over_valid", "replicas_in_sync", "scale_for_replicas", "get"]
 
 
 class Reducer(Part):
@@ -40,13 +41,23 @@ class MeanOverValid(Reducer):
         return mean_over_valid(per_tuple, valid)
 
 
-def scale_for_replicas(value):
-    """``value / num_replicas_in_sync`` under a ``tf.distribute`` strategy, else ``value``.
+def replicas_in_sync():
+    """Replicas of the enclosing ``tf.distribute`` strategy: 1 outside one, and always 1 on the JAX
+    and torch backends (``keras.distribution`` hands one loss the whole global batch)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    # the TensorFlow backend has loaded TensorFlow already; this module never imports it itself
+    tf = sys.modules["tensorflow"]
+    return int(tf.distribute.get_strategy().num_replicas_in_sync)
 
-    Delegates to the helper Keras' own losses use (``keras.src.losses.loss``), which reads the
-    strategy only on the TensorFlow backend.
-    """
-    return scale_loss_for_distribution(value)
+
+def scale_for_replicas(value):
+    """``value / num_replicas_in_sync`` under a ``tf.distribute`` strategy, else ``value``: the
+    scaling Keras applies to its own losses, so that summing gradients over replicas averages them."""
+    replicas = replicas_in_sync()
+    if replicas > 1:
+        value = ops.multiply(value, ops.cast(1.0 / replicas, value.dtype))
+    return value
 
 
 def get(identifier):
