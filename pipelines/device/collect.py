@@ -20,7 +20,7 @@ def main(work, out):
     for path in sorted((work / "ablation").glob("*.json")):
         merged[f"ablation_{path.stem}"] = json.loads(path.read_text())
     (out / "results.json").write_text(json.dumps(merged, indent=1) + "\n")
-    for name in ("paper_full", "recipe_75"):
+    for name in ("paper_full", "recipe"):
         model = work / "runs" / name / "pretrained.keras"
         if model.is_file():
             shutil.copyfile(model, out / f"{name}.keras")

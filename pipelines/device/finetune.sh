@@ -27,18 +27,13 @@ DEADLINE=${DEADLINE:-540}
 mkdir -p "$WORK" "$OUT"
 started=$(date +%s)
 
+source pipelines/device/common.sh
 if [ "$SMOKE" = 1 ]; then  # two tiny runs on this machine's CPU, with the packages already here
-    PY=${PY:-python}; PROCS=2; EXTRA=(--epochs 1 --set train.steps_per_epoch=2 --variants softmax --folds 0,1 --seeds 0 --parts main)
+    PROCS=2; EXTRA=(--epochs 1 --set train.steps_per_epoch=2 --variants softmax --folds 0,1 --seeds 0 --parts main)
 else
-    PY=python3; EXTRA=()
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site "$PACK"/wheels/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    EXTRA=()
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" KERAS_BACKEND=jax PYTHONUNBUFFERED=1
-export GIT_DIR=/nonexistent-fer-tf  # the packed commit names the code, not any repository around it
-export XLA_PYTHON_CLIENT_PREALLOCATE=false FER_TF_SOURCE_COMMIT="$(cat "$PACK/SOURCE_COMMIT")"
+device_setup || exit 1
 export FER_TF_DATASETS="$PACK/datasets"  # face caches, read as datasets (fer_tf.preprocess.prepared)
 export FER_TF_CACHE="$WORK/cache"
 
@@ -54,17 +49,11 @@ for i in $(seq 0 $((PROCS - 1))); do
         | grep --line-buffered -v "NodeDef\|^ *$\|/step - " | sed -u "s/^/[$i] /" > "$WORK/shard$i.log" ) &
     PIDS+=($!)
 done
-while :; do
-    running=0
-    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && running=$((running + 1)); done
-    [ $running = 0 ] && break
-    if [ $(( $(date +%s) - started )) -ge "$DEADLINE" ]; then
-        echo "deadline: interrupting $running process(es)"; pkill -INT -f "pipelines/finetune.py"; sleep 15; break
-    fi
-    sleep 20
-    echo "--- $(( $(date +%s) - started )) s: $(find "$WORK/runs" -name '*.json' | wc -l) run files"
+progress() {  # how many run files there are, and the newest results
+    echo "$(find "$WORK/runs" -name '*.json' | wc -l) run files"
     grep -h "sequence accuracy" "$WORK"/shard*.log | tail -n 3
-done
+}
+wait_for 20 "pipelines/finetune.py" progress "${PIDS[@]}"
 cat "$WORK"/shard*.log > "$OUT/log.txt"
 # the new run files only, in the layout of reports/ckplus48/runs
 comm -13 <(echo "$before") <(find "$WORK/runs" -name '*.json' | sort) | while read -r f; do

@@ -10,7 +10,7 @@
 # - paper_full: the paper's full schedule (configs/pretrain-paper.yaml: SGD 0.01, halve-and-reload,
 #   up to 300 epochs, until the learning rate reaches 1e-5), crop + flip;
 # - the rows of configs/pretrain-ablation.yaml (pipelines/ablate_pretrain.py), at its equal budget;
-# - recipe_75: configs/pretrain.yaml for its full 75 epochs (the CPU run's twin).
+# - recipe: configs/pretrain.yaml for all its epochs (the CPU run's twin).
 # A probe first times the compile and 20 steps (printed at once, so a cut-short call still says
 # how fast the machine trains). Every run stops training after TIME_LIMIT minutes; at DEADLINE
 # seconds after the start any run still going is interrupted, and whatever finished is collected.
@@ -26,18 +26,13 @@ DEADLINE=${DEADLINE:-540}
 mkdir -p "$WORK" "$OUT"
 started=$(date +%s)
 
+source pipelines/device/common.sh
 if [ "$SMOKE" = 1 ]; then  # a few steps on this machine's CPU, with the packages already here
-    PY=${PY:-python}; TIME_LIMIT=0.2; EXTRA=(--budget-epochs 1 --max-train-images 256); PROBE_STEPS=2
+    TIME_LIMIT=0.2; EXTRA=(--budget-epochs 1 --max-train-images 256); PROBE_STEPS=2
 else
-    PY=python3; EXTRA=(); PROBE_STEPS=20
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site "$PACK"/wheels/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    EXTRA=(); PROBE_STEPS=20
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" KERAS_BACKEND=jax PYTHONUNBUFFERED=1
-export GIT_DIR=/nonexistent-fer-tf  # the packed commit names the code, not any repository around it
-export XLA_PYTHON_CLIENT_PREALLOCATE=false FER_TF_SOURCE_COMMIT="$(cat "$PACK/SOURCE_COMMIT")"
+device_setup || exit 1
 export FER_TF_MAKE_COMMAND="bash pipelines/device/run.sh (KERAS_BACKEND=jax, GPU)" FER_TF_CACHE="$WORK/cache"
 
 $PY pipelines/device/unpack.py "$PACK/fer2013-jpeg.npz" "$WORK/fer2013" || exit 1
@@ -56,25 +51,18 @@ launch() {  # name, command...: run in the background, its lines prefixed with i
 if [ "$SMOKE" != 1 ]; then
     launch paper_full $PY pipelines/pretrain.py --config configs/pretrain-paper.yaml "${COMMON[@]}" \
         --output "$WORK/runs/paper_full" --report "$WORK/reports/paper_full" --publish "$WORK/pub/paper_full" --no-resume
-    launch recipe_75 $PY pipelines/pretrain.py "${COMMON[@]}" \
-        --output "$WORK/runs/recipe_75" --report "$WORK/reports/recipe_75" --publish "$WORK/pub/recipe_75" --no-resume
+    launch recipe $PY pipelines/pretrain.py "${COMMON[@]}" \
+        --output "$WORK/runs/recipe" --report "$WORK/reports/recipe" --publish "$WORK/pub/recipe" --no-resume
 fi
 for row in $ROWS; do
     launch "$row" $PY pipelines/ablate_pretrain.py --rows "$row" --data "$WORK/fer2013" --time-limit "$TIME_LIMIT" \
         --results "$WORK/ablation" --work "$WORK/runs/ablation" "${EXTRA[@]}"
 done
-# progress: the newest epoch line of every run, every 30 s, until all end or the deadline
-while :; do
-    running=0
-    for name in "${!PIDS[@]}"; do kill -0 "${PIDS[$name]}" 2>/dev/null && running=$((running + 1)); done
-    [ $running = 0 ] && break
-    if [ $(( $(date +%s) - started )) -ge "$DEADLINE" ]; then
-        echo "deadline: interrupting $running run(s)"; pkill -INT -f "pipelines/(pretrain|ablate_pretrain).py"; sleep 20; break
-    fi
-    sleep 30
-    echo "--- $(( $(date +%s) - started )) s"
+progress() {  # the newest epoch line of every run
+    local name
     for name in "${!PIDS[@]}"; do grep -h "epoch_seconds" "$WORK/$name.log" | tail -n 1 | cut -c1-220; done
-done
+}
+wait_for 30 "pipelines/(pretrain|ablate_pretrain).py" progress "${PIDS[@]}"
 cat "$WORK"/*.log > "$OUT/log.txt"
 $PY pipelines/device/collect.py "$WORK" "$OUT"
 echo "total $(( $(date +%s) - started )) s"
