@@ -6,8 +6,8 @@
 # Here, first:   python pipelines/device/pack.py --task finetune   (CK+48 + KDEF face caches, wheels, code)
 # Then, with the device tool, from the repository root:
 #                run  command="bash .device/src/pipelines/device/finetune.sh"  carry=[".device"]
-# Then here:     cp -n <files_at>/runs/*/*.json into reports/ckplus48/runs/<group>/ (cp -rn), commit,
-#                and `make evaluate DATASET=ckplus48`.
+# Then here:     cp -r <files_at>/runs/. reports/ckplus48/runs/ (new runs, and runs retrained because
+#                their protocol changed, e.g. a new backbone), commit, and `make evaluate DATASET=ckplus48`.
 # Locally, as a smoke test:
 #   SMOKE=1 PY=.venv/bin/python OUT=/tmp/out PYTHONPATH=/tmp/notf bash .device/src/pipelines/device/finetune.sh
 #
@@ -40,7 +40,7 @@ export FER_TF_CACHE="$WORK/cache"
 # the runs already committed are skipped: start from a copy of them
 rm -rf "$WORK/runs" && mkdir -p "$WORK/runs"
 [ -d "$REPO_ROOT/reports/ckplus48/runs" ] && cp -r "$REPO_ROOT/reports/ckplus48/runs/." "$WORK/runs/"
-before=$(find "$WORK/runs" -name '*.json' | sort)
+touch "$WORK/copied"  # run files written after this are new, or retrained because their protocol changed
 COMMON=(--dataset ckplus48 --runs "$WORK/runs" --report "$WORK/report" --time-limit "$TIME_LIMIT"
         --pretrained "$REPO_ROOT/pretrained/fer2013_backbone.keras" "${EXTRA[@]}")
 declare -a PIDS=()
@@ -55,8 +55,8 @@ progress() {  # how many run files there are, and the newest results
 }
 wait_for 20 "pipelines/finetune.py" progress "${PIDS[@]}"
 cat "$WORK"/shard*.log > "$OUT/log.txt"
-# the new run files only, in the layout of reports/ckplus48/runs
-comm -13 <(echo "$before") <(find "$WORK/runs" -name '*.json' | sort) | while read -r f; do
+# the run files written here only (new, or replacing stale ones), in the layout of reports/ckplus48/runs
+find "$WORK/runs" -name '*.json' -newer "$WORK/copied" | while read -r f; do
     rel=${f#"$WORK/runs/"}; mkdir -p "$OUT/runs/$(dirname "$rel")"; cp "$f" "$OUT/runs/$rel"
 done
 $PY pipelines/finetune.py --dataset ckplus48 --runs "$WORK/runs" --report "$OUT/report" --report-only \
