@@ -61,4 +61,4 @@ find "$WORK/runs" -name '*.json' -newer "$WORK/copied" | while read -r f; do
 done
 $PY pipelines/finetune.py --dataset ckplus48 --runs "$WORK/runs" --report "$OUT/report" --report-only \
     --pretrained "$REPO_ROOT/pretrained/fer2013_backbone.keras" >> "$OUT/log.txt" 2>&1
-echo "$(find "$OUT/runs" -name '*.json' 2>/dev/null | wc -l) new run files; total $(( $(date +%s) - started )) s"
+echo "$(find "$OUT/runs" -name '*.json' 2>/dev/null | wc -l) run files written (new, or retrained); total $(( $(date +%s) - started )) s"
