@@ -1,0 +1,38 @@
+"""reports/fer2013's README is built from its JSON files only (fer_tf.pretrain_report)."""
+
+import copy
+import json
+import pathlib
+
+from fer_tf.pretrain_report import write_readme
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _results(public, private, epochs, commit):
+    base = json.loads((REPO / "reports" / "fer2013" / "results.json").read_text())
+    r = copy.deepcopy(base)
+    r.update(public_test_accuracy=public, private_test_accuracy=private, private_test_accuracy_flip=private + 0.01)
+    r["run"]["git_commit"] = commit
+    r["run"]["config"]["train"]["epochs"] = epochs
+    r["history"] = [{"epoch": e + 1, "val_accuracy": 0.5 + e / 1000, "epoch_seconds": 60.0} for e in range(epochs)]
+    return r
+
+
+def test_other_full_runs_are_shown_beside_the_published_one(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "results.json").write_text(json.dumps(_results(0.65, 0.666, 75, "a" * 40)))
+    (tmp_path / "runs" / "longer.json").write_text(json.dumps(_results(0.664, 0.662, 100, "b" * 40)))
+    text = write_readme(tmp_path).read_text()
+    section = text[text.index("## Longer budget"):text.index("## Ablation")]
+    assert "| the published backbone (`results.json`) | 75 | 75 | 65.00% | 66.60% |" in section
+    assert "| `runs/longer.json` | 100 | 100 | 66.40% | 66.20% |" in section
+    assert "PublicTest +1.40 points, PrivateTest -0.40 points" in section
+    assert "The two splits disagree" in section
+    assert "not met." in text  # 66.60% < 67%
+
+
+def test_no_longer_budget_section_without_other_runs(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps(_results(0.65, 0.671, 75, "a" * 40)))
+    text = write_readme(tmp_path).read_text()
+    assert "## Longer budget" not in text and "met." in text and "not met." not in text
