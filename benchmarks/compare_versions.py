@@ -37,33 +37,35 @@ def checkout(ref, where):
     return where
 
 
-def bench(clone, sections, output):
+def _run_in(clone, script, *args):
+    """This checkout's Python running ``script`` in ``clone``, with the clone's code first on the
+    path and the shared datasets (``FER_TF_DATASETS``, else ``../shared/datasets``)."""
     datasets = os.environ.get("FER_TF_DATASETS") or str((REPO.parent / "shared" / "datasets").resolve())
     env = {**os.environ, "PYTHONPATH": str(clone), "FER_TF_DATASETS": datasets}
-    subprocess.run([str(REPO / ".venv" / "bin" / "python"), "benchmarks/run.py", "--sections", sections,
-                    "--output", str(output)], cwd=clone, env=env, check=True)
+    subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(script), *map(str, args)],
+                   cwd=clone, env=env, check=True)
+
+
+def bench(clone, sections, output):
+    _run_in(clone, "benchmarks/run.py", "--sections", sections, "--output", output)
     return json.loads((output / "results.json").read_text())
 
 
 def graph_ops(clone, output):
     """This checkout's ``benchmarks/graph_ops.py`` run against the clone's code (see its docstring)."""
-    datasets = os.environ.get("FER_TF_DATASETS") or str((REPO.parent / "shared" / "datasets").resolve())
-    env = {**os.environ, "PYTHONPATH": str(clone), "FER_TF_DATASETS": datasets}
-    subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(REPO / "benchmarks" / "graph_ops.py"),
-                    "--output", str(output), "--datasets", datasets], cwd=clone, env=env, check=True)
+    _run_in(clone, REPO / "benchmarks" / "graph_ops.py", "--output", output)
     return json.loads(output.read_text())
 
 
 def op_rows(ops):
     """``[(figure, before, after)]`` operation counts of the training steps and the loss steps."""
+    loss_x = ops["after"].get("loss_x", 0)
     rows = []
-    for section, what in (("training", "training step, {}"), ("loss", "loss {}, X=%d")):
+    for section in ("training", "loss"):
         before, after = ops["before"].get(section) or {}, ops["after"].get(section) or {}
         for name in after:
             if name in before:
-                label = what.format(name)
-                if "%d" in label:
-                    label = label % ops["after"].get("loss_x", 0)
+                label = f"training step, {name}" if section == "training" else f"loss {name}, X={loss_x}"
                 rows.append((label, before[name]["operations"], after[name]["operations"]))
     return rows
 

@@ -128,6 +128,11 @@ def _ablation_section(rows, full_epochs=None):
     return text
 
 
+def _best(history):
+    """The history entry of the epoch with the best validation (PublicTest) accuracy, or {}."""
+    return max(history, key=lambda h: h.get("val_accuracy", 0)) if history else {}
+
+
 def _budget_section(results, others):
     """The committed run beside other full runs of the recipe (``runs/*.json``: the same
     ``results.json`` layout, e.g. another number of epochs), so that a longer or shorter budget is
@@ -138,9 +143,8 @@ def _budget_section(results, others):
     def row(name, r):
         cfg = r["run"].get("config", {}).get("train", {})
         history = r.get("history") or []
-        best = max(history, key=lambda h: h.get("val_accuracy", 0)) if history else {}
         seconds = sum(h.get("epoch_seconds", 0) for h in history)
-        return (f"| {name} | {cfg.get('epochs', '?')} | {best.get('epoch', '?')} | "
+        return (f"| {name} | {cfg.get('epochs', '?')} | {_best(history).get('epoch', '?')} | "
                 f"{_pct(r.get('public_test_accuracy'))} | {_pct(r.get('private_test_accuracy'))} | "
                 f"{_pct(r.get('private_test_accuracy_flip'))} | {seconds / 60:.0f} min | "
                 f"`{str(r['run'].get('git_commit', '?'))[:7]}` |")
@@ -175,7 +179,7 @@ def write_readme(report_dir):
     cfg = run.get("config", {})
     train_cfg, model_cfg = cfg.get("train", {}), cfg.get("model", {})
     history = results["history"]
-    best = max(history, key=lambda r: r.get("val_accuracy", 0)) if history else {}
+    best = _best(history)
     timing = _timing(history)
     speed = _load(report_dir / "speed.json")
     ablation = [_load(p) for p in sorted((report_dir / "ablation").glob("*.json"))]

@@ -249,6 +249,8 @@ def test_graph_operation_count_follows_nested_functions():
     assert counts["Square"] >= 1  # inside the nested function's graph
     alone = graph_ops._graph_ops([outer])
     assert sum(counts.values()) == sum(alone.values()) > 5
+    top_level = sum(len(c.graph.get_operations()) for c in outer._list_all_concrete_functions())
+    assert sum(counts.values()) > top_level  # the graphs outer calls are counted too
 
 
 def test_model_floor_adds_each_run_at_its_network_time_and_the_networks_load():

@@ -44,10 +44,18 @@ def _ancestors(name):
     return {".".join(parts[:i]) for i in range(1, len(parts))}
 
 
+def _from_source(node, name, path):
+    """The module a ``from ... import`` statement of module ``name`` reads, relative levels resolved."""
+    if not node.level:
+        return node.module or ""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imports_of(name, path, modules):
     """``{imported fer_tf module: first line}`` for module ``name`` (see the module docstring)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = {}
 
     def add(target, node, implicit_ok=True):
@@ -63,11 +71,7 @@ def imports_of(name, path, modules):
                 if alias.name.split(".")[0] == "fer_tf":
                     add(_deepest(alias.name, modules), node)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                source = ".".join(base + ([node.module] if node.module else []))
-            else:
-                source = node.module or ""
+            source = _from_source(node, name, path)
             if source.split(".")[0] != "fer_tf":
                 continue
             for alias in node.names:
@@ -184,12 +188,7 @@ def _targets(node, name, path, modules):
     by their dotted name."""
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names]
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    if node.level:
-        base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-        source = ".".join(base + ([node.module] if node.module else []))
-    else:
-        source = node.module or ""
+    source = _from_source(node, name, path)
     return [f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source for a in node.names]
 
 
