@@ -24,6 +24,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks import paired_steps  # noqa: E402 (after the path set-up above)
+
 
 def _git(*args, cwd=REPO):
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
@@ -37,11 +39,14 @@ def checkout(ref, where):
     return where
 
 
+def _datasets():
+    return os.environ.get("FER_TF_DATASETS") or str((REPO.parent / "shared" / "datasets").resolve())
+
+
 def _run_in(clone, script, *args):
     """This checkout's Python running ``script`` in ``clone``, with the clone's code first on the
     path and the shared datasets (``FER_TF_DATASETS``, else ``../shared/datasets``)."""
-    datasets = os.environ.get("FER_TF_DATASETS") or str((REPO.parent / "shared" / "datasets").resolve())
-    env = {**os.environ, "PYTHONPATH": str(clone), "FER_TF_DATASETS": datasets}
+    env = {**os.environ, "PYTHONPATH": str(clone), "FER_TF_DATASETS": _datasets()}
     subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(script), *map(str, args)],
                    cwd=clone, env=env, check=True)
 
@@ -99,7 +104,9 @@ def main(argv=None):
     parser.add_argument("--before", required=True, help="commit (or ref) before the change")
     parser.add_argument("--after", default="HEAD")
     parser.add_argument("--sections", default="training,loss")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating bench runs per commit (0: none)")
+    parser.add_argument("--pairs", type=int, default=20,
+                        help="paired timings of the training steps (benchmarks/paired_steps.py; 0: none)")
     parser.add_argument("--output", default=str(REPO / "reports" / "bench" / "versions"))
     args = parser.parse_args(argv)
     from fer_tf import reporting
@@ -117,6 +124,12 @@ def main(argv=None):
                 print(f"round {i + 1}/{args.rounds}: {k} ({refs[k][:12]})", file=sys.stderr, flush=True)
                 runs[k].append(bench(clones[k], args.sections, tmp / f"{k}-{i}"))
         ops = {k: graph_ops(clones[k], tmp / f"{k}-ops.json") for k in clones}
+        pairs = {}
+        if args.pairs and "training" in args.sections:
+            print(f"paired timing: {args.pairs} pairs", file=sys.stderr, flush=True)
+            pairs = paired_steps.paired(clones, REPO / ".venv" / "bin" / "python", _datasets(),
+                                        {k: c / "runs" / "cache" for k, c in clones.items()}, args.pairs,
+                                        log=lambda m: print(m, file=sys.stderr, flush=True))
     best = {k: {} for k in runs}
     for k, results in runs.items():
         for r in results:
@@ -125,7 +138,7 @@ def main(argv=None):
     rows = [(n, best["before"][n], best["after"][n]) for n in best["after"] if n in best["before"]]
     noise = {k: spread(v) for k, v in runs.items()}
     data = {"refs": refs, "sections": args.sections, "rounds": args.rounds, "best_seconds": best,
-            "round_spread": noise,
+            "round_spread": noise, "paired": pairs,
             "graph_operations": {k: {s: {n: r["operations"] for n, r in (v.get(s) or {}).items()}
                                      for s in ("training", "loss")} for k, v in ops.items()},
             "rounds_raw": {k: [{"training": r.get("training"), "loss": r.get("loss"),
@@ -138,10 +151,10 @@ def main(argv=None):
     lines = ["# TensorFlow speed before and after a change (`benchmarks/compare_versions.py`)", "",
              f"- Command: `{data['run']['command']}`", f"- Date: {data['run']['date']}",
              f"- Before: `{refs['before']}`; after: `{refs['after']}`",
-             f"- Machine: {data['run']['machine']['cpu']} ({data['run']['machine']['cores']} cores); "
-             f"{args.rounds} alternating round(s) per commit, best of the rounds; 1-minute load average at "
-             f"the start of each round: before {loads['before']}, after {loads['after']} (2 cores: a load "
-             "above 2 means other work shared the CPU)", "",
+             f"- Machine: {data['run']['machine']['cpu']} ({data['run']['machine']['cores']} cores)"
+             + (f"; {args.rounds} alternating round(s) per commit, best of the rounds; 1-minute load average "
+                f"at the start of each round: before {loads['before']}, after {loads['after']} (2 cores: a "
+                "load above 2 means other work shared the CPU)" if args.rounds else ""), "",
              "## Work per step: operations in the traced TensorFlow graphs", "",
              "Counted by `benchmarks/graph_ops.py` in each commit's clone (the training step of the "
              "bench's 2B(N+M) model with its gradient and optimizer update; each loss with its gradient). "
@@ -149,25 +162,40 @@ def main(argv=None):
              "| graph | before | after | after / before |", "|---|---|---|---|"]
     for name, b, a in op_rows(ops):
         lines.append(f"| {name} | {b} | {a} | {a / b:.3f} |")
-    lines += ["", "## Time per step", "",
-              "Best of the rounds. `spread` is the largest over the smallest time of the same figure "
-              "across the rounds of one commit (before / after): how much this machine's timing moves "
-              "with no change of code.", "",
-              "| figure | before | after | after / before | spread before / after |", "|---|---|---|---|---|"]
-    for name, b, a in rows:
-        sb, sa = noise["before"].get(name), noise["after"].get(name)
-        sp = f"{sb:.2f} / {sa:.2f}" if sb and sa else ""
-        lines.append(f"| {name} | {1000 * b:.2f} ms | {1000 * a:.2f} ms | {a / b:.2f} | {sp} |")
-    ratios = [a / b for _, b, a in rows if b > 0]
-    if ratios:
-        import statistics
+    if pairs:
+        lines += ["", "## Paired timing of the training step", "",
+                  "Both commits loaded at once, in a worker process each, timed in turn (random order per "
+                  f"pair, {next(iter(pairs.values()))['steps_per_timing']} steps per timing on a cached batch): "
+                  "the two timings of a pair are seconds apart, so a change in the machine's load hits "
+                  "both alike (`benchmarks/paired_steps.py`). Ratio: geometric mean of after / before over "
+                  "the pairs, with a bootstrap 95% interval; an interval that contains 1 is no measured "
+                  "change.", "",
+                  "| training step | pairs | before (median) | after (median) | after / before | 95% interval |",
+                  "|---|---|---|---|---|---|"]
+        for mode, p in pairs.items():
+            lo, hi = p["ci95"]
+            lines.append(f"| {mode} | {p['pairs']} | {1000 * p['before_s']:.1f} ms | {1000 * p['after_s']:.1f} ms "
+                         f"| {p['ratio']:.3f} | {lo:.3f}-{hi:.3f} |")
+    if rows:
+        lines += ["", "## Time per step", "",
+                  "Best of the rounds. `spread` is the largest over the smallest time of the same figure "
+                  "across the rounds of one commit (before / after): how much this machine's timing moves "
+                  "with no change of code.", "",
+                  "| figure | before | after | after / before | spread before / after |", "|---|---|---|---|---|"]
+        for name, b, a in rows:
+            sb, sa = noise["before"].get(name), noise["after"].get(name)
+            sp = f"{sb:.2f} / {sa:.2f}" if sb and sa else ""
+            lines.append(f"| {name} | {1000 * b:.2f} ms | {1000 * a:.2f} ms | {a / b:.2f} | {sp} |")
+        ratios = [a / b for _, b, a in rows if b > 0]
+        if ratios:
+            import statistics
 
-        lines += ["", f"Median ratio after / before over the {len(ratios)} figures: "
-                  f"{statistics.median(ratios):.2f} (below 1: faster after)."]
-        spreads = [v for k in noise for v in noise[k].values()]
-        if spreads:
-            lines.append(f"Median round-to-round spread of one commit's figures: "
-                         f"{statistics.median(spreads):.2f}; a ratio within it is not a measured change.")
+            lines += ["", f"Median ratio after / before over the {len(ratios)} figures: "
+                      f"{statistics.median(ratios):.2f} (below 1: faster after)."]
+            spreads = [v for k in noise for v in noise[k].values()]
+            if spreads:
+                lines.append(f"Median round-to-round spread of one commit's figures: "
+                             f"{statistics.median(spreads):.2f}; a ratio within it is not a measured change.")
     (output / "README.md").write_text("\n".join(lines) + "\n")
     print(f"written {output / 'README.md'}")
 

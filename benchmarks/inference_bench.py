@@ -198,8 +198,9 @@ class _Stages:
                 "classification_and_rest": float(np.median(rows[:, 2]))}
 
 
-def _mediapipe_runs(recognizer, photo):
-    """``{graph: runs}`` of MediaPipe graphs (detectors, mesh) during one ``predict`` of ``photo``."""
+def _network_runs(recognizer, photo):
+    """``{network: runs}`` of the face networks (detectors, mesh; MediaPipe graphs or LiteRT) during
+    one ``predict`` of ``photo``."""
     aligner = recognizer.aligner
     counts = {}
     run = aligner._run
@@ -214,46 +215,6 @@ def _mediapipe_runs(recognizer, photo):
     finally:
         del aligner._run
     return counts
-
-
-#: The model each MediaPipe graph of FaceAligner runs, as a file of the mediapipe wheel. The face mesh
-#: with refined landmarks (``face_landmark_with_attention.tflite``) needs MediaPipe's custom ops, so
-#: the plain mesh model stands in for it: the floor below is, if anything, too low.
-GRAPH_MODELS = {"det0": "face_detection/face_detection_short_range.tflite",
-                "det1": "face_detection/face_detection_full_range_sparse.tflite",
-                "mesh": "face_landmark/face_landmark.tflite",
-                "full_mesh": "face_landmark/face_landmark.tflite"}
-
-
-def _graph_model_calls():
-    """``{graph: call}``: each graph's network invoked directly in LiteRT (1 thread, XNNPACK) on a
-    fixed input of its size, without MediaPipe's graph around it (no image conversion, anchors,
-    non-maximum suppression or landmark refinement): the least a run of that graph can cost."""
-    import mediapipe
-    from ai_edge_litert.interpreter import Interpreter
-
-    root = pathlib.Path(mediapipe.__file__).parent / "modules"
-    calls = {}
-    for graph, name in GRAPH_MODELS.items():
-        if graph == "full_mesh":
-            continue
-        interpreter = Interpreter(model_path=str(root / name), num_threads=1)
-        interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        x = np.random.default_rng(0).random(detail["shape"], dtype=np.float32)
-
-        def call(_, interpreter=interpreter, index=detail["index"], x=x):
-            interpreter.set_tensor(index, x)
-            interpreter.invoke()
-
-        calls[graph] = call
-    return calls
-
-
-def model_floor_ms(runs, model_ms, classify_ms, faces):
-    """The least one ``predict`` can take with these MediaPipe runs: each run at its network's
-    direct LiteRT time, plus our classifier once per face (nothing for Python, images, anchors)."""
-    return sum(n * model_ms[GRAPH_MODELS[g].split("/")[-1]] for g, n in runs.items()) + classify_ms * faces
 
 
 def _photos():
@@ -356,43 +317,34 @@ def run(faces, settings, workdir, log=print):
     model_path = report["default"]["path"] or paths.get("fer_tf_fp32")
     e2e = {}
     calls = max(2, settings.latency_calls // 10)
-    graph_calls = _graph_model_calls()
-    graph_ms = interleaved_ms(graph_calls, {g: [None] for g in graph_calls}, settings.latency_calls,
-                              settings.repeats)
-    results["mediapipe_model_ms"] = {GRAPH_MODELS[g].split("/")[-1]: v["median"] for g, v in graph_ms.items()}
-    for graph, value in graph_ms.items():
-        log(f"  {GRAPH_MODELS[graph]} alone in LiteRT: {value['median']:.3f} ms")
     with Recognizer(model_path, num_threads=1) as rec, \
-            Recognizer(model_path, num_threads=1, min_face=None) as whole_image:
+            Recognizer(model_path, num_threads=1, engine="mediapipe") as graphs:
         for size, photo in _photos().items():
             if settings.quick and size != "256x256":
                 continue
             bgr = cv2.cvtColor(photo, cv2.COLOR_RGB2BGR)
             stages = _Stages(rec)
-            fns = {"ours": stages.predict, "ours_whole_image_only": whole_image.predict}
+            fns = {"ours": stages.predict, "ours_mediapipe_graphs": graphs.predict}
             items = {k: [photo] for k in fns}
             if detector is not None:
                 fns["fer"] = detector.detect_emotions
                 items["fer"] = [bgr]
-            row = {"times_ms": interleaved_ms(fns, items, calls, settings.repeats),
+            row = {"engine": rec.engine,
+                   "times_ms": interleaved_ms(fns, items, calls, settings.repeats),
                    "faces": {"ours": len(rec.predict(photo)["faces"]),
-                             "ours_whole_image_only": len(whole_image.predict(photo)["faces"])},
-                   "mediapipe_runs": {"ours": _mediapipe_runs(rec, photo),
-                                      "ours_whole_image_only": _mediapipe_runs(whole_image, photo)}}
+                             "ours_mediapipe_graphs": len(graphs.predict(photo)["faces"])},
+                   "network_runs": {"ours": _network_runs(rec, photo),
+                                    "ours_mediapipe_graphs": _network_runs(graphs, photo)}}
             if detector is not None:
                 row["faces"]["fer"] = len(detector.detect_emotions(bgr))
             t = row["times_ms"]
             row["stages_ms"] = stages.medians()
-            row["model_floor_ms"] = model_floor_ms(row["mediapipe_runs"]["ours"],
-                                                   results["mediapipe_model_ms"], ours or 0.0,
-                                                   row["faces"]["ours"])
             if "fer" in t:
                 row["ratio_to_fer"] = t["ours"]["median"] / t["fer"]["median"]
-                row["model_floor_ratio_to_fer"] = row["model_floor_ms"] / t["fer"]["median"]
-                row["whole_image_only_ratio_to_fer"] = t["ours_whole_image_only"]["median"] / t["fer"]["median"]
+                row["mediapipe_graphs_ratio_to_fer"] = t["ours_mediapipe_graphs"]["median"] / t["fer"]["median"]
             e2e[size] = row
-            log(f"  end to end {size}: ours {t['ours']['median']:.1f} ms, whole image only "
-                f"{t['ours_whole_image_only']['median']:.1f} ms"
+            log(f"  end to end {size}: ours {t['ours']['median']:.1f} ms, MediaPipe graphs "
+                f"{t['ours_mediapipe_graphs']['median']:.1f} ms"
                 + (f", fer {t['fer']['median']:.1f} ms" if "fer" in t else ""))
     results["end_to_end"] = e2e
     headline["end_to_end_ratio_to_fer"] = {k: v.get("ratio_to_fer") for k, v in e2e.items()}

@@ -57,7 +57,7 @@ def _machine(r):
 
 
 def _runs(row, key):
-    runs = _get(row, "mediapipe_runs", key) or {}
+    runs = _get(row, "network_runs", key) or {}
     return f"{sum(runs.values())}: " + ", ".join(f"{k} {v}" for k, v in sorted(runs.items())) if runs else "n/a"
 
 
@@ -143,46 +143,37 @@ def _inference_section(r):
     e2e = inf.get("end_to_end") or {}
     if e2e:
         L.append("### End to end per photo\n")
-        L.append("`Recognizer.predict` (MediaPipe detection with the default small-face search "
-                 "down to 40 px, face mesh, alignment, the default model on 1 thread) against "
-                 "`FER().detect_emotions` (OpenCV Haar cascade, faces of at least 50 px, + its TFLite "
-                 "model) on `skimage.data.astronaut()` resized (one face); alternating rounds.\n")
-        L.append("| photo | ours ms | `fer` ms | ours / `fer` | ours, whole-image detection only | "
-                 "its / `fer` | our detection / alignment / classification ms | MediaPipe runs "
-                 "(whole-image only) | model floor ms (/ `fer`) | faces ours / fer |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        L.append("`Recognizer.predict` (the default small-face search down to 40 px, landmarks, "
+                 "alignment, the default model on 1 thread) against `FER().detect_emotions` (OpenCV "
+                 "Haar cascade, faces of at least 50 px, + its TFLite model) on "
+                 "`skimage.data.astronaut()` resized (one face); alternating rounds. `ours` runs "
+                 "MediaPipe's face networks directly in LiteRT (the default engine); `ours, MediaPipe "
+                 "graphs` runs them in MediaPipe's graphs (`engine=\"mediapipe\"`, as the training "
+                 "caches do).\n")
+        L.append("| photo | ours ms | `fer` ms | ours / `fer` | ours, MediaPipe graphs | its / `fer` | "
+                 "our detection / alignment / classification ms | network runs (MediaPipe graphs) | "
+                 "faces ours / fer |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
         for size, row in e2e.items():
             t = row["times_ms"]
             st = row["stages_ms"]
             fa = row["faces"]
             L.append(f"| {size} | {_f(_get(t, 'ours', 'median'), 1)} | {_f(_get(t, 'fer', 'median'), 1)} | "
-                     f"{_f(row.get('ratio_to_fer'))} | {_f(_get(t, 'ours_whole_image_only', 'median'), 1)} | "
-                     f"{_f(row.get('whole_image_only_ratio_to_fer'))} | {_f(st['detection'], 1)} / "
+                     f"{_f(row.get('ratio_to_fer'))} | {_f(_get(t, 'ours_mediapipe_graphs', 'median'), 1)} | "
+                     f"{_f(row.get('mediapipe_graphs_ratio_to_fer'))} | {_f(st['detection'], 1)} / "
                      f"{_f(st['alignment'], 1)} / {_f(st['classification_and_rest'], 1)} | "
-                     f"{_runs(row, 'ours')} ({_runs(row, 'ours_whole_image_only')}) | "
-                     f"{_f(row.get('model_floor_ms'), 1)} ({_f(row.get('model_floor_ratio_to_fer'))}) | "
+                     f"{_runs(row, 'ours')} ({_runs(row, 'ours_mediapipe_graphs')}) | "
                      f"{fa.get('ours')} / {fa.get('fer', 'n/a')} |")
-        L.append("\nDetection is most of our time, and it is MediaPipe runs: `det0` is the short-range "
-                 "detector (on the whole photo, on every tile of the small-face search, and once more "
-                 "on each face found, the second look), `det1` the full-range detector on the photo "
-                 "padded by half its size, `mesh` the face mesh on a crop around each face. The "
-                 "small-face search, which finds faces of 40 px in photos of any size, adds a `det0` "
-                 "run per tile, so its cost grows with the photo's area; `whole-image detection only` "
-                 "(`min_face=None`) finds only faces of about a fifth of the photo and up, and is "
-                 "shown to price the search, not as an alternative default. Alignment (the warp to "
-                 "60x60) and classification are the small remainder. `fer`'s cascade looks for faces "
-                 "of 50 px and up.\n")
-        models = inf.get("mediapipe_model_ms") or {}
-        if models:
-            L.append("`model floor`: what the MediaPipe runs of the row would cost if each were only its "
-                     "network, invoked directly in LiteRT on 1 thread ("
-                     + ", ".join(f"`{k}` {_f(v)} ms" for k, v in models.items())
-                     + "; the refined mesh needs MediaPipe's custom ops, so the plain mesh network "
-                     "stands in for it), plus our classifier once per face: no image conversion, "
-                     "anchors, suppression or Python. It is the least this search can cost however "
-                     "much of our own overhead is removed; where it is above 0.5x `fer`'s time, the "
-                     "issue's 0.5x target needs fewer detector runs (a coarser small-face search), "
-                     "not less overhead.\n")
+        L.append("\nDetection is most of our time, and it is network runs: `det0` is the short-range "
+                 "detector on the whole photo fitted to its 128x128 input and once more on each face "
+                 "found (the second look), `mesh` the landmarks on a crop around each face, `det1` the "
+                 "full-range detector on the photo padded by half its size. In LiteRT, `scan` is the "
+                 "short-range detector run over the photo at its own scale (it is fully "
+                 "convolutional), once per 4x of face size from 40 px up to the whole photo, and the "
+                 "whole-photo `det0` and `det1` run only when the scan finds no face; in MediaPipe's "
+                 "graphs the small-face search is a `det0` run per 128x128 tile and the whole-photo "
+                 "passes always run. Alignment (the warp to 60x60) and classification are the small "
+                 "remainder. `fer`'s cascade looks for faces of 50 px and up.\n")
     return L
 
 

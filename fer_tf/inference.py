@@ -53,6 +53,11 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 #: Largest photo accepted by default, in pixels: 48 MP phone photos (8000 x 6000) pass.
 MAX_PIXELS = 64_000_000
+#: How a Recognizer runs MediaPipe's face networks by default: ``"litert"``, directly in LiteRT
+#: with the fully convolutional small-face scan (fer_tf.preprocess.face_networks; about twice as
+#: fast as the graphs on one photo, reports/engines), or ``"mediapipe"``, its ``solutions`` graphs,
+#: as the training caches are built (reports/engines compares the two: the same accuracy).
+DETECTION_ENGINE = "litert"
 #: Smallest face width (pixels) that detection looks for by default (see FaceAligner's min_face).
 MIN_FACE = 40
 
@@ -227,11 +232,11 @@ def _avoid_tensorflow_via_mediapipe():
     sys.modules[name] = module
 
 
-def _make_aligner(max_faces=None, min_face=MIN_FACE):
+def _make_aligner(max_faces=None, min_face=MIN_FACE, engine=DETECTION_ENGINE):
     _avoid_tensorflow_via_mediapipe()
     from fer_tf.preprocess.align import FaceAligner  # deferred: OpenCV and MediaPipe
 
-    return FaceAligner(max_faces=max_faces, min_face=min_face)
+    return FaceAligner(max_faces=max_faces, min_face=min_face, engine=engine)
 
 
 def _load_rgb(image, label, max_pixels=MAX_PIXELS):
@@ -280,6 +285,9 @@ class Recognizer:
             result says how many were found when some were left out.
         min_face: smallest face width in pixels that detection looks for (default 40); larger
             values make large photos and videos faster.
+        engine: how the default aligner runs MediaPipe's face networks: ``"litert"`` (default:
+            directly in LiteRT, faster) or ``"mediapipe"`` (its graphs, as the training caches do);
+            see :data:`DETECTION_ENGINE`.
         max_pixels: image files with more pixels are refused with an :class:`ImageError`
             ("image too large"); the default, 64 million, lets 48 MP photos through.
 
@@ -287,9 +295,12 @@ class Recognizer:
     """
 
     def __init__(self, model=None, backend="auto", window=5, num_threads=None, labels=None,
-                 aligner=None, max_faces=None, min_face=MIN_FACE, max_pixels=MAX_PIXELS):
+                 aligner=None, max_faces=None, min_face=MIN_FACE, max_pixels=MAX_PIXELS,
+                 engine=DETECTION_ENGINE):
         if backend not in ("auto", "litert", "keras"):
             raise ConfigError(f"unknown backend {backend!r}; use auto, litert or keras")
+        if engine not in ("litert", "mediapipe"):
+            raise ConfigError(f"unknown detection engine {engine!r}; use litert or mediapipe")
         if int(window) < 1:
             raise ConfigError(f"window must be at least 1 frame, got {window}")
         if max_faces is not None and int(max_faces) < 1:
@@ -301,6 +312,7 @@ class Recognizer:
         self.window = int(window)
         self.max_faces = None if max_faces is None else int(max_faces)
         self.min_face = min_face
+        self.engine = engine
         self.max_pixels = int(max_pixels)
         self._aligner = aligner
         meta = None
@@ -375,7 +387,7 @@ class Recognizer:
     @property
     def aligner(self):
         if self._aligner is None:
-            self._aligner = _make_aligner(self.max_faces, self.min_face)
+            self._aligner = _make_aligner(self.max_faces, self.min_face, self.engine)
         return self._aligner
 
     def close(self):

@@ -5,9 +5,9 @@
   (``benchmarks/pretrain_speed.py``);
 - ``ablation/<row>.json`` (optional): the rows of configs/pretrain-ablation.yaml at equal budget
   (``pipelines/ablate_pretrain.py``, here or on a GPU);
-- ``runs/<name>.json`` (optional): other full runs of the recipe (a ``results.json`` of
-  ``pipelines/pretrain.py --report``, e.g. with another number of epochs), shown beside the
-  published one.
+- ``runs/<name>.json`` (optional): other full runs (a ``results.json`` of
+  ``pipelines/pretrain.py --report``, e.g. with another number of epochs or ``--set`` changes),
+  shown beside the published one with what their configs change.
 
 Rebuild with ``python pipelines/report_fer2013.py`` after adding any of them; no figure in the
 README is typed by hand.
@@ -133,29 +133,43 @@ def _best(history):
     return max(history, key=lambda h: h.get("val_accuracy", 0)) if history else {}
 
 
-def _budget_section(results, others):
-    """The committed run beside other full runs of the recipe (``runs/*.json``: the same
-    ``results.json`` layout, e.g. another number of epochs), so that a longer or shorter budget is
-    reported with both splits and is never silently swapped in by its test score."""
+def _changes(base, other):
+    """What ``other``'s config changes against ``base``'s (both ``run["config"]``), e.g.
+    ``"epochs 100, random_erasing 0"``; ``"-"`` when nothing but the seed differs."""
+    out = []
+    for section in ("train", "model"):
+        a, b = base.get(section, {}), other.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if key not in ("seed", "time_limit_minutes") and a.get(key) != b.get(key):
+                out.append(f"{key} {b.get(key)}")
+    return ", ".join(out) or "-"
+
+
+def _other_runs_section(results, others):
+    """The committed run beside other full runs (``runs/*.json``: the same ``results.json`` layout,
+    e.g. another number of epochs or less augmentation), so that each is reported with both splits
+    and is never silently swapped in by its test score."""
     if not others:
         return ""
+    base_cfg = results["run"].get("config", {})
 
-    def row(name, r):
-        cfg = r["run"].get("config", {}).get("train", {})
+    def row(name, r, changes):
         history = r.get("history") or []
         seconds = sum(h.get("epoch_seconds", 0) for h in history)
-        return (f"| {name} | {cfg.get('epochs', '?')} | {_best(history).get('epoch', '?')} | "
+        epochs = r["run"].get("config", {}).get("train", {}).get("epochs", "?")
+        return (f"| {name} | {changes} | {epochs} | {_best(history).get('epoch', '?')} | "
                 f"{_pct(r.get('public_test_accuracy'))} | {_pct(r.get('private_test_accuracy'))} | "
                 f"{_pct(r.get('private_test_accuracy_flip'))} | {seconds / 60:.0f} min | "
                 f"`{str(r['run'].get('git_commit', '?'))[:7]}` |")
 
-    lines = ["| run | epochs | best epoch | PublicTest | PrivateTest | PrivateTest, flip-averaged | "
-             "training time | commit |", "|---|---|---|---|---|---|---|---|",
-             row("the published backbone (`results.json`)", results)]
-    lines += [row(f"`runs/{name}.json`", r) for name, r in others]
+    lines = ["| run | config changes | epochs | best epoch | PublicTest | PrivateTest | "
+             "PrivateTest, flip-averaged | training time | commit |", "|---|---|---|---|---|---|---|---|---|",
+             row("the published backbone (`results.json`)", results, "(configs/pretrain.yaml)")]
+    lines += [row(f"`runs/{name}.json`", r, _changes(base_cfg, r["run"].get("config", {})))
+              for name, r in others]
     pub, priv = results.get("public_test_accuracy"), results.get("private_test_accuracy")
-    text = ("Other full runs of the recipe, with everything else unchanged (one seed each):\n\n"
-            + "\n".join(lines))
+    text = ("Other full runs, each one seed, with the config changes against the published backbone's "
+            "(`python pipelines/pretrain.py --set KEY=VALUE ...`):\n\n" + "\n".join(lines))
     for name, r in others:
         dp = 100 * ((r.get("public_test_accuracy") or 0) - (pub or 0))
         dt = 100 * ((r.get("private_test_accuracy") or 0) - (priv or 0))
@@ -166,7 +180,11 @@ def _budget_section(results, others):
                      "stays (replacing it would retrain everything that starts from it: the CK+ "
                      "campaign and the shipped model). Choosing between runs by their PrivateTest "
                      "accuracy would tune on the test split, so that is not done either way.")
-    return "## Longer budget\n" + text + "\n"
+        elif dp < 0 and dt < 0:
+            text += " Worse on both splits."
+        elif dp > 0 and dt > 0:
+            text += " Better on both splits."
+    return "## Other full runs\n" + text + "\n"
 
 
 def write_readme(report_dir):
@@ -221,7 +239,7 @@ Recipe (`configs/pretrain.yaml`): {_recipe(train_cfg, model_cfg)}
 
 {_speed_section(speed, results["train_images"], train_cfg.get("epochs"), train_cfg.get("mixed_precision"))}
 
-{_budget_section(results, others)}
+{_other_runs_section(results, others)}
 ## Ablation at equal budget
 {_ablation_section(ablation, len(history))}
 

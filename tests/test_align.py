@@ -1,4 +1,7 @@
-"""FaceAligner on real photos (KDEF, Yale): level eyes, framing, rotation, several faces, no face."""
+"""FaceAligner on real photos (KDEF, Yale): level eyes, framing, rotation, several faces, no face.
+
+Every test that takes the ``aligner`` fixture runs with both engines: MediaPipe's graphs and their
+networks run directly in LiteRT."""
 
 import numpy as np
 import pytest
@@ -7,15 +10,16 @@ pytest.importorskip("mediapipe")
 from PIL import Image  # noqa: E402
 
 from fer_tf.errors import ImageError, NoFaceError  # noqa: E402
-from fer_tf.preprocess.align import CROP_OFFSET, CROP_SCALE, AlignedFace, FaceAligner  # noqa: E402
+from fer_tf.preprocess.align import (  # noqa: E402
+    CROP_OFFSET, CROP_SCALE, ENGINES, AlignedFace, FaceAligner)
 
 KDEF = ("Angry/AF01ANS.JPG", "Happy/BM16HAS.JPG", "Sad/AM06SAS.JPG")
 YALE = ("subject01.happy", "subject09.surprised")
 
 
-@pytest.fixture(scope="module")
-def aligner():
-    with FaceAligner() as a:
+@pytest.fixture(scope="module", params=ENGINES)
+def aligner(request):
+    with FaceAligner(engine=request.param) as a:
         yield a
 
 
@@ -74,7 +78,7 @@ def test_crop_scale_and_offset_frame_the_face(aligner, kdef):
     by crop_offset of the side, about the crop's centre."""
     img = np.asarray(kdef(KDEF[1]).convert("RGB"))
     default = aligner.align(img)
-    with FaceAligner(crop_scale=1.25, crop_offset=0.0) as old:
+    with FaceAligner(crop_scale=1.25, crop_offset=0.0, engine=aligner.engine) as old:
         earlier = old.align(img)
     np.testing.assert_allclose(default.face.landmarks, earlier.face.landmarks)
     assert default.crop_side / earlier.crop_side == pytest.approx(CROP_SCALE / 1.25)
@@ -118,7 +122,7 @@ def test_rotated_photo_comes_out_level(aligner, kdef, degrees):
 def test_larger_size(aligner, kdef):
     aligned = aligner.align(np.asarray(kdef(KDEF[1])), size=96)
     assert aligned.image.shape == (96, 96)
-    assert aligned.landmarks.shape == (478, 2)
+    assert aligned.landmarks.shape == ((478, 2) if aligner.engine == "mediapipe" else (468, 2))
 
 
 @pytest.mark.parametrize("image", [
@@ -196,8 +200,9 @@ def test_small_crop_is_upscaled_for_detection(aligner, datasets_dir):
     assert abs(aligned.angle) < 20
 
 
-def test_closed_aligner_refuses():
-    a = FaceAligner()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_closed_aligner_refuses(engine):
+    a = FaceAligner(engine=engine)
     a.close()
     a.close()  # idempotent
     with pytest.raises(RuntimeError):
@@ -235,7 +240,7 @@ def test_small_faces_in_a_large_photo(aligner, kdef):
                                              (1500, 600, 190)])
     faces = aligner.detect(img)
     assert _found(faces, boxes) == 4 and len(faces) == 4
-    with FaceAligner(min_face=None) as coarse:  # tiling off: only the largest faces
+    with FaceAligner(min_face=None, engine=aligner.engine) as coarse:  # no search: the largest only
         assert _found(coarse.detect(img), boxes) <= 1
 
 
@@ -246,7 +251,7 @@ def test_group_photo_of_twenty(aligner, kdef):
     img, boxes = _photo(kdef, (1920, 1080), spots, seed=1)
     faces = aligner.detect(img)
     assert _found(faces, boxes) >= 19 and len(faces) <= 21
-    with FaceAligner(max_faces=5) as capped:
+    with FaceAligner(max_faces=5, engine=aligner.engine) as capped:
         assert len(capped.detect(img)) == 5 and capped.last_found == len(faces)
 
 
@@ -269,9 +274,26 @@ def test_tile_levels_cover_min_face_to_the_whole_image():
     assert a._tile_levels(160, 120) == []  # faces of 40 px fill a fifth of it: no tiles
 
 
+def test_scan_levels_cover_min_face_to_the_whole_image():
+    from fer_tf.preprocess import align
+
+    a = FaceAligner.__new__(FaceAligner)  # no networks: the plan alone
+    a.min_face = 40
+    assert a._scan_levels(256, 256) == [(40, 160, 0.8), (160, 640, 0.2)]
+    levels = a._scan_levels(8000, 6000)
+    assert levels[0][0] == 40 and levels[-1][1] >= 8000 and len(levels) == 4
+    for (_, hi, _), (lo, _, _) in zip(levels, levels[1:]):  # no gap between levels
+        assert lo == hi
+    for lo, hi, k in levels:  # each level's smallest face is SCAN_FACE pixels wide
+        assert lo * k == pytest.approx(align.SCAN_FACE) and hi / lo == align.SCAN_RANGE
+    a.min_face = 0  # no small-face search: from a fifth of the photo, as the whole-image pass
+    assert a._scan_levels(500, 400)[0][0] == pytest.approx(100)
+
+
 @pytest.mark.slow
 @pytest.mark.integration
-def test_small_face_in_a_48_megapixel_photo(kdef):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_small_face_in_a_48_megapixel_photo(kdef, engine):
     img, boxes = _photo(kdef, (8000, 6000), [(5000, 4000, 60), (1000, 800, 400)], seed=2)
-    with FaceAligner() as a:
+    with FaceAligner(engine=engine) as a:
         assert _found(a.detect(img), boxes) == 2

@@ -140,14 +140,14 @@ def test_readme_renders_a_full_results_dict():
             "headline": {"tflite_ms": 0.4, "tflite_variant": "dynamic", "fer_package_ms": 0.5,
                          "tflite_vs_fer_ratio": 0.8, "tflite_vs_fer_speedup": 1.25,
                          "end_to_end_ratio_to_fer": {"256x256": 0.6, "512x512": 0.4}},
-            "end_to_end": {size: {"times_ms": {k: timing for k in ("ours", "ours_whole_image_only", "fer")},
+            "end_to_end": {size: {"times_ms": {k: timing for k in ("ours", "ours_mediapipe_graphs", "fer")},
                                   "stages_ms": {"detection": 1.0, "alignment": 0.1,
                                                 "classification_and_rest": 0.5},
                                   "faces": {"ours": 1, "fer": 1}, "ratio_to_fer": ratio,
-                                  "mediapipe_runs": {"ours": {"det0": 7, "mesh": 1}},
-                                  "model_floor_ms": 9.5, "model_floor_ratio_to_fer": 0.55}
-                           for size, ratio in (("256x256", 0.6), ("512x512", 0.4))},
-            "mediapipe_model_ms": {"face_detection_short_range.tflite": 1.25}},
+                                  "mediapipe_graphs_ratio_to_fer": 1.5,
+                                  "network_runs": {"ours": {"det0": 2, "scan": 1, "mesh": 1},
+                                                   "ours_mediapipe_graphs": {"det0": 7, "det1": 1, "mesh": 1}}}
+                           for size, ratio in (("256x256", 0.6), ("512x512", 0.4))}},
         "preprocess": {"normalize": {"tf_function": {"batch": 4, "faces_per_s": 1.0},
                                      "eager": {"batch": 4, "faces_per_s": 1.0}},
                        "align": {"kdef": {"skipped": "not found"}}},
@@ -157,8 +157,8 @@ def test_readme_renders_a_full_results_dict():
     r["headline"] = report.headline(r)
     text = report.readme(r)
     for needle in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "10.00x", "| yes |", "| no (see 3) |", "**0.80x**",
-                   "256x256: 0.60x, 512x512: 0.40x", "8: det0 7, mesh 1", "(**default**)",
-                   "| 9.5 (0.55) |", "`face_detection_short_range.tflite` 1.25 ms"):
+                   "256x256: 0.60x, 512x512: 0.40x", "4: det0 2, mesh 1, scan 1 (9: det0 7, det1 1, mesh 1)",
+                   "(**default**)", "| 1.50 |"):
         assert needle in text, needle
     assert r["headline"]["tflite_vs_fer_ratio"] == 0.8
 
@@ -223,6 +223,46 @@ def test_version_comparison_spread_and_operation_rows():
                                              ("loss nm, X=64", 10, 9)]
 
 
+def test_paired_timing_ratio_and_interval():
+    from benchmarks import paired_steps
+
+    same = paired_steps.ratio_summary([(0.10, 0.10), (0.20, 0.20), (0.12, 0.12)], samples=2000)
+    assert same["ratio"] == pytest.approx(1.0) and same["ci95"] == pytest.approx([1.0, 1.0])
+    # a 10% slowdown under a load that doubles from one pair to the next is still 1.10
+    drift = [(0.1 * 2 ** i, 0.11 * 2 ** i) for i in range(6)]
+    s = paired_steps.ratio_summary(drift, samples=2000)
+    assert s["ratio"] == pytest.approx(1.1) and s["ci95"][0] == pytest.approx(1.1)
+    assert s["pairs"] == 6 and s["before_s"] == pytest.approx(0.6) and s["after_s"] == pytest.approx(0.66)
+    noisy = paired_steps.ratio_summary([(1.0, 1.05), (1.0, 0.95), (1.0, 1.1), (1.0, 0.9)], samples=2000)
+    assert noisy["ci95"][0] < 1.0 < noisy["ci95"][1]  # no measured change
+
+
+def test_paired_timing_alternates_two_workers(monkeypatch):
+    from benchmarks import paired_steps
+
+    calls = []
+
+    class FakeWorker:
+        def __init__(self, clone, python, datasets, cache):
+            self.name, self.modes = clone, ["in_batch", "tuple"]
+
+        def time(self, mode, steps):
+            calls.append((self.name, mode))
+            return 0.2 if self.name == "before" else 0.1
+
+        def close(self):
+            calls.append((self.name, "closed"))
+
+    monkeypatch.setattr(paired_steps, "_Worker", FakeWorker)
+    out = paired_steps.paired({"before": "before", "after": "after"}, "python", "data",
+                              {"before": "c1", "after": "c2"}, pairs=3, log=lambda m: None)
+    assert set(out) == {"in_batch", "tuple"}
+    assert out["tuple"]["ratio"] == pytest.approx(0.5) and out["tuple"]["pairs"] == 3
+    timed = [c for c in calls if c[1] != "closed"]
+    assert len(timed) == 12 and {c for c in calls if c[1] == "closed"} == {("before", "closed"),
+                                                                           ("after", "closed")}
+
+
 def test_graph_operation_count_follows_nested_functions():
     import tensorflow as tf
 
@@ -253,14 +293,3 @@ def test_graph_operation_count_follows_nested_functions():
     assert sum(counts.values()) > top_level  # the graphs outer calls are counted too
 
 
-def test_model_floor_adds_each_run_at_its_network_time_and_the_networks_load():
-    from benchmarks import inference_bench
-
-    model_ms = {"face_detection_short_range.tflite": 1.0, "face_detection_full_range_sparse.tflite": 3.0,
-                "face_landmark.tflite": 2.0}
-    runs = {"det0": 7, "det1": 1, "mesh": 2}
-    assert inference_bench.model_floor_ms(runs, model_ms, 0.5, 2) == 7 * 1.0 + 3.0 + 2 * 2.0 + 2 * 0.5
-    calls = inference_bench._graph_model_calls()  # the wheel's networks run without MediaPipe's graph
-    assert set(calls) == {"det0", "det1", "mesh"}
-    for call in calls.values():
-        call(None)

@@ -344,3 +344,19 @@ def test_rgb_conversion_without_grey_matches_as_uint8_image():
         assert rgb.dtype == np.uint8 and rgb.shape == (9, 7, 3) and rgb.flags.c_contiguous
     with pytest.raises(ImageError, match="shape"):
         as_uint8_rgb(np.zeros((2, 3, 5)))
+
+
+@pytest.mark.integration
+def test_detection_engines_find_the_same_face(exported, astronaut):
+    out, _ = exported
+    results = {}
+    for engine in ("litert", "mediapipe"):
+        with Recognizer(out / "model_fp32.tflite", num_threads=1, engine=engine) as rec:
+            results[engine] = rec.predict(astronaut)["faces"]
+            assert rec.aligner.engine == engine
+    (a,), (b,) = results["litert"], results["mediapipe"]
+    from fer_tf.preprocess.align import _iou
+
+    assert _iou(a["box"], b["box"]) > 0.7  # the detector's box, seen at another scale
+    with pytest.raises(ConfigError, match="detection engine"):
+        Recognizer(out / "model_fp32.tflite", engine="opencv")

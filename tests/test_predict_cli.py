@@ -342,6 +342,14 @@ def test_max_faces_is_never_silent(capsys, model, group):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--max-faces" in err
 
 
+def test_both_detection_engines_find_the_group(capsys, model, group):
+    for engine in ("litert", "mediapipe"):
+        code, out, _ = run(capsys, group, "--model", model, "--json", "--engine", engine)
+        assert code == 0 and len(json.loads(out)[0]["faces"]) == 4
+    code, _, err = run(capsys, group, "--model", model, "--engine", "haar")
+    assert code == 2 and "--engine" in err
+
+
 def test_pixel_limit_is_configurable_and_says_so(capsys, model, group):
     code, _, err = run(capsys, group, "--model", model, "--max-pixels", "1M")
     assert code == 1 and "image too large (1024 x 1024 pixels; limit 1000000 pixels)" in err

@@ -31,6 +31,8 @@ No output file is ever replaced unless --overwrite is given, and an input is nev
 progress bar is drawn on stderr when it is a terminal (-q hides it). Faces are searched down to
 --min-face pixels (default 40) in photos of up to --max-pixels pixels (default 64 million); every
 face is reported unless --max-faces N keeps the N largest (a note says how many were found).
+MediaPipe's face networks run directly in LiteRT; --engine mediapipe runs them in MediaPipe's
+graphs instead, as the training caches are built (slower; reports/engines compares the two).
 
 Inputs that cannot be processed (missing, not an image, truncated, no face) are reported on stderr,
 one line each, and the others are still processed. Exit code: 0 when every input was processed, 3
@@ -118,6 +120,9 @@ def register(subparsers):
     parser.add_argument("--min-face", type=_number(float, 0), default=40, metavar="PX",
                         help="smallest face width searched for, in pixels (default 40; larger "
                              "is faster on large photos and videos)")
+    parser.add_argument("--engine", choices=("litert", "mediapipe"), default="litert",
+                        help="how MediaPipe's face networks run: directly in LiteRT (default, "
+                             "faster) or in MediaPipe's graphs (as the training caches)")
     parser.add_argument("--max-pixels", type=_count, default=64_000_000, metavar="N",
                         help="refuse images with more pixels (default 64M; e.g. 100M)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
@@ -464,7 +469,8 @@ def run(args):
 
         recognizer = Recognizer(args.model, backend=args.backend, window=args.window,
                                 num_threads=args.threads, max_faces=args.max_faces,
-                                min_face=args.min_face, max_pixels=args.max_pixels)
+                                min_face=args.min_face, max_pixels=args.max_pixels,
+                                engine=args.engine)
     text = not (args.json or args.jsonl or args.csv == "-")
     bar = Bar(len(items), enabled=not args.quiet and (len(items) > 1 or any(
         kind == "video" for _, kind, _ in todo)))

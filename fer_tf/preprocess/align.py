@@ -48,6 +48,22 @@ downloaded):
    the chin a little, as FER2013's crops do. Pass other values to :class:`FaceAligner` to frame
    differently (``crop_scale=1.25, crop_offset=0`` is the earlier framing).
 
+**Engines.** ``engine="mediapipe"`` (the default here, and what the training caches use) runs the
+steps above in MediaPipe's graphs. ``engine="litert"`` (the default of
+:class:`fer_tf.inference.Recognizer`) runs the same networks directly in LiteRT
+(:mod:`fer_tf.preprocess.face_networks`), without the graphs' per-run overhead, and differs in three
+ways:
+
+- the small-face search runs the short-range network at the image's own scale, since the network is
+  fully convolutional, instead of on many 128x128 tiles (:meth:`FaceAligner._scan_boxes`);
+- the whole-image passes (the short-range model on the image fitted to its input, the full-range
+  one on the padded image) run only when the scan finds no face: tight crops, faces cut by the
+  border;
+- the landmarks come from the plain 468-point mesh, placed by the second look's detection. The
+  refined mesh needs a MediaPipe custom operation.
+
+``reports/engines`` measures what this changes in the crops and in the shipped model's answers.
+
 Conventions: ``left_eye`` is the eye on the *image's* left when the face is upright (the person's
 right eye), ``right_eye`` the other one; ``angle`` is the eye line's angle in degrees, positive when
 the right eye (image right) lies lower in the image than the left eye.
@@ -69,6 +85,7 @@ import numpy as np
 
 from fer_tf.data.images import as_uint8_image
 from fer_tf.errors import NoFaceError
+from fer_tf.preprocess import face_networks
 
 #: Side of the aligned square, as a multiple of the larger side of the rotated landmarks' box.
 #: Measured so that aligned photo faces have FER2013's median face size (reports/framing; 1.25
@@ -95,6 +112,20 @@ TILE_INPUT = 192
 #: A detection is kept when the detector, shown it again in a crop of twice its size, scores it at
 #: least this (real faces score 0.8-0.95 there, textures that fooled it once below 0.65).
 SECOND_LOOK_SCORE = 0.7
+#: The ``litert`` engine's scan (FaceAligner._scan_boxes): the short-range network run at the
+#: image's own scale finds faces from about SCAN_FACE to SCAN_RANGE times that many pixels
+#: (measured on faces pasted into a 640x480 photo: 94% at 32 px, all from 40 to 160 px, 86% at
+#: 28, none at 200; reports/detection measures the whole search); level images larger than
+#: SCAN_TILE pixels are scanned in overlapping tiles of that side.
+SCAN_FACE = 32.0
+SCAN_RANGE = 4.0
+SCAN_TILE = 1024
+#: The ``litert`` engine's second-look crop (twice the box) is resampled to this many pixels: the
+#: face then fills 128 of them, about the landmark network's 192-pixel input over 1.5 faces.
+LOOK_CROP = 256
+#: Detection engines: MediaPipe's ``solutions`` graphs, or their networks run directly in LiteRT
+#: (fer_tf.preprocess.face_networks).
+ENGINES = ("mediapipe", "litert")
 #: Default smallest face (pixels of the original image) that tiled detection looks for.
 MIN_FACE = 40
 #: Faces the whole-image mesh (the fallback when the detector finds none) looks for.
@@ -113,7 +144,7 @@ class Face:
 
     box: tuple  # (x, y, w, h) floats
     score: float
-    landmarks: np.ndarray  # [478, 2] float32 (x, y)
+    landmarks: np.ndarray  # [478, 2] float32 (x, y); [468, 2] with the litert engine
     left_eye: np.ndarray  # [2] centre of the eye on the image's left
     right_eye: np.ndarray  # [2]
 
@@ -137,7 +168,7 @@ class AlignedFace:
     angle: float  # the eye line's angle before alignment, degrees
     crop_center: tuple  # (x, y) in the original image
     crop_side: float  # side of the square crop in original-image pixels
-    landmarks: np.ndarray  # [478, 2] landmarks in the aligned crop's coordinates
+    landmarks: np.ndarray  # [478, 2] ([468, 2]: litert engine) landmarks in the crop's coordinates
 
     @property
     def box(self):
@@ -275,10 +306,16 @@ class FaceAligner:
             fraction of the square's side (default :data:`CROP_OFFSET`, 0.05: FER2013's face
             position); between -0.5 and 0.5. ``crop_scale=1.25, crop_offset=0`` gives the framing
             of fer_tf before it was measured against FER2013 (reports/framing).
+        engine: ``"mediapipe"`` (default: MediaPipe's graphs, as the training caches are built) or
+            ``"litert"`` (the same networks directly in LiteRT, with a fully convolutional
+            small-face scan: faster; see the module's docstring).
     """
 
     def __init__(self, min_detection_confidence=0.5, max_faces=None, quiet=True, min_face=MIN_FACE,
-                 crop_scale=CROP_SCALE, crop_offset=CROP_OFFSET):
+                 crop_scale=CROP_SCALE, crop_offset=CROP_OFFSET, engine="mediapipe"):
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        self.engine = engine
         os.environ.setdefault("GLOG_minloglevel", "2")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import cv2  # noqa: F401  (fail early with a clear ImportError)
@@ -297,6 +334,12 @@ class FaceAligner:
         self.min_face = float(min_face or 0)
         self.last_found = 0
         self._detectors, self._mesh, self._full_mesh, self._closed = {}, None, None, False
+        self._nets = None
+        if engine == "litert":
+            self.min_detection_confidence = float(min_detection_confidence)
+            self.max_faces = None if max_faces is None else int(max_faces)
+            self._nets = face_networks.FaceNetworks(self.min_detection_confidence)
+            return
         with _quiet_stderr(self.quiet):
             import mediapipe as mp  # deferred: MediaPipe loads only when an aligner is made
 
@@ -324,7 +367,13 @@ class FaceAligner:
         self._closed = False
 
     def _run(self, name, graph, image):
-        """graph.process(image), with file descriptor 2 hidden while it runs (when quiet)."""
+        """graph.process(image), with file descriptor 2 hidden while it runs (when quiet); with
+        the ``litert`` engine, ``name``'s network on ``image`` (``det0``, ``det1``, ``scan``: a
+        list of detections; ``mesh``: ``image`` is ``(rgb, detection)``, the landmarks)."""
+        if self._nets is not None and name != "full_mesh":
+            if name == "mesh":
+                return self._nets.landmarks(*image)
+            return self._nets.detect(image, {"det0": "short", "det1": "full", "scan": "scan"}[name])
         if not self.quiet:
             return graph.process(image)
         with _quiet_stderr():
@@ -362,6 +411,9 @@ class FaceAligner:
 
     def _detections(self, graph_name, image, scale=1.0, dx=0.0, dy=0.0):
         """(x, y, w, h, score) of one detector run, mapped by ``p / scale + (dx, dy)``."""
+        if self._nets is not None:
+            return [(x / scale + dx, y / scale + dy, bw / scale, bh / scale, d.score)
+                    for d in self._run(graph_name, None, image) for x, y, bw, bh in [d.box]]
         h, w = image.shape[:2]
         res = self._run(graph_name, self._detectors[0 if graph_name == "det0" else 1], image)
         out = []
@@ -373,16 +425,19 @@ class FaceAligner:
 
     def _detect_boxes(self, rgb):
         """Whole-image detection boxes (x, y, w, h, score) in rgb's pixel coordinates."""
+        if self._nets is not None:  # the scan covers the whole image's faces too
+            return []
+        # short range on the image, full range on the image padded by half its size
+        return self._detections("det0", rgb) + self._padded_full_range(rgb)
+
+    def _padded_full_range(self, rgb):
+        """The full-range model on the image padded by half its size (faces cut by the border)."""
         import cv2  # deferred: OpenCV (cache.py imports this module for its constants)
 
         h, w = rgb.shape[:2]
-        # short range on the image
-        found = self._detections("det0", rgb)
-        # full range on the image padded by half its size
         py, px = h // 2, w // 2
         padded = cv2.copyMakeBorder(rgb, py, py, px, px, cv2.BORDER_REPLICATE)
-        found += self._detections("det1", padded, dx=-px, dy=-py)
-        return found
+        return self._detections("det1", padded, dx=-px, dy=-py)
 
     def _tile_levels(self, width, height):
         """``[(side, largest face)]`` of the tile levels, finest first.
@@ -416,23 +471,86 @@ class FaceAligner:
             k = min(1.0, TILE_INPUT / side)
             level = rgb if k == 1.0 else cv2.resize(
                 rgb, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
-            lh, lw = level.shape[:2]
-            tside = max(1, round(side * k))
-            stride = (side - overlap) * k
-            for y0 in _tile_starts(lh, tside, stride):
-                for x0 in _tile_starts(lw, tside, stride):
-                    tile = np.ascontiguousarray(level[y0:y0 + tside, x0:x0 + tside])
-                    th, tw = tile.shape[:2]
-                    margin = 0.02 * tside
-                    for bx, by, bw, bh, score in self._detections("det0", tile):
-                        if bw > 2 * largest * k:  # a coarser level's face
-                            continue
-                        if (x0 > 0 and bx < margin) or (y0 > 0 and by < margin) or \
-                                (x0 + tw < lw and bx + bw > tw - margin) or \
-                                (y0 + th < lh and by + bh > th - margin):
-                            continue
-                        found.append(((bx + x0) / k, (by + y0) / k, bw / k, bh / k, score))
+            found += self._level_boxes("det0", level, max(1, round(side * k)), (side - overlap) * k,
+                                       largest * k, k)
         return found
+
+    def _level_boxes(self, network, level, side, stride, largest, k):
+        """Boxes (in pixels of the image that ``level`` is scaled from by ``k``) of ``network``
+        run on the tiles of ``level`` (squares of ``side``, at most ``stride`` apart). A box wider
+        than twice ``largest`` (a coarser level's face) is dropped, and so is a box that touches an
+        inner tile edge: its face is whole in a neighbouring tile."""
+        lh, lw = level.shape[:2]
+        margin = 0.02 * side
+        found = []
+        for y0 in _tile_starts(lh, side, stride):
+            for x0 in _tile_starts(lw, side, stride):
+                tile = np.ascontiguousarray(level[y0:y0 + side, x0:x0 + side])
+                th, tw = tile.shape[:2]
+                for bx, by, bw, bh, score in self._detections(network, tile):
+                    if bw > 2 * largest:
+                        continue
+                    if (x0 > 0 and bx < margin) or (y0 > 0 and by < margin) or \
+                            (x0 + tw < lw and bx + bw > tw - margin) or \
+                            (y0 + th < lh and by + bh > th - margin):
+                        continue
+                    found.append(((bx + x0) / k, (by + y0) / k, bw / k, bh / k, score))
+        return found
+
+    def _scan_boxes(self, rgb):
+        """The ``litert`` engine's detection: the short-range network run at the image's own
+        scale (it is fully convolutional), at a few scales, in place of the whole-image pass and
+        the tiles' many 128x128 runs.
+
+        Level ``i`` resizes the image so that its smallest face, ``min_face * SCAN_RANGE ** i``,
+        is :data:`SCAN_FACE` pixels wide, where the network finds faces up to ``SCAN_RANGE`` times
+        that; levels go up until they cover faces as large as the image (with ``min_face=None``
+        they start at a fifth of its longer side, as the whole-image pass would). A level image
+        larger than :data:`SCAN_TILE` is scanned in tiles that overlap by 1.2 times the level's
+        largest face, and a box that touches an inner tile edge is dropped (it is whole in a
+        neighbour).
+        """
+        import cv2  # deferred: OpenCV (cache.py imports this module for its constants)
+
+        h, w = rgb.shape[:2]
+        found = []
+        for _, hi, k in self._scan_levels(w, h):
+            level = rgb if k == 1.0 else cv2.resize(
+                rgb, (max(1, round(w * k)), max(1, round(h * k))),
+                interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+            found += self._level_boxes("scan", level, SCAN_TILE, SCAN_TILE - 1.2 * hi * k, hi * k, k)
+        return found
+
+    def _scan_levels(self, width, height):
+        """``[(smallest face, largest face, scale)]`` of the scan, finest first: faces from
+        ``min_face`` (else a fifth of the longer side) up to the longer side, ``SCAN_RANGE`` times
+        more per level, each level's image scaled so that its smallest face is ``SCAN_FACE`` px."""
+        levels, lo = [], self.min_face or WHOLE_MIN_RATIO * max(width, height)
+        while lo < max(width, height):
+            levels.append((lo, lo * SCAN_RANGE, SCAN_FACE / lo))
+            lo *= SCAN_RANGE
+        return levels
+
+    def _look_and_landmarks(self, rgb, box):
+        """The ``litert`` engine's second look and landmarks: ``(score, [468, 2] landmarks or
+        None)``. The short-range network sees the box again in a square crop of twice its size
+        (as :meth:`_second_look`), and its detection there places the landmark network's region
+        of interest (as MediaPipe's face mesh places it from its own detector), on the same crop."""
+        x, y, bw, bh = box
+        out = LOOK_CROP
+        cx, cy = x + bw / 2.0, y + bh / 2.0
+        crop, s = _square_crop(rgb, cx, cy, max(bw, bh) * 2.0, out)
+        centre = (out / 2.0 - bw * s / 2.0, out / 2.0 - bh * s / 2.0, bw * s, bh * s)
+        seen = [d for d in self._run("det0", None, crop) if _iou(d.box, centre) > 0.3]
+        if not seen:
+            return 0.0, None
+        best = max(seen, key=lambda d: d.score)
+        if best.score < SECOND_LOOK_SCORE:
+            return best.score, None
+        pts = self._run("mesh", None, (crop, best))
+        if pts is None:
+            return best.score, None
+        return best.score, (pts - out / 2.0) / s + [cx, cy]
 
     def _second_look(self, rgb, box):
         """The short-range detector's score for ``box`` seen again in a square crop of twice its
@@ -492,13 +610,18 @@ class FaceAligner:
         faces = []
         for bx, by, bw, bh, score in sorted(boxes, key=lambda b: -b[2] * b[3]):
             box = (bx * mx, by * my, bw * mx, bh * my)
-            if self._second_look(src, box) < SECOND_LOOK_SCORE:
-                continue
-            pts = self._mesh_in_crop(src, box, MESH_CROP_SCALE)
-            if pts is None:
-                pts = self._mesh_in_crop(src, box, MESH_CROP_SCALE * 1.5)
-            if pts is None:
-                continue
+            if self._nets is not None:
+                _, pts = self._look_and_landmarks(src, box)
+                if pts is None:
+                    continue
+            else:
+                if self._second_look(src, box) < SECOND_LOOK_SCORE:
+                    continue
+                pts = self._mesh_in_crop(src, box, MESH_CROP_SCALE)
+                if pts is None:
+                    pts = self._mesh_in_crop(src, box, MESH_CROP_SCALE * 1.5)
+                if pts is None:
+                    continue
             faces.append((pts / [mx, my], (bx, by, bw, bh), score))
             if first_only:
                 break
@@ -540,9 +663,16 @@ class FaceAligner:
         tiled = []
         if not (_largest_only and faces):  # tiles only find faces smaller than those above
             kept = [box for _, box, _ in faces]  # a rejected whole-image box hides nothing
-            tiled = [t for t in self._tile_boxes(rgb)
+            search = self._tile_boxes if self._nets is None else self._scan_boxes
+            tiled = [t for t in search(rgb)
                      if all(_iou(t[:4], b) < 0.3 and _overlap_small(t[:4], b) < 0.6 for b in kept)]
             faces += self._verify(_suppress(tiled, w, h), mesh_src, m, _largest_only)
+        if self._nets is not None and not faces:  # litert, when the scan finds no face: the
+            # whole-image passes (tight crops: faces that fill the photo, or are cut by its border)
+            cut = _suppress([(bx / fx, by / fy, bw / fx, bh / fy, score) for bx, by, bw, bh, score
+                             in self._detections("det0", work) + self._padded_full_range(work)], w, h)
+            faces += self._verify(cut, mesh_src, m, _largest_only)
+            whole = whole + cut
         boxes = whole + tiled
         if not boxes:
             for pts in self._mesh_full(work, self.max_faces):
@@ -593,9 +723,9 @@ class FaceAligner:
         # landmarks in crop coordinates
         full = t @ a
         lm = pts @ full[:2, :2].T + full[:2, 2]
-        # crop centre in the original image
-        inv = np.linalg.inv(a)
-        c0 = inv @ np.array([cx, cy, 1.0])
+        # crop centre in the original image (a rotation about a point: its inverse is closed-form;
+        # np.linalg.inv costs more than the whole warp here)
+        c0 = cv2.invertAffineTransform(rot) @ np.array([cx, cy, 1.0])
         return AlignedFace(image=np.ascontiguousarray(crop, dtype=np.uint8), face=face, angle=angle,
                            crop_center=(float(c0[0]), float(c0[1])), crop_side=float(side),
                            landmarks=lm.astype(np.float32))

@@ -131,7 +131,7 @@ class _Faces:
 
     def get_aligner(self):
         if self.aligner is None:
-            self.aligner = FaceAligner()
+            self.aligner = FaceAligner(engine="mediapipe")  # the faces every model here learned from
             self.own_aligner = True
         return self.aligner
 

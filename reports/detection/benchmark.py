@@ -62,18 +62,22 @@ NOTES = [
     "",
     "- `baseline` searches the whole image only (the short-range model on the image, the "
     "full-range model on the image padded by half its size) and keeps at most 8 faces: it finds "
-    "faces wider than about a seventh of the photo. `current` adds levels of overlapping tiles "
+    "faces wider than about a seventh of the photo. `mediapipe` adds levels of overlapping tiles "
     "from 40 px faces up (`min_face`), re-checks each face found in a tile at twice its size "
-    "(`SECOND_LOOK_SCORE`) and keeps every face (see `fer_tf/preprocess/align.py`).",
+    "(`SECOND_LOOK_SCORE`) and keeps every face (see `fer_tf/preprocess/align.py`). `litert` runs "
+    "the same networks directly in LiteRT (the default of `Recognizer` and `fer-tf predict`): the "
+    "short-range one over the whole photo at its own scale (levels of 4x in face size, tiles of "
+    "1024 px) instead of the whole-image passes and 128x128 tiles (the whole-image passes run "
+    "only when the scan finds no face), and the same second look.",
     "- KDEF crops are tight (forehead to chin, hardly any hair or ears): at 40-60 px such a face "
     "has little around it to be recognised by, and most misses at the smallest widths are such "
     "crops; the Yale photos are whole heads.",
     "- A false alarm is a box that matches no pasted face: mostly textures of the background photos "
-    "that the detector takes for a face in one tile of thousands and that pass the second look.",
+    "that the detector takes for a face somewhere in a large photo and that pass the second look.",
     "- Times are one `FaceAligner.detect` call (detection, second look, landmarks) in one process "
-    "on a shared machine (see the load average): compare the two columns, not other machines. The "
-    "cost of tiling grows with the photo's area over `min_face` squared; `--min-face` trades it "
-    "for the smallest faces.",
+    "on a shared machine (see the load average): compare the columns, not other machines. The "
+    "cost of the small-face search grows with the photo's area over `min_face` squared; "
+    "`--min-face` trades it for the smallest faces.",
 ]
 
 
@@ -352,6 +356,8 @@ def main(argv=None):
     parser.add_argument("--output", default=str(REPO / "reports" / "detection"))
     parser.add_argument("--baseline", default="0f5dc82",
                         help="also measure align.py of this git revision ('' to skip)")
+    parser.add_argument("--engines", default="litert,mediapipe",
+                        help="FaceAligner engines of this commit to measure, comma-separated")
     parser.add_argument("--sources", type=int, default=60, help="at most this many source faces")
     parser.add_argument("--quick", action="store_true", help="fewer photos, no 48 MP groups")
     args = parser.parse_args(argv)
@@ -368,9 +374,12 @@ def main(argv=None):
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     sources, skipped = face_sources(pathlib.Path(args.datasets), args.sources)
     log(f"{len(sources)} source faces ({skipped} without a detection on the crop left out)")
-    detectors = {"current": FaceAligner()}
-    described = {"current": "`FaceAligner()` of this commit (tiled detection, min_face 40, "
-                            "no face cap)"}
+    detectors, described = {}, {}
+    for engine in [e for e in args.engines.split(",") if e]:
+        detectors[engine] = FaceAligner(engine=engine)
+        described[engine] = (f"`FaceAligner(engine=\"{engine}\")` of this commit ("
+                             + ("a fully convolutional scan" if engine == "litert" else "tiled detection")
+                             + ", min_face 40, no face cap)")
     if args.baseline:
         detectors["baseline"] = load_baseline(args.baseline).FaceAligner()
         described["baseline"] = (f"`FaceAligner()` of `{args.baseline}` (whole-image detection "
