@@ -25,6 +25,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import paired_steps  # noqa: E402 (after the path set-up above)
+from benchmarks.graph_ops import LOSS_X  # noqa: E402
 
 
 def _git(*args, cwd=REPO):
@@ -106,7 +107,8 @@ def main(argv=None):
     parser.add_argument("--sections", default="training,loss")
     parser.add_argument("--rounds", type=int, default=2, help="alternating bench runs per commit (0: none)")
     parser.add_argument("--pairs", type=int, default=20,
-                        help="paired timings of the training steps (benchmarks/paired_steps.py; 0: none)")
+                        help="paired timings of the training and loss steps (benchmarks/paired_steps.py; "
+                             "0: none)")
     parser.add_argument("--output", default=str(REPO / "reports" / "bench" / "versions"))
     args = parser.parse_args(argv)
     from fer_tf import reporting
@@ -125,7 +127,7 @@ def main(argv=None):
                 runs[k].append(bench(clones[k], args.sections, tmp / f"{k}-{i}"))
         ops = {k: graph_ops(clones[k], tmp / f"{k}-ops.json") for k in clones}
         pairs = {}
-        if args.pairs and "training" in args.sections:
+        if args.pairs:
             print(f"paired timing: {args.pairs} pairs", file=sys.stderr, flush=True)
             pairs = paired_steps.paired(clones, REPO / ".venv" / "bin" / "python", _datasets(),
                                         {k: c / "runs" / "cache" for k, c in clones.items()}, args.pairs,
@@ -163,19 +165,20 @@ def main(argv=None):
     for name, b, a in op_rows(ops):
         lines.append(f"| {name} | {b} | {a} | {a / b:.3f} |")
     if pairs:
-        lines += ["", "## Paired timing of the training step", "",
+        lines += ["", "## Paired timing", "",
                   "Both commits loaded at once, in a worker process each, timed in turn (random order per "
-                  f"pair, {next(iter(pairs.values()))['steps_per_timing']} steps per timing on a cached batch): "
-                  "the two timings of a pair are seconds apart, so a change in the machine's load hits "
-                  "both alike (`benchmarks/paired_steps.py`). Ratio: geometric mean of after / before over "
-                  "the pairs, with a bootstrap 95% interval; an interval that contains 1 is no measured "
-                  "change.", "",
-                  "| training step | pairs | before (median) | after (median) | after / before | 95% interval |",
-                  "|---|---|---|---|---|---|"]
-        for mode, p in pairs.items():
+                  "pair; training steps on a cached batch, loss steps with their gradient on "
+                  f"X = {LOSS_X} embeddings): the two timings of a pair are seconds apart, so a change "
+                  "in the machine's load hits both alike (`benchmarks/paired_steps.py`). Ratio: geometric "
+                  "mean of after / before over the pairs, with a bootstrap 95% interval; an interval "
+                  "that contains 1 is no measured change.", "",
+                  "| figure | pairs | calls per timing | before (median) | after (median) | after / before "
+                  "| 95% interval |", "|---|---|---|---|---|---|---|"]
+        for figure, p in pairs.items():
             lo, hi = p["ci95"]
-            lines.append(f"| {mode} | {p['pairs']} | {1000 * p['before_s']:.1f} ms | {1000 * p['after_s']:.1f} ms "
-                         f"| {p['ratio']:.3f} | {lo:.3f}-{hi:.3f} |")
+            name = f"training step, {figure}" if not figure.startswith("loss ") else figure
+            lines.append(f"| {name} | {p['pairs']} | {p['calls_per_timing']} | {1000 * p['before_s']:.2f} ms | "
+                         f"{1000 * p['after_s']:.2f} ms | {p['ratio']:.3f} | {lo:.3f}-{hi:.3f} |")
     if rows:
         lines += ["", "## Time per step", "",
                   "Best of the rounds. `spread` is the largest over the smallest time of the same figure "

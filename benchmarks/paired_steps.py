@@ -8,12 +8,12 @@ much as the change being measured. Here both commits stay loaded at once, each i
 of its own (this file run with ``--worker`` in that commit's clone, so that it imports that commit's
 ``fer_tf`` and ``benchmarks``), with the training bench's model built, traced and warmed up. The
 parent then asks them in turn, in a random order per pair, to time a few training steps on the same
-cached batch; the two timings of a pair are seconds apart, so a drift in load hits both alike. The
+cached batch (and each loss step on the same embeddings); the two timings of a pair are seconds apart, so a drift in load hits both alike. The
 result per figure is the geometric mean of the per-pair ratios after / before with a bootstrap 95%
 confidence interval over the pairs: an interval that contains 1 is no measured change.
 
-A worker uses only what older commits have too (``training_bench._model``, ``_dataset``, ``_step``),
-and loads the faces as ``benchmarks/graph_ops.py`` does.
+A worker uses only what older commits have too (``training_bench._model``, ``_dataset``, ``_step``;
+``loss_bench._inputs``, ``_loss_fns``), and loads the faces as ``benchmarks/graph_ops.py`` does.
 """
 
 from __future__ import annotations
@@ -28,32 +28,41 @@ import subprocess
 import sys
 import time
 
-WORKER_STEPS = 5
+WORKER_STEPS = 5  # training steps per timing
+LOSS_CALLS = 40  # loss steps per timing
 
 
 def worker(datasets, cache):
-    """Serve ``<mode> <steps>`` requests on stdin with ``{"seconds": per step}`` lines on stdout."""
+    """Serve ``<figure> <calls>`` requests on stdin with ``{"seconds": per call}`` lines on stdout.
+
+    Figures: the training bench's step per mode (``in_batch``, ``tuple``) and each loss bench
+    step (loss and gradient) at X = ``LOSS_X`` embeddings (``loss <name>``)."""
     import graph_ops  # this checkout's (the script's folder is first on sys.path)
-    from benchmarks import training_bench  # the clone's (on PYTHONPATH)
+    import tensorflow as tf
+
+    from benchmarks import loss_bench, training_bench  # the clone's (on PYTHONPATH)
 
     os.environ["FER_TF_CACHE"] = str(cache)
     table, faces = graph_ops._prepared(datasets)
-    state = {}
+    calls = {}
     for mode in training_bench.MODES:
         model = training_bench._model()
         ds, _ = training_bench._dataset(table, faces, mode)
         batch = next(iter(ds))
+        calls[mode] = (lambda model=model, batch=batch: training_bench._step(model, batch))
+    inputs = [tf.constant(a) for a in loss_bench._inputs(graph_ops.LOSS_X)]
+    for name, fn in loss_bench._loss_fns().items():
+        calls[f"loss {name}"] = (lambda fn=fn: [t.numpy() for t in fn(*inputs)])
+    for call in calls.values():
         for _ in range(3):  # trace and warm up
-            training_bench._step(model, batch)
-        state[mode] = (model, batch)
-    print(json.dumps({"ready": list(state)}), flush=True)
+            call()
+    print(json.dumps({"ready": list(calls)}), flush=True)
     for line in sys.stdin:
-        mode, steps = line.split()
-        model, batch = state[mode]
+        figure, n = line.rsplit(" ", 1)
         start = time.perf_counter()
-        for _ in range(int(steps)):
-            training_bench._step(model, batch)
-        print(json.dumps({"seconds": (time.perf_counter() - start) / int(steps)}), flush=True)
+        for _ in range(int(n)):
+            calls[figure]()
+        print(json.dumps({"seconds": (time.perf_counter() - start) / int(n)}), flush=True)
 
 
 class _Worker:
@@ -71,8 +80,8 @@ class _Worker:
             raise RuntimeError(f"benchmark worker exited with status {self.proc.wait()}")
         return json.loads(line)
 
-    def time(self, mode, steps):
-        self.proc.stdin.write(f"{mode} {steps}\n")
+    def time(self, figure, calls):
+        self.proc.stdin.write(f"{figure} {calls}\n")
         self.proc.stdin.flush()
         return self._read()["seconds"]
 
@@ -94,26 +103,28 @@ def ratio_summary(pairs, samples=10000, seed=0):
 
 
 def paired(clones, python, datasets, caches, pairs, steps=WORKER_STEPS, seed=0, log=print):
-    """``{mode: ratio_summary}`` from ``pairs`` alternations of the two commits' workers.
+    """``{figure: ratio_summary}`` from ``pairs`` alternations of the two commits' workers.
 
     ``clones`` and ``caches``: ``{"before": path, "after": path}``.
     """
     workers = {k: _Worker(clones[k], python, datasets, caches[k]) for k in ("before", "after")}
     rng = random.Random(seed)
-    samples = {mode: [] for mode in workers["after"].modes if mode in workers["before"].modes}
+    samples = {f: [] for f in workers["after"].modes if f in workers["before"].modes}
     try:
         for i in range(pairs):
-            for mode in samples:
+            for figure in samples:
                 order = ["before", "after"]
                 rng.shuffle(order)
-                t = {k: workers[k].time(mode, steps) for k in order}
-                samples[mode].append((t["before"], t["after"]))
+                n = LOSS_CALLS if figure.startswith("loss ") else steps
+                t = {k: workers[k].time(figure, n) for k in order}
+                samples[figure].append((t["before"], t["after"]))
             log(f"pair {i + 1}/{pairs}: " + ", ".join(
-                f"{m} {1000 * s[-1][0]:.1f} / {1000 * s[-1][1]:.1f} ms" for m, s in samples.items()))
+                f"{f} {1000 * s[-1][0]:.1f} / {1000 * s[-1][1]:.1f} ms" for f, s in samples.items()))
     finally:
         for w in workers.values():
             w.close()
-    return {mode: {**ratio_summary(s), "steps_per_timing": steps, "raw": s} for mode, s in samples.items()}
+    return {f: {**ratio_summary(s), "calls_per_timing": LOSS_CALLS if f.startswith("loss ") else steps,
+                "raw": s} for f, s in samples.items()}
 
 
 if __name__ == "__main__":

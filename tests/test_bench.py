@@ -244,23 +244,25 @@ def test_paired_timing_alternates_two_workers(monkeypatch):
 
     class FakeWorker:
         def __init__(self, clone, python, datasets, cache):
-            self.name, self.modes = clone, ["in_batch", "tuple"]
+            self.name, self.modes = clone, ["in_batch", "tuple", "loss nm"]
 
         def time(self, mode, steps):
-            calls.append((self.name, mode))
+            calls.append((self.name, mode, steps))
             return 0.2 if self.name == "before" else 0.1
 
         def close(self):
-            calls.append((self.name, "closed"))
+            calls.append((self.name, "closed", 0))
 
     monkeypatch.setattr(paired_steps, "_Worker", FakeWorker)
     out = paired_steps.paired({"before": "before", "after": "after"}, "python", "data",
                               {"before": "c1", "after": "c2"}, pairs=3, log=lambda m: None)
-    assert set(out) == {"in_batch", "tuple"}
+    assert set(out) == {"in_batch", "tuple", "loss nm"}
     assert out["tuple"]["ratio"] == pytest.approx(0.5) and out["tuple"]["pairs"] == 3
+    assert out["tuple"]["calls_per_timing"] == paired_steps.WORKER_STEPS
+    assert out["loss nm"]["calls_per_timing"] == paired_steps.LOSS_CALLS
     timed = [c for c in calls if c[1] != "closed"]
-    assert len(timed) == 12 and {c for c in calls if c[1] == "closed"} == {("before", "closed"),
-                                                                           ("after", "closed")}
+    assert {c[2] for c in timed if c[1] == "loss nm"} == {paired_steps.LOSS_CALLS}
+    assert len(timed) == 18 and {c[0] for c in calls if c[1] == "closed"} == {"before", "after"}
 
 
 def test_graph_operation_count_follows_nested_functions():
