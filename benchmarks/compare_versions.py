@@ -63,17 +63,32 @@ def graph_ops(clone, output):
     return json.loads(output.read_text())
 
 
-def op_rows(ops):
-    """``[(figure, before, after)]`` operation counts of the training steps and the loss steps."""
-    loss_x = ops["after"].get("loss_x", 0)
+def op_rows(counts, loss_x):
+    """``[(figure, before, after)]`` operation counts of the training steps and the loss steps;
+    ``counts``: ``{"before"|"after": {"training"|"loss": {name: operations}}}``."""
     rows = []
     for section in ("training", "loss"):
-        before, after = ops["before"].get(section) or {}, ops["after"].get(section) or {}
+        before, after = counts["before"].get(section) or {}, counts["after"].get(section) or {}
         for name in after:
             if name in before:
                 label = f"training step, {name}" if section == "training" else f"loss {name}, X={loss_x}"
-                rows.append((label, before[name]["operations"], after[name]["operations"]))
+                rows.append((label, before[name], after[name]))
     return rows
+
+
+def paired_verdict(pairs):
+    """One sentence: which figures' intervals lie wholly above or below 1."""
+    slower = [f for f, p in pairs.items() if p["ci95"][0] > 1]
+    faster = [f for f, p in pairs.items() if p["ci95"][1] < 1]
+    same = [f for f in pairs if f not in slower and f not in faster]
+    parts = []
+    if slower:
+        parts.append("slower after: " + ", ".join(f"{f} ({pairs[f]['ratio']:.2f}x)" for f in slower))
+    if faster:
+        parts.append("faster after: " + ", ".join(f"{f} ({pairs[f]['ratio']:.2f}x)" for f in faster))
+    if same:
+        parts.append("no measured change: " + ", ".join(same))
+    return "; ".join(parts) + "."
 
 
 def spread(results):
@@ -110,8 +125,14 @@ def main(argv=None):
                         help="paired timings of the training and loss steps (benchmarks/paired_steps.py; "
                              "0: none)")
     parser.add_argument("--output", default=str(REPO / "reports" / "bench" / "versions"))
+    parser.add_argument("--readme-only", action="store_true",
+                        help="rebuild README.md from the results.json in --output, measuring nothing")
     args = parser.parse_args(argv)
     from fer_tf import reporting
+
+    if args.readme_only:
+        write_readme(pathlib.Path(args.output), json.loads((pathlib.Path(args.output) / "results.json").read_text()))
+        return
 
     refs = {"before": _git("rev-parse", args.before), "after": _git("rev-parse", args.after)}
     output = pathlib.Path(args.output)
@@ -137,10 +158,9 @@ def main(argv=None):
         for r in results:
             for name, seconds in figures(r).items():
                 best[k][name] = min(seconds, best[k].get(name, float("inf")))
-    rows = [(n, best["before"][n], best["after"][n]) for n in best["after"] if n in best["before"]]
     noise = {k: spread(v) for k, v in runs.items()}
     data = {"refs": refs, "sections": args.sections, "rounds": args.rounds, "best_seconds": best,
-            "round_spread": noise, "paired": pairs,
+            "round_spread": noise, "paired": pairs, "loss_x": LOSS_X,
             "graph_operations": {k: {s: {n: r["operations"] for n, r in (v.get(s) or {}).items()}
                                      for s in ("training", "loss")} for k, v in ops.items()},
             "rounds_raw": {k: [{"training": r.get("training"), "loss": r.get("loss"),
@@ -148,21 +168,30 @@ def main(argv=None):
                                for r in v] for k, v in runs.items()},
             "run": reporting.run_info()}
     reporting.write_json(output / "results.json", data)
-    loads = {k: ", ".join(f"{(r.get('load_average_start') or [float('nan')])[0]:.1f}" for r in v)
-             for k, v in runs.items()}
+    write_readme(output, data)
+
+
+def write_readme(output, data):
+    """``output/README.md`` from the ``results.json`` data alone."""
+    refs, rounds, pairs = data["refs"], data["rounds"], data.get("paired") or {}
+    best, noise = data["best_seconds"], data["round_spread"]
+    rows = [(n, best["before"][n], best["after"][n]) for n in best["after"] if n in best["before"]]
+    loads = {k: ", ".join(f"{((r.get('load_average') or [None])[0] or [float('nan')])[0]:.1f}" for r in v)
+             for k, v in data["rounds_raw"].items()}
+    run = data["run"]
     lines = ["# TensorFlow speed before and after a change (`benchmarks/compare_versions.py`)", "",
-             f"- Command: `{data['run']['command']}`", f"- Date: {data['run']['date']}",
+             f"- Command: `{run['command']}`", f"- Date: {run['date']}",
              f"- Before: `{refs['before']}`; after: `{refs['after']}`",
-             f"- Machine: {data['run']['machine']['cpu']} ({data['run']['machine']['cores']} cores)"
-             + (f"; {args.rounds} alternating round(s) per commit, best of the rounds; 1-minute load average "
+             f"- Machine: {run['machine']['cpu']} ({run['machine']['cores']} cores)"
+             + (f"; {rounds} alternating round(s) per commit, best of the rounds; 1-minute load average "
                 f"at the start of each round: before {loads['before']}, after {loads['after']} (2 cores: a "
-                "load above 2 means other work shared the CPU)" if args.rounds else ""), "",
+                "load above 2 means other work shared the CPU)" if rounds else ""), "",
              "## Work per step: operations in the traced TensorFlow graphs", "",
              "Counted by `benchmarks/graph_ops.py` in each commit's clone (the training step of the "
              "bench's 2B(N+M) model with its gradient and optimizer update; each loss with its gradient). "
              "Unlike a time, a count does not depend on the machine's load.", "",
              "| graph | before | after | after / before |", "|---|---|---|---|"]
-    for name, b, a in op_rows(ops):
+    for name, b, a in op_rows(data["graph_operations"], data.get("loss_x", LOSS_X)):
         lines.append(f"| {name} | {b} | {a} | {a / b:.3f} |")
     if pairs:
         lines += ["", "## Paired timing", "",
@@ -179,6 +208,7 @@ def main(argv=None):
             name = f"training step, {figure}" if not figure.startswith("loss ") else figure
             lines.append(f"| {name} | {p['pairs']} | {p['calls_per_timing']} | {1000 * p['before_s']:.2f} ms | "
                          f"{1000 * p['after_s']:.2f} ms | {p['ratio']:.3f} | {lo:.3f}-{hi:.3f} |")
+        lines += ["", "In short, " + paired_verdict(pairs)]
     if rows:
         lines += ["", "## Time per step", "",
                   "Best of the rounds. `spread` is the largest over the smallest time of the same figure "

@@ -215,12 +215,14 @@ def test_version_comparison_spread_and_operation_rows():
     assert spread == {"training step, in_batch (64 images)": pytest.approx(1.25)}
     assert compare_versions.spread([run(0.2)]) == {}  # one round: no spread
 
-    ops = {"before": {"loss_x": 64, "training": {"in_batch": {"operations": 100}},
-                      "loss": {"nm": {"operations": 10}, "gone": {"operations": 5}}},
-           "after": {"loss_x": 64, "training": {"in_batch": {"operations": 103}},
-                     "loss": {"nm": {"operations": 9}, "new": {"operations": 7}}}}
-    assert compare_versions.op_rows(ops) == [("training step, in_batch", 100, 103),
-                                             ("loss nm, X=64", 10, 9)]
+    ops = {"before": {"training": {"in_batch": 100}, "loss": {"nm": 10, "gone": 5}},
+           "after": {"training": {"in_batch": 103}, "loss": {"nm": 9, "new": 7}}}
+    assert compare_versions.op_rows(ops, 64) == [("training step, in_batch", 100, 103),
+                                                 ("loss nm, X=64", 10, 9)]
+    pairs = {"in_batch": {"ratio": 1.0, "ci95": [0.98, 1.02]}, "loss a": {"ratio": 1.12, "ci95": [1.06, 1.18]},
+             "loss b": {"ratio": 0.9, "ci95": [0.85, 0.95]}}
+    assert compare_versions.paired_verdict(pairs) == (
+        "slower after: loss a (1.12x); faster after: loss b (0.90x); no measured change: in_batch.")
 
 
 def test_paired_timing_ratio_and_interval():
