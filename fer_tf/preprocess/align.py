@@ -120,6 +120,12 @@ SECOND_LOOK_SCORE = 0.7
 SCAN_FACE = 32.0
 SCAN_RANGE = 4.0
 SCAN_TILE = 1024
+#: A scan box narrower than this fraction of SCAN_FACE is dropped: below the level's range, where
+#: the network also fires on blobs that are not faces.
+SCAN_SMALLEST = 0.75
+#: The ``litert`` engine skips the second look for detections the detector itself scores at least
+#: this: their own keypoints place the landmarks (the mesh's face-presence score still checks them).
+CONFIDENT_SCORE = 0.75
 #: The ``litert`` engine's second-look crop (twice the box) is resampled to this many pixels: the
 #: face then fills 128 of them, about the landmark network's 192-pixel input over 1.5 faces.
 LOOK_CROP = 256
@@ -250,6 +256,15 @@ def _suppress(found, width, height):
     return kept
 
 
+def _moved(found, scale=1.0, dx=0.0, dy=0.0):
+    """A detection tuple ``(x, y, w, h, score[, keypoints])`` mapped by ``p / scale + (dx, dy)``
+    (``scale`` may be ``(sx, sy)``)."""
+    sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
+    x, y, w, h, score, *keypoints = found
+    out = (x / sx + dx, y / sy + dy, w / sx, h / sy, score)
+    return out + tuple(kp / [sx, sy] + [dx, dy] for kp in keypoints)
+
+
 def _landmark_box(points):
     x0, y0 = points.min(axis=0)
     x1, y1 = points.max(axis=0)
@@ -309,10 +324,13 @@ class FaceAligner:
         engine: ``"mediapipe"`` (default: MediaPipe's graphs, as the training caches are built) or
             ``"litert"`` (the same networks directly in LiteRT, with a fully convolutional
             small-face scan: faster; see the module's docstring).
+        num_threads: ``litert`` engine: threads of every network's interpreter (default: 1, and 2
+            for the scan's larger inputs on a machine with 2 cores or more; see
+            :class:`~fer_tf.preprocess.face_networks.FaceNetworks`).
     """
 
     def __init__(self, min_detection_confidence=0.5, max_faces=None, quiet=True, min_face=MIN_FACE,
-                 crop_scale=CROP_SCALE, crop_offset=CROP_OFFSET, engine="mediapipe"):
+                 crop_scale=CROP_SCALE, crop_offset=CROP_OFFSET, engine="mediapipe", num_threads=None):
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         self.engine = engine
@@ -338,7 +356,9 @@ class FaceAligner:
         if engine == "litert":
             self.min_detection_confidence = float(min_detection_confidence)
             self.max_faces = None if max_faces is None else int(max_faces)
-            self._nets = face_networks.FaceNetworks(self.min_detection_confidence)
+            self._nets = face_networks.FaceNetworks(
+                self.min_detection_confidence,
+                **({} if num_threads is None else {"num_threads": num_threads, "scan_threads": num_threads}))
             return
         with _quiet_stderr(self.quiet):
             import mediapipe as mp  # deferred: MediaPipe loads only when an aligner is made
@@ -410,10 +430,11 @@ class FaceAligner:
             raise RuntimeError("FaceAligner is closed")
 
     def _detections(self, graph_name, image, scale=1.0, dx=0.0, dy=0.0):
-        """(x, y, w, h, score) of one detector run, mapped by ``p / scale + (dx, dy)``."""
+        """(x, y, w, h, score) of one detector run, mapped by ``p / scale + (dx, dy)``; with the
+        ``litert`` engine a sixth element, the detector's keypoints [6, 2], mapped alike."""
         if self._nets is not None:
-            return [(x / scale + dx, y / scale + dy, bw / scale, bh / scale, d.score)
-                    for d in self._run(graph_name, None, image) for x, y, bw, bh in [d.box]]
+            return [_moved((*d.box, d.score, d.keypoints), scale, dx, dy)
+                    for d in self._run(graph_name, None, image)]
         h, w = image.shape[:2]
         res = self._run(graph_name, self._detectors[0 if graph_name == "det0" else 1], image)
         out = []
@@ -475,11 +496,12 @@ class FaceAligner:
                                        largest * k, k)
         return found
 
-    def _level_boxes(self, network, level, side, stride, largest, k):
+    def _level_boxes(self, network, level, side, stride, largest, k, smallest=0.0):
         """Boxes (in pixels of the image that ``level`` is scaled from by ``k``) of ``network``
         run on the tiles of ``level`` (squares of ``side``, at most ``stride`` apart). A box wider
-        than twice ``largest`` (a coarser level's face) is dropped, and so is a box that touches an
-        inner tile edge: its face is whole in a neighbouring tile."""
+        than twice ``largest`` (a coarser level's face) or narrower than ``smallest`` is dropped,
+        and so is a box that touches an inner tile edge: its face is whole in a neighbouring
+        tile."""
         lh, lw = level.shape[:2]
         margin = 0.02 * side
         found = []
@@ -487,15 +509,16 @@ class FaceAligner:
             for x0 in _tile_starts(lw, side, stride):
                 tile = np.ascontiguousarray(level[y0:y0 + side, x0:x0 + side])
                 th, tw = tile.shape[:2]
-                for bx, by, bw, bh, score in self._detections(network, tile):
-                    if bw > 2 * largest:
+                for box in self._detections(network, tile):
+                    bx, by, bw, bh = box[:4]
+                    if bw > 2 * largest or bw < smallest:
                         continue
                     if (x0 > 0 and bx < margin) or (y0 > 0 and by < margin) or \
                             (x0 + tw < lw and bx + bw > tw - margin) or \
                             (y0 + th < lh and by + bh > th - margin):
                         continue
-                    found.append(((bx + x0) / k, (by + y0) / k, bw / k, bh / k, score))
-        return found
+                    found.append(_moved(box, 1.0, x0, y0))
+        return [_moved(box, k) for box in found]
 
     def _scan_boxes(self, rgb):
         """The ``litert`` engine's detection: the short-range network run at the image's own
@@ -515,10 +538,13 @@ class FaceAligner:
         h, w = rgb.shape[:2]
         found = []
         for _, hi, k in self._scan_levels(w, h):
+            # bilinear down to half size, as MediaPipe resizes for its networks (and 3x faster
+            # than area averaging at such scales); area averaging below, against aliasing
             level = rgb if k == 1.0 else cv2.resize(
                 rgb, (max(1, round(w * k)), max(1, round(h * k))),
-                interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
-            found += self._level_boxes("scan", level, SCAN_TILE, SCAN_TILE - 1.2 * hi * k, hi * k, k)
+                interpolation=cv2.INTER_AREA if k < 0.5 else cv2.INTER_LINEAR)
+            found += self._level_boxes("scan", level, SCAN_TILE, SCAN_TILE - 1.2 * hi * k, hi * k, k,
+                                       smallest=SCAN_SMALLEST * SCAN_FACE)
         return found
 
     def _scan_levels(self, width, height):
@@ -536,11 +562,7 @@ class FaceAligner:
         None)``. The short-range network sees the box again in a square crop of twice its size
         (as :meth:`_second_look`), and its detection there places the landmark network's region
         of interest (as MediaPipe's face mesh places it from its own detector), on the same crop."""
-        x, y, bw, bh = box
-        out = LOOK_CROP
-        cx, cy = x + bw / 2.0, y + bh / 2.0
-        crop, s = _square_crop(rgb, cx, cy, max(bw, bh) * 2.0, out)
-        centre = (out / 2.0 - bw * s / 2.0, out / 2.0 - bh * s / 2.0, bw * s, bh * s)
+        crop, s, (cx, cy), centre = self._look_crop(rgb, box)
         seen = [d for d in self._run("det0", None, crop) if _iou(d.box, centre) > 0.3]
         if not seen:
             return 0.0, None
@@ -548,9 +570,30 @@ class FaceAligner:
         if best.score < SECOND_LOOK_SCORE:
             return best.score, None
         pts = self._run("mesh", None, (crop, best))
-        if pts is None:
-            return best.score, None
-        return best.score, (pts - out / 2.0) / s + [cx, cy]
+        return best.score, None if pts is None else (pts - LOOK_CROP / 2.0) / s + [cx, cy]
+
+    def _landmarks_around(self, rgb, box, keypoints, score):
+        """The ``litert`` engine's landmarks of a detection that needs no second look (score at
+        least :data:`CONFIDENT_SCORE`): its own keypoints place the landmark network's region of
+        interest, on the image itself, or on the same crop of twice the box as
+        :meth:`_look_and_landmarks` uses when the face is so large that the network's input would
+        shrink it more than twofold (the crop shrinks it with area averaging)."""
+        if max(box[2:]) * face_networks.ROI_SCALE <= 2 * face_networks.LANDMARK_SIZE:  # little shrinking
+            return self._run("mesh", None, (rgb, face_networks.Detection(box, score, keypoints)))
+        crop, s, (cx, cy), centre = self._look_crop(rgb, box)
+        seen = face_networks.Detection(box=centre, score=score,
+                                       keypoints=(keypoints - [cx, cy]) * s + LOOK_CROP / 2.0)
+        pts = self._run("mesh", None, (crop, seen))
+        return None if pts is None else (pts - LOOK_CROP / 2.0) / s + [cx, cy]
+
+    def _look_crop(self, rgb, box):
+        """``(crop, scale, centre, box in the crop)``: the square of twice ``box`` around its
+        centre, resampled to :data:`LOOK_CROP` pixels."""
+        x, y, bw, bh = box
+        out = LOOK_CROP
+        cx, cy = x + bw / 2.0, y + bh / 2.0
+        crop, s = _square_crop(rgb, cx, cy, max(bw, bh) * 2.0, out)
+        return crop, s, (cx, cy), (out / 2.0 - bw * s / 2.0, out / 2.0 - bh * s / 2.0, bw * s, bh * s)
 
     def _second_look(self, rgb, box):
         """The short-range detector's score for ``box`` seen again in a square crop of twice its
@@ -608,10 +651,13 @@ class FaceAligner:
         """
         mx, my = m
         faces = []
-        for bx, by, bw, bh, score in sorted(boxes, key=lambda b: -b[2] * b[3]):
+        for bx, by, bw, bh, score, *extra in sorted(boxes, key=lambda b: -b[2] * b[3]):
             box = (bx * mx, by * my, bw * mx, bh * my)
             if self._nets is not None:
-                _, pts = self._look_and_landmarks(src, box)
+                if score >= CONFIDENT_SCORE and extra:  # the detector's keypoints place the mesh
+                    pts = self._landmarks_around(src, box, extra[0] * [mx, my], score)
+                else:
+                    _, pts = self._look_and_landmarks(src, box)
                 if pts is None:
                     continue
             else:
@@ -669,8 +715,8 @@ class FaceAligner:
             faces += self._verify(_suppress(tiled, w, h), mesh_src, m, _largest_only)
         if self._nets is not None and not faces:  # litert, when the scan finds no face: the
             # whole-image passes (tight crops: faces that fill the photo, or are cut by its border)
-            cut = _suppress([(bx / fx, by / fy, bw / fx, bh / fy, score) for bx, by, bw, bh, score
-                             in self._detections("det0", work) + self._padded_full_range(work)], w, h)
+            cut = _suppress([_moved(d, (fx, fy)) for d in
+                             self._detections("det0", work) + self._padded_full_range(work)], w, h)
             faces += self._verify(cut, mesh_src, m, _largest_only)
             whole = whole + cut
         boxes = whole + tiled
@@ -743,8 +789,8 @@ class FaceAligner:
         self._check_open()
         if not isinstance(size, (int, np.integer)) or size < 8:
             raise ValueError(f"size must be an integer >= 8, got {size!r}")
-        _, grey = as_uint8_image(image, label)
-        faces = self.detect(image, label=label, _largest_only=_largest_only)
+        rgb, grey = as_uint8_image(image, label)
+        faces = self.detect(rgb, label=label, _largest_only=_largest_only)  # converted once
         if not faces:
             raise NoFaceError(label)
         if _largest_only:
