@@ -135,12 +135,13 @@ def _best(history):
 
 def _changes(base, other):
     """What ``other``'s config changes against ``base``'s (both ``run["config"]``), e.g.
-    ``"epochs 100, random_erasing 0"``; ``"-"`` when nothing but the seed differs."""
+    ``"epochs 100, random_erasing 0"``; ``"-"`` when nothing but the seed differs. Keys that only
+    one of them has (options added to the config after the older run) are not changes."""
     out = []
     for section in ("train", "model"):
         a, b = base.get(section, {}), other.get(section, {})
-        for key in sorted(set(a) | set(b)):
-            if key not in ("seed", "time_limit_minutes") and a.get(key) != b.get(key):
+        for key in sorted(set(a) & set(b)):
+            if key not in ("seed", "time_limit_minutes") and a[key] != b[key]:
                 out.append(f"{key} {b.get(key)}")
     return ", ".join(out) or "-"
 

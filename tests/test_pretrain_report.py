@@ -27,6 +27,7 @@ def test_other_full_runs_are_shown_beside_the_published_one(tmp_path):
     lighter["run"]["config"]["train"]["random_erasing"] = 0
     lighter["run"]["config"]["model"]["label_smoothing"] = 0
     lighter["run"]["config"]["train"]["seed"] = 3  # the seed is not a config change
+    lighter["run"]["config"]["train"]["new_option"] = 1.0  # nor an option the older run lacks
     (tmp_path / "runs" / "lighter.json").write_text(json.dumps(lighter))
     text = write_readme(tmp_path).read_text()
     section = text[text.index("## Other full runs"):text.index("## Ablation")]
