@@ -790,7 +790,7 @@ class FaceAligner:
         if not isinstance(size, (int, np.integer)) or size < 8:
             raise ValueError(f"size must be an integer >= 8, got {size!r}")
         rgb, grey = as_uint8_image(image, label)
-        faces = self.detect(rgb, label=label, _largest_only=_largest_only)  # converted once
+        faces = self.detect(rgb, label=label, _largest_only=_largest_only)  # RGB uint8: no new copy
         if not faces:
             raise NoFaceError(label)
         if _largest_only:

@@ -8,7 +8,7 @@ calculators do around them, as MediaPipe's graph configurations describe it:
 
 - **Detection** (``face_detection_short_range.tflite``, 128x128, and
   ``face_detection_full_range_sparse.tflite``, 192x192): the image is letterboxed to the input
-  square (aspect ratio kept, zero padding), scaled to [-1, 1]; the network scores one box per SSD
+  square (aspect ratio kept, black padding), scaled to [-1, 1]; the network scores one box per SSD
   anchor. Anchors are the centres of the feature-map cells, of fixed unit size: strides 8, 16, 16,
   16 with two anchors per layer and cell (896 anchors) for the short-range network, stride 4 with
   one anchor per cell (2,304) for the full-range one. A box is ``(x, y, w, h)`` offsets from its
@@ -49,6 +49,8 @@ LANDMARK_SIZE = 192
 ROI_SCALE = 1.5
 #: The landmark network's face-presence probability below which no face is reported.
 FACE_PRESENCE = 0.5
+#: The detectors' input outside the image (letterbox, scan padding): black on their [-1, 1] scale,
+#: as MediaPipe pads (measured: the full-range boxes then match MediaPipe's twice as closely).
 PAD = -1.0
 
 
@@ -145,6 +147,9 @@ def _interpreter(model, num_threads, shape=None):
 
 
 class _Detector:
+    """One SSD face detector: at its own input size (:meth:`__call__`, the image letterboxed into
+    it) or at the image's own scale (:meth:`scan`)."""
+
     #: Input shapes of the scan kept ready at once, each in an interpreter of its own: resizing an
     #: interpreter's input re-plans XNNPACK (milliseconds), and a photo's scan levels and tiles
     #: come back with the same few shapes photo after photo.
@@ -187,6 +192,7 @@ class _Detector:
         return self._decode(net, tensor, anchors, 0, 0, 1.0)
 
     def __call__(self, rgb):
+        """Detections of the network on ``rgb`` letterboxed into its square input."""
         import cv2  # deferred: OpenCV
 
         s = self.spec.size
