@@ -76,7 +76,7 @@ def _loss_call(fn, inputs):
 
 class _Worker:
     def __init__(self, clone, python, datasets, cache):
-        env = {**os.environ, "PYTHONPATH": str(clone), "FER_TF_CACHE": str(cache)}
+        env = {**os.environ, "PYTHONPATH": str(clone)}  # the cache goes as --cache
         self.proc = subprocess.Popen(
             [str(python), str(pathlib.Path(__file__).resolve()), "--worker", "--datasets", str(datasets),
              "--cache", str(cache)], cwd=clone, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -124,16 +124,20 @@ def paired(clones, python, datasets, caches, pairs, steps=WORKER_STEPS, seed=0, 
             for figure in samples:
                 order = ["before", "after"]
                 rng.shuffle(order)
-                n = LOSS_CALLS if figure.startswith("loss ") else steps
-                t = {k: workers[k].time(figure, n) for k in order}
+                t = {k: workers[k].time(figure, _calls(figure, steps)) for k in order}
                 samples[figure].append((t["before"], t["after"]))
             log(f"pair {i + 1}/{pairs}: " + ", ".join(
                 f"{f} {1000 * s[-1][0]:.1f} / {1000 * s[-1][1]:.1f} ms" for f, s in samples.items()))
     finally:
         for w in workers.values():
             w.close()
-    return {f: {**ratio_summary(s), "calls_per_timing": LOSS_CALLS if f.startswith("loss ") else steps,
-                "raw": s} for f, s in samples.items()}
+    return {f: {**ratio_summary(s), "calls_per_timing": _calls(f, steps), "raw": s}
+            for f, s in samples.items()}
+
+
+def _calls(figure, steps):
+    """Calls per timing: ``steps`` training steps, or :data:`LOSS_CALLS` of a (much shorter) loss step."""
+    return LOSS_CALLS if figure.startswith("loss ") else steps
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ MAX_PIXELS = 64_000_000
 #: How a Recognizer runs MediaPipe's face networks by default: ``"litert"``, directly in LiteRT
 #: with the fully convolutional small-face scan (fer_tf.preprocess.face_networks; about twice as
 #: fast as the graphs on one photo, reports/engines), or ``"mediapipe"``, its ``solutions`` graphs,
-#: as the training caches are built (reports/engines compares the two: the same accuracy).
+#: as the training caches are built (reports/engines compares the two: about the same accuracy).
 DETECTION_ENGINE = "litert"
 #: Smallest face width (pixels) that detection looks for by default (see FaceAligner's min_face).
 MIN_FACE = 40

@@ -353,9 +353,9 @@ class FaceAligner:
         self.last_found = 0
         self._detectors, self._mesh, self._full_mesh, self._closed = {}, None, None, False
         self._nets = None
+        self.min_detection_confidence = float(min_detection_confidence)
+        self.max_faces = None if max_faces is None else int(max_faces)
         if engine == "litert":
-            self.min_detection_confidence = float(min_detection_confidence)
-            self.max_faces = None if max_faces is None else int(max_faces)
             self._nets = face_networks.FaceNetworks(
                 self.min_detection_confidence,
                 **({} if num_threads is None else {"num_threads": num_threads, "scan_threads": num_threads}))
@@ -363,16 +363,14 @@ class FaceAligner:
         with _quiet_stderr(self.quiet):
             import mediapipe as mp  # deferred: MediaPipe loads only when an aligner is made
 
-            self._build(mp, min_detection_confidence, max_faces)
+            self._build(mp)
             # graphs load their models on their own threads and log while doing so: run each once
             # now, while stderr is hidden, so that the log lines do not surface later
             blank = np.zeros((64, 64, 3), np.uint8)
             for graph in (*self._detectors.values(), self._mesh):
                 graph.process(blank)
 
-    def _build(self, mp, min_detection_confidence, max_faces):
-        self.min_detection_confidence = float(min_detection_confidence)
-        self.max_faces = None if max_faces is None else int(max_faces)
+    def _build(self, mp):
         solutions = mp.solutions
         self._detectors = {
             0: solutions.face_detection.FaceDetection(
