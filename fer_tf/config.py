@@ -100,6 +100,13 @@ class TrainConfig:
     # an inner validation split and the epoch with the best accuracy on it is evaluated on the test
     # fold (0: no inner split; the last epoch is evaluated).
     inner_validation: float = 0.0
+    # Distillation (not in the paper; fer_tf.distillation): a ``.keras`` teacher network, e.g. the
+    # published backbone ("born-again" training). Each training face's target becomes
+    # (1 - distill_weight) x its (smoothed) one-hot label + distill_weight x the teacher's
+    # flip-averaged probabilities on its centre crop at distill_temperature (>1 softens them).
+    distill_from: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 1.0
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "adamw", "sgd"):
@@ -110,6 +117,10 @@ class TrainConfig:
             raise ConfigError(f"inner_validation must be a fraction in [0, 0.5), got {self.inner_validation}")
         if not 0.0 <= self.backbone_lr_scale <= 1.0:
             raise ConfigError(f"backbone_lr_scale must be in [0, 1], got {self.backbone_lr_scale}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ConfigError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
+        if not self.distill_temperature > 0.0:
+            raise ConfigError(f"distill_temperature must be > 0, got {self.distill_temperature}")
 
     def augmentation(self, crop_size=48):
         """The :class:`fer_tf.augment.Augmentation` these settings describe."""

@@ -17,7 +17,7 @@ import time
 import keras
 import numpy as np
 
-from fer_tf import evaluation, export, models, pretrain_report, reporting, training
+from fer_tf import distillation, evaluation, export, models, pretrain_report, reporting, training
 from fer_tf.config import ModelConfig, TrainConfig, to_dict
 from fer_tf.data.splits import subject_kfold
 from fer_tf.data.table import FaceTable
@@ -73,11 +73,18 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
           f"{len(split['PrivateTest'])} test faces", file=sys.stderr)
     augmentation = train_config.augmentation(model_config.input_size)
     train_faces, train_ids = faces[train_rows], ids[train_rows]  # one array: its tensor is reused
+    targets, distilled = None, None
+    if train_config.distill_from:
+        targets, distilled = distillation.teacher_targets(
+            train_config.distill_from, train_faces, train_ids, labels, train_config.distill_weight,
+            train_config.distill_temperature, model_config.label_smoothing)
+        print(f"distillation: the teacher scores {distilled['teacher_train_accuracy']:.4f} on the training "
+              f"faces; mean top probability {distilled['teacher_mean_top_probability']:.3f}", file=sys.stderr)
 
     def make_train(start_epoch):
         return classification_dataset(train_faces, train_ids, train_config.batch_size,
                                       augment=augmentation, seed=train_config.seed,
-                                      start_epoch=start_epoch)
+                                      start_epoch=start_epoch, soft_targets=targets)
 
     val = split["PublicTest"]
     val_ds = eval_dataset(faces[val], batch_size=512, targets={"expression": ids[val]})
@@ -98,6 +105,7 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
     results = {**split_accuracies(model, faces, ids, split),
         "train_images": int(len(train_rows)),
         "labels": list(labels),
+        **({"distillation": distilled} if distilled else {}),
         "history": history,
         "run": reporting.run_info({"model": to_dict(model_config), "train": to_dict(train_config),
                                    "data": str(data_root)}, seed=train_config.seed, started=started),

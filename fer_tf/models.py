@@ -61,14 +61,19 @@ def _metric_loss(config: ModelConfig, threshold):
     )
 
 
-def query_cross_entropy(labels, probabilities, label_smoothing=0.0):
+def query_cross_entropy(labels, probabilities, label_smoothing=0.0, targets=None):
     """Mean cross-entropy over the query rows (``labels >= 0``; -1 marks non-queries), with
-    targets ``(1 - s) * one_hot + s / C`` for label smoothing ``s``. 0.0 when no row is a query."""
+    targets ``(1 - s) * one_hot + s / C`` for label smoothing ``s``, or the given soft ``targets``
+    ``[B, C]`` (e.g. :func:`fer_tf.distillation.soft_targets`; ``s`` is then not applied again).
+    0.0 when no row is a query."""
     num_classes = probabilities.shape[-1]
     valid = ops.cast(labels >= 0, "float32")
-    target = ops.one_hot(ops.maximum(labels, 0), num_classes, dtype="float32")
-    if label_smoothing:
-        target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
+    if targets is not None:
+        target = ops.cast(targets, "float32")
+    else:
+        target = ops.one_hot(ops.maximum(labels, 0), num_classes, dtype="float32")
+        if label_smoothing:
+            target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
     p = ops.cast(probabilities, "float32")
     p = p / ops.sum(p, axis=-1, keepdims=True)
     per_row = -ops.sum(target * ops.log(ops.clip(p, 1e-7, 1.0 - 1e-7)), axis=-1)
@@ -83,7 +88,9 @@ class JointModel(keras.Model):
     FC2 for 1B and softmax), L2-normalised when ``config.l2_normalize``.
 
     Targets (see docs/architecture.md): ``{"expression": [B] int (-1 = not a query),
-    "tuples": [B, M + N] int}``; ``tuples`` may be absent (softmax training).
+    "tuples": [B, M + N] int}``; ``tuples`` may be absent (softmax training). An optional
+    ``"expression_target"`` [B, C] replaces the (smoothed) one-hot cross-entropy targets
+    (distillation).
     """
 
     def __init__(self, backbone=None, config=None, **kwargs):
@@ -152,7 +159,8 @@ class JointModel(keras.Model):
         # that summed gradients average); the cross-entropy is divided the same way, and the
         # logged components are scaled back.
         replicas = float(reducers.replicas_in_sync())
-        ce = query_cross_entropy(labels, probabilities, self.config.label_smoothing) / replicas
+        ce = query_cross_entropy(labels, probabilities, self.config.label_smoothing,
+                                 targets=y.get("expression_target")) / replicas
         total = ce
         self.ce_tracker.update_state(ce * replicas)
         if self.metric_loss is not None and "tuples" in y:

@@ -660,8 +660,11 @@ def classification_batches(num, batch_size=128, shuffle=True, seed=0, start_epoc
 
 
 def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuffle=True, seed=0,
-                           start_epoch=0, repeat=True, preprocess=None):
+                           start_epoch=0, repeat=True, preprocess=None, soft_targets=None):
     """``(images [B,48,48,1], {"expression": int32 [B]})`` batches for softmax training.
+
+    ``soft_targets``: optional float ``[n, C]`` cross-entropy targets, one row per face (e.g.
+    :func:`fer_tf.distillation.soft_targets`), served as ``"expression_target"`` beside the labels.
 
     ``augment``: True (the paper's random crop and flip), False (centre crop) or an
     :class:`fer_tf.augment.Augmentation` (rotation, zoom, shift, random erasing too). Under a
@@ -682,14 +685,27 @@ def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuff
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
     faces = np.asarray(faces)
+    if soft_targets is not None:
+        soft_targets = np.asarray(soft_targets, np.float32)
+        if soft_targets.ndim != 2 or len(soft_targets) != len(label_ids):
+            raise DatasetError(f"soft_targets must have one row per face ([{len(label_ids)}, classes]), "
+                               f"got shape {soft_targets.shape}")
     if len(keep) < len(label_ids):
         faces, label_ids = faces[keep], label_ids[keep]
+        soft_targets = None if soft_targets is None else soft_targets[keep]
     n = len(label_ids)
+
+    def targets_of(rows):
+        out = {"expression": label_ids[rows]}
+        if soft_targets is not None:
+            out["expression_target"] = soft_targets[rows]
+        return out
+
     if not uses_tf_data():
         from fer_tf.pydataset import FaceBatches  # deferred with keras (imports it)
 
         def epoch_batches(epoch):
-            return [(rows, {"expression": label_ids[rows]}, aug_seed) for rows, aug_seed in
+            return [(rows, targets_of(rows), aug_seed) for rows, aug_seed in
                     classification_batches(n, batch_size, shuffle, seed, epoch, repeat=False,
                                            full=n >= batch_size)]
 
@@ -698,13 +714,16 @@ def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuff
     import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
 
     faces_t = _face_tensor(faces, preprocess)
-    labels_t = tf.constant(label_ids)
+    targets_t = {"expression": tf.constant(label_ids)}
+    if soft_targets is not None:
+        targets_t["expression_target"] = tf.constant(soft_targets)
     images_of = _image_map(faces_t, augment)
 
     ds = tf.data.Dataset.from_generator(
         lambda: classification_batches(n, batch_size, shuffle, seed, start_epoch, repeat),
         output_signature=(tf.TensorSpec([None], tf.int64), tf.TensorSpec([2], tf.int64)))
-    ds = ds.map(lambda rows, aug_seed: (images_of(rows, aug_seed), {"expression": tf.gather(labels_t, rows)}),
+    ds = ds.map(lambda rows, aug_seed: (images_of(rows, aug_seed),
+                                        {k: tf.gather(v, rows) for k, v in targets_t.items()}),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return _finish(ds, steps_per_epoch(n, batch_size), repeat)
 

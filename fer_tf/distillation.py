@@ -1,0 +1,86 @@
+"""Distillation targets: a trained teacher's probabilities mixed into the cross-entropy targets.
+
+Not in the paper. Training a network again with its own (or a stronger network's) predictions as
+soft targets ("born-again" networks, Furlanello et al., ICML 2018; knowledge distillation, Hinton
+et al., 2015) passes on how similar the classes look to the teacher, e.g. that a face labelled
+fear also looks surprised. FER2013's labels are noisy, and soft targets also soften the
+penalty for the faces whose label is wrong.
+
+The teacher's targets are computed once, before training, on each training face's centre crop
+(averaged with its mirror image), and mixed with the (label-smoothed) one-hot labels::
+
+    target = (1 - weight) * ((1 - s) * one_hot + s / C) + weight * temper(teacher, T)
+
+Random augmentation moves the crop a few pixels at training time; the target stays the one of the
+centre crop (labels are not changed by the augmentation either). ``temper`` raises the
+probabilities to the power ``1 / T`` and renormalises them, which equals the softmax of the
+teacher's logits divided by ``T``.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import numpy as np
+
+from fer_tf import evaluation, training
+from fer_tf.errors import ConfigError
+
+
+def temper(probabilities, temperature=1.0):
+    """``softmax(log(p) / T)`` row by row: ``T > 1`` softens the probabilities, ``T < 1`` sharpens."""
+    p = np.clip(np.asarray(probabilities, np.float64), 1e-12, 1.0)
+    if temperature != 1.0:
+        logits = np.log(p) / float(temperature)
+        logits -= logits.max(axis=-1, keepdims=True)
+        p = np.exp(logits)
+    return (p / p.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def soft_targets(label_ids, teacher_probabilities, weight=0.5, temperature=1.0, label_smoothing=0.0):
+    """Cross-entropy targets ``[n, C]``: ``(1 - weight) x`` the smoothed one-hot labels ``+ weight x``
+    the tempered teacher probabilities. Rows whose label is negative (not a query) get zeros."""
+    label_ids = np.asarray(label_ids).reshape(-1)
+    teacher = np.asarray(teacher_probabilities)
+    if teacher.ndim != 2 or len(teacher) != len(label_ids):
+        raise ConfigError(f"the teacher's probabilities must be [{len(label_ids)}, classes], got {teacher.shape}")
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"the distillation weight must be in [0, 1], got {weight}")
+    num_classes = teacher.shape[1]
+    if label_ids.max(initial=-1) >= num_classes:
+        raise ConfigError(f"label id {int(label_ids.max())} is out of range for a teacher with {num_classes} classes")
+    valid = label_ids >= 0
+    hard = np.zeros(teacher.shape, np.float32)
+    hard[np.flatnonzero(valid), label_ids[valid]] = 1.0
+    hard = hard * (1.0 - label_smoothing) + label_smoothing / num_classes
+    targets = (1.0 - weight) * hard + weight * temper(teacher, temperature)
+    targets[~valid] = 0.0
+    return targets.astype(np.float32)
+
+
+def teacher_targets(path, faces, label_ids, labels, weight=0.5, temperature=1.0, label_smoothing=0.0):
+    """Load the ``.keras`` teacher at ``path``, predict the normalised 60x60 ``faces`` (centre crop,
+    flip-averaged) and return ``(soft_targets, summary)``; ``summary`` says how the teacher fares
+    on these faces (for the run's results)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"distillation teacher {path} not found: train.distill_from must name a "
+                          f".keras network, e.g. pretrained/fer2013_backbone.keras")
+    teacher = training.load_checkpoint(path, compile=False)
+    teacher_labels = list(getattr(teacher, "labels", labels))
+    if teacher_labels != list(labels):
+        raise ConfigError(f"the teacher {path} predicts {teacher_labels}, but this run trains {list(labels)}; "
+                          f"distil from a network with the same labels in the same order")
+    print(f"distillation: predicting {len(faces)} training faces with the teacher {path}", file=sys.stderr)
+    probabilities = evaluation.predict_probabilities(teacher, faces, flip=True)
+    label_ids = np.asarray(label_ids)
+    tempered = temper(probabilities, temperature)
+    summary = {
+        "teacher": str(path),
+        "weight": float(weight),
+        "temperature": float(temperature),
+        "teacher_train_accuracy": evaluation.accuracy(probabilities, label_ids),
+        "teacher_mean_top_probability": float(np.mean(np.max(tempered, axis=1))),
+    }
+    return soft_targets(label_ids, probabilities, weight, temperature, label_smoothing), summary
