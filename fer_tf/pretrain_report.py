@@ -15,8 +15,11 @@ README is typed by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
+
+from fer_tf.config import ModelConfig, TrainConfig
 
 #: The `fer` package's FER2013 PrivateTest accuracy (measured outside this repository, see the issue).
 FER_PACKAGE_PRIVATE_TEST = 0.660
@@ -135,15 +138,25 @@ def _best(history):
 
 def _changes(base, other):
     """What ``other``'s config changes against ``base``'s (both ``run["config"]``), e.g.
-    ``"epochs 100, random_erasing 0"``; ``"-"`` when nothing but the seed differs. Keys that only
-    one of them has (options added to the config after the older run) are not changes."""
+    ``"epochs 100, random_erasing 0"``; ``"-"`` when nothing but the seed differs. A key that only
+    ``other`` has (an option added to the config after ``base``'s run) is a change when its value
+    is not the option's default; a key that only ``base`` has is not."""
+    defaults = {"train": _defaults(TrainConfig), "model": _defaults(ModelConfig)}
     out = []
     for section in ("train", "model"):
         a, b = base.get(section, {}), other.get(section, {})
-        for key in sorted(set(a) & set(b)):
-            if key not in ("seed", "time_limit_minutes") and a[key] != b[key]:
-                out.append(f"{key} {b.get(key)}")
+        for key in sorted(b):
+            if key in ("seed", "time_limit_minutes"):
+                continue
+            before = a[key] if key in a else defaults[section].get(key, b[key])
+            if before != b[key]:
+                out.append(f"{key} {b[key]}")
     return ", ".join(out) or "-"
+
+
+def _defaults(config_class):
+    return {f.name: f.default for f in dataclasses.fields(config_class)
+            if f.default is not dataclasses.MISSING}
 
 
 def _other_runs_section(results, others):
@@ -176,6 +189,12 @@ def _other_runs_section(results, others):
         dt = 100 * ((r.get("private_test_accuracy") or 0) - (priv or 0))
         text += (f"\n\n`{name}` against the published backbone: PublicTest {dp:+.2f} points, "
                  f"PrivateTest {dt:+.2f} points.")
+        distilled = r.get("distillation")
+        if distilled:
+            text += (f" Distilled from `{distilled['teacher']}` (weight {distilled['weight']:g}, temperature "
+                     f"{distilled['temperature']:g}); the teacher scores "
+                     f"{_pct(distilled['teacher_train_accuracy'])} on the training faces (flip-averaged centre "
+                     f"crops).")
         if dp > 0 > dt or dp < 0 < dt:
             text += (" The two splits disagree, so the run shows no clear gain; the published backbone "
                      "stays (replacing it would retrain everything that starts from it: the CK+ "

@@ -29,6 +29,11 @@ def test_other_full_runs_are_shown_beside_the_published_one(tmp_path):
     lighter["run"]["config"]["train"]["seed"] = 3  # the seed is not a config change
     lighter["run"]["config"]["train"]["new_option"] = 1.0  # nor an option the older run lacks
     (tmp_path / "runs" / "lighter.json").write_text(json.dumps(lighter))
+    distilled = _results(0.655, 0.668, 75, "d" * 40)
+    distilled["run"]["config"]["train"].update(distill_from="teacher.keras", distill_weight=0.5)  # 0.5: default
+    distilled["distillation"] = {"teacher": "teacher.keras", "weight": 0.5, "temperature": 1.0,
+                                 "teacher_train_accuracy": 0.853, "teacher_mean_top_probability": 0.7}
+    (tmp_path / "runs" / "distilled.json").write_text(json.dumps(distilled))
     text = write_readme(tmp_path).read_text()
     section = text[text.index("## Other full runs"):text.index("## Ablation")]
     assert ("| the published backbone (`results.json`) | (configs/pretrain.yaml) | 75 | 75 | 65.00% | "
@@ -37,6 +42,10 @@ def test_other_full_runs_are_shown_beside_the_published_one(tmp_path):
     assert "PublicTest +1.40 points, PrivateTest -0.40 points. The two splits disagree" in section
     assert "| `runs/lighter.json` | random_erasing 0, label_smoothing 0 | 75 | 75 | 66.00% | 67.00% |" in section
     assert "PublicTest +1.00 points, PrivateTest +0.40 points. Better on both splits." in section
+    # an option newer than the published run is a change only away from its default
+    assert "| `runs/distilled.json` | distill_from teacher.keras | 75 | 75 | 65.50% | 66.80% |" in section
+    assert ("Distilled from `teacher.keras` (weight 0.5, temperature 1); the teacher scores 85.30% on the "
+            "training faces") in section
     assert "not met." in text  # 66.60% < 67%
 
 

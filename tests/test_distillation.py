@@ -1,0 +1,77 @@
+"""Distillation targets (fer_tf.distillation) and their path through the dataset and the loss."""
+
+import keras
+import numpy as np
+import pytest
+
+from fer_tf import distillation, models, sampling
+from fer_tf.config import TrainConfig
+from fer_tf.errors import ConfigError
+
+
+def test_temper_is_softmax_of_scaled_logits():
+    logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]])
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    for t in (0.5, 1.0, 3.0):
+        expected = np.exp(logits / t) / np.exp(logits / t).sum(1, keepdims=True)
+        np.testing.assert_allclose(distillation.temper(p, t), expected, rtol=1e-5)
+    assert distillation.temper(p, 4.0).max() < distillation.temper(p, 1.0).max()  # softer
+
+
+def test_soft_targets_mix_labels_and_teacher():
+    teacher = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
+    labels = np.array([0, 1, -1])
+    out = distillation.soft_targets(labels, teacher, weight=0.25, label_smoothing=0.3)
+    hard = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1]])  # (1 - 0.3) one-hot + 0.3 / 3
+    np.testing.assert_allclose(out[:2], 0.75 * hard + 0.25 * teacher[:2], rtol=1e-6)
+    np.testing.assert_array_equal(out[2], 0.0)  # not a query
+    np.testing.assert_allclose(out[:2].sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(distillation.soft_targets(labels, teacher, weight=0.0)[:2], np.eye(3)[[0, 1]])
+    np.testing.assert_allclose(distillation.soft_targets(labels, teacher, weight=1.0)[:2], teacher[:2], rtol=1e-6)
+
+
+def test_soft_targets_reject_bad_input():
+    with pytest.raises(ConfigError, match="must be"):
+        distillation.soft_targets([0, 1], np.ones((3, 3)) / 3)
+    with pytest.raises(ConfigError, match="out of range"):
+        distillation.soft_targets([0, 5], np.ones((2, 3)) / 3)
+    with pytest.raises(ConfigError, match="distill_weight"):
+        TrainConfig(distill_weight=1.5)
+    with pytest.raises(ConfigError, match="distill_temperature"):
+        TrainConfig(distill_temperature=0)
+
+
+def test_teacher_targets_need_a_model_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        distillation.teacher_targets(tmp_path / "missing.keras", np.zeros((2, 60, 60)), [0, 1], ["a", "b"])
+
+
+def test_cross_entropy_uses_soft_targets():
+    probabilities = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]], np.float32)
+    labels = np.array([0, 1, -1])
+    targets = np.array([[0.5, 0.5, 0.0], [0.0, 0.9, 0.1], [1.0, 0.0, 0.0]], np.float32)
+    got = float(keras.ops.convert_to_numpy(models.query_cross_entropy(labels, probabilities, 0.1, targets=targets)))
+    expected = -np.mean([(targets[i] * np.log(probabilities[i])).sum() for i in (0, 1)])  # row 2: no query
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    plain = float(keras.ops.convert_to_numpy(models.query_cross_entropy(labels, probabilities)))
+    np.testing.assert_allclose(plain, -np.mean(np.log([0.6, 0.5])), rtol=1e-5)
+
+
+def test_classification_dataset_serves_soft_targets():
+    n = 130
+    faces = np.zeros((n, 60, 60), np.float32)
+    faces += np.arange(n, dtype=np.float32)[:, None, None]  # each face holds its row number
+    labels = np.arange(n) % 7
+    labels[::13] = -1  # dropped with its target row
+    soft = np.random.default_rng(0).random((n, 7)).astype(np.float32)
+    ds = sampling.classification_dataset(faces, labels, batch_size=32, augment=False, repeat=False,
+                                         soft_targets=soft)
+    seen = 0
+    for images, targets in ds:
+        rows = keras.ops.convert_to_numpy(images)[:, 0, 0, 0].astype(int)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(targets["expression"]), labels[rows])
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(targets["expression_target"]), soft[rows])
+        seen += len(rows)
+    assert seen == int(np.sum(labels >= 0))
+    with pytest.raises(Exception, match="one row per face"):
+        sampling.classification_dataset(faces, labels, soft_targets=soft[:10])
