@@ -142,11 +142,17 @@ PROTOCOL_VERSION = 2
 #: Train keys that do not change what a run computes (how often it checkpoints, when it stops to
 #: resume later), so they are not part of its protocol; the seed is recorded per run.
 NOT_PROTOCOL = ("seed", "time_limit_minutes", "checkpoint_every")
+#: Train options added after runs were committed. At their defaults they compute what runs did
+#: before the option existed, so they enter the digest only when set otherwise (else every
+#: committed run would count as stale and be trained again).
+LATER_OPTIONS = ("distill_from", "distill_weight", "distill_temperature")
 
 
 def protocol_digest(model_config, train_config, pretrained_digest, data_config):
     """A digest of everything that defines a run except its seed and fold."""
-    train = {k: v for k, v in to_dict(train_config).items() if k not in NOT_PROTOCOL}
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    train = {k: v for k, v in to_dict(train_config).items()
+             if k not in NOT_PROTOCOL and not (k in LATER_OPTIONS and v == defaults[k])}
     blob = json.dumps({"version": PROTOCOL_VERSION, "model": to_dict(model_config), "train": train,
                        "pretrained": pretrained_digest,
                        "data": {k: data_config.get(k) for k in ("format", "folds", "split_seed")}},

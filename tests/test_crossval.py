@@ -1,6 +1,7 @@
 """Cross-validation campaigns: the plan, per-run files, protocols and the report built from them."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -40,6 +41,33 @@ def test_protocol_digest_ignores_the_seed_but_not_the_settings():
     assert base != crossval.protocol_digest(ModelConfig(l2_normalize=False), TrainConfig(), "abc", data)
     assert base != crossval.protocol_digest(ModelConfig(), TrainConfig(epochs=3), "abc", data)
     assert base != crossval.protocol_digest(ModelConfig(), TrainConfig(), "abd", data)
+    # an option added later counts only when it is off its default
+    assert base == crossval.protocol_digest(ModelConfig(), TrainConfig(distill_weight=0.5), "abc", data)
+    assert base != crossval.protocol_digest(ModelConfig(), TrainConfig(distill_from="t.keras"), "abc", data)
+
+
+def test_committed_campaign_runs_match_the_current_protocol():
+    """Every run file committed under reports/ckplus48/runs has the protocol that the current code
+    and config give it, so a code change cannot silently make a campaign start over. A change
+    that is meant to retrain the campaign (a new backbone, PROTOCOL_VERSION bumped) removes the
+    stale files in the same commit."""
+    from fer_tf.config import load_yaml, model_config, train_config
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    runs_dir = repo / "reports" / "ckplus48" / "runs"
+    runs = sorted(runs_dir.rglob("*.json"))
+    if not runs:
+        pytest.skip("no committed campaign runs")
+    data = load_yaml(repo / "configs" / "finetune" / "ckplus48.yaml")
+    m0, t0 = model_config(data.get("model", {})), train_config(data.get("train", {}))
+    digest = crossval.file_digest(repo / "pretrained" / "fer2013_backbone.keras")
+    current = {}
+    for r in crossval.plan(data["evaluation"], data["data"]["folds"]):
+        m, t = crossval.configs_for(r, m0, t0)
+        current[str(r.path)] = crossval.protocol_digest(m, t, digest, data["data"])
+    stale = [str(f.relative_to(runs_dir)) for f in runs
+             if json.loads(f.read_text()).get("protocol") != current.get(str(f.relative_to(runs_dir)))]
+    assert not stale, f"{len(stale)} of {len(runs)} committed runs no longer match, e.g. {stale[:3]}"
 
 
 def test_an_unknown_option_key_is_a_config_error():
