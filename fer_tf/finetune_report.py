@@ -117,6 +117,8 @@ def summarise(runs):
         "cross_expression_probe_dataset": x_probe[0]["dataset"] if x_probe else None,
         "train_seconds": float(sum(r.get("train_seconds", 0) for r in runs)),
         "train_seconds_mean": stats.mean_std([r.get("train_seconds") for r in runs])[0],
+        # wall-clock time: a run paused or sharing the machine is slower; the median ignores it
+        "train_seconds_median": _median([r.get("train_seconds") for r in runs]),
         "sequence_confusion": np.sum([r["sequence_confusion"] for r in runs], axis=0).tolist(),
     }
 
@@ -263,13 +265,13 @@ def _readme(data, figures, report, config):
                   "(`make finetune` trains them again).", ""]
     lines += _pilot_section(data.get("pilot") or {})
     lines += ["## Accuracy (layout of the paper's Table 3)", "",
-              "| method | sequence-level, mean ± std | image-level, mean ± std | paper | runs (seeds x folds) | selected epoch, mean | training time per run |",
+              "| method | sequence-level, mean ± std | image-level, mean ± std | paper | runs (seeds x folds) | selected epoch, mean | training time per run, median |",
               "|---|---|---|---|---|---|---|"]
     for name, r in v.items():
         lines.append(f"| {name} | {_pct(r['sequence_accuracy'])} ± {100 * (r['sequence_accuracy_std'] or 0):.2f} | "
                      f"{_pct(r['image_accuracy'])} ± {100 * (r['image_accuracy_std'] or 0):.2f} | "
                      f"{_pct(paper.get(name))} | {r['n_runs']} ({len(r['seeds'])} x {len(r['folds'])}) | "
-                     f"{r['selected_epoch_mean'] or 0:.1f} of {r['epochs']} | {r['train_seconds_mean'] or 0:.0f} s |")
+                     f"{r['selected_epoch_mean'] or 0:.1f} of {r['epochs']} | {r['train_seconds_median'] or 0:.0f} s |")
     lines += ["", "Sequence level: the scores of a sequence's frames are averaged. Mean and standard "
               "deviation over all (seed, fold) runs; the folds are the same subjects for every seed "
               "and variant.", ""]
@@ -414,3 +416,8 @@ def _against_paper(data, pretrain_results, config):
     if notes:
         lines += [notes.strip(), ""]
     return lines
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else None
