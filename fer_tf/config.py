@@ -166,3 +166,8 @@ def train_config(values=None, where="config", **overrides):
 
 def to_dict(config):
     return dataclasses.asdict(config)
+
+
+def defaults(config_class):
+    """``{option: default}`` of a config dataclass (options without a default left out)."""
+    return {f.name: f.default for f in dataclasses.fields(config_class) if f.default is not dataclasses.MISSING}

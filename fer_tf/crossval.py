@@ -32,7 +32,7 @@ import numpy as np
 
 from fer_tf import evaluation, probes, reporting, training
 from fer_tf.finetune_report import load_runs  # noqa: F401  (the reading side; public here too)
-from fer_tf.config import ModelConfig, TrainConfig, to_dict
+from fer_tf.config import ModelConfig, TrainConfig, defaults, to_dict
 from fer_tf.data.splits import leave_one_subject_out, subject_kfold
 from fer_tf.errors import ConfigError
 from fer_tf.files import atomic_write_text
@@ -146,18 +146,28 @@ NOT_PROTOCOL = ("seed", "time_limit_minutes", "checkpoint_every")
 #: before the option existed, so they enter the digest only when set otherwise (else every
 #: committed run would count as stale and be trained again).
 LATER_OPTIONS = ("distill_from", "distill_weight", "distill_temperature")
+_TRAIN_DEFAULTS = defaults(TrainConfig)
 
 
 def protocol_digest(model_config, train_config, pretrained_digest, data_config):
     """A digest of everything that defines a run except its seed and fold."""
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     train = {k: v for k, v in to_dict(train_config).items()
-             if k not in NOT_PROTOCOL and not (k in LATER_OPTIONS and v == defaults[k])}
+             if k not in NOT_PROTOCOL and not (k in LATER_OPTIONS and v == _TRAIN_DEFAULTS[k])}
     blob = json.dumps({"version": PROTOCOL_VERSION, "model": to_dict(model_config), "train": train,
                        "pretrained": pretrained_digest,
                        "data": {k: data_config.get(k) for k in ("format", "folds", "split_seed")}},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def current_protocols(runs, model_config, train_config, pretrained_digest, data_config):
+    """``{run file path (str, relative to the runs folder): protocol}`` for planned ``runs`` under
+    the given configs: the protocol a committed run file must have to count."""
+    out = {}
+    for run in runs:
+        m, t = configs_for(run, model_config, train_config)
+        out[str(run.path)] = protocol_digest(m, t, pretrained_digest, data_config)
+    return out
 
 
 def folds_of(table, data_config):

