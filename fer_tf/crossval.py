@@ -234,14 +234,15 @@ def load_probe_set(root, fmt, name=None):
 
 def run_campaign(root, fmt, model_config: ModelConfig, train_config: TrainConfig, data_config, runs,
                  runs_dir, work_dir, pretrained_path=None, probe_set=None, time_limit_minutes=None,
-                 max_runs=None, command=None, verbose=2, shard=None):
+                 max_runs=None, command=None, verbose=2, shard=None, outputs=()):
     """Train the ``runs`` (from :func:`plan`) that have no up-to-date JSON in ``runs_dir``.
 
     Stops before starting a run once ``time_limit_minutes`` have passed or ``max_runs`` runs were
     trained (a later call continues). ``shard=(i, k)``: of the missing runs, only every k-th from
     the i-th (k processes share one campaign). Returns ``(trained, remaining)`` counts.
+    ``outputs``: folders the caller rewrites (its report), not counted as changes to the code.
     """
-    commit = reporting.git_commit()  # before this campaign writes its first run file
+    commit = reporting.git_commit(outputs=outputs)  # before this campaign writes its first run file
     runs_dir, work_dir = pathlib.Path(runs_dir), pathlib.Path(work_dir)
     table, faces = prepared_dataset(root, fmt)
     keep = table.expression_ids(model_config.labels) >= 0

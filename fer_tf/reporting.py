@@ -16,15 +16,24 @@ import numpy as np
 from fer_tf.files import atomic_write_text
 
 
-def git_commit(cwd=None):
+def git_commit(cwd=None, outputs=()):
     """HEAD's commit, with ``-dirty`` when tracked files differ from it. Where the tree is no git
     checkout (a copy sent to another machine), ``FER_TF_SOURCE_COMMIT`` (written from git when the
-    copy was packed, see pipelines/device/pack.py) names it, else "unknown"."""
+    copy was packed, see pipelines/device/pack.py) names it, else "unknown".
+
+    ``outputs``: folders that the caller itself rewrites and never reads (a campaign's report):
+    their changes do not make the tree dirty, so that a campaign resumed after it rebuilt its
+    report still records the commit its code and configs come from."""
     where = cwd or pathlib.Path(__file__).parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=where,
                              timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                             cwd=where, timeout=10).stdout.strip()
+        inside = [os.path.relpath(os.path.abspath(o), top) for o in outputs if top]
+        excluded = [f":(top,exclude){rel}" for rel in inside if rel != "." and not rel.startswith("..")]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ":(top)", *excluded],
                                capture_output=True, text=True, cwd=where, timeout=10)
     except (OSError, subprocess.SubprocessError):
         out = None

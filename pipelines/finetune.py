@@ -101,7 +101,8 @@ def main():
                               wanted, runs_dir, work, pretrained_path=pretrained, probe_set=probe,
                               shard=_shard(args.shard),
                               time_limit_minutes=args.time_limit, max_runs=args.max_runs,
-                              command=f"make finetune DATASET={args.dataset}")
+                              command=f"make finetune DATASET={args.dataset}",
+                              outputs=(report, runs_dir))
     runs = crossval.load_runs(runs_dir)
     finetune_report.write_report(runs, model_cfg.labels, report, args.dataset, n_folds, config=data,
                                  current=current, command=command,

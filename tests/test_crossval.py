@@ -167,3 +167,27 @@ def test_campaign_on_ckplus48_writes_one_file_per_run_and_resumes(ckplus48_dir, 
     assert crossval.run_campaign(ckplus48_dir, "ckplus48", model, train, data, runs, **kwargs) == (0, 0)
     changed = TrainConfig(epochs=1, steps_per_epoch=2, inner_validation=0.125, learning_rate=1e-3)
     assert crossval.run_campaign(ckplus48_dir, "ckplus48", model, changed, data, runs, **kwargs) == (1, 0)
+
+
+def test_a_campaign_rewriting_its_report_still_records_a_clean_commit(tmp_path):
+    import subprocess
+
+    from fer_tf import reporting
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "README.md").write_text("old report\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    (tmp_path / "report" / "README.md").write_text("rebuilt by the campaign\n")
+    assert reporting.git_commit(cwd=tmp_path).endswith("-dirty")
+    clean = reporting.git_commit(cwd=tmp_path, outputs=(tmp_path / "report", "/elsewhere"))
+    assert clean and not clean.endswith("-dirty")
+    # the whole tree is no output: it would hide every change
+    assert reporting.git_commit(cwd=tmp_path, outputs=(tmp_path,)).endswith("-dirty")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert reporting.git_commit(cwd=tmp_path, outputs=(tmp_path / "report",)).endswith("-dirty")
