@@ -28,8 +28,8 @@ def git_commit(cwd=None, outputs=()):
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=where,
                              timeout=10)
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
-                             cwd=where, timeout=10).stdout.strip()
+        top = outputs and subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
+                                         text=True, cwd=where, timeout=10).stdout.strip()
         inside = [os.path.relpath(os.path.abspath(o), top) for o in outputs if top]
         excluded = [f":(top,exclude){rel}" for rel in inside if rel != "." and not rel.startswith("..")]
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
