@@ -19,7 +19,7 @@ from fer_tf import models, training
 from fer_tf.config import ModelConfig, TrainConfig, to_dict, variant_slug
 from fer_tf.data.splits import subject_kfold
 from fer_tf.probes import identity_probe  # noqa: F401  (public here too, where it used to live)
-from fer_tf.sampling import eval_dataset, identity_aware_dataset
+from fer_tf.sampling import DEFAULT_QUERIES_PER_BATCH, eval_dataset, identity_aware_dataset
 
 #: Table 3 of the paper: CK+ sequence-level accuracy (8-fold, subject-independent, 7 expressions).
 PAPER_CKPLUS = {"softmax": None, "1B(N+1)": 0.9321, "2B(N+1)": 0.943, "1B(N+M)": 0.9655, "2B(N+M)": 0.971}
@@ -128,7 +128,7 @@ def train_variant(variant, table, faces, train_rows, test_rows, model_config: Mo
     fit_rows, inner_rows = inner_split(table, train_rows, train_config.inner_validation,
                                        seed=train_config.seed)
     train_table = table.take(fit_rows)
-    queries = train_config.queries_per_batch if mode == "in_batch" else 12
+    queries = train_config.queries_per_batch if mode == "in_batch" else DEFAULT_QUERIES_PER_BATCH["tuple"]
     train_faces = faces[fit_rows]  # one array: its tensor is reused every epoch
     sampler_args = dict(mode=mode, num_positives=model_config.num_positives,
                         num_negatives=model_config.num_negatives, queries_per_batch=queries,

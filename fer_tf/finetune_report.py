@@ -23,6 +23,7 @@ import numpy as np
 from fer_tf import stats
 from fer_tf.config import variant_slug
 from fer_tf.reporting import write_json
+from fer_tf.sampling import DEFAULT_QUERIES_PER_BATCH
 
 #: Figures this report writes (with ``embedding_<variant>.png``); stale ones are removed.
 OWN_FIGURES = ("curves.png", "confusion_matrix.png", "pilot_curves.png")
@@ -233,7 +234,10 @@ def _protocol_text(config):
     bits = [f"{t.get('optimizer', 'adam').capitalize()}, learning rate {t.get('learning_rate')}"
             f" ({t.get('schedule', 'halve_reload').replace('_', '-')}"
             + (f", {t.get('warmup_epochs')} warm-up epoch(s)" if t.get("warmup_epochs") else "") + ")",
-            f"{t.get('epochs')} epochs of {t.get('queries_per_batch', 64)} queries per batch"]
+            f"{t.get('epochs')} epochs of {t.get('queries_per_batch', 64)} queries per batch"
+            + (f" (`tuple`-mode runs: {DEFAULT_QUERIES_PER_BATCH['tuple']} queries per batch, each followed"
+               " by its own positives and negatives)"
+               if config.get("evaluation", {}).get("tuple_mode") else "")]
     if t.get("freeze_batch_norm"):
         bits.append("batch norm frozen at its FER2013 statistics")
     if t.get("backbone_lr_scale", 1.0) != 1.0:
