@@ -6,9 +6,10 @@ The plan of a config (:func:`plan`) is, in the order it runs:
 1. the variants on every subject-independent fold, for each seed of ``evaluation.seeds``
    (``in_batch`` mode);
 2. ``evaluation.options``: named deviations (``set`` overrides of model/train keys, e.g.
-   ``model.l2_normalize: false``) run for some variants and seeds, compared with the same
-   variants without them;
-3. ``evaluation.tuple_mode``: a variant in the paper's ``tuple`` mode on some folds.
+   ``model.l2_normalize: false``) run for some variants and seeds (``seeds``: one list, or
+   ``{variant: [seeds]}``), compared with the same variants without them;
+3. ``evaluation.tuple_mode``: a variant in the paper's ``tuple`` mode on some folds, as
+   configured and with each option of its ``with_options`` (e.g. the paper's settings together).
 
 :func:`run_campaign` trains what is missing and writes ``<runs_dir>/<group>/seed<s>-fold<k>.json``
 (accuracies, the selected epoch, curves, identity probes, provenance). A file counts as done when
@@ -78,6 +79,20 @@ def _settings_of(mapping, where):
     return tuple(sorted(out))
 
 
+def _option_seeds(option, all_variants, default_seeds, where):
+    """``{variant: [seeds]}`` of an option: its ``seeds`` is a list for all of its variants, or a
+    mapping ``{variant: [seeds], ...}`` (variants it leaves out run ``default_seeds``)."""
+    variants = list(option.get("variants", all_variants))
+    seeds = option.get("seeds", default_seeds)
+    if isinstance(seeds, dict):
+        unknown = sorted(set(seeds) - set(variants))
+        if unknown:
+            raise ConfigError(f"{where}: `seeds` names {unknown}, which are not among the option's "
+                              f"variants {variants}; list them under `variants` or remove them")
+        return {v: [int(s) for s in seeds.get(v, default_seeds)] for v in variants}
+    return {v: [int(s) for s in seeds] for v in variants}
+
+
 def plan(evaluation_config, folds, variants=None, seeds=None, fold_subset=None, parts=None):
     """The ordered list of :class:`Run` of a config's ``evaluation`` section.
 
@@ -105,14 +120,25 @@ def plan(evaluation_config, folds, variants=None, seeds=None, fold_subset=None, 
             if not option.get("name"):
                 raise ConfigError(f"{where}: needs a `name`")
             settings = _settings_of(option.get("set"), where)
-            for s in option.get("seeds", all_seeds[:1]):
-                runs += [Run(v, int(s), k, option=option["name"], settings=settings)
-                         for k in range(folds) for v in option.get("variants", all_variants)]
+            seeds_of = _option_seeds(option, all_variants, all_seeds[:1], where)
+            for s in sorted({s for v_seeds in seeds_of.values() for s in v_seeds}):
+                runs += [Run(v, s, k, option=option["name"], settings=settings)
+                         for k in range(folds) for v in seeds_of if s in seeds_of[v]]
     tuple_mode = ev.get("tuple_mode")
     if "tuple" in parts and tuple_mode:
-        for s in tuple_mode.get("seeds", all_seeds[:1]):
-            runs += [Run(tuple_mode.get("variant", "2B(N+M)"), int(s), int(k), mode="tuple")
-                     for k in tuple_mode.get("folds", [0]) if int(k) < folds]
+        # with_options: named options that also run in tuple mode (e.g. the paper's settings together)
+        named = {o.get("name"): o for o in ev.get("options") or []}
+        extra = []
+        for name in tuple_mode.get("with_options") or []:
+            if name not in named:
+                raise ConfigError(f"evaluation.tuple_mode.with_options: no option named {name!r}; "
+                                  f"the options are {sorted(n for n in named if n)}")
+            extra.append((name, _settings_of(named[name].get("set"), f"evaluation.options {name!r}")))
+        for option, settings in [("", ())] + extra:
+            for s in tuple_mode.get("seeds", all_seeds[:1]):
+                runs += [Run(tuple_mode.get("variant", "2B(N+M)"), int(s), int(k), mode="tuple",
+                             option=option, settings=settings)
+                         for k in tuple_mode.get("folds", [0]) if int(k) < folds]
     return [r for r in runs if wanted(r)]
 
 

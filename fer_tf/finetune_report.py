@@ -413,10 +413,18 @@ def _against_paper(data, pretrain_results, config):
                         "stage on Multi-PIE, which is not available here")
     for name, o in data["options"].items():
         if o["sequence_accuracy"] is not None:
+            c = o["against_default"]
             evidence.append(f"{name} ({o['what'] or o['option']}): {_pct(o['sequence_accuracy'])} over "
-                            f"{o['n_runs']} runs")
+                            f"{o['n_runs']} runs"
+                            + (f", {_pts(c['mean'])} points against the default over {c['pairs']} paired "
+                               f"runs (95% CI {_ci(c)})" if c["pairs"] else ""))
+    for name, t in data["tuple_mode"].items():
+        base = t.get("in_batch_same_runs") or {}
+        evidence.append(f"{name}: {_pct(t['sequence_accuracy'])} over {t['n_runs']} runs"
+                        + (f", against {_pct(base.get('sequence_accuracy'))} for {t['variant']} as configured "
+                           "on the same folds and seeds" if base else ""))
     if evidence:
-        lines += ["What we measured about the gap: " + "; ".join(evidence) + ".", ""]
+        lines += ["What we measured about the gap:", ""] + [f"- {e}" for e in evidence] + [""]
     if notes:
         lines += [notes.strip(), ""]
     return lines

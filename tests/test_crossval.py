@@ -8,6 +8,7 @@ import pytest
 
 from fer_tf import crossval, finetune_report
 from fer_tf.config import ModelConfig, TrainConfig
+from fer_tf.errors import ConfigError
 
 EV = {"variants": ["softmax", "2B(N+M)"], "seeds": [0, 1],
       "options": [{"name": "no-l2", "what": "w/o L2", "variants": ["2B(N+M)"],
@@ -25,6 +26,28 @@ def test_plan_orders_main_runs_then_options_then_tuple_mode():
     assert str(runs[-1].path) == "2b_npm-tuple/seed0-fold0.json"
     narrowed = crossval.plan(EV, folds=3, variants=["softmax"], seeds=[1], fold_subset=[2], parts=["main"])
     assert [(r.variant, r.seed, r.fold) for r in narrowed] == [("softmax", 1, 2)]
+
+
+def test_an_option_can_give_each_variant_its_own_seeds():
+    ev = dict(EV, options=[{"name": "no-l2", "variants": ["softmax", "2B(N+M)"],
+                            "set": {"model.l2_normalize": False}, "seeds": {"2B(N+M)": [0, 1, 2]}}])
+    runs = crossval.plan(ev, folds=2, parts=["options"])
+    assert [(r.variant, r.seed, r.fold) for r in runs] == [
+        ("softmax", 0, 0), ("2B(N+M)", 0, 0), ("softmax", 0, 1), ("2B(N+M)", 0, 1),
+        ("2B(N+M)", 1, 0), ("2B(N+M)", 1, 1), ("2B(N+M)", 2, 0), ("2B(N+M)", 2, 1)]
+    bad = dict(EV, options=[dict(ev["options"][0], seeds={"1B(N+1)": [1]})])
+    with pytest.raises(ConfigError, match="not among the option's variants"):
+        crossval.plan(bad, folds=2)
+
+
+def test_tuple_mode_can_also_run_with_an_option():
+    ev = dict(EV, tuple_mode=dict(EV["tuple_mode"], with_options=["no-l2"]))
+    runs = crossval.plan(ev, folds=2, parts=["tuple"])
+    assert [r.group for r in runs] == ["2b_npm-tuple", "2b_npm+no-l2-tuple"]
+    m, t = crossval.configs_for(runs[1], ModelConfig(), TrainConfig())
+    assert m.l2_normalize is False and t.mode == "tuple"
+    with pytest.raises(ConfigError, match="no option named 'no-margin'"):
+        crossval.plan(dict(EV, tuple_mode=dict(EV["tuple_mode"], with_options=["no-margin"])), folds=2)
 
 
 def test_configs_for_applies_the_option_seed_and_mode():
