@@ -83,4 +83,5 @@ def teacher_targets(path, faces, label_ids, labels, weight=0.5, temperature=1.0,
         "teacher_train_accuracy": evaluation.accuracy(probabilities, label_ids),
         "teacher_mean_top_probability": float(np.mean(np.max(tempered, axis=1))),
     }
-    return soft_targets(label_ids, probabilities, weight, temperature, label_smoothing), summary
+    # already tempered: soft_targets' own temper(..., 1.0) only renormalises
+    return soft_targets(label_ids, tempered, weight, 1.0, label_smoothing), summary

@@ -75,3 +75,16 @@ def test_classification_dataset_serves_soft_targets():
     assert seen == int(np.sum(labels >= 0))
     with pytest.raises(Exception, match="one row per face"):
         sampling.classification_dataset(faces, labels, soft_targets=soft[:10])
+
+
+def test_teacher_targets_temper_the_teacher_once(tmp_path):
+    teacher = models.build_model("softmax", labels=["a", "b", "c", "d", "e", "f", "g"])
+    path = tmp_path / "teacher.keras"
+    teacher.save(path)
+    faces = np.random.default_rng(0).normal(size=(4, 60, 60)).astype(np.float32)
+    labels = np.array([0, 3, 6, -1])
+    targets, summary = distillation.teacher_targets(path, faces, labels, list("abcdefg"), weight=0.5,
+                                                    temperature=2.0)
+    probabilities = distillation.evaluation.predict_probabilities(teacher, faces, flip=True)
+    np.testing.assert_allclose(targets, distillation.soft_targets(labels, probabilities, 0.5, 2.0), atol=1e-5)
+    assert summary["temperature"] == 2.0
