@@ -98,8 +98,12 @@ class TrainConfig:
     backbone_lr_scale: float = 1.0
     # Model selection in cross-validation: this fraction of the training subjects is held out as
     # an inner validation split and the epoch with the best accuracy on it is evaluated on the test
-    # fold (0: no inner split; the last epoch is evaluated).
+    # fold (0: no inner split; the epoch with the lowest training loss is evaluated).
     inner_validation: float = 0.0
+    # Which epoch's weights training ends with: "best" (the best validation accuracy or, without
+    # validation, the lowest training loss; the paper's schedule relies on it) or "last" (a fixed
+    # epoch count, e.g. one chosen on an inner split beforehand, then trained on every subject).
+    select_epoch: str = "best"
     # Distillation (not in the paper; fer_tf.distillation): a ``.keras`` teacher network, e.g. the
     # published backbone ("born-again" training). Each training face's target becomes
     # (1 - distill_weight) x its (smoothed) one-hot label + distill_weight x the teacher's
@@ -115,6 +119,8 @@ class TrainConfig:
             raise ConfigError(f"unknown schedule {self.schedule!r}; use 'halve_reload' or 'cosine'")
         if not 0.0 <= self.inner_validation < 0.5:
             raise ConfigError(f"inner_validation must be a fraction in [0, 0.5), got {self.inner_validation}")
+        if self.select_epoch not in ("best", "last"):
+            raise ConfigError(f"unknown select_epoch {self.select_epoch!r}; use 'best' or 'last'")
         if not 0.0 <= self.backbone_lr_scale <= 1.0:
             raise ConfigError(f"backbone_lr_scale must be in [0, 1], got {self.backbone_lr_scale}")
         if not 0.0 <= self.distill_weight <= 1.0:

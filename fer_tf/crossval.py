@@ -171,7 +171,7 @@ NOT_PROTOCOL = ("seed", "time_limit_minutes", "checkpoint_every")
 #: Train options added after runs were committed. At their defaults they compute what runs did
 #: before the option existed, so they enter the digest only when set otherwise (else every
 #: committed run would count as stale and be trained again).
-LATER_OPTIONS = ("distill_from", "distill_weight", "distill_temperature")
+LATER_OPTIONS = ("distill_from", "distill_weight", "distill_temperature", "select_epoch")
 _TRAIN_DEFAULTS = defaults(TrainConfig)
 
 

@@ -5,7 +5,8 @@ training subjects). Campaigns of many runs are :mod:`fer_tf.crossval`; their rep
 
 Model selection never looks at the test fold: with an inner split, the epoch with the best
 accuracy on held-out *training* subjects is evaluated; without one, the lowest training loss
-decides. The per-epoch test-fold accuracy is recorded for the curves only.
+decides, or, with ``train.select_epoch: last``, the last epoch of a fixed count. The per-epoch
+test-fold accuracy is recorded for the curves (and the report's bound on epoch choice) only.
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ def train_variant(variant, table, faces, train_rows, test_rows, model_config: Mo
     model, history = training.fit(
         model, make_train, train_config, steps, validation_data=validation, workdir=workdir,
         verbose=verbose, callbacks=[FoldAccuracy(faces[test_rows], ids[test_rows])])
-    selected = _selected_epoch(history, len(inner_rows) > 0, train_config.schedule != "halve_reload")
+    selected = (int(history[-1]["epoch"]) if train_config.select_epoch == "last" and history else
+                _selected_epoch(history, len(inner_rows) > 0, train_config.schedule != "halve_reload"))
     probabilities = predict_probabilities(model, faces[test_rows])
     feature_model = model.feature_model()
     features = feature_model.predict(eval_dataset(faces[test_rows]), verbose=0)

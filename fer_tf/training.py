@@ -521,7 +521,8 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
     and overwrites it); the returned model then is the one loaded from the checkpoint. The
     learning rate, optimizer state, schedule state and best weights, and the random state continue
     as in an uninterrupted run. The best weights (by validation accuracy, or training loss without
-    validation) are loaded at the end. A NaN/Inf loss raises :class:`TrainingError`.
+    validation) are loaded at the end, unless ``config.select_epoch`` is ``"last"``. A NaN/Inf loss
+    raises :class:`TrainingError`.
 
     With a ``tf.distribute`` ``strategy`` (see :mod:`fer_tf.distribute`; the model must have been
     built inside ``strategy.scope()``), training runs under it and only the chief worker writes
@@ -595,6 +596,6 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
                   f"{workdir / CHECKPOINT} (the mid-epoch model is in {workdir / INTERRUPTED}); run "
                   "again with the same work directory to resume", file=sys.stderr)
         raise
-    if schedule.best_weights is not None:
+    if schedule.best_weights is not None and config.select_epoch == "best":
         model.set_weights(schedule.best_weights)
     return model, history

@@ -67,6 +67,8 @@ def test_protocol_digest_ignores_the_seed_but_not_the_settings():
     # an option added later counts only when it is off its default
     assert base == crossval.protocol_digest(ModelConfig(), TrainConfig(distill_weight=0.5), "abc", data)
     assert base != crossval.protocol_digest(ModelConfig(), TrainConfig(distill_from="t.keras"), "abc", data)
+    assert base == crossval.protocol_digest(ModelConfig(), TrainConfig(select_epoch="best"), "abc", data)
+    assert base != crossval.protocol_digest(ModelConfig(), TrainConfig(select_epoch="last"), "abc", data)
 
 
 def test_committed_campaign_runs_match_the_current_protocol():
@@ -106,8 +108,10 @@ def _run_file(variant, seed, fold, acc, option="", mode="in_batch", probe=None):
             "identity_probe_accuracy": 0.1, "identity_probe_subjects": 5,
             "cross_expression_probe": {"dataset": "kdef-subset", "accuracy": probe, "subjects": 70,
                                        "chance": 1 / 70} if probe is not None else None,
+            "last_epoch_image_accuracy": acc - 0.02,
             "train_seconds": 10.0, "history": [{"epoch": e, "loss": 1 / e, "val_accuracy": 0.8,
-                                                "fold_accuracy": acc} for e in range(1, 5)],
+                                                "fold_accuracy": acc + (0.03 if e == 2 else 0.0)}
+                                               for e in range(1, 5)],
             "run": {"git_commit": "abc", "machine": {"cpu": "cpu", "cores": 2}},
             "embedding": {"pca": [[0, 0], [1, 1]], "expression": ["a", "b"], "subject": ["s", "t"]}}
 
@@ -153,6 +157,8 @@ def test_report_from_run_files(tmp_path):
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "| 2B(N+M) - softmax | +5.00 | [+5.00, +5.00] | 8 (4) | 8 / 0 |" in readme
     assert "carry less identity than softmax's" in readme and "97.10%" in readme
+    assert v["2B(N+M)"]["best_test_epoch_image_accuracy"] == pytest.approx(0.895)
+    assert "| 2B(N+M) | 85.50% | 84.50% | 89.50% |" in readme  # chosen, last, best on the test fold
     for figure in ("curves.png", "confusion_matrix.png", "embedding_2b_npm.png"):
         assert (tmp_path / "report" / figure).stat().st_size > 0
 

@@ -342,3 +342,27 @@ def test_batch_norm_statistics_move_when_not_frozen():
     before = bn.moving_mean.numpy().copy()
     training.fit(model, make_train, TrainConfig(optimizer="adam", epochs=1), steps_per_epoch=2, verbose=0)
     assert np.any(bn.moving_mean.numpy() != before)
+
+
+def test_select_epoch_last_ends_with_the_final_epochs_weights():
+    import dataclasses
+
+    import keras
+
+    from fer_tf import training
+
+    class Final(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.weights = [np.array(w) for w in self.model.get_weights()]
+
+    model, make_train, config = _setup(epochs=3)
+    final = Final()
+    config = dataclasses.replace(config, schedule="cosine", select_epoch="last")
+    model, history = training.fit(model, make_train, config, steps_per_epoch=2, verbose=0, callbacks=[final])
+    assert len(history) == 3
+    for got, want in zip(model.get_weights(), final.weights):
+        np.testing.assert_array_equal(got, want)
+    from fer_tf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="select_epoch"):
+        dataclasses.replace(config, select_epoch="first")
