@@ -303,9 +303,9 @@ def _readme(data, figures, report, config):
                          f"{c['wins']} / {c['losses']} |")
         lines.append("")
     if data["options"]:
-        lines += ["## The deviations from the paper, on vs off", "",
-                  "Each row is the variant with one setting changed against the same variant with "
-                  "this report's defaults, on the runs both have.", "",
+        lines += ["## Options on vs off: the paper's settings and protocol choices", "",
+                  "Each row is the variant with one setting changed (the config's `evaluation.options`) "
+                  "against the same variant with this report's defaults, on the runs both have.", "",
                   "| variant | option | what | sequence-level | default - option (points) | 95% CI | pairs |",
                   "|---|---|---|---|---|---|---|"]
         for name, o in data["options"].items():
