@@ -345,24 +345,31 @@ def test_batch_norm_statistics_move_when_not_frozen():
 
 
 def test_select_epoch_last_ends_with_the_final_epochs_weights():
+    """The callback reports a rising loss, so "best" (lowest training loss) would end with epoch 1's
+    weights: "last" must not, "best" must."""
     import dataclasses
 
     import keras
 
     from fer_tf import training
-
-    class Final(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            self.weights = [np.array(w) for w in self.model.get_weights()]
-
-    model, make_train, config = _setup(epochs=3)
-    final = Final()
-    config = dataclasses.replace(config, schedule="cosine", select_epoch="last")
-    model, history = training.fit(model, make_train, config, steps_per_epoch=2, verbose=0, callbacks=[final])
-    assert len(history) == 3
-    for got, want in zip(model.get_weights(), final.weights):
-        np.testing.assert_array_equal(got, want)
     from fer_tf.errors import ConfigError
 
+    class Record(keras.callbacks.Callback):  # runs before the schedule reads the logs
+        def __init__(self):
+            super().__init__()
+            self.weights = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs["loss"] = float(epoch)
+            self.weights.append([np.array(w) for w in self.model.get_weights()])
+
+    for select, epoch in (("last", -1), ("best", 0)):
+        model, make_train, config = _setup(epochs=3)
+        record = Record()
+        config = dataclasses.replace(config, schedule="cosine", select_epoch=select)
+        model, history = training.fit(model, make_train, config, steps_per_epoch=2, verbose=0, callbacks=[record])
+        assert len(history) == 3
+        for got, want in zip(model.get_weights(), record.weights[epoch]):
+            np.testing.assert_array_equal(got, want)
     with pytest.raises(ConfigError, match="select_epoch"):
         dataclasses.replace(config, select_epoch="first")
