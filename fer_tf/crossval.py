@@ -111,29 +111,35 @@ def plan(evaluation_config, folds, variants=None, seeds=None, fold_subset=None, 
         return ((keep_v is None or run.variant in keep_v) and (keep_s is None or run.seed in keep_s)
                 and (keep_f is None or run.fold in keep_f))
 
+    options = ev.get("options") or []
+    settings_of = {}  # option name -> its settings, worked out once for both parts that use them
+    for i, option in enumerate(options):
+        if not option.get("name"):
+            raise ConfigError(f"evaluation.options[{i}]: needs a `name`")
+        if option["name"] in settings_of:
+            raise ConfigError(f"evaluation.options[{i}]: the name {option['name']!r} is taken by an "
+                              "earlier option; give each option its own name")
+        settings_of[option["name"]] = _settings_of(option.get("set"), f"evaluation.options[{i}]")
+
     runs = []
     if "main" in parts:
         runs += [Run(v, s, k) for s in all_seeds for k in range(folds) for v in all_variants]
     if "options" in parts:
-        for i, option in enumerate(ev.get("options") or []):
-            where = f"evaluation.options[{i}]"
-            if not option.get("name"):
-                raise ConfigError(f"{where}: needs a `name`")
-            settings = _settings_of(option.get("set"), where)
-            seeds_of = _option_seeds(option, all_variants, all_seeds[:1], where)
+        for i, option in enumerate(options):
+            name = option["name"]
+            seeds_of = _option_seeds(option, all_variants, all_seeds[:1], f"evaluation.options[{i}]")
             for s in sorted({s for v_seeds in seeds_of.values() for s in v_seeds}):
-                runs += [Run(v, s, k, option=option["name"], settings=settings)
+                runs += [Run(v, s, k, option=name, settings=settings_of[name])
                          for k in range(folds) for v in seeds_of if s in seeds_of[v]]
     tuple_mode = ev.get("tuple_mode")
     if "tuple" in parts and tuple_mode:
         # with_options: named options that also run in tuple mode (e.g. the paper's settings together)
-        named = {o.get("name"): o for o in ev.get("options") or []}
         extra = []
         for name in tuple_mode.get("with_options") or []:
-            if name not in named:
+            if name not in settings_of:
                 raise ConfigError(f"evaluation.tuple_mode.with_options: no option named {name!r}; "
-                                  f"the options are {sorted(n for n in named if n)}")
-            extra.append((name, _settings_of(named[name].get("set"), f"evaluation.options {name!r}")))
+                                  f"the options are {sorted(settings_of)}")
+            extra.append((name, settings_of[name]))
         for option, settings in [("", ())] + extra:
             for s in tuple_mode.get("seeds", all_seeds[:1]):
                 runs += [Run(tuple_mode.get("variant", "2B(N+M)"), int(s), int(k), mode="tuple",

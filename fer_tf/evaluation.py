@@ -148,8 +148,8 @@ def train_variant(variant, table, faces, train_rows, test_rows, model_config: Mo
     model, history = training.fit(
         model, make_train, train_config, steps, validation_data=validation, workdir=workdir,
         verbose=verbose, callbacks=[FoldAccuracy(faces[test_rows], ids[test_rows])])
-    selected = (int(history[-1]["epoch"]) if train_config.select_epoch == "last" and history else
-                _selected_epoch(history, len(inner_rows) > 0, train_config.schedule != "halve_reload"))
+    selected = _selected_epoch(history, len(inner_rows) > 0, train_config.schedule != "halve_reload",
+                               rule=train_config.select_epoch)
     probabilities = predict_probabilities(model, faces[test_rows])
     feature_model = model.feature_model()
     features = feature_model.predict(eval_dataset(faces[test_rows]), verbose=0)
@@ -163,12 +163,15 @@ def train_variant(variant, table, faces, train_rows, test_rows, model_config: Mo
     }
 
 
-def _selected_epoch(history, validated, prefer_later=True):
-    """The 1-based epoch whose weights :func:`fer_tf.training.fit` returned: the best
-    ``val_accuracy`` or, without validation, the lowest training loss (ties: the later epoch
-    with ``prefer_later``, as under a decaying schedule; else the earlier)."""
+def _selected_epoch(history, validated, prefer_later=True, rule="best"):
+    """The 1-based epoch whose weights :func:`fer_tf.training.fit` returned: the last one with
+    ``rule="last"``; else the best ``val_accuracy`` or, without validation, the lowest training
+    loss (ties: the later epoch with ``prefer_later``, as under a decaying schedule; else the
+    earlier)."""
     if not history:
         return 0
+    if rule == "last":
+        return int(history[-1]["epoch"])
 
     def score(i):
         row = history[i]

@@ -50,6 +50,12 @@ def test_tuple_mode_can_also_run_with_an_option():
         crossval.plan(dict(EV, tuple_mode=dict(EV["tuple_mode"], with_options=["no-margin"])), folds=2)
 
 
+def test_two_options_cannot_share_a_name():
+    twice = dict(EV, options=EV["options"] + [dict(EV["options"][0], set={"model.margin": 0.0})])
+    with pytest.raises(ConfigError, match="'no-l2' is taken by an earlier option"):
+        crossval.plan(twice, folds=2, parts=["tuple"])  # checked whichever parts are planned
+
+
 def test_configs_for_applies_the_option_seed_and_mode():
     run = crossval.plan(EV, folds=1)[-2]  # the no-l2 option
     m, t = crossval.configs_for(run, ModelConfig(), TrainConfig(seed=7))

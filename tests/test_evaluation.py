@@ -61,6 +61,8 @@ def test_selected_epoch_is_the_best_validation_epoch_ties_later():
     assert evaluation._selected_epoch(history, True) == 3
     assert evaluation._selected_epoch(history, True, prefer_later=False) == 2
     assert evaluation._selected_epoch(history, False) == 4
+    assert evaluation._selected_epoch(history, True, rule="last") == 4
+    assert evaluation._selected_epoch(history[:2], True, rule="last") == 2
 
 
 def test_train_variant_starts_from_the_seed_whatever_ran_before(monkeypatch):
