@@ -71,6 +71,35 @@ def pilot_summary(pilot_dir):
     return out
 
 
+def backbone_summary(study_dir, main_runs):
+    """``{name: {...}}`` from ``study_dir/<name>/``: runs of the config's protocol fine-tuned from
+    another starting point (``backbone.json`` there says which: ``what``, and
+    ``fer2013_private_test_accuracy`` where it was pretrained on FER2013), each compared, per
+    (seed, fold), with ``main_runs`` of the same variant, which start from the committed backbone."""
+    out = {}
+    for folder in sorted(p for p in pathlib.Path(study_dir).glob("*") if p.is_dir()):
+        runs = load_runs(folder)
+        if not runs:
+            continue
+        info_path = folder / "backbone.json"
+        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        variants = sorted({r["variant"] for r in runs})
+        for variant in variants:
+            mine = [r for r in runs if r["variant"] == variant]
+            keys = {(r["seed"], r["fold"]) for r in mine}
+            base = [r for r in main_runs if r["variant"] == variant and not r.get("option")
+                    and r.get("mode") != "tuple" and (r["seed"], r["fold"]) in keys]
+            out[folder.name if len(variants) == 1 else f"{folder.name} {variant}"] = {
+                "variant": variant, "what": info.get("what", folder.name),
+                "fer2013_private_test_accuracy": info.get("fer2013_private_test_accuracy"),
+                "sha256_12": info.get("sha256_12"), "made_by": info.get("made_by"), "runs": len(mine),
+                "seeds": sorted({r["seed"] for r in mine}), "folds": sorted({r["fold"] for r in mine}),
+                "sequence_accuracy": stats.mean_std([r["sequence_accuracy"] for r in mine])[0],
+                "committed_backbone_same_runs": stats.mean_std([r["sequence_accuracy"] for r in base])[0],
+                "against_committed_backbone": stats.compare(mine, base)}
+    return out
+
+
 def _pct(x, digits=2):
     return "–" if x is None else f"{100 * x:.{digits}f}%"
 
@@ -199,9 +228,11 @@ def build_results(runs, labels, dataset, folds, config=None, current=None, pretr
 
 
 def write_report(runs, labels, report_dir, dataset, folds, config=None, current=None, command=None,
-                 pretrained=None, pilot_dir=None):
+                 pretrained=None, pilot_dir=None, backbones_dir=None):
     """Write results.json, README.md and the figures of ``report_dir``; returns the results.
-    ``pilot_dir`` (default ``report_dir/pilot``): a pilot of training settings, if there is one."""
+    ``pilot_dir`` (default ``report_dir/pilot``): a pilot of training settings, if there is one;
+    ``backbones_dir`` (default ``report_dir/backbones``): runs from other starting points, if any
+    (:func:`backbone_summary`)."""
     from fer_tf import plots  # deferred: matplotlib
 
     report = pathlib.Path(report_dir)
@@ -210,13 +241,14 @@ def write_report(runs, labels, report_dir, dataset, folds, config=None, current=
     data["command"] = command
     pilot = pilot_summary(pilot_dir or report / "pilot")
     data["pilot"] = {k: {kk: vv for kk, vv in v.items() if kk != "histories"} for k, v in pilot.items()}
+    used = [r for r in runs if r["file"] not in set(data["stale_runs"])]
+    data["backbones"] = backbone_summary(backbones_dir or report / "backbones", used)
     write_json(report / "results.json", data)
     figures = []
     if pilot:
         figures.append(plots.mean_curves({k: v["histories"] for k, v in pilot.items()},
                                          report / "pilot_curves.png",
                                          title="pilot: training settings (mean ± std over its runs)"))
-    used = [r for r in runs if r["file"] not in set(data["stale_runs"])]
     groups = _group(used)
     curves = {n: [r["history"] for r in g] for n, g in groups.items() if n in data["variants"]}
     if curves:
@@ -426,8 +458,10 @@ def _against_paper(data, pretrain_results, config):
                   f"{_pct(v[n]['best_test_epoch_image_accuracy'])} |" for n in bounded] + [""]
     notes = config.get("evaluation", {}).get("against_paper")
     evidence = []
-    if pathlib.Path(pretrain_results).is_file():
-        fer = json.loads(pathlib.Path(pretrain_results).read_text())
+    fer = (json.loads(pathlib.Path(pretrain_results).read_text())
+           if pathlib.Path(pretrain_results).is_file() else None)
+    lines += _backbone_table(data.get("backbones") or {}, fer)
+    if fer:
         evidence.append(f"the FER2013-pretrained network starts from {100 * fer['private_test_accuracy']:.1f}% "
                         "on FER2013 PrivateTest (`reports/fer2013`); the paper adds a second pretraining "
                         "stage on Multi-PIE, which is not available here")
@@ -448,6 +482,30 @@ def _against_paper(data, pretrain_results, config):
     if notes:
         lines += [notes.strip(), ""]
     return lines
+
+
+def _backbone_table(backbones, fer):
+    """Does the starting point matter? The runs of ``backbone_summary`` beside the same (seed, fold)
+    runs from the committed backbone."""
+    if not backbones:
+        return []
+    lines = ["Does the starting point matter? The same protocol and (seed, fold) runs, fine-tuned from "
+             "other starting points (`backbones/`, which says how each was made):", "",
+             "| starting point | FER2013 PrivateTest | method | sequence-level | runs | against the committed "
+             "backbone (points, 95% CI) |", "|---|---|---|---|---|---|"]
+    committed = {}
+    for name, b in backbones.items():
+        c = b["against_committed_backbone"]
+        lines.append(f"| {b['what']} | {_pct(b['fer2013_private_test_accuracy'])} | {b['variant']} | "
+                     f"{_pct(b['sequence_accuracy'])} | {b['runs']} | "
+                     + (f"{_pts(c['mean'])} {_ci(c)} |" if c["pairs"] else "– |"))
+        committed.setdefault(b["variant"], b)
+    for variant, b in committed.items():
+        lines.append(f"| the committed backbone (`pretrained/`) | "
+                     f"{_pct(fer and fer.get('private_test_accuracy'))} | {variant} | "
+                     f"{_pct(b['committed_backbone_same_runs'])} | "
+                     f"{b['against_committed_backbone']['pairs']} | – |")
+    return lines + [""]
 
 
 def _median(values):

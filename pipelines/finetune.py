@@ -9,13 +9,21 @@ Every (variant, option, seed, fold, mode) of the config's plan (fer_tf.crossval.
 from the FER2013-pretrained weights and summarised in reports/<dataset>/runs/<group>/seed<s>-fold<k>.json
 (commit these: a new session, on any machine, continues with the runs that are missing). The report
 (results.json, README.md, figures in reports/<dataset>/) is rebuilt from those files every time.
+
+With --runs DIR the run files go to DIR instead (a pilot of training settings, or a study of other
+starting points such as reports/ckplus48/backbones/<name>, which the dataset's report summarises);
+no report is built from them unless --report says where.
 """
 
 import argparse
+import hashlib
 import pathlib
+import shlex
+import sys
 
 from _common import DATASETS, REPO, load_configs, parse_settings, run
 
+DEFAULT_PRETRAINED = REPO / "pretrained" / "fer2013_backbone.keras"
 FOLDERS = {"ckplus48": "ckplus48", "kdef-subset": "kdef-subset", "yale": "yalefaces"}
 
 
@@ -37,15 +45,26 @@ def _shard(text):
     return index, count
 
 
+def _command(args):
+    """What a run file records as its command: `make finetune`, or the actual command line when
+    its flags change what the runs compute or where they go (a pilot, a study of starting points)."""
+    changes = (args.config, args.data, args.runs, args.set, args.epochs, args.no_pretrained,
+               pathlib.Path(args.pretrained).resolve() != DEFAULT_PRETRAINED.resolve())
+    if not any(changes):
+        return f"make finetune DATASET={args.dataset}"
+    return " ".join(shlex.quote(a) for a in ["python", "pipelines/finetune.py", *sys.argv[1:]])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ckplus48", help="name of a config in configs/finetune/")
     parser.add_argument("--config", help="defaults to configs/finetune/<dataset>.yaml")
     parser.add_argument("--data", help="dataset folder (default ../shared/datasets/<dataset>)")
-    parser.add_argument("--pretrained", default=REPO / "pretrained" / "fer2013_backbone.keras")
+    parser.add_argument("--pretrained", default=DEFAULT_PRETRAINED,
+                        help="weights to start from (default: the committed FER2013 backbone)")
     parser.add_argument("--no-pretrained", action="store_true", help="train from scratch")
     parser.add_argument("--runs", help="per-run result files (default reports/<dataset>/runs)")
-    parser.add_argument("--report", help="default reports/<dataset>")
+    parser.add_argument("--report", help="default reports/<dataset>; with --runs, no report unless given")
     parser.add_argument("--work", help="checkpoints of unfinished runs (default runs/finetune/<dataset>)")
     parser.add_argument("--variants", help="comma-separated subset of the config's variants")
     parser.add_argument("--seeds", help="comma-separated subset of the seeds")
@@ -68,8 +87,13 @@ def main():
         ev["tuple_mode"] = {"folds": [dataset["tuple_mode_fold"]]}
     root = pathlib.Path(args.data) if args.data else DATASETS / FOLDERS.get(args.dataset, args.dataset)
     runs_dir = pathlib.Path(args.runs) if args.runs else REPO / "reports" / args.dataset / "runs"
-    report = pathlib.Path(args.report) if args.report else REPO / "reports" / args.dataset
-    work = pathlib.Path(args.work) if args.work else REPO / "runs" / "finetune" / args.dataset
+    # with --runs elsewhere (a pilot, a study), the dataset's report is not rebuilt from those runs
+    # unless --report says where, and unfinished runs keep their checkpoints apart from the campaign's
+    report = (pathlib.Path(args.report) if args.report else
+              None if args.runs else REPO / "reports" / args.dataset)
+    work = pathlib.Path(args.work) if args.work else REPO / "runs" / "finetune" / (
+        args.dataset if not args.runs else
+        f"{args.dataset}-{runs_dir.name}-{hashlib.sha1(str(runs_dir.resolve()).encode()).hexdigest()[:8]}")
     pretrained = None if args.no_pretrained else pathlib.Path(args.pretrained)
     from fer_tf.errors import ConfigError
 
@@ -101,9 +125,12 @@ def main():
                               wanted, runs_dir, work, pretrained_path=pretrained, probe_set=probe,
                               shard=_shard(args.shard),
                               time_limit_minutes=args.time_limit, max_runs=args.max_runs,
-                              command=f"make finetune DATASET={args.dataset}",
-                              outputs=(report, runs_dir))
+                              command=_command(args),
+                              outputs=tuple(p for p in (report, runs_dir) if p is not None))
     runs = crossval.load_runs(runs_dir)
+    if report is None:
+        print(f"{len(runs)} run files in {runs_dir}; no report built from them (--report DIR builds one)")
+        return
     finetune_report.write_report(runs, model_cfg.labels, report, args.dataset, n_folds, config=data,
                                  current=current, command=command,
                                  pretrained=None if pretrained is None else {"file": pretrained.name,

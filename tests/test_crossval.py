@@ -2,6 +2,8 @@
 
 import json
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -167,6 +169,45 @@ def test_report_from_run_files(tmp_path):
     assert "| 2B(N+M) | 85.50% | 84.50% | 89.50% |" in readme  # chosen, last, best on the test fold
     for figure in ("curves.png", "confusion_matrix.png", "embedding_2b_npm.png"):
         assert (tmp_path / "report" / figure).stat().st_size > 0
+
+
+def test_report_compares_other_starting_points_with_the_committed_backbone(tmp_path):
+    _write(tmp_path / "runs", [_run_file("2B(N+M)", 0, f, 0.90 + 0.01 * f) for f in range(4)]
+           + [_run_file("2B(N+M)", 1, f, 0.5) for f in range(4)])  # seed 1: not in the study
+    study = tmp_path / "report" / "backbones"
+    _write(study / "scratch", [_run_file("2B(N+M)", 0, f, 0.80 + 0.02 * f) for f in range(4)])
+    (study / "scratch" / "backbone.json").write_text(json.dumps({"what": "random initialisation"}))
+    _write(study / "short", [_run_file("2B(N+M)", 0, f, 0.88) for f in range(3)])
+    (study / "short" / "backbone.json").write_text(json.dumps(
+        {"what": "FER2013, 15 epochs", "fer2013_private_test_accuracy": 0.6}))
+    (tmp_path / "fer2013").mkdir()
+    (tmp_path / "fer2013" / "results.json").write_text(json.dumps({"private_test_accuracy": 0.666}))
+    config = {"evaluation": {"variants": ["2B(N+M)"], "paper": {"2B(N+M)": 0.971}}}
+    data = finetune_report.write_report(crossval.load_runs(tmp_path / "runs"), ("a", "b"),
+                                        tmp_path / "report", "toy", 4, config=config)
+    scratch, short = data["backbones"]["scratch"], data["backbones"]["short"]
+    assert scratch["sequence_accuracy"] == pytest.approx(0.83) and scratch["runs"] == 4
+    assert scratch["committed_backbone_same_runs"] == pytest.approx(0.915)  # seed 0 only
+    assert scratch["against_committed_backbone"]["mean"] == pytest.approx(-0.085)
+    assert short["against_committed_backbone"]["pairs"] == 3  # folds 0-2 only
+    assert short["committed_backbone_same_runs"] == pytest.approx(0.91)
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert "| random initialisation | – | 2B(N+M) | 83.00% | 4 | -8.50" in readme
+    assert "| FER2013, 15 epochs | 60.00% | 2B(N+M) | 88.00% | 3 | -3.00" in readme
+    assert "| the committed backbone (`pretrained/`) | 66.60% | 2B(N+M) | 91.50% | 4 | – |" in readme
+
+
+def test_finetune_with_runs_elsewhere_rebuilds_no_report_unless_told_where(tmp_path):
+    """A pilot or study writes its runs with --runs; the dataset's own report stays as it is."""
+    script = pathlib.Path(__file__).resolve().parents[1] / "pipelines" / "finetune.py"
+    cmd = [sys.executable, str(script), "--dataset", "ckplus48", "--runs", str(tmp_path / "runs"),
+           "--report-only"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "no report built from them" in out.stdout
+    out = subprocess.run(cmd + ["--report", str(tmp_path / "report")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and (tmp_path / "report" / "README.md").is_file()
 
 
 def test_report_leaves_out_runs_of_another_protocol(tmp_path):
