@@ -72,32 +72,43 @@ def pilot_summary(pilot_dir):
 
 
 def backbone_summary(study_dir, main_runs):
-    """``{name: {...}}`` from ``study_dir/<name>/``: runs of the config's protocol fine-tuned from
-    another starting point (``backbone.json`` there says which: ``what``, and
+    """Runs of the config's protocol fine-tuned from other starting points, from
+    ``study_dir/<name>/`` (``backbone.json`` there says which: ``what``, and
     ``fer2013_private_test_accuracy`` where it was pretrained on FER2013), each compared, per
-    (seed, fold), with ``main_runs`` of the same variant, which start from the committed backbone."""
-    out = {}
+    (seed, fold), with ``main_runs`` of the same variant, which start from the committed backbone.
+
+    Returns ``{"starts": {name: {...}}, "committed_backbone": {variant: {...}}}``, the latter over
+    the (seed, fold) runs that any start of that variant has (``{}`` without a study)."""
+    starts, keys_of = {}, {}
+
+    def same_runs(variant, keys):
+        return [r for r in main_runs if r["variant"] == variant and not r.get("option")
+                and r.get("mode") != "tuple" and (r["seed"], r["fold"]) in keys]
+
     for folder in sorted(p for p in pathlib.Path(study_dir).glob("*") if p.is_dir()):
         runs = load_runs(folder)
-        if not runs:
-            continue
         info_path = folder / "backbone.json"
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
         variants = sorted({r["variant"] for r in runs})
         for variant in variants:
             mine = [r for r in runs if r["variant"] == variant]
             keys = {(r["seed"], r["fold"]) for r in mine}
-            base = [r for r in main_runs if r["variant"] == variant and not r.get("option")
-                    and r.get("mode") != "tuple" and (r["seed"], r["fold"]) in keys]
-            out[folder.name if len(variants) == 1 else f"{folder.name} {variant}"] = {
+            keys_of.setdefault(variant, set()).update(keys)
+            starts[folder.name if len(variants) == 1 else f"{folder.name} {variant}"] = {
                 "variant": variant, "what": info.get("what", folder.name),
                 "fer2013_private_test_accuracy": info.get("fer2013_private_test_accuracy"),
                 "sha256_12": info.get("sha256_12"), "made_by": info.get("made_by"), "runs": len(mine),
                 "seeds": sorted({r["seed"] for r in mine}), "folds": sorted({r["fold"] for r in mine}),
                 "sequence_accuracy": stats.mean_std([r["sequence_accuracy"] for r in mine])[0],
-                "committed_backbone_same_runs": stats.mean_std([r["sequence_accuracy"] for r in base])[0],
-                "against_committed_backbone": stats.compare(mine, base)}
-    return out
+                "against_committed_backbone": stats.compare(mine, same_runs(variant, keys))}
+    if not starts:
+        return {}
+    committed = {}
+    for variant, keys in keys_of.items():
+        base = same_runs(variant, keys)
+        committed[variant] = {"runs": len(base),
+                              "sequence_accuracy": stats.mean_std([r["sequence_accuracy"] for r in base])[0]}
+    return {"starts": starts, "committed_backbone": committed}
 
 
 def _pct(x, digits=2):
@@ -493,18 +504,19 @@ def _backbone_table(backbones, fer):
              "other starting points (`backbones/`, which says how each was made):", "",
              "| starting point | FER2013 PrivateTest | method | sequence-level | runs | against the committed "
              "backbone (points, 95% CI) |", "|---|---|---|---|---|---|"]
-    committed = {}
-    for name, b in backbones.items():
-        c = b["against_committed_backbone"]
-        lines.append(f"| {b['what']} | {_pct(b['fer2013_private_test_accuracy'])} | {b['variant']} | "
-                     f"{_pct(b['sequence_accuracy'])} | {b['runs']} | "
-                     + (f"{_pts(c['mean'])} {_ci(c)} |" if c["pairs"] else "– |"))
-        committed.setdefault(b["variant"], b)
-    for variant, b in committed.items():
-        lines.append(f"| the committed backbone (`pretrained/`) | "
-                     f"{_pct(fer and fer.get('private_test_accuracy'))} | {variant} | "
-                     f"{_pct(b['committed_backbone_same_runs'])} | "
-                     f"{b['against_committed_backbone']['pairs']} | – |")
+    by_variant = {}
+    for b in backbones["starts"].values():
+        by_variant.setdefault(b["variant"], []).append(b)
+    for variant, rows in by_variant.items():  # weakest start first, then the committed backbone
+        rows.sort(key=lambda b: b["fer2013_private_test_accuracy"] or 0.0)
+        for b in rows:
+            c = b["against_committed_backbone"]
+            lines.append(f"| {b['what']} | {_pct(b['fer2013_private_test_accuracy'])} | {variant} | "
+                         f"{_pct(b['sequence_accuracy'])} | {b['runs']} | "
+                         + (f"{_pts(c['mean'])} {_ci(c)} |" if c["pairs"] else "– |"))
+        base = backbones["committed_backbone"][variant]
+        lines.append(f"| the committed backbone (`pretrained/`) | {_pct(fer and fer.get('private_test_accuracy'))} "
+                     f"| {variant} | {_pct(base['sequence_accuracy'])} | {base['runs']} | – |")
     return lines + [""]
 
 

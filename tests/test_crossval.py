@@ -175,7 +175,8 @@ def test_report_compares_other_starting_points_with_the_committed_backbone(tmp_p
     _write(tmp_path / "runs", [_run_file("2B(N+M)", 0, f, 0.90 + 0.01 * f) for f in range(4)]
            + [_run_file("2B(N+M)", 1, f, 0.5) for f in range(4)])  # seed 1: not in the study
     study = tmp_path / "report" / "backbones"
-    _write(study / "scratch", [_run_file("2B(N+M)", 0, f, 0.80 + 0.02 * f) for f in range(4)])
+    _write(study / "scratch", [_run_file("2B(N+M)", 0, f, 0.80 + 0.02 * f) for f in range(4)]
+           + [_run_file("softmax", 0, f, 0.7) for f in range(2)])
     (study / "scratch" / "backbone.json").write_text(json.dumps({"what": "random initialisation"}))
     _write(study / "short", [_run_file("2B(N+M)", 0, f, 0.88) for f in range(3)])
     (study / "short" / "backbone.json").write_text(json.dumps(
@@ -185,16 +186,21 @@ def test_report_compares_other_starting_points_with_the_committed_backbone(tmp_p
     config = {"evaluation": {"variants": ["2B(N+M)"], "paper": {"2B(N+M)": 0.971}}}
     data = finetune_report.write_report(crossval.load_runs(tmp_path / "runs"), ("a", "b"),
                                         tmp_path / "report", "toy", 4, config=config)
-    scratch, short = data["backbones"]["scratch"], data["backbones"]["short"]
+    starts = data["backbones"]["starts"]
+    scratch, short = starts["scratch 2B(N+M)"], starts["short"]
+    assert starts["scratch softmax"]["against_committed_backbone"]["pairs"] == 0  # no softmax runs in main
     assert scratch["sequence_accuracy"] == pytest.approx(0.83) and scratch["runs"] == 4
-    assert scratch["committed_backbone_same_runs"] == pytest.approx(0.915)  # seed 0 only
     assert scratch["against_committed_backbone"]["mean"] == pytest.approx(-0.085)
     assert short["against_committed_backbone"]["pairs"] == 3  # folds 0-2 only
-    assert short["committed_backbone_same_runs"] == pytest.approx(0.91)
+    assert short["against_committed_backbone"]["mean"] == pytest.approx(0.88 - 0.91)
+    committed = data["backbones"]["committed_backbone"]["2B(N+M)"]  # seed 0, folds 0-3
+    assert committed["runs"] == 4 and committed["sequence_accuracy"] == pytest.approx(0.915)
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "| random initialisation | – | 2B(N+M) | 83.00% | 4 | -8.50" in readme
     assert "| FER2013, 15 epochs | 60.00% | 2B(N+M) | 88.00% | 3 | -3.00" in readme
     assert "| the committed backbone (`pretrained/`) | 66.60% | 2B(N+M) | 91.50% | 4 | – |" in readme
+    assert "| random initialisation | – | softmax | 70.00% | 2 | – |" in readme
+    assert readme.index("| random initialisation | – | 2B(N+M)") < readme.index("| FER2013, 15 epochs |")
 
 
 def test_finetune_with_runs_elsewhere_rebuilds_no_report_unless_told_where(tmp_path):
