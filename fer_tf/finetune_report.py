@@ -77,9 +77,11 @@ def backbone_summary(study_dir, main_runs):
     ``fer2013_private_test_accuracy`` where it was pretrained on FER2013), each compared, per
     (seed, fold), with ``main_runs`` of the same variant, which start from the committed backbone.
 
-    Returns ``{"starts": {name: {...}}, "committed_backbone": {variant: {...}}}``, the latter over
-    the (seed, fold) runs that any start of that variant has (``{}`` without a study)."""
-    starts, keys_of = {}, {}
+    Returns ``{"starts": {name: {...}}, "committed_backbone": {variant: {...}}, "2B(N+M) - softmax":
+    {start: {...}}}``: the committed backbone over the (seed, fold) runs that any start of that
+    variant has, and the paired difference of the two methods from each start that has both (the
+    committed backbone's over the same runs as ``"committed"``); ``{}`` without a study."""
+    starts, keys_of, methods = {}, {}, {}
 
     def same_runs(variant, keys):
         return [r for r in main_runs if r["variant"] == variant and not r.get("option")
@@ -90,12 +92,14 @@ def backbone_summary(study_dir, main_runs):
         info_path = folder / "backbone.json"
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
         variants = sorted({r["variant"] for r in runs})
+        if {"2B(N+M)", "softmax"} <= set(variants):
+            methods[folder.name] = [[r for r in runs if r["variant"] == v] for v in ("2B(N+M)", "softmax")]
         for variant in variants:
             mine = [r for r in runs if r["variant"] == variant]
             keys = {(r["seed"], r["fold"]) for r in mine}
             keys_of.setdefault(variant, set()).update(keys)
             starts[folder.name if len(variants) == 1 else f"{folder.name} {variant}"] = {
-                "variant": variant, "what": info.get("what", folder.name),
+                "start": folder.name, "variant": variant, "what": info.get("what", folder.name),
                 "fer2013_private_test_accuracy": info.get("fer2013_private_test_accuracy"),
                 "sha256_12": info.get("sha256_12"), "made_by": info.get("made_by"), "runs": len(mine),
                 "seeds": sorted({r["seed"] for r in mine}), "folds": sorted({r["fold"] for r in mine}),
@@ -108,7 +112,11 @@ def backbone_summary(study_dir, main_runs):
         base = same_runs(variant, keys)
         committed[variant] = {"runs": len(base),
                               "sequence_accuracy": stats.mean_std([r["sequence_accuracy"] for r in base])[0]}
-    return {"starts": starts, "committed_backbone": committed}
+    versus = {name: stats.compare(a, b) for name, (a, b) in methods.items()}
+    if versus:
+        keys = keys_of["2B(N+M)"] & keys_of["softmax"]
+        versus["committed"] = stats.compare(same_runs("2B(N+M)", keys), same_runs("softmax", keys))
+    return {"starts": starts, "committed_backbone": committed, "2B(N+M) - softmax": versus}
 
 
 def _pct(x, digits=2):
@@ -517,6 +525,12 @@ def _backbone_table(backbones, fer):
         base = backbones["committed_backbone"][variant]
         lines.append(f"| the committed backbone (`pretrained/`) | {_pct(fer and fer.get('private_test_accuracy'))} "
                      f"| {variant} | {_pct(base['sequence_accuracy'])} | {base['runs']} | – |")
+    versus = backbones.get("2B(N+M) - softmax") or {}
+    if versus:
+        what = {b["start"]: b["what"] for b in backbones["starts"].values()}
+        lines += ["", "2B(N+M) - softmax from each starting point (paired runs, points, 95% CI): "
+                  + "; ".join(f"{what.get(name, 'the committed backbone')}: {_pts(c['mean'])} {_ci(c)}"
+                              for name, c in versus.items() if c["pairs"]) + "."]
     return lines + [""]
 
 

@@ -201,6 +201,11 @@ def test_report_compares_other_starting_points_with_the_committed_backbone(tmp_p
     assert "| the committed backbone (`pretrained/`) | 66.60% | 2B(N+M) | 91.50% | 4 | – |" in readme
     assert "| random initialisation | – | softmax | 70.00% | 2 | – |" in readme
     assert readme.index("| random initialisation | – | 2B(N+M)") < readme.index("| FER2013, 15 epochs |")
+    versus = data["backbones"]["2B(N+M) - softmax"]
+    assert set(versus) == {"scratch", "committed"}  # "short" has no softmax runs
+    assert versus["committed"]["pairs"] == 0  # nor has the committed backbone, here
+    assert versus["scratch"]["mean"] == pytest.approx(0.81 - 0.7) and versus["scratch"]["pairs"] == 2
+    assert "random initialisation: +11.00" in readme
 
 
 def test_finetune_with_runs_elsewhere_rebuilds_no_report_unless_told_where(tmp_path):
