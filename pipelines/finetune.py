@@ -65,7 +65,8 @@ def main():
     parser.add_argument("--no-pretrained", action="store_true", help="train from scratch")
     parser.add_argument("--runs", help="per-run result files (default reports/<dataset>/runs)")
     parser.add_argument("--report", help="default reports/<dataset>; with --runs, no report unless given")
-    parser.add_argument("--work", help="checkpoints of unfinished runs (default runs/finetune/<dataset>)")
+    parser.add_argument("--work", help="checkpoints of unfinished runs (default runs/finetune/<dataset>; "
+                        "with --runs, a folder of that runs folder's own beside it)")
     parser.add_argument("--variants", help="comma-separated subset of the config's variants")
     parser.add_argument("--seeds", help="comma-separated subset of the seeds")
     parser.add_argument("--folds", help="comma-separated fold numbers (0-based)")
