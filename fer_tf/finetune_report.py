@@ -84,21 +84,21 @@ def backbone_summary(study_dir, main_runs):
     starts, keys_of, methods = {}, {}, {}
 
     def same_runs(variant, keys):
-        return [r for r in main_runs if r["variant"] == variant and not r.get("option")
-                and r.get("mode") != "tuple" and (r["seed"], r["fold"]) in keys]
+        return [r for r in main_runs if r["variant"] == variant and _is_main(r)
+                and (r["seed"], r["fold"]) in keys]
 
     for folder in sorted(p for p in pathlib.Path(study_dir).glob("*") if p.is_dir()):
-        runs = load_runs(folder)
+        by_variant = {}
+        for r in load_runs(folder):
+            by_variant.setdefault(r["variant"], []).append(r)
         info_path = folder / "backbone.json"
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-        variants = sorted({r["variant"] for r in runs})
-        if {"2B(N+M)", "softmax"} <= set(variants):
-            methods[folder.name] = [[r for r in runs if r["variant"] == v] for v in ("2B(N+M)", "softmax")]
-        for variant in variants:
-            mine = [r for r in runs if r["variant"] == variant]
+        if "2B(N+M)" in by_variant and "softmax" in by_variant:
+            methods[folder.name] = by_variant["2B(N+M)"], by_variant["softmax"]
+        for variant, mine in sorted(by_variant.items()):
             keys = {(r["seed"], r["fold"]) for r in mine}
             keys_of.setdefault(variant, set()).update(keys)
-            starts[folder.name if len(variants) == 1 else f"{folder.name} {variant}"] = {
+            starts[folder.name if len(by_variant) == 1 else f"{folder.name} {variant}"] = {
                 "start": folder.name, "variant": variant, "what": info.get("what", folder.name),
                 "fer2013_private_test_accuracy": info.get("fer2013_private_test_accuracy"),
                 "sha256_12": info.get("sha256_12"), "made_by": info.get("made_by"), "runs": len(mine),
@@ -117,6 +117,11 @@ def backbone_summary(study_dir, main_runs):
         keys = keys_of["2B(N+M)"] & keys_of["softmax"]
         versus["committed"] = stats.compare(same_runs("2B(N+M)", keys), same_runs("softmax", keys))
     return {"starts": starts, "committed_backbone": committed, "2B(N+M) - softmax": versus}
+
+
+def _is_main(run):
+    """A run of the config's main plan: no option, in_batch mode."""
+    return not run.get("option") and run.get("mode") != "tuple"
 
 
 def _pct(x, digits=2):
@@ -200,7 +205,7 @@ def build_results(runs, labels, dataset, folds, config=None, current=None, pretr
     stale = [r["file"] for r in runs if current is not None and current.get(r["file"]) != r.get("protocol")]
     runs = [r for r in runs if r["file"] not in set(stale)]
     groups = _group(runs)
-    main = {n: g for n, g in groups.items() if not g[0].get("option") and g[0].get("mode") != "tuple"}
+    main = {n: g for n, g in groups.items() if _is_main(g[0])}
     order = [v for v in ev.get("variants", []) if v in main] + [v for v in main if v not in ev.get("variants", [])]
     variants = {v: summarise(main[v]) for v in order}
     paired = {f"{a} - {b}": stats.compare(main[a], main[b]) for a, b in COMPARISONS
