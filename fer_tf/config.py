@@ -111,6 +111,15 @@ class TrainConfig:
     distill_from: str | None = None
     distill_weight: float = 0.5
     distill_temperature: float = 1.0
+    # Weight averaging (not in the paper; SWA, Izmailov et al., UAI 2018): the last swa_epochs
+    # epochs train at the constant rate swa_learning_rate (the cosine schedule then covers the
+    # epochs before them), and the run ends with the mean of the weights at the end of each of
+    # those epochs, its batch-norm statistics recomputed on the training batches. 0: off.
+    swa_epochs: int = 0
+    swa_learning_rate: float = 0.01
+    # Start from the weights of this .keras network of the same shape (e.g. a finished run, so
+    # that swa_epochs = epochs adds a weight-averaged tail to it) instead of random ones.
+    init_from: str | None = None
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "adamw", "sgd"):
@@ -127,6 +136,13 @@ class TrainConfig:
             raise ConfigError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
         if not self.distill_temperature > 0.0:
             raise ConfigError(f"distill_temperature must be > 0, got {self.distill_temperature}")
+        if not 0 <= self.swa_epochs <= self.epochs:
+            raise ConfigError(f"swa_epochs must be in [0, epochs = {self.epochs}], got {self.swa_epochs}")
+        if self.swa_epochs and self.schedule != "cosine":
+            raise ConfigError("swa_epochs needs schedule: cosine (halve_reload reloads earlier weights, "
+                              "which would undo the averaging)")
+        if self.swa_epochs and not self.swa_learning_rate > 0.0:
+            raise ConfigError(f"swa_learning_rate must be > 0, got {self.swa_learning_rate}")
 
     def augmentation(self, crop_size=48):
         """The :class:`fer_tf.augment.Augmentation` these settings describe."""

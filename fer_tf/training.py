@@ -49,6 +49,7 @@ import numpy as np
 from keras import tree
 
 from fer_tf import model_io, optimizers
+from fer_tf.averaging import WeightAverage, recompute_batch_norm
 from fer_tf.config import TrainConfig
 from fer_tf.errors import TrainingError
 from fer_tf.files import atomic_write_text, remove_stale_temporaries
@@ -61,6 +62,7 @@ BEST_WEIGHTS = "best.weights.h5"  # written by older versions; still read on res
 STATE = "state.json"
 EMBEDDED_STATE = "fer_tf_state.json"
 EMBEDDED_BEST = "fer_tf_best_weights.npz"
+EMBEDDED_AVERAGE = "fer_tf_weight_average.npz"
 STATE_VERSION = 2
 
 
@@ -106,8 +108,10 @@ def learning_rate_for(config: TrainConfig, steps_per_epoch=None):
     if config.schedule == "cosine":
         if not steps_per_epoch:
             raise TrainingError("the cosine schedule needs steps_per_epoch to know where it ends")
-        return WarmupCosine(config.learning_rate, total_steps=config.epochs * int(steps_per_epoch),
-                            warmup_steps=round(config.warmup_epochs * int(steps_per_epoch)))
+        return WarmupCosine(config.learning_rate,
+                            total_steps=(config.epochs - config.swa_epochs) * int(steps_per_epoch),
+                            warmup_steps=round(config.warmup_epochs * int(steps_per_epoch)),
+                            tail_rate=config.swa_learning_rate if config.swa_epochs else None)
     return config.learning_rate
 
 
@@ -277,8 +281,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """Write the model, the run state and the best weights atomically (one file) after every epoch."""
 
     def __init__(self, workdir, schedule: HalveAndReload, seed, history=None, extra_state=None,
-                 every=1, last_epoch=None):
+                 every=1, last_epoch=None, average: WeightAverage | None = None):
         super().__init__()
+        self.average = average
         self.every, self.last_epoch = max(int(every), 1), last_epoch
         self.workdir = pathlib.Path(workdir)
         self.schedule, self.seed = schedule, seed
@@ -298,6 +303,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         extra = {EMBEDDED_STATE: json.dumps(state)}
         if self.schedule.best_weights is not None:
             extra[EMBEDDED_BEST] = _weights_to_bytes(self.schedule.best_weights)
+        if self.average is not None:
+            extra[EMBEDDED_AVERAGE] = self.average.to_bytes()
         atomic_save_model(self.model, self.workdir / CHECKPOINT, extra)  # the commit point
         atomic_write_text(self.workdir / STATE, json.dumps(state, indent=1))  # human-readable copy
 
@@ -351,6 +358,23 @@ def load_checkpoint(path, compile=True):
     (a ``Lambda`` layer is refused), the optimizer state restored with ``compile``, and a
     :class:`~fer_tf.errors.ModelFileError` for missing, empty, truncated and non-Keras files."""
     return model_io.load_model(path, check=False, compile=compile, advice=_WHAT_TO_DO)
+
+
+def initialise_from(model, path):
+    """Copy the weights of the ``.keras`` network at ``path`` (``TrainConfig.init_from``) into
+    ``model``, which must have the same layers; ``None`` leaves ``model`` as it is."""
+    if not path:
+        return
+    source = model_io.load_model(path, check=False, compile=False,
+                                 advice="pass a .keras network of the same shape to init_from")
+    ours, theirs = model.get_weights(), source.get_weights()
+    shapes = [tuple(w.shape) for w in ours], [tuple(w.shape) for w in theirs]
+    if shapes[0] != shapes[1]:
+        raise TrainingError(f"init_from {path}: its weights do not fit this network ({len(theirs)} arrays "
+                            f"against {len(ours)}, or of other shapes); start from a network of the same "
+                            "variant, labels and widths")
+    model.set_weights(theirs)
+    print(f"starting from the weights of {path}", file=sys.stderr)
 
 
 def compile_model(model, config: TrainConfig, steps_per_epoch=None):
@@ -537,6 +561,7 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
                               monitor="val_accuracy" if validation_data is not None else "loss",
                               adjust=config.schedule == "halve_reload")
     history, start_epoch = [], 0
+    average = WeightAverage(config.epochs - config.swa_epochs) if config.swa_epochs else None
     if workdir is not None:
         workdir = pathlib.Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -555,18 +580,25 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
                 best = model.get_weights()
                 model.set_weights(current)
             schedule.best_weights = best
+            if average is not None:
+                average.restore(_read_member(workdir / CHECKPOINT, EMBEDDED_AVERAGE))
             print(f"resuming from {workdir / CHECKPOINT} after epoch {start_epoch}", file=sys.stderr)
         else:
+            initialise_from(model, config.init_from)
             compile_model(model, config, steps_per_epoch)
     else:
+        initialise_from(model, config.init_from)
         compile_model(model, config, steps_per_epoch)
     # The caller's callbacks run before the schedule and the checkpoint, so that what they add to
     # the epoch's logs (e.g. a held-out accuracy) is in the checkpointed history.
     cbs = [_EpochSeed(config.seed), _EpochTimer(), *callbacks, schedule, NanGuard(workdir)]
+    if average is not None:
+        cbs.append(average)
     if workdir is not None:
         cbs.append(EpochCheckpoint(workdir, schedule, config.seed, history,
                                    extra_state={"steps_per_epoch": int(steps_per_epoch)},
-                                   every=config.checkpoint_every, last_epoch=config.epochs))
+                                   every=config.checkpoint_every, last_epoch=config.epochs,
+                                   average=average))
     one_epoch = _OneEpoch()
     cbs.append(one_epoch)
     epoch = start_epoch
@@ -596,6 +628,13 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
                   f"{workdir / CHECKPOINT} (the mid-epoch model is in {workdir / INTERRUPTED}); run "
                   "again with the same work directory to resume", file=sys.stderr)
         raise
-    if schedule.best_weights is not None and config.select_epoch == "best":
+    if average is not None and average.count:
+        # weight averaging replaces the epoch selection: the run ends with the tail's mean
+        average.set_model(model)
+        model.set_weights(average.averaged_weights())
+        used = recompute_batch_norm(model, make_train_dataset(config.epochs), steps_per_epoch)
+        print(f"weight averaging: the mean of {average.count} epochs' weights, batch-norm statistics "
+              f"recomputed on {used} training batches", file=sys.stderr)
+    elif schedule.best_weights is not None and config.select_epoch == "best":
         model.set_weights(schedule.best_weights)
     return model, history
