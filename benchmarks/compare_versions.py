@@ -128,7 +128,7 @@ def main(argv=None):
     parser.add_argument("--readme-only", action="store_true",
                         help="rebuild README.md from the results.json in --output, measuring nothing")
     args = parser.parse_args(argv)
-    from fer_tf import reporting
+    from fer_tf.research import reporting
 
     if args.readme_only:
         write_readme(pathlib.Path(args.output), json.loads((pathlib.Path(args.output) / "results.json").read_text()))

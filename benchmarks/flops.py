@@ -1,7 +1,7 @@
 """Count a Keras model's multiply-accumulates per image from its layer shapes.
 
 Counted: ``Conv2D`` (``H_out * W_out * k_h * k_w * C_in * C_out``), ``Dense`` (``in * out``) and
-:class:`fer_tf.layers.ConnectingLayer` (``(d_fc2 + d_fc3) * units``), recursing into nested models.
+:class:`fer_tf.metric.layers.ConnectingLayer` (``(d_fc2 + d_fc3) * units``), recursing into nested models.
 Not counted (a few percent at most, and memory-bound rather than compute-bound): batch
 normalisation, PReLU, pooling, concatenation, softmax, the normalisation of the embedding and the
 loss. Training FLOPs per image = forward MACs x 2 (multiply + add) x 3 (forward, gradient with
@@ -23,7 +23,7 @@ def _layers(model):
 
 def layer_macs(layer):
     """Forward MACs of one layer for one image (0 for layers that are not counted)."""
-    from fer_tf.layers import ConnectingLayer
+    from fer_tf.metric.layers import ConnectingLayer
 
     if isinstance(layer, keras.layers.Conv2D):
         kh, kw, cin, cout = (int(d) for d in layer.kernel.shape)

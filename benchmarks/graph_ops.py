@@ -62,7 +62,7 @@ def _graph_ops(functions):
 
 def _prepared(datasets):
     try:  # older commits
-        from fer_tf.experiments import prepared_dataset
+        from fer_tf.preprocess.prepared import prepared_dataset
     except ImportError:
         from fer_tf.preprocess.prepared import prepared_dataset
     return prepared_dataset(pathlib.Path(datasets) / "ckplus48", "ckplus48",

@@ -2,7 +2,7 @@
 
 Ours: the shipped trained model (``saved_models/fer_tf_basic7.keras``; an untrained 2B(N+M) model
 when it is missing, which times the same) exported again with the current code by
-:func:`fer_tf.export.export_model`: every TFLite variant, and the default ``model.tflite`` that
+:func:`fer_tf.deploy.export.export_model`: every TFLite variant, and the default ``model.tflite`` that
 export picks (the fastest variant that keeps top-1 agreement with Keras >= 99%). Its input is a raw
 60x60 face: the preprocessing (histogram equalisation, plane fit, normalisation, centre crop) runs
 inside the model and is timed. ``fer``: imported into this same process (``benchmarks/fer_env.py``),
@@ -93,14 +93,14 @@ def tflite_macs(path):
 
 def _our_model():
     """(inference-capable model, labels, where it came from)."""
-    from fer_tf import model_io
+    from fer_tf.model import saving
     from fer_tf.data.labels import CKPLUS7
-    from fer_tf.models import build_model
+    from fer_tf.model.network import build_model
 
     shipped = REPO / "saved_models" / "fer_tf_basic7.keras"
     if shipped.is_file():
-        model = model_io.load_model(shipped)
-        labels = (model_io.read_metadata(shipped) or {}).get("labels") or getattr(model, "labels", None)
+        model = saving.load_model(shipped)
+        labels = (saving.read_metadata(shipped) or {}).get("labels") or getattr(model, "labels", None)
         if labels:
             return model, labels, f"`{shipped.relative_to(REPO)}` (trained), exported again by this code"
     import keras
@@ -230,9 +230,9 @@ def run(faces, settings, workdir, log=print):
     """``faces``: uint8 [n, 60, 60] aligned crops (CK+48)."""
     import cv2
 
-    from fer_tf.export import export_model
-    from fer_tf.inference import KerasRunner, Recognizer, TFLiteRunner, shipped_model_path
-    from fer_tf.model_io import build_inference_model
+    from fer_tf.deploy.export import export_model
+    from fer_tf.deploy.inference import KerasRunner, Recognizer, TFLiteRunner, shipped_model_path
+    from fer_tf.model.saving import build_inference_model
 
     results = {"faces": int(len(faces)), "face_shape": list(faces.shape[1:])}
     workdir = pathlib.Path(workdir)

@@ -37,8 +37,8 @@ def _inputs(x, seed=0):
 def _loss_fns():
     import tensorflow as tf
 
-    from fer_tf import losses
-    from fer_tf.layers import AdaptiveThreshold
+    from fer_tf.metric import losses
+    from fer_tf.metric.layers import AdaptiveThreshold
 
     threshold = AdaptiveThreshold(name="bench_threshold")
     threshold.build((None, EMBEDDING_DIM))

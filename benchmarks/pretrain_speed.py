@@ -5,7 +5,7 @@
 Each policy trains a fresh network through ``model.fit`` on the recipe's input pipeline
 (``classification_dataset`` with the augmentation of configs/pretrain.yaml, batch 128) over 4,096
 FER2013 faces; the first 10 steps (tracing, warm-up) are not timed. Run it on an otherwise idle
-machine: two heavy jobs on two cores halve each other. fer_tf/pretrain_report.py puts the
+machine: two heavy jobs on two cores halve each other. fer_tf/research/pretrain_report.py puts the
 result in reports/fer2013/README.md.
 """
 
@@ -24,13 +24,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def measure(policy, faces, labels, train_config, steps, warmup=10):
     import keras
 
-    from fer_tf import models, training
-    from fer_tf.sampling import classification_dataset
+    from fer_tf.model import network
+    from fer_tf.training import loop
+    from fer_tf.data.sampling import classification_dataset
 
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model = models.build_model("softmax", labels=list("abcdefg"))
-        training.compile_model(model, train_config, steps_per_epoch=steps + warmup)
+        model = network.build_model("softmax", labels=list("abcdefg"))
+        loop.compile_model(model, train_config, steps_per_epoch=steps + warmup)
         dataset = classification_dataset(faces, labels, train_config.batch_size,
                                          augment=train_config.augmentation())
         marks = {}
@@ -56,9 +57,9 @@ def main():
     args = parser.parse_args()
     import numpy as np
 
-    from fer_tf import reporting
+    from fer_tf.research import reporting
     from fer_tf.config import load_yaml, to_dict, train_config
-    from fer_tf.experiments import prepared_dataset
+    from fer_tf.preprocess.prepared import prepared_dataset
 
     started = time.time()
     config = train_config(load_yaml(args.config).get("train", {}))

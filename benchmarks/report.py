@@ -69,7 +69,7 @@ def _inference_section(r):
     L = ["## 3. Inference on this CPU, against `fer` in the same process\n"]
     ours = inf.get("ours", {})
     default = ours.get("default") or {}
-    L.append(f"Ours: {ours.get('source')} (`fer_tf.export.export_model`, every TFLite variant); "
+    L.append(f"Ours: {ours.get('source')} (`fer_tf.deploy.export.export_model`, every TFLite variant); "
              "its input is a raw 60x60 face and the preprocessing (histogram equalisation, "
              "plane fit, normalisation, centre crop) runs inside the model and is timed. `fer`: "
              "imported into this process (`benchmarks/fer_env.py`); its shipped classifier "

@@ -51,7 +51,7 @@ def _log(message):
 
 def run(args):
     from benchmarks import common, report
-    from fer_tf import reporting
+    from fer_tf.research import reporting
 
     import tensorflow as tf
 
@@ -67,7 +67,7 @@ def run(args):
                "load_average_start": list(os.getloadavg()), "section_seconds": {}}
     need_ck = any(s in sections for s in ("training", "race", "inference", "preprocess"))
     if need_ck:
-        from fer_tf.experiments import prepared_dataset
+        from fer_tf.preprocess.prepared import prepared_dataset
 
         table, faces = prepared_dataset(datasets / "ckplus48", "ckplus48", cache_root=args.cache)
         results["data"] = {"ckplus48_faces": int(len(table)), "face_shape": list(faces.shape[1:])}

@@ -22,20 +22,20 @@ MODES = ("in_batch", "tuple")
 def _model(learning_rate=1e-3, seed=0):
     import keras
 
-    from fer_tf import training
+    from fer_tf.training import loop
     from fer_tf.config import TrainConfig
     from fer_tf.data.labels import CKPLUS7
-    from fer_tf.models import build_model
+    from fer_tf.model.network import build_model
 
     keras.utils.set_random_seed(seed)
     model = build_model("2B(N+M)", labels=CKPLUS7)
-    training.compile_model(model, TrainConfig(learning_rate=learning_rate, seed=seed))
+    loop.compile_model(model, TrainConfig(learning_rate=learning_rate, seed=seed))
     return model
 
 
 def _dataset(table, faces, mode, seed=0):
     from fer_tf.data.labels import CKPLUS7
-    from fer_tf.sampling import identity_aware_dataset
+    from fer_tf.data.sampling import identity_aware_dataset
 
     return identity_aware_dataset(table, faces, CKPLUS7, mode=mode, num_positives=6, num_negatives=6,
                                   seed=seed, augment=True, repeat=True, return_sampler=True)

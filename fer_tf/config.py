@@ -78,7 +78,7 @@ class TrainConfig:
     patience: int = 10  # ... or when validation accuracy has not improved for this many epochs
     min_learning_rate: float = 1e-6
     seed: int = 0
-    # Augmentation (fer_tf.augment): the paper's random 48x48 crop of the 60x60 face and flip,
+    # Augmentation (fer_tf.data.augment): the paper's random 48x48 crop of the 60x60 face and flip,
     # plus (not in the paper) rotation in degrees, zoom +-scale, extra shift in pixels and the
     # probability of random erasing.
     flip: bool = True
@@ -104,7 +104,7 @@ class TrainConfig:
     # validation, the lowest training loss; the paper's schedule relies on it) or "last" (a fixed
     # epoch count, e.g. one chosen on an inner split beforehand, then trained on every subject).
     select_epoch: str = "best"
-    # Distillation (not in the paper; fer_tf.distillation): a ``.keras`` teacher network, e.g. the
+    # Distillation (not in the paper; fer_tf.training.distillation): a ``.keras`` teacher network, e.g. the
     # published backbone ("born-again" training). Each training face's target becomes
     # (1 - distill_weight) x its (smoothed) one-hot label + distill_weight x the teacher's
     # flip-averaged probabilities on its centre crop at distill_temperature (>1 softens them).
@@ -145,8 +145,8 @@ class TrainConfig:
             raise ConfigError(f"swa_learning_rate must be > 0, got {self.swa_learning_rate}")
 
     def augmentation(self, crop_size=48):
-        """The :class:`fer_tf.augment.Augmentation` these settings describe."""
-        from fer_tf.augment import Augmentation  # deferred: keras (configs load before the backend)
+        """The :class:`fer_tf.data.augment.Augmentation` these settings describe."""
+        from fer_tf.data.augment import Augmentation  # deferred: keras (configs load before the backend)
 
         return Augmentation(crop_size=crop_size, flip=self.flip, rotation=self.rotation,
                             scale=self.scale, translation=self.translation,

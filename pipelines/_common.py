@@ -1,4 +1,4 @@
-"""Shared argument handling for the pipeline scripts (thin wrappers over fer_tf.experiments)."""
+"""Shared argument handling for the pipeline scripts (thin wrappers over fer_tf.research.experiments)."""
 
 import os
 import pathlib

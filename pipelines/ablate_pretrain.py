@@ -39,7 +39,7 @@ def settings_of(row):
 
 
 def run_row(row, budget, data, results_dir, work_dir, time_limit=None, max_train_images=None):
-    from fer_tf.experiments import pretrain
+    from fer_tf.research.experiments import pretrain
 
     settings = settings_of(row)
     if time_limit is not None:

@@ -5,7 +5,7 @@ resumable campaign; `make evaluate DATASET=...` rebuilds the report from the com
         [--variants 2B(N+M),softmax] [--seeds 0,1] [--folds 0,1] [--parts main,options,tuple]
         [--time-limit MINUTES] [--max-runs N] [--report-only]
 
-Every (variant, option, seed, fold, mode) of the config's plan (fer_tf.crossval.plan) is trained
+Every (variant, option, seed, fold, mode) of the config's plan (fer_tf.research.crossval.plan) is trained
 from the FER2013-pretrained weights and summarised in reports/<dataset>/runs/<group>/seed<s>-fold<k>.json
 (commit these: a new session, on any machine, continues with the runs that are missing). The report
 (results.json, README.md, figures in reports/<dataset>/) is rebuilt from those files every time.
@@ -101,7 +101,8 @@ def main():
     if pretrained is not None and not pretrained.is_file():
         raise ConfigError(f"pretrained weights not found at {pretrained}: run `make pretrain` first, "
                           "or pass --no-pretrained to train from scratch")
-    from fer_tf import crossval, finetune_report
+    from fer_tf.research import crossval
+    from fer_tf.research import finetune_report
 
     folds = dataset.get("folds", 8)
     n_folds = folds if isinstance(folds, int) and folds > 0 else None
@@ -128,7 +129,7 @@ def main():
                               time_limit_minutes=args.time_limit, max_runs=args.max_runs,
                               command=_command(args),
                               outputs=tuple(p for p in (report, runs_dir) if p is not None))
-    runs = crossval.load_runs(runs_dir)
+    runs = finetune_report.load_runs(runs_dir)
     if report is None:
         print(f"{len(runs)} run files in {runs_dir}; no report built from them (--report DIR builds one)")
         return

@@ -68,15 +68,15 @@ def ckplus48_fold(seed=0, k=10, fold=0):
 def train_once(workdir, tiny=True, epochs=3, seed=0, steps=None, queries=None, verbose=0):
     """One training run in ``workdir`` (resumes from its checkpoint); writes result.json and
     final_weights.npz there and returns the result dict."""
-    from fer_tf import training
+    from fer_tf.training import loop
     from fer_tf.config import TrainConfig
-    from fer_tf.evaluation import accuracy, predict_probabilities
+    from fer_tf.research.evaluation import accuracy, predict_probabilities
     from fer_tf.preprocess.normalize import normalize_faces
-    from fer_tf.sampling import identity_aware_dataset
+    from fer_tf.data.sampling import identity_aware_dataset
 
     started = time.time()
     workdir = pathlib.Path(workdir)
-    training.set_seed(seed)
+    loop.set_seed(seed)
     if tiny:
         tiny_model, synthetic_data = tiny_setup()
         table, faces = synthetic_data(seed=seed)
@@ -87,10 +87,10 @@ def train_once(workdir, tiny=True, epochs=3, seed=0, steps=None, queries=None, v
         config = TrainConfig(optimizer="adam", learning_rate=3e-3, epochs=epochs, seed=seed, mode="in_batch",
                              queries_per_batch=queries)
     else:
-        from fer_tf import models
+        from fer_tf.model import network
 
         table, faces, test_table, test_faces, labels = ckplus48_fold(seed=seed)
-        model = models.build_model("2B(N+M)", labels=labels)
+        model = network.build_model("2B(N+M)", labels=labels)
         queries = queries or 32
         config = TrainConfig(optimizer="adam", learning_rate=1e-3, epochs=epochs, seed=seed, mode="in_batch",
                              queries_per_batch=queries)
@@ -107,9 +107,9 @@ def train_once(workdir, tiny=True, epochs=3, seed=0, steps=None, queries=None, v
                                         num_negatives=model.config.num_negatives, queries_per_batch=queries,
                                         seed=seed, repeat=False, return_sampler=True)
     steps = steps or sampler.steps_per_epoch
-    state = training.read_state(workdir)
+    state = loop.read_state(workdir)
     resumed_from = int(state["epoch"]) if state else 0
-    model, history = training.fit(model, make_train, config, steps, workdir=workdir, verbose=verbose)
+    model, history = loop.fit(model, make_train, config, steps, workdir=workdir, verbose=verbose)
     test_ids = test_table.expression_ids(labels)
     probabilities = predict_probabilities(model, test_faces)
     result = {
@@ -154,7 +154,7 @@ def _run_child(cmd, log):
 
 
 def _completed_epoch(workdir):
-    from fer_tf.training import read_state
+    from fer_tf.training.loop import read_state
 
     state = read_state(workdir)
     return int(state["epoch"]) if state else 0
@@ -178,8 +178,8 @@ def compare(a, b, weights_a, weights_b):
 
 
 def kill_and_resume(args):
-    from fer_tf import reporting
-    from fer_tf.training import CHECKPOINT, load_checkpoint
+    from fer_tf.research import reporting
+    from fer_tf.training.loop import CHECKPOINT, load_checkpoint
 
     started = time.time()
     root = pathlib.Path(args.workdir)
@@ -269,7 +269,7 @@ def _readme(r):
         f"Max abs difference: per-epoch metrics {d['history_max_abs_diff']:.3g}, final metrics "
         f"{d['final_metrics_max_abs_diff']:.3g}, final weights {d['weights_max_abs_diff']:.3g}.",
         "",
-        "How: `fer_tf.training.fit` writes `last.keras` after every epoch through a temporary file and "
+        "How: `fer_tf.training.loop.fit` writes `last.keras` after every epoch through a temporary file and "
         "a rename; the file holds the model, the optimizer state (Keras 3 saves it in `.keras` "
         "files), the run state (epoch, history, learning-rate schedule) and the schedule's best "
         "weights, so one rename commits all of them. Epoch e trains on the first steps of a fresh "

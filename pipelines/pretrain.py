@@ -28,7 +28,7 @@ def main():
     parser.add_argument("--no-resume", action="store_true")
     args = parser.parse_args()
     model_cfg, train_cfg, _ = load_configs(args.config, parse_settings(args.set), epochs=args.epochs)
-    from fer_tf.experiments import pretrain
+    from fer_tf.research.experiments import pretrain
 
     pretrain(args.data, model_cfg, train_cfg, output=args.output, report_dir=args.report,
              resume=not args.no_resume, max_train_images=args.max_train_images, publish=args.publish)

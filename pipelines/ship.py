@@ -29,7 +29,7 @@ def main():
 
         raise ConfigError(f"pretrained weights not found at {args.pretrained}: run `make pretrain` "
                           "(it writes pretrained/fer2013_backbone.keras) or pass --pretrained")
-    from fer_tf.experiments import train_shipped_model
+    from fer_tf.research.experiments import train_shipped_model
 
     results = train_shipped_model(args.datasets, args.pretrained, model_cfg, train_cfg,
                                   output=args.output, saved_models=args.saved_models,

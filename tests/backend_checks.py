@@ -20,7 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
-from fer_tf import distances, layers, losses, mining, optimizers, reducers  # noqa: E402
+from fer_tf.metric import distances  # noqa: E402
+from fer_tf.metric import layers
+from fer_tf.metric import losses
+from fer_tf.metric import mining
+from fer_tf.training import optimizers
+from fer_tf.metric import reducers
 from fer_tf.errors import ConfigError  # noqa: E402
 
 BACKEND = keras.backend.backend()

@@ -29,7 +29,7 @@ def tiny_backbone(input_size=48):
 def tiny_model(variant="2B(N+M)", labels=TINY_LABELS, **overrides):
     """A JointModel of ``variant`` on :func:`tiny_backbone` with the :data:`TINY_MODEL` sizes."""
     from fer_tf.config import ModelConfig
-    from fer_tf.models import JointModel
+    from fer_tf.model.network import JointModel
 
     config = ModelConfig(variant=variant, labels=tuple(labels), **{**TINY_MODEL, **overrides})
     return JointModel(backbone=tiny_backbone(config.input_size), config=config, name="tiny")

@@ -9,12 +9,12 @@ LABELS = ("anger", "happiness", "surprise")
 
 
 def _setup(epochs, swa_epochs, seed=0, **train):
-    from fer_tf import training
+    from fer_tf.training import loop
     from fer_tf.config import TrainConfig
     from fer_tf.preprocess.normalize import normalize_faces
-    from fer_tf.sampling import identity_aware_dataset
+    from fer_tf.data.sampling import identity_aware_dataset
 
-    training.set_seed(seed)
+    loop.set_seed(seed)
     table, faces = synthetic_data(subjects=4, seed=seed)
     faces = np.asarray(normalize_faces(faces), np.float32)
     config = TrainConfig(optimizer="sgd", learning_rate=0.05, schedule="cosine", epochs=epochs,
@@ -45,12 +45,12 @@ class _Recorder:
 
 
 def test_the_run_ends_with_the_mean_of_the_tail_epochs_weights(tmp_path):
-    from fer_tf import training
-    from fer_tf.averaging import batch_norm_layers
+    from fer_tf.training import loop
+    from fer_tf.training.averaging import batch_norm_layers
 
     model, make_train, config = _setup(epochs=3, swa_epochs=2)
     recorder = _Recorder()
-    model, _ = training.fit(model, make_train, config, steps_per_epoch=2, verbose=0, callbacks=[recorder])
+    model, _ = loop.fit(model, make_train, config, steps_per_epoch=2, verbose=0, callbacks=[recorder])
     tail = recorder.weights[1:]  # epochs 2 and 3
     statistics = {id(v) for bn in batch_norm_layers(model) for v in (bn.moving_mean, bn.moving_variance)}
     assert statistics, "the tiny model has batch norm, so the statistics are recomputed"
@@ -66,7 +66,7 @@ def test_the_run_ends_with_the_mean_of_the_tail_epochs_weights(tmp_path):
 def test_recomputed_batch_norm_statistics_are_the_mean_of_the_batch_statistics():
     import keras
 
-    from fer_tf.averaging import recompute_batch_norm
+    from fer_tf.training.averaging import recompute_batch_norm
 
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.99)(keras.layers.Dense(2)(inputs)))
@@ -82,10 +82,10 @@ def test_recomputed_batch_norm_statistics_are_the_mean_of_the_batch_statistics()
 
 
 def test_a_resumed_run_averages_the_same_epochs(tmp_path):
-    from fer_tf import training
+    from fer_tf.training import loop
 
     model, make_train, config = _setup(epochs=3, swa_epochs=2)
-    straight, _ = training.fit(model, make_train, config, steps_per_epoch=2, verbose=0,
+    straight, _ = loop.fit(model, make_train, config, steps_per_epoch=2, verbose=0,
                                workdir=tmp_path / "straight")
     # the same run, interrupted after epoch 2 (one averaged epoch, checkpointed), then resumed
     import keras
@@ -98,20 +98,20 @@ def test_a_resumed_run_averages_the_same_epochs(tmp_path):
     model, make_train, config = _setup(epochs=3, swa_epochs=2)
 
     with pytest.raises(KeyboardInterrupt):
-        training.fit(model, make_train, config, steps_per_epoch=2, verbose=0, workdir=tmp_path / "split",
+        loop.fit(model, make_train, config, steps_per_epoch=2, verbose=0, workdir=tmp_path / "split",
                      callbacks=[StopAfterTwo()])
     model, make_train, config = _setup(epochs=3, swa_epochs=2)
-    resumed, _ = training.fit(model, make_train, config, steps_per_epoch=2, verbose=0, workdir=tmp_path / "split")
+    resumed, _ = loop.fit(model, make_train, config, steps_per_epoch=2, verbose=0, workdir=tmp_path / "split")
     for a, b in zip(straight.get_weights(), resumed.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_the_schedule_turns_constant_for_the_tail():
-    from fer_tf import training
+    from fer_tf.training import loop
     from fer_tf.config import TrainConfig
-    from fer_tf.schedules import WarmupCosine
+    from fer_tf.training.schedules import WarmupCosine
 
-    schedule = training.learning_rate_for(TrainConfig(schedule="cosine", learning_rate=0.1, epochs=10,
+    schedule = loop.learning_rate_for(TrainConfig(schedule="cosine", learning_rate=0.1, epochs=10,
                                                       swa_epochs=4, swa_learning_rate=0.01), steps_per_epoch=10)
     rates = [float(schedule(step)) for step in (0, 30, 59, 60, 99)]
     assert rates[0] == pytest.approx(0.1) and rates[0] > rates[1] > rates[2] > 0  # cosine to step 60
@@ -133,15 +133,15 @@ def test_bad_averaging_settings_say_what_to_change(change, message):
 
 
 def test_init_from_copies_a_networks_weights_and_refuses_another_shape(tmp_path):
-    from fer_tf import training
+    from fer_tf.training import loop
     from fer_tf.errors import TrainingError
 
     source = tiny_model(labels=LABELS)
     path = tmp_path / "start.keras"
     source.save(path)
     model = tiny_model(labels=LABELS)
-    training.initialise_from(model, path)
+    loop.initialise_from(model, path)
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), source.get_weights()))
     other = tiny_model(labels=LABELS + ("fear",))
     with pytest.raises(TrainingError, match="do not fit this network"):
-        training.initialise_from(other, path)
+        loop.initialise_from(other, path)

@@ -36,7 +36,8 @@ CHECKS = [
     "compiled_equals_eager",
     "scaled_learning_rate",
 ]
-CORE_MODULES = ["distances", "reducers", "parts", "mining", "losses", "layers", "optimizers", "stats", "probes"]
+CORE_MODULES = ["metric/distances", "metric/reducers", "metric/parts", "metric/mining", "metric/losses", "metric/layers",
+                "training/optimizers", "research/stats", "research/probes"]
 
 
 def installed(backend):

@@ -19,7 +19,7 @@ def test_flop_counter_counts_conv_dense_and_connecting_layer():
     import keras
 
     from benchmarks import flops
-    from fer_tf.layers import ConnectingLayer
+    from fer_tf.metric.layers import ConnectingLayer
 
     x = keras.Input((8, 8, 3))
     y = keras.layers.Conv2D(4, 3, padding="same", name="c")(x)  # 8*8*3*3*3*4 = 6912
@@ -35,7 +35,7 @@ def test_flop_counter_counts_conv_dense_and_connecting_layer():
 def test_full_model_flops_are_in_the_expected_range():
     from benchmarks import flops
     from fer_tf.data.labels import CKPLUS7
-    from fer_tf.models import build_model
+    from fer_tf.model.network import build_model
 
     macs, _ = flops.model_macs(build_model("2B(N+M)", labels=CKPLUS7))
     assert 30e6 < macs < 70e6  # the inception FER network: ~44 M MACs per 48x48 face

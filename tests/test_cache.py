@@ -11,6 +11,7 @@ from fer_tf.cli import main
 from fer_tf.data.readers import read_dataset
 from fer_tf.data.table import FaceTable
 from fer_tf.errors import DatasetError
+from fer_tf.data import cache_format
 from fer_tf.preprocess import cache
 
 N_GOOD = 7
@@ -104,11 +105,11 @@ def test_cache_build_read_and_idempotent(ck_folder, tmp_path):
     table = read_dataset(out, "cache")
     assert table.name == "ckplus48" and len(table) == N_GOOD
     np.testing.assert_array_equal(table.pixels, faces)
-    np.testing.assert_array_equal(cache.load_faces(out), faces)
+    np.testing.assert_array_equal(cache_format.load_faces(out), faces)
     original = read_dataset(ck_folder, "ckplus48")
     assert set(table.path) <= set(original.path)
     assert set(table.subject) == {f"S{100 + i:03d}" for i in range(N_GOOD)}
-    assert len(cache.read_cache_skipped(out)) == 3
+    assert len(cache_format.read_cache_skipped(out)) == 3
     # the cached table is already faces: preparing it again changes nothing
     again, _, _ = cache.prepare_faces(table, progress=False)
     np.testing.assert_array_equal(again, faces)
@@ -143,7 +144,7 @@ def test_interrupted_run_resumes_to_the_same_result(ck_folder, tmp_path, monkeyp
     assert sorted(p.name for p in (out / cache.CHUNK_DIR).glob("chunk-*.npz")) == ["chunk-00000.npz"]
     assert not list(out.glob("**/*.tmp"))
     with pytest.raises(DatasetError, match="run the same"):
-        cache.read_cache(out)
+        cache_format.read_cache(out)
     monkeypatch.setattr(cache, "_process_chunk", real)
     result = cache.build_cache(ck_folder, "ckplus48", out, progress=False, chunk_size=3)
     assert result["resumed_chunks"] == 1
@@ -170,7 +171,7 @@ def test_stale_chunks_of_other_settings_are_discarded(ck_folder, tmp_path, monke
     monkeypatch.setattr(cache, "_process_chunk", real)
     result = cache.build_cache(ck_folder, "ckplus48", out, progress=False, chunk_size=3)
     assert result["resumed_chunks"] == 0
-    assert cache.load_faces(out).shape == (N_GOOD, 60, 60)
+    assert cache_format.load_faces(out).shape == (N_GOOD, 60, 60)
 
 
 def test_cli_json_and_text(ck_folder, tmp_path, capsys):
@@ -197,10 +198,10 @@ def test_cli_json_and_text(ck_folder, tmp_path, capsys):
 
 def test_cache_not_a_cache(tmp_path):
     with pytest.raises(DatasetError, match="not a face cache"):
-        cache.read_cache(tmp_path)
+        cache_format.read_cache(tmp_path)
     (tmp_path / "manifest.json").write_text("{}")
     with pytest.raises(DatasetError):
-        cache.read_cache(tmp_path)
+        cache_format.read_cache(tmp_path)
 
 
 @pytest.mark.integration

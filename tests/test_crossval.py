@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from fer_tf import crossval, finetune_report
+from fer_tf.research import crossval
+from fer_tf.research import finetune_report
 from fer_tf.config import ModelConfig, TrainConfig
 from fer_tf.errors import ConfigError
 
@@ -143,7 +144,7 @@ def test_report_from_run_files(tmp_path):
     runs += [_run_file("2B(N+M)", 0, f, 0.83 + 0.01 * f, option="no-l2") for f in range(4)]
     runs += [_run_file("2B(N+M)", 0, 0, 0.9, mode="tuple")]
     _write(tmp_path / "runs", runs)
-    loaded = crossval.load_runs(tmp_path / "runs")
+    loaded = finetune_report.load_runs(tmp_path / "runs")
     assert len(loaded) == len(runs)
     config = {"evaluation": {"variants": ["softmax", "2B(N+M)"], "paper": {"2B(N+M)": 0.971},
                              "options": EV["options"]},
@@ -184,7 +185,7 @@ def test_report_compares_other_starting_points_with_the_committed_backbone(tmp_p
     (tmp_path / "fer2013").mkdir()
     (tmp_path / "fer2013" / "results.json").write_text(json.dumps({"private_test_accuracy": 0.666}))
     config = {"evaluation": {"variants": ["2B(N+M)"], "paper": {"2B(N+M)": 0.971}}}
-    data = finetune_report.write_report(crossval.load_runs(tmp_path / "runs"), ("a", "b"),
+    data = finetune_report.write_report(finetune_report.load_runs(tmp_path / "runs"), ("a", "b"),
                                         tmp_path / "report", "toy", 4, config=config)
     starts = data["backbones"]["starts"]
     scratch, short = starts["scratch 2B(N+M)"], starts["short"]
@@ -223,7 +224,7 @@ def test_finetune_with_runs_elsewhere_rebuilds_no_report_unless_told_where(tmp_p
 
 def test_report_leaves_out_runs_of_another_protocol(tmp_path):
     _write(tmp_path / "runs", [_run_file("softmax", 0, f, 0.8) for f in range(3)])
-    loaded = crossval.load_runs(tmp_path / "runs")
+    loaded = finetune_report.load_runs(tmp_path / "runs")
     current = {"softmax/seed0-fold0.json": "p", "softmax/seed0-fold1.json": "p", "softmax/seed0-fold2.json": "q"}
     data = finetune_report.write_report(loaded, ("a", "b"), tmp_path / "report", "toy", 3, current=current)
     assert data["stale_runs"] == ["softmax/seed0-fold2.json"] and data["variants"]["softmax"]["n_runs"] == 2
@@ -259,7 +260,7 @@ def test_campaign_on_ckplus48_writes_one_file_per_run_and_resumes(ckplus48_dir, 
 def test_a_campaign_rewriting_its_report_still_records_a_clean_commit(tmp_path):
     import subprocess
 
-    from fer_tf import reporting
+    from fer_tf.research import reporting
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)

@@ -1,10 +1,12 @@
-"""Distillation targets (fer_tf.distillation) and their path through the dataset and the loss."""
+"""Distillation targets (fer_tf.training.distillation) and their path through the dataset and the loss."""
 
 import keras
 import numpy as np
 import pytest
 
-from fer_tf import distillation, models, sampling
+from fer_tf.training import distillation
+from fer_tf.model import network
+from fer_tf.data import sampling
 from fer_tf.config import TrainConfig
 from fer_tf.errors import ConfigError
 
@@ -50,10 +52,10 @@ def test_cross_entropy_uses_soft_targets():
     probabilities = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]], np.float32)
     labels = np.array([0, 1, -1])
     targets = np.array([[0.5, 0.5, 0.0], [0.0, 0.9, 0.1], [1.0, 0.0, 0.0]], np.float32)
-    got = float(keras.ops.convert_to_numpy(models.query_cross_entropy(labels, probabilities, 0.1, targets=targets)))
+    got = float(keras.ops.convert_to_numpy(network.query_cross_entropy(labels, probabilities, 0.1, targets=targets)))
     expected = -np.mean([(targets[i] * np.log(probabilities[i])).sum() for i in (0, 1)])  # row 2: no query
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    plain = float(keras.ops.convert_to_numpy(models.query_cross_entropy(labels, probabilities)))
+    plain = float(keras.ops.convert_to_numpy(network.query_cross_entropy(labels, probabilities)))
     np.testing.assert_allclose(plain, -np.mean(np.log([0.6, 0.5])), rtol=1e-5)
 
 
@@ -78,7 +80,7 @@ def test_classification_dataset_serves_soft_targets():
 
 
 def test_teacher_targets_temper_the_teacher_once(tmp_path):
-    teacher = models.build_model("softmax", labels=["a", "b", "c", "d", "e", "f", "g"])
+    teacher = network.build_model("softmax", labels=["a", "b", "c", "d", "e", "f", "g"])
     path = tmp_path / "teacher.keras"
     teacher.save(path)
     faces = np.random.default_rng(0).normal(size=(4, 60, 60)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""Distributed training (fer_tf.distribute): replica-whole identity batches, MirroredStrategy on two
+"""Distributed training (fer_tf.training.distribute): replica-whole identity batches, MirroredStrategy on two
 logical CPUs equals the single-device computation, and two local workers train together.
 
 TensorFlow's logical devices and multi-worker runtimes can only be configured before TensorFlow
@@ -41,7 +41,7 @@ COMMON = textwrap.dedent('''
 
     def tiny_model(**extra):
         import keras
-        from fer_tf.models import build_model
+        from fer_tf.model.network import build_model
         keras.utils.set_random_seed(0)
         return build_model("2B(N+M)", labels=LABELS, dropout=0.0, num_positives=3,
                            num_negatives=3, ec_units=(32, 16), ml_units=16, connect_units=16,
@@ -79,7 +79,7 @@ def _result(proc, timeout=240):
 
 
 def test_replica_batches_keep_subjects_whole_and_indices_local():
-    from fer_tf import distribute
+    from fer_tf.training import distribute
 
     table, faces = _synthetic(subjects=8)
     sampler = distribute._make_sampler(table, LABELS, "in_batch", 3, 3, 8, 0, None, True)
@@ -101,7 +101,7 @@ def test_replica_batches_keep_subjects_whole_and_indices_local():
 
 
 def test_replica_dataset_global_and_local_indices():
-    from fer_tf import distribute
+    from fer_tf.training import distribute
 
     table, faces = _synthetic()
     kwargs = dict(num_positives=3, num_negatives=3, queries_per_replica=6, augment=False, repeat=False)
@@ -118,7 +118,7 @@ def test_replica_dataset_global_and_local_indices():
 
 
 def test_get_strategy_errors(monkeypatch):
-    from fer_tf import distribute
+    from fer_tf.training import distribute
     from fer_tf.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown strategy"):
@@ -136,10 +136,10 @@ def test_get_strategy_errors(monkeypatch):
 
 MIRRORED = '''
 import tensorflow as tf
-from fer_tf import distribute
+from fer_tf.training import distribute
 devices = distribute.split_cpu(2)
 import keras
-from fer_tf.models import query_cross_entropy
+from fer_tf.model.network import query_cross_entropy
 
 table, faces = synthetic()
 strategy = distribute.get_strategy("mirrored")
@@ -226,7 +226,7 @@ def test_mirrored_step_equals_single_device():
 
 WORKER = '''
 import tensorflow as tf
-from fer_tf import distribute
+from fer_tf.training import distribute
 strategy = distribute.get_strategy("multi_worker", communication="ring")
 import keras
 from fer_tf.config import TrainConfig
@@ -291,7 +291,7 @@ import jax
 import keras
 import numpy as np
 from fixtures_training import TINY_LABELS, synthetic_data, tiny_model
-from fer_tf.sampling import identity_aware_dataset
+from fer_tf.data.sampling import identity_aware_dataset
 
 assert len(jax.devices()) == 2, jax.devices()
 table, faces = synthetic_data(subjects=4)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from fer_tf import evaluation
+from fer_tf.research import evaluation, probes
 
 
 def test_sequence_scores_average_the_frames_of_each_sequence():
@@ -29,14 +29,14 @@ def test_identity_probe_finds_identity_in_identity_features_and_not_in_noise():
     sequences = np.array([f"{s}_{j // 3}" for s, j in zip(subjects, np.tile(np.arange(6), 6))])
     centres = rng.normal(size=(6, 8)) * 5
     identity = centres[np.repeat(np.arange(6), 6)] + rng.normal(size=(36, 8)) * 0.1
-    acc, probed = evaluation.identity_probe(identity, subjects, sequences, steps=100)
+    acc, probed = probes.identity_probe(identity, subjects, sequences, steps=100)
     assert probed == 6 and acc == 1.0
-    noise_acc, _ = evaluation.identity_probe(rng.normal(size=(36, 8)), subjects, sequences, steps=100)
+    noise_acc, _ = probes.identity_probe(rng.normal(size=(36, 8)), subjects, sequences, steps=100)
     assert noise_acc < 0.7
 
 
 def test_identity_probe_needs_two_sequences_per_subject():
-    acc, probed = evaluation.identity_probe(np.zeros((3, 2)), ["a", "b", "c"], ["1", "2", "3"])
+    acc, probed = probes.identity_probe(np.zeros((3, 2)), ["a", "b", "c"], ["1", "2", "3"])
     assert acc is None and probed == 0
 
 
@@ -70,7 +70,8 @@ def test_train_variant_starts_from_the_seed_whatever_ran_before(monkeypatch):
     in one process)."""
     import keras
 
-    from fer_tf import evaluation, training
+    from fer_tf.research import evaluation, probes
+    from fer_tf.training import loop
 
     built = []
 
@@ -81,12 +82,12 @@ def test_train_variant_starts_from_the_seed_whatever_ran_before(monkeypatch):
         built.append([w.copy() for w in model.get_weights()])
         raise Stop
 
-    monkeypatch.setattr(training, "fit", fake_fit)
+    monkeypatch.setattr(loop, "fit", fake_fit)
     from fixtures_training import TINY_MODEL, synthetic_data, tiny_backbone
-    from fer_tf import models
+    from fer_tf.model import network
     from fer_tf.config import ModelConfig, TrainConfig
 
-    monkeypatch.setattr(models, "build_model", lambda variant, **kw: models.JointModel(
+    monkeypatch.setattr(network, "build_model", lambda variant, **kw: network.JointModel(
         backbone=tiny_backbone(), config=ModelConfig(variant=variant, labels=kw["labels"], **TINY_MODEL)))
     table, faces = synthetic_data(subjects=6)
     labels = tuple(sorted(set(table.expression)))

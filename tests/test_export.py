@@ -10,10 +10,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from fer_tf import model_io  # noqa: E402
+from fer_tf.model import saving  # noqa: E402
 from fer_tf.data.labels import BASIC7  # noqa: E402
 from fer_tf.errors import ConfigError, ModelFileError  # noqa: E402
-from fer_tf.export import (DEFAULT_TFLITE, VARIANTS, build_inference_model,  # noqa: E402
+from fer_tf.deploy.export import (DEFAULT_TFLITE, VARIANTS, build_inference_model,  # noqa: E402
                            choose_default, export_model, parity)
 
 
@@ -24,7 +24,7 @@ def tiny_ec_model(classes=7, seed=0, input_shape=(48, 48, 1)):
     statistics that are not the identity, so that folding them into the convolution is visible).
     The last layer's weights are large so that the top-1 class of most faces is well separated.
     """
-    from fer_tf.layers import conv_prelu
+    from fer_tf.metric.layers import conv_prelu
 
     keras.utils.set_random_seed(seed)
     inp = keras.Input(input_shape, name="normalised_face")
@@ -80,21 +80,21 @@ def test_all_artefacts_written_with_metadata(exported, faces):
         assert entry["status"] == "ok", entry
         path = out / f"model_{variant}.tflite"
         assert path.is_file() and entry["size"] == path.stat().st_size > 0
-        meta = model_io.read_metadata(path)
+        meta = saving.read_metadata(path)
         assert meta["labels"] == list(BASIC7)
         assert meta["input"] == {"shape": [60, 60, 1], "dtype": "float32", "range": [0, 255],
                                  "kind": "aligned grey face crop, eye-levelled, 60x60"}
         assert meta["format_version"] == 1 and meta["source"] == "tiny-test-model"
         assert meta["preprocessing"] and meta["input_dtype"] == meta["output_dtype"] == "float32"
     for name in ("saved_model", "inference"):
-        assert model_io.read_metadata(out / name)["labels"] == list(BASIC7)
+        assert saving.read_metadata(out / name)["labels"] == list(BASIC7)
     assert report["artefacts"]["saved_model"]["size"] > 0
     on_disk = json.loads((out / "export_report.json").read_text())
     assert set(on_disk["variants"]) == set(VARIANTS)
     # quantised variants are smaller than fp32
     sizes = {v: report["variants"][v]["size"] for v in VARIANTS}
     assert sizes["float16"] < sizes["fp32"] and sizes["dynamic"] < sizes["fp32"]
-    assert model_io.read_metadata(out / "model_int8.tflite")["calibration_faces"] == len(faces[::2])
+    assert saving.read_metadata(out / "model_int8.tflite")["calibration_faces"] == len(faces[::2])
 
 
 def test_default_model_is_the_fastest_variant_that_keeps_parity(exported):
@@ -109,8 +109,8 @@ def test_default_model_is_the_fastest_variant_that_keeps_parity(exported):
     assert entries[variant]["parity"]["top1_agreement"] >= 0.99
     assert choose_default(entries) == (variant, default["reason"])
     # the input contract of the sidecar is the variant's, plus which variant it is and why
-    meta = model_io.read_metadata(out / DEFAULT_TFLITE)
-    assert meta == {**model_io.read_metadata(out / f"model_{variant}.tflite"),
+    meta = saving.read_metadata(out / DEFAULT_TFLITE)
+    assert meta == {**saving.read_metadata(out / f"model_{variant}.tflite"),
                     "default_of": variant, "default_reason": default["reason"]}
     assert meta["input"]["shape"] == [60, 60, 1] and meta["input"]["range"] == [0, 255]
     on_disk = json.loads((out / "export_report.json").read_text())
@@ -151,7 +151,7 @@ def test_graph_cleanup_and_xnnpack_coverage(exported):
     """Batch norm is folded into the convolution, the histogram is a builtin segment sum (no one-hot,
     no Flex op), and XNNPACK runs every operation of the network: what falls back to LiteRT's own
     kernels is the preprocessing's (segment sum, cumulative sum, gather, index arithmetic)."""
-    from fer_tf.export import float_ops, xnnpack_coverage
+    from fer_tf.deploy.export import float_ops, xnnpack_coverage
 
     out, report, _ = exported
     preprocessing = {"ADD", "CAST", "CUMSUM", "FILL", "GATHER", "GREATER", "MUL", "PACK", "RANGE",
@@ -160,7 +160,7 @@ def test_graph_cleanup_and_xnnpack_coverage(exported):
                      "DEQUANTIZE"}  # float16: the preprocessing's constants, widened once
     for variant in VARIANTS:
         path = out / f"model_{variant}.tflite"
-        interpreter = model_io.load_tflite(path)
+        interpreter = saving.load_tflite(path)
         tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
         names = [op["op_name"] for op in interpreter._get_ops_details()]
         assert "UNSORTED_SEGMENT_SUM" in names and "ONE_HOT" not in names, variant
@@ -174,17 +174,17 @@ def test_graph_cleanup_and_xnnpack_coverage(exported):
         assert set(coverage["fallback_ops"]) <= preprocessing, (variant, coverage)
         assert "UNSORTED_SEGMENT_SUM" in coverage["fallback_ops"]
     # int8: the convolutions are int8; PReLU and softmax stay float32 so that XNNPACK takes them
-    meta = model_io.read_metadata(out / "model_int8.tflite")
+    meta = saving.read_metadata(out / "model_int8.tflite")
     assert meta["float_op_types"] == ["PRELU", "SOFTMAX"]
     assert {"PRELU", "SOFTMAX"} <= set(float_ops(out / "model_int8.tflite"))
 
 
 def test_every_variant_runs_in_litert(exported, faces):
-    from fer_tf.inference import TFLiteRunner
+    from fer_tf.deploy.inference import TFLiteRunner
 
     out, _, _ = exported
     for variant in VARIANTS:
-        interpreter = model_io.load_tflite(out / f"model_{variant}.tflite")
+        interpreter = saving.load_tflite(out / f"model_{variant}.tflite")
         (inp,) = interpreter.get_input_details()
         assert list(inp["shape_signature"]) == [-1, 60, 60, 1]
         assert inp["dtype"] == np.float32  # float interface for every variant, int8 included
@@ -212,7 +212,7 @@ def test_parity_with_keras(exported, faces):
     int8 = report["variants"]["int8"]["parity"]
     assert int8["n"] == len(faces) and int8["max_abs_prob_diff"] < 0.2  # loose: report only
     # the preprocessing stays float32 in the int8 variant, the network is int8
-    meta = model_io.read_metadata(out / "model_int8.tflite")
+    meta = saving.read_metadata(out / "model_int8.tflite")
     assert meta["float_layers"] == ["face_preprocessing"], meta
     assert "CONV_2D" not in (meta["float_ops"] or []) and "CUMSUM" in meta["float_ops"]
     assert "FULLY_CONNECTED" not in meta["float_ops"]
@@ -231,8 +231,8 @@ def test_saved_model_serving_signature(exported, faces):
 
 def test_inference_keras_loads_in_safe_mode(exported, faces):
     out, _, ec = exported
-    model = model_io.load_model(out / "inference.keras")
-    assert model_io.check_classifier(model) == "face"
+    model = saving.load_model(out / "inference.keras")
+    assert saving.check_classifier(model) == "face"
     x = faces[:3].astype("float32")[..., None]
     np.testing.assert_allclose(model.predict(x, verbose=0),
                                build_inference_model(ec).predict(x, verbose=0), atol=1e-6)
@@ -246,7 +246,7 @@ def test_int8_without_calibration_is_skipped(tmp_path, faces):
     assert not (tmp_path / "model_int8.tflite").exists()
     # no parity faces: fp32 is the default, the one variant that needs no check
     assert report["default"]["variant"] == "fp32"
-    assert model_io.read_metadata(tmp_path / DEFAULT_TFLITE)["default_of"] == "fp32"
+    assert saving.read_metadata(tmp_path / DEFAULT_TFLITE)["default_of"] == "fp32"
 
 
 def test_labels_are_required_and_checked(tmp_path):
@@ -257,14 +257,14 @@ def test_labels_are_required_and_checked(tmp_path):
 
 
 def test_joint_model_checkpoint_exports(tmp_path, faces):
-    models = pytest.importorskip("fer_tf.models")
+    models = pytest.importorskip("fer_tf.model.network")
     joint = models.build_model("softmax", labels=BASIC7)
     ckpt = tmp_path / "ckpt.keras"
     joint.save(ckpt)
     report = export_model(ckpt, tmp_path / "out", variants=("fp32",), parity_faces=faces[:10])
     assert report["labels"] == list(BASIC7) and report["source"] == str(ckpt)
     assert report["variants"]["fp32"]["parity"]["top1_agreement"] == 1.0
-    inference = model_io.load_model(tmp_path / "out" / "inference.keras")
+    inference = saving.load_model(tmp_path / "out" / "inference.keras")
     # only the EC branch is exported: one output of probabilities
     assert len(inference.outputs) == 1 and inference.outputs[0].shape[-1] == 7
 
@@ -305,7 +305,7 @@ def bad_files(tmp_path_factory, exported):
 ])
 def test_bad_keras_files(bad_files, name, message):
     with pytest.raises(ModelFileError, match=message) as info:
-        model_io.load_model(bad_files / name)
+        saving.load_model(bad_files / name)
     assert name in str(info.value)
     assert "fer-tf" in str(info.value)  # says what to do
 
@@ -318,7 +318,7 @@ def test_bad_keras_files(bad_files, name, message):
 ])
 def test_bad_tflite_files(bad_files, name, message):
     with pytest.raises(ModelFileError, match=message) as info:
-        model_io.load_tflite(bad_files / name)
+        saving.load_tflite(bad_files / name)
     assert name in str(info.value)
 
 
@@ -328,39 +328,39 @@ def test_tflite_of_the_wrong_shape(tmp_path):
     converter = tf.lite.TFLiteConverter.from_keras_model(tiny_ec_model(input_shape=(32, 32, 3)))
     (tmp_path / "wrong.tflite").write_bytes(converter.convert())
     with pytest.raises(ModelFileError, match="expected one \\[batch, 60, 60, 1\\]"):
-        model_io.load_tflite(tmp_path / "wrong.tflite")
+        saving.load_tflite(tmp_path / "wrong.tflite")
 
 
 def test_folder_and_tflite_as_keras(tmp_path, exported):
     out, _, _ = exported
     with pytest.raises(ModelFileError, match="folder"):
-        model_io.load_model(tmp_path)
+        saving.load_model(tmp_path)
     with pytest.raises(ModelFileError, match="TFLite"):
-        model_io.load_model(out / "model_fp32.tflite")
+        saving.load_model(out / "model_fp32.tflite")
 
 
 def test_metadata_sidecar(tmp_path):
     artefact = tmp_path / "m.tflite"
-    assert model_io.read_metadata(artefact) is None
+    assert saving.read_metadata(artefact) is None
     with pytest.raises(ModelFileError, match="no metadata"):
-        model_io.read_metadata(artefact, required=True)
-    model_io.write_metadata(artefact, ["happy", "sad"], source="x")
-    meta = model_io.read_metadata(artefact)
+        saving.read_metadata(artefact, required=True)
+    saving.write_metadata(artefact, ["happy", "sad"], source="x")
+    meta = saving.read_metadata(artefact)
     assert meta["labels"] == ["happiness", "sadness"] and meta["output"]["shape"] == [2]
     (tmp_path / "m.json").write_text("{not json")
     with pytest.raises(ModelFileError, match="not valid JSON"):
-        model_io.read_metadata(artefact)
+        saving.read_metadata(artefact)
     (tmp_path / "m.json").write_text(json.dumps({"format_version": 99, "labels": ["anger"]}))
     with pytest.raises(ModelFileError, match="format_version"):
-        model_io.read_metadata(artefact)
+        saving.read_metadata(artefact)
     (tmp_path / "m.json").write_text(json.dumps({"format_version": 1, "labels": ["grumpy"]}))
     with pytest.raises(ModelFileError, match="unknown expression"):
-        model_io.read_metadata(artefact)
+        saving.read_metadata(artefact)
 
 
 @pytest.mark.integration
 def test_export_command(tmp_path, ckplus48_dir, capsys):
-    models = pytest.importorskip("fer_tf.models")
+    models = pytest.importorskip("fer_tf.model.network")
     from fer_tf.cli import main
 
     ckpt = tmp_path / "ckpt.keras"

@@ -10,10 +10,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from fer_tf import inference, model_io  # noqa: E402
+from fer_tf.deploy import inference  # noqa: E402
+from fer_tf.model import saving
 from fer_tf.data.labels import BASIC7  # noqa: E402
 from fer_tf.errors import ConfigError, ImageError, ModelFileError, NoFaceError  # noqa: E402
-from fer_tf.inference import Recognizer, annotate  # noqa: E402
+from fer_tf.deploy.inference import Recognizer, annotate  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def tiny_ec_model(classes=7, seed=0):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from fer_tf.export import export_model
+    from fer_tf.deploy.export import export_model
 
     out = tmp_path_factory.mktemp("model")
     ec = tiny_ec_model()
@@ -202,7 +203,7 @@ def test_litert_path_does_not_import_tensorflow(exported, astronaut_png):
     out, _ = exported
     code = (
         "import sys\n"
-        "from fer_tf.inference import Recognizer\n"
+        "from fer_tf.deploy.inference import Recognizer\n"
         f"r = Recognizer({str(out / 'model_fp32.tflite')!r})\n"
         f"assert r.predict_path({str(astronaut_png)!r})['faces']\n"
         "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
@@ -228,7 +229,7 @@ def test_metadata_shape_mismatch_is_refused(tmp_path, exported):
     out, _ = exported
     model = tmp_path / "m.tflite"
     model.write_bytes((out / "model_fp32.tflite").read_bytes())
-    meta = model_io.make_metadata(BASIC7)
+    meta = saving.make_metadata(BASIC7)
     meta["input"]["shape"] = [48, 48, 1]
     import json
 
@@ -240,7 +241,7 @@ def test_metadata_shape_mismatch_is_refused(tmp_path, exported):
 def test_recognizer_takes_a_joint_model_and_its_labels(astronaut):
     """`Recognizer(model)` runs a JointModel straight from training; a bare ec_model() needs
     the labels, and the error says so."""
-    from fer_tf.models import build_model
+    from fer_tf.model.network import build_model
 
     labels = ("anger", "happiness", "sadness")
     model = build_model("softmax", labels=labels)

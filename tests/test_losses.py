@@ -10,11 +10,13 @@ import tensorflow as tf
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from fer_tf import distances, mining, reducers
-from fer_tf import losses as L
+from fer_tf.metric import distances
+from fer_tf.metric import mining
+from fer_tf.metric import reducers
+from fer_tf.metric import losses as L
 from fer_tf.errors import ConfigError
-from fer_tf.layers import AdaptiveThreshold
-from fer_tf.mining import online_positive_mining
+from fer_tf.metric.layers import AdaptiveThreshold
+from fer_tf.metric.mining import online_positive_mining
 
 # ---------------------------------------------------------------------------------------------
 # Independent references: plain loops in float64 (no code shared with fer_tf).

@@ -7,9 +7,10 @@ import tensorflow as tf
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from fer_tf import distances, mining
+from fer_tf.metric import distances
+from fer_tf.metric import mining
 from fer_tf.errors import ConfigError
-from fer_tf.mining import online_positive_mining
+from fer_tf.metric.mining import online_positive_mining
 
 
 # ---------------------------------------------------------------------------------------------

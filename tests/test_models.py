@@ -15,7 +15,7 @@ LABELS = ("anger", "happiness", "surprise")
 @pytest.fixture(scope="module")
 def batch():
     """One identity-aware batch (12 images, M = N = 3) of synthetic faces."""
-    from fer_tf.sampling import identity_aware_dataset
+    from fer_tf.data.sampling import identity_aware_dataset
 
     table, faces = synthetic_data(subjects=4)
     ds = identity_aware_dataset(table, faces, LABELS, num_positives=3, num_negatives=3,
@@ -37,7 +37,7 @@ def _trained_tiny(variant, batch):
 
 
 def test_full_size_variants_build_with_the_expected_parameter_counts():
-    from fer_tf.models import build_model
+    from fer_tf.model.network import build_model
 
     from fer_tf.config import ModelConfig
 
@@ -68,7 +68,7 @@ def test_tiny_variant_trains_one_step(variant, batch):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_keras_round_trip(variant, batch, tmp_path):
-    from fer_tf.training import load_checkpoint
+    from fer_tf.training.loop import load_checkpoint
 
     model, _ = _trained_tiny(variant, batch)
     images = batch[0]
@@ -106,7 +106,7 @@ def test_transfer_weights_from_softmax_basic7_to_2bnm_ckplus7(batch):
     import keras
 
     from fer_tf.data.labels import BASIC7, CKPLUS7
-    from fer_tf.models import transfer_weights
+    from fer_tf.model.network import transfer_weights
 
     keras.utils.set_random_seed(2)
     source = tiny_model("softmax", labels=BASIC7)

@@ -29,7 +29,7 @@ def tiny_ec_model(seed=0):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from fer_tf.export import export_model
+    from fer_tf.deploy.export import export_model
 
     out = tmp_path_factory.mktemp("model")
     export_model(tiny_ec_model(), out, variants=("fp32",), labels=BASIC7)
@@ -418,7 +418,7 @@ def test_jsonl_streams_images_frames_and_errors(capsys, model, files, tmp_path):
 def test_timeline_and_annotated_video(capsys, model, files, tmp_path):
     import cv2
 
-    from fer_tf.inference import browser_video_suffix
+    from fer_tf.deploy.inference import browser_video_suffix
 
     video = _clip(files, tmp_path / "clip.avi", frames=5)
     out = tmp_path / "out"
@@ -440,7 +440,7 @@ def test_timeline_and_annotated_video(capsys, model, files, tmp_path):
 
 
 def test_mp4_without_h264_says_so(capsys, model, files, tmp_path, monkeypatch):
-    from fer_tf import inference
+    from fer_tf.deploy import inference
 
     monkeypatch.setattr(inference, "can_encode", lambda fourcc: False)
     video = _clip(files, tmp_path / "clip.avi", frames=2)

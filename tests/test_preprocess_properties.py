@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fer_tf.augment import NUM_UNIFORMS, augment_faces
+from fer_tf.data.augment import NUM_UNIFORMS, augment_faces
 from fer_tf.preprocess.normalize import center_crop, normalize_faces
 
 FACES = arrays(np.uint8, (2, 60, 60), elements=st.integers(0, 200))

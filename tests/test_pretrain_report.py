@@ -1,10 +1,10 @@
-"""reports/fer2013's README is built from its JSON files only (fer_tf.pretrain_report)."""
+"""reports/fer2013's README is built from its JSON files only (fer_tf.research.pretrain_report)."""
 
 import copy
 import json
 import pathlib
 
-from fer_tf.pretrain_report import write_readme
+from fer_tf.research.pretrain_report import write_readme
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -1,8 +1,8 @@
-"""Identity probes (fer_tf.probes)."""
+"""Identity probes (fer_tf.research.probes)."""
 
 import numpy as np
 
-from fer_tf import probes
+from fer_tf.research import probes
 
 
 def _faces(identity_scale, expression_scale, seed=0, subjects=12, expressions=3, per_cell=2):

@@ -18,12 +18,12 @@ def _run(workdir, epochs, seed=0, constant_validation=False, **train):
 
     ``constant_validation``: validation images without labels, so val_accuracy stays 0 and the
     schedule's best epoch stays the first one."""
-    from fer_tf import training
+    from fer_tf.training import loop
     from fer_tf.config import TrainConfig
     from fer_tf.preprocess.normalize import normalize_faces
-    from fer_tf.sampling import identity_aware_dataset
+    from fer_tf.data.sampling import identity_aware_dataset
 
-    training.set_seed(seed)
+    loop.set_seed(seed)
     table, faces = synthetic_data(subjects=4, seed=seed)
     faces = np.asarray(normalize_faces(faces), np.float32)
     model = tiny_model(labels=LABELS)  # a new object; ignored when a checkpoint exists
@@ -37,12 +37,12 @@ def _run(workdir, epochs, seed=0, constant_validation=False, **train):
     if constant_validation:
         import tensorflow as tf
 
-        from fer_tf.sampling import eval_dataset
+        from fer_tf.data.sampling import eval_dataset
 
         validation = tf.data.Dataset.zip((eval_dataset(faces[:4], batch_size=4),
                                           tf.data.Dataset.from_tensors({"expression": np.full(4, -1, np.int32)})))
     # 2 steps per fit epoch while the sampler's epoch has 3: epochs must stay aligned anyway
-    return training.fit(model, make_train, config, steps_per_epoch=2, workdir=workdir, verbose=0,
+    return loop.fit(model, make_train, config, steps_per_epoch=2, workdir=workdir, verbose=0,
                         validation_data=validation)
 
 
@@ -51,19 +51,19 @@ def _same(a, b, atol=1e-6):
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path):
-    from fer_tf import training
+    from fer_tf.training import loop
 
     clean, history = _run(tmp_path / "clean", epochs=2)
     _, first = _run(tmp_path / "resumed", epochs=1)
     assert len(first) == 1
-    ckpt = training.load_checkpoint(tmp_path / "resumed" / training.CHECKPOINT)
+    ckpt = loop.load_checkpoint(tmp_path / "resumed" / loop.CHECKPOINT)
     # Keras 3 stores the optimizer state in .keras files: iterations and Adam moments are back
     assert int(ckpt.optimizer.iterations.numpy()) == 2
     assert any(np.abs(v.numpy()).sum() > 0 for v in ckpt.optimizer.variables if "momentum" in v.path)
     resumed, resumed_history = _run(tmp_path / "resumed", epochs=2)
     assert resumed is not ckpt
     assert [r["epoch"] for r in resumed_history] == [1, 2]
-    for a, b in zip(training.metrics_only(history), training.metrics_only(resumed_history)):
+    for a, b in zip(loop.metrics_only(history), loop.metrics_only(resumed_history)):
         assert a.keys() == b.keys()
         for k in a:
             assert a[k] == pytest.approx(b[k], abs=1e-6), k
@@ -88,14 +88,14 @@ def test_schedule_state_and_best_weights_survive_a_resume(tmp_path):
 
 
 def test_finished_run_resumes_to_the_same_model(tmp_path):
-    from fer_tf import training
+    from fer_tf.training import loop
 
     model, history = _run(tmp_path, epochs=1)
     again, history_again = _run(tmp_path, epochs=1)  # nothing left to train
     assert history_again == history
     assert _same(model.get_weights(), again.get_weights(), atol=0)
     assert not list(tmp_path.glob(".tmp-*"))
-    assert training.read_state(tmp_path)["epoch"] == 1
+    assert loop.read_state(tmp_path)["epoch"] == 1
 
 
 @pytest.mark.slow

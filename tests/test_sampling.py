@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from fer_tf import sampling
+from fer_tf.data import sampling
 from fer_tf.data.labels import CKPLUS7
 from fer_tf.data.table import FaceTable
 from fer_tf.errors import MiningError
-from fer_tf.sampling import IdentitySampler, check_tuples
+from fer_tf.data.sampling import IdentitySampler, check_tuples
 
 M = N = 6
 

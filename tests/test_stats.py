@@ -1,9 +1,9 @@
-"""Paired differences and cluster-bootstrap confidence intervals (fer_tf.stats)."""
+"""Paired differences and cluster-bootstrap confidence intervals (fer_tf.research.stats)."""
 
 import numpy as np
 import pytest
 
-from fer_tf import stats
+from fer_tf.research import stats
 
 
 def _runs(values):

@@ -14,12 +14,12 @@ LABELS = ("anger", "happiness", "surprise")
 
 
 def _setup(seed=0, epochs=2):
-    from fer_tf import training
+    from fer_tf.training import loop
     from fer_tf.config import TrainConfig
     from fer_tf.preprocess.normalize import normalize_faces
-    from fer_tf.sampling import identity_aware_dataset
+    from fer_tf.data.sampling import identity_aware_dataset
 
-    training.set_seed(seed)
+    loop.set_seed(seed)
     table, faces = synthetic_data(subjects=4, seed=seed)
     faces = np.asarray(normalize_faces(faces), np.float32)
     model = tiny_model(labels=LABELS)
@@ -33,16 +33,16 @@ def _setup(seed=0, epochs=2):
 
 
 def test_two_identical_runs_give_identical_history():
-    from fer_tf import training
+    from fer_tf.training import loop
 
     runs = []
     for _ in range(2):
         model, make_train, config = _setup()
-        model, history = training.fit(model, make_train, config, steps_per_epoch=2, verbose=0)
+        model, history = loop.fit(model, make_train, config, steps_per_epoch=2, verbose=0)
         runs.append((history, model.get_weights()))
     (h1, w1), (h2, w2) = runs
     assert [r["epoch"] for r in h1] == [1, 2]
-    assert training.metrics_only(h1) == training.metrics_only(h2)
+    assert loop.metrics_only(h1) == loop.metrics_only(h2)
     assert all(r["epoch_seconds"] > 0 for r in h1)
     assert all(np.array_equal(a, b) for a, b in zip(w1, w2))
 
@@ -50,7 +50,7 @@ def test_two_identical_runs_give_identical_history():
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
     import tensorflow as tf
 
-    from fer_tf import training
+    from fer_tf.training import loop
     from fer_tf.errors import TrainingError
 
     model, make_train, config = _setup(epochs=3)
@@ -65,19 +65,19 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
         return make_train(epoch).take(steps).enumerate().map(poison)
 
     with pytest.raises(TrainingError) as info:
-        training.fit(model, poisoned, config, steps_per_epoch=steps, workdir=tmp_path, verbose=0)
+        loop.fit(model, poisoned, config, steps_per_epoch=steps, workdir=tmp_path, verbose=0)
     message = str(info.value)
     assert "epoch 2, step 2" in message and "nan" in message.lower()
     assert "after epoch 1" in message and str(tmp_path) in message
-    state = training.read_state(tmp_path)
+    state = loop.read_state(tmp_path)
     assert state["epoch"] == 1
-    restored = training.load_checkpoint(tmp_path / training.CHECKPOINT)
+    restored = loop.load_checkpoint(tmp_path / loop.CHECKPOINT)
     assert all(np.isfinite(w).all() for w in restored.get_weights())
 
 
 def test_inf_loss_is_caught_too():
     from fer_tf.errors import TrainingError
-    from fer_tf.training import NanGuard
+    from fer_tf.training.loop import NanGuard
 
     guard = NanGuard()
 
@@ -93,18 +93,18 @@ def test_inf_loss_is_caught_too():
 
 
 def test_epoch_random_state_resets_dropout_seed_generators():
-    from fer_tf import training
+    from fer_tf.training import loop
 
     model = tiny_model(labels=LABELS)
-    generators = training.seed_generators(model)
+    generators = loop.seed_generators(model)
     assert len(generators) == 2  # fc1_dropout, fc2_dropout
-    training.reset_random_state(model, seed=3, epoch=5)
+    loop.reset_random_state(model, seed=3, epoch=5)
     first = [np.asarray(g.state.numpy()) for g in generators]
     for g in generators:  # as if some dropout masks were drawn
         g.next()
-    training.reset_random_state(model, seed=3, epoch=5)
+    loop.reset_random_state(model, seed=3, epoch=5)
     assert all(np.array_equal(a, g.state.numpy()) for a, g in zip(first, generators))
-    training.reset_random_state(model, seed=3, epoch=6)
+    loop.reset_random_state(model, seed=3, epoch=6)
     assert not np.array_equal(first[0], generators[0].state.numpy())
 
 
@@ -112,28 +112,30 @@ def test_epoch_random_state_resets_dropout_seed_generators():
 
 
 def _checkpoint(tmp_path):
-    from fer_tf import training
+    from fer_tf.model import saving
+    from fer_tf.training import loop
     from fer_tf.config import TrainConfig
 
     model = tiny_model(labels=LABELS)
-    training.compile_model(model, TrainConfig())
+    loop.compile_model(model, TrainConfig())
     path = tmp_path / "model.keras"
-    training.atomic_save_model(model, path, extra={"note.txt": b"hello"})
+    saving.save_model(model, path, extra={"note.txt": b"hello"})
     return model, path
 
 
 def test_atomic_save_leaves_no_temporary_and_keeps_extra_members(tmp_path):
-    from fer_tf import training
+    from fer_tf.training import loop
 
     _, path = _checkpoint(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
     with zipfile.ZipFile(path) as archive:
         assert archive.read("note.txt") == b"hello"
-    training.load_checkpoint(path)  # extra members do not disturb Keras
+    loop.load_checkpoint(path)  # extra members do not disturb Keras
 
 
 def test_failed_save_keeps_the_previous_checkpoint(tmp_path):
-    from fer_tf import training
+    from fer_tf.model import saving
+    from fer_tf.training import loop
 
     model, path = _checkpoint(tmp_path)
     before = path.read_bytes()
@@ -144,41 +146,41 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path):
             raise KeyboardInterrupt("killed while saving")
 
     with pytest.raises(KeyboardInterrupt):
-        training.atomic_save_model(Broken(), path)
+        saving.save_model(Broken(), path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
 
 
 def test_truncated_checkpoint_is_a_model_file_error(tmp_path):
-    from fer_tf import training
+    from fer_tf.training import loop
     from fer_tf.errors import ModelFileError
 
     _, path = _checkpoint(tmp_path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelFileError, match=r"truncated"):
-        training.load_checkpoint(path)
+        loop.load_checkpoint(path)
 
 
 def test_text_file_named_keras_is_a_model_file_error(tmp_path):
-    from fer_tf import training
+    from fer_tf.training import loop
     from fer_tf.errors import ModelFileError
 
     path = tmp_path / "notes.keras"
     path.write_text("this is not a model\n")
     with pytest.raises(ModelFileError, match=r"notes.keras: not a Keras model file"):
-        training.load_checkpoint(path)
+        loop.load_checkpoint(path)
     with pytest.raises(ModelFileError, match=r"not found"):
-        training.load_checkpoint(tmp_path / "missing.keras")
+        loop.load_checkpoint(tmp_path / "missing.keras")
     (tmp_path / "empty.keras").write_bytes(b"")
     with pytest.raises(ModelFileError, match=r"empty"):
-        training.load_checkpoint(tmp_path / "empty.keras")
+        loop.load_checkpoint(tmp_path / "empty.keras")
 
 
 def test_lambda_layer_is_refused_in_safe_mode(tmp_path):
     import keras
 
-    from fer_tf import training
+    from fer_tf.training import loop
     from fer_tf.errors import ModelFileError
 
     inputs = keras.Input((4,))
@@ -186,11 +188,11 @@ def test_lambda_layer_is_refused_in_safe_mode(tmp_path):
     path = tmp_path / "lambda.keras"
     keras.Model(inputs, outputs).save(path)
     with pytest.raises(ModelFileError, match=r"refused to load.*Lambda"):
-        training.load_checkpoint(path)
+        loop.load_checkpoint(path)
 
 
 def test_the_shipped_model_loads_through_the_one_loader():
-    """training.load_checkpoint is model_io.load_model: it registers FacePreprocessing too (a fresh
+    """loop.load_checkpoint is model_io.load_model: it registers FacePreprocessing too (a fresh
     process, so that no other test has imported fer_tf.preprocess.normalize before)."""
     import subprocess
     import sys
@@ -198,9 +200,9 @@ def test_the_shipped_model_loads_through_the_one_loader():
     shipped = REPO / "saved_models" / "fer_tf_basic7.keras"
     if not shipped.is_file():
         pytest.skip("no shipped model in this checkout")
-    script = ("import sys; from fer_tf import training; "
+    script = ("import sys; from fer_tf.training import loop; "
               "assert 'fer_tf.preprocess.normalize' not in sys.modules; "
-              f"model = training.load_checkpoint({str(shipped)!r}, compile=False); "
+              f"model = loop.load_checkpoint({str(shipped)!r}, compile=False); "
               "print(model.input_shape, model.output_shape, model.get_layer('face_preprocessing').name)")
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
@@ -211,35 +213,36 @@ def test_the_shipped_model_loads_through_the_one_loader():
 def test_cosine_schedule_checkpoint_resumes_with_its_optimizer(tmp_path):
     """A checkpoint compiled with WarmupCosine loads with its optimizer (the schedule is registered
     by the loader, wherever it lives)."""
-    from fer_tf import training
+    from fer_tf.model import saving
+    from fer_tf.training import loop
     from fer_tf.config import TrainConfig
-    from fer_tf.schedules import WarmupCosine
+    from fer_tf.training.schedules import WarmupCosine
 
     model = tiny_model(labels=LABELS)
-    training.compile_model(model, TrainConfig(schedule="cosine", epochs=4, warmup_epochs=1), steps_per_epoch=5)
+    loop.compile_model(model, TrainConfig(schedule="cosine", epochs=4, warmup_epochs=1), steps_per_epoch=5)
     path = tmp_path / "cosine.keras"
-    training.atomic_save_model(model, path)
-    loaded = training.load_checkpoint(path)
+    saving.save_model(model, path)
+    loaded = loop.load_checkpoint(path)
     assert isinstance(loaded.optimizer._learning_rate, WarmupCosine)
     assert loaded.optimizer._learning_rate.get_config() == model.optimizer._learning_rate.get_config()
 
 
 def test_resume_reads_the_embedded_state_not_a_stale_state_json(tmp_path):
     """The state committed inside last.keras wins over state.json (a kill between the two writes)."""
-    from fer_tf import training
+    from fer_tf.training import loop
 
     model, make_train, config = _setup(epochs=1)
-    training.fit(model, make_train, config, steps_per_epoch=1, workdir=tmp_path, verbose=0)
-    (tmp_path / training.STATE).write_text(json.dumps({"epoch": 99, "history": [], "schedule": {}}))
-    state = training.read_state(tmp_path)
-    assert state["epoch"] == 1 and state["version"] == training.STATE_VERSION
-    assert training.read_best_weights(tmp_path) is not None
+    loop.fit(model, make_train, config, steps_per_epoch=1, workdir=tmp_path, verbose=0)
+    (tmp_path / loop.STATE).write_text(json.dumps({"epoch": 99, "history": [], "schedule": {}}))
+    state = loop.read_state(tmp_path)
+    assert state["epoch"] == 1 and state["version"] == loop.STATE_VERSION
+    assert loop.read_best_weights(tmp_path) is not None
 
 
 def test_halve_and_reload_halves_and_restores_best_weights():
     import keras
 
-    from fer_tf.training import HalveAndReload
+    from fer_tf.training.loop import HalveAndReload
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
@@ -256,7 +259,7 @@ def test_halve_and_reload_halves_and_restores_best_weights():
 
 
 def test_halve_and_reload_treats_a_lower_loss_as_better():
-    from fer_tf.training import HalveAndReload
+    from fer_tf.training.loop import HalveAndReload
 
     schedule = HalveAndReload(monitor="loss")
     assert schedule._score({"loss": 1.0}) > schedule._score({"loss": 2.0})
@@ -267,14 +270,14 @@ def test_halve_and_reload_treats_a_lower_loss_as_better():
 def test_a_callback_can_stop_training_early():
     import keras
 
-    from fer_tf import training
+    from fer_tf.training import loop
 
     class StopAfterFirst(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             self.model.stop_training = True
 
     model, make_train, config = _setup(epochs=3)
-    _, history = training.fit(model, make_train, config, steps_per_epoch=1, verbose=0,
+    _, history = loop.fit(model, make_train, config, steps_per_epoch=1, verbose=0,
                               callbacks=[StopAfterFirst()])
     assert [r["epoch"] for r in history] == [1]
 
@@ -285,7 +288,7 @@ def test_sigterm_mid_epoch_keeps_the_epoch_checkpoint_and_saves_the_interrupted_
 
     import keras
 
-    from fer_tf import training
+    from fer_tf.training import loop
 
     class Terminate(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -297,12 +300,12 @@ def test_sigterm_mid_epoch_keeps_the_epoch_checkpoint_and_saves_the_interrupted_
 
     model, make_train, config = _setup(epochs=3)
     with pytest.raises(KeyboardInterrupt):
-        training.fit(model, make_train, config, steps_per_epoch=2, workdir=tmp_path, verbose=0,
+        loop.fit(model, make_train, config, steps_per_epoch=2, workdir=tmp_path, verbose=0,
                      callbacks=[Terminate()])
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handler restored
-    assert training.read_state(tmp_path)["epoch"] == 1
-    assert (tmp_path / training.INTERRUPTED).is_file()
-    training.load_checkpoint(tmp_path / training.INTERRUPTED)
+    assert loop.read_state(tmp_path)["epoch"] == 1
+    assert (tmp_path / loop.INTERRUPTED).is_file()
+    loop.load_checkpoint(tmp_path / loop.INTERRUPTED)
 
 
 def test_frozen_batch_norm_keeps_its_statistics_and_a_scaled_backbone_learns_slower(tmp_path):
@@ -311,7 +314,8 @@ def test_frozen_batch_norm_keeps_its_statistics_and_a_scaled_backbone_learns_slo
     checkpoint round trip."""
     import keras
 
-    from fer_tf import optimizers, training
+    from fer_tf.training import optimizers
+    from fer_tf.training import loop
     from fer_tf.config import TrainConfig
 
     model, make_train, _ = _setup(epochs=1)
@@ -320,27 +324,27 @@ def test_frozen_batch_norm_keeps_its_statistics_and_a_scaled_backbone_learns_slo
                          backbone_lr_scale=0.0)
     backbone_before = [w.copy() for w in model.backbone.get_weights()]
     heads_before = [v.numpy().copy() for v in model.trainable_variables
-                    if v.path not in training.backbone_variable_paths(model)]
-    training.fit(model, make_train, config, steps_per_epoch=3, workdir=tmp_path, verbose=0)
+                    if v.path not in loop.backbone_variable_paths(model)]
+    loop.fit(model, make_train, config, steps_per_epoch=3, workdir=tmp_path, verbose=0)
     assert isinstance(model.optimizer, optimizers.ScaledAdam)
     for before, after in zip(backbone_before, model.backbone.get_weights()):
         np.testing.assert_array_equal(before, after)
     heads_after = [v.numpy() for v in model.trainable_variables
-                   if v.path not in training.backbone_variable_paths(model)]
+                   if v.path not in loop.backbone_variable_paths(model)]
     assert any(np.any(a != b) for a, b in zip(heads_after, heads_before))
-    loaded = training.load_checkpoint(tmp_path / training.CHECKPOINT)
+    loaded = loop.load_checkpoint(tmp_path / loop.CHECKPOINT)
     assert isinstance(loaded.optimizer, optimizers.ScaledAdam) and loaded.optimizer.lr_scale == 0.0
     assert not any(l.trainable for l in loaded.backbone.layers if isinstance(l, keras.layers.BatchNormalization))
 
 
 def test_batch_norm_statistics_move_when_not_frozen():
-    from fer_tf import training
+    from fer_tf.training import loop
     from fer_tf.config import TrainConfig
 
     model, make_train, _ = _setup(epochs=1)
     bn = [l for l in model.backbone.layers if l.__class__.__name__ == "BatchNormalization"][0]
     before = bn.moving_mean.numpy().copy()
-    training.fit(model, make_train, TrainConfig(optimizer="adam", epochs=1), steps_per_epoch=2, verbose=0)
+    loop.fit(model, make_train, TrainConfig(optimizer="adam", epochs=1), steps_per_epoch=2, verbose=0)
     assert np.any(bn.moving_mean.numpy() != before)
 
 
@@ -351,7 +355,7 @@ def test_select_epoch_last_ends_with_the_final_epochs_weights():
 
     import keras
 
-    from fer_tf import training
+    from fer_tf.training import loop
     from fer_tf.errors import ConfigError
 
     class Record(keras.callbacks.Callback):  # runs before the schedule reads the logs
@@ -367,7 +371,7 @@ def test_select_epoch_last_ends_with_the_final_epochs_weights():
         model, make_train, config = _setup(epochs=3)
         record = Record()
         config = dataclasses.replace(config, schedule="cosine", select_epoch=select)
-        model, history = training.fit(model, make_train, config, steps_per_epoch=2, verbose=0, callbacks=[record])
+        model, history = loop.fit(model, make_train, config, steps_per_epoch=2, verbose=0, callbacks=[record])
         assert len(history) == 3
         for got, want in zip(model.get_weights(), record.weights[epoch]):
             np.testing.assert_array_equal(got, want)

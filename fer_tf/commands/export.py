@@ -78,7 +78,7 @@ def _prepare(table):
 
 
 def run(args):
-    from fer_tf.export import export_model, format_report  # deferred: numpy, LiteRT, TensorFlow
+    from fer_tf.deploy.export import export_model, format_report  # deferred: numpy, LiteRT, TensorFlow
 
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     unknown = [v for v in variants if v not in _VARIANTS]

@@ -280,7 +280,7 @@ def plan_outputs(items, args):
             for (path, kind, _), name in zip(todo, names):
                 if kind == "video":
                     if video_suffix is None:
-                        from fer_tf.inference import browser_video_suffix  # deferred: numpy, OpenCV
+                        from fer_tf.deploy.inference import browser_video_suffix  # deferred: numpy, OpenCV
 
                         video_suffix = browser_video_suffix()
                     target = out / f"{name}_annotated{video_suffix}"
@@ -465,7 +465,7 @@ def run(args):
     plan = plan_outputs(items, args)
     recognizer = annotate = csv_out = None
     if todo:
-        from fer_tf.inference import Recognizer, annotate  # deferred: numpy, LiteRT, MediaPipe
+        from fer_tf.deploy.inference import Recognizer, annotate  # deferred: numpy, LiteRT, MediaPipe
 
         recognizer = Recognizer(args.model, backend=args.backend, window=args.window,
                                 num_threads=args.threads, max_faces=args.max_faces,

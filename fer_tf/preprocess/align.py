@@ -50,7 +50,7 @@ downloaded):
 
 **Engines.** ``engine="mediapipe"`` (the default here, and what the training caches use) runs the
 steps above in MediaPipe's graphs. ``engine="litert"`` (the default of
-:class:`fer_tf.inference.Recognizer`) runs the same networks directly in LiteRT
+:class:`fer_tf.deploy.inference.Recognizer`) runs the same networks directly in LiteRT
 (:mod:`fer_tf.preprocess.face_networks`), without the graphs' per-run overhead, and differs in three
 ways:
 

@@ -36,9 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_tf.data.cache_format import (  # noqa: F401  (the reading side, re-exported)
-    CACHE_KIND, CACHE_VERSION, CHUNK_DIR, FACES, MANIFEST, _read_manifest, load_faces, read_cache,
-    read_cache_skipped)
+from fer_tf.data.cache_format import CACHE_KIND, CACHE_VERSION, CHUNK_DIR, FACES, MANIFEST
 from fer_tf.data.images import load_image, load_image_rgb
 from fer_tf.data.readers import read_dataset
 from fer_tf.errors import DatasetError, ImageError

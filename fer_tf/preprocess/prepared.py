@@ -9,7 +9,8 @@ import sys
 
 from fer_tf.preprocess.align import CROP_OFFSET, CROP_SCALE
 from fer_tf.data.cache_format import CACHE_KIND, MANIFEST
-from fer_tf.preprocess.cache import PRECROPPED, build_cache, read_cache
+from fer_tf.data.cache_format import read_cache
+from fer_tf.preprocess.cache import PRECROPPED, build_cache
 
 #: Where prepared faces are cached; FER_TF_CACHE overrides it.
 DEFAULT_CACHE = pathlib.Path(os.environ.get("FER_TF_CACHE") or pathlib.Path("runs") / "cache")

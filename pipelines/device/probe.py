@@ -17,18 +17,19 @@ import numpy as np
 def main(root, steps):
     import jax
 
-    from fer_tf import models, training
+    from fer_tf.model import network
+    from fer_tf.training import loop
     from fer_tf.config import TrainConfig
-    from fer_tf.experiments import prepared_dataset
-    from fer_tf.sampling import classification_dataset
+    from fer_tf.preprocess.prepared import prepared_dataset
+    from fer_tf.data.sampling import classification_dataset
 
     print("jax", jax.__version__, "devices:", jax.devices(), flush=True)
     started = time.time()
     table, faces = prepared_dataset(root, "fer2013")
     print(f"face cache: {len(table)} faces in {time.time() - started:.0f} s", flush=True)
     ds = classification_dataset(faces[:4096], np.arange(4096) % 7, 128)
-    model = models.build_model("softmax", labels=list("abcdefg"))
-    training.compile_model(model, TrainConfig(optimizer="sgd", learning_rate=0.01))
+    model = network.build_model("softmax", labels=list("abcdefg"))
+    loop.compile_model(model, TrainConfig(optimizer="sgd", learning_rate=0.01))
     x, y = ds[0]
     t = time.time()
     model.train_on_batch(x, y)

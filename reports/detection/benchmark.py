@@ -367,7 +367,7 @@ def main(argv=None):
     import mediapipe as mp
 
     from fer_tf.preprocess.align import FaceAligner
-    from fer_tf.reporting import cpu_model, git_commit
+    from fer_tf.research.reporting import cpu_model, git_commit
 
     started = time.perf_counter()
     load_start = [round(v, 2) for v in os.getloadavg()]

@@ -85,7 +85,7 @@ def timing(model_path, rounds=5, calls=10):
     import cv2
     import skimage.data
 
-    from fer_tf.inference import Recognizer
+    from fer_tf.deploy.inference import Recognizer
 
     astronaut = skimage.data.astronaut()
     recs = {e: Recognizer(model_path, num_threads=1, engine=e) for e in ENGINES}
@@ -162,11 +162,11 @@ def main(argv=None):
         out = pathlib.Path(args.out)
         write_readme(out, json.loads((out / "results.json").read_text()))
         return
-    from fer_tf import reporting
+    from fer_tf.research import reporting
     from fer_tf.data.labels import BASIC7
     from fer_tf.data.splits import subject_kfold
-    from fer_tf.experiments import identity_training_set
-    from fer_tf.inference import TFLiteRunner, shipped_model_path
+    from fer_tf.research.experiments import identity_training_set
+    from fer_tf.deploy.inference import TFLiteRunner, shipped_model_path
     from fer_tf.preprocess.align import FaceAligner
 
     out = pathlib.Path(args.out)

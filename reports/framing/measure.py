@@ -235,7 +235,7 @@ def fit(fer, old, old_framing=OLD):
 
 def load_model(path):
     import fer_tf.preprocess.normalize  # noqa: F401  (registers FacePreprocessing)
-    from fer_tf.training import load_checkpoint
+    from fer_tf.training.loop import load_checkpoint
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="framing-ckpt-"))
     copy = tmp / "model.keras"
@@ -298,14 +298,14 @@ def git(*args):
 
 
 def provenance(started):
-    from fer_tf import reporting
+    from fer_tf.research import reporting
 
     info = reporting.run_info(seed=None, started=started)
     # tracked files that differ from the commit (other work in progress in the same checkout):
     # the ones this measurement depends on are listed so that a reader can tell
     dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
     info["modified_tracked_files"] = dirty
-    used = ("fer_tf/preprocess/", "fer_tf/training.py", "fer_tf/models.py", "fer_tf/layers.py",
+    used = ("fer_tf/preprocess/", "fer_tf/training/loop.py", "fer_tf/model/network.py", "fer_tf/metric/layers.py",
             "fer_tf/data/", "reports/framing/measure.py")
     info["modified_files_used_here"] = [d for d in dirty if d.startswith(used)]
     info["load_average"] = list(os.getloadavg())

@@ -17,16 +17,21 @@ import time
 import keras
 import numpy as np
 
-from fer_tf import distillation, evaluation, export, models, pretrain_report, reporting, training
+from fer_tf.training import distillation
+from fer_tf.research import evaluation
+from fer_tf.deploy import export
+from fer_tf.model import network, saving
+from fer_tf.research import pretrain_report
+from fer_tf.research import reporting
+from fer_tf.training import loop
 from fer_tf.config import ModelConfig, TrainConfig, to_dict
 from fer_tf.data.splits import subject_kfold
 from fer_tf.data.table import FaceTable
 from fer_tf.preprocess.normalize import normalize_many
-from fer_tf.sampling import (classification_dataset, eval_dataset, identity_aware_dataset, joint_dataset,
+from fer_tf.data.sampling import (classification_dataset, eval_dataset, identity_aware_dataset, joint_dataset,
                              steps_per_epoch)
-# public here too, where they used to live
-from fer_tf.evaluation import accuracy, per_label_recall, predict_probabilities  # noqa: F401
-from fer_tf.preprocess.prepared import DEFAULT_CACHE, prepared_dataset  # noqa: F401
+from fer_tf.research.evaluation import accuracy, per_label_recall, predict_probabilities
+from fer_tf.preprocess.prepared import prepared_dataset
 
 BACKBONE_DIR = pathlib.Path("pretrained")
 BACKBONE_NAME = "fer2013_backbone.keras"
@@ -35,12 +40,12 @@ BACKBONE_NAME = "fer2013_backbone.keras"
 def float32_copy(model):
     """``model`` rebuilt under the float32 policy with the same weights (a mixed-precision run's
     checkpoint would otherwise build bfloat16 layers wherever it is loaded)."""
-    if not isinstance(model, models.JointModel):
+    if not isinstance(model, network.JointModel):
         return model
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        copy = models.JointModel(config=model.config, name=model.name)
+        copy = network.JointModel(config=model.config, name=model.name)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     copy.set_weights(model.get_weights())
@@ -56,10 +61,10 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
     sidecar (labels, accuracies, provenance): the artifact `make finetune` and `make ship` start
     from.
     """
-    from fer_tf import plots  # deferred: matplotlib
+    from fer_tf.research import plots  # deferred: matplotlib
 
     started = time.time()
-    training.set_seed(train_config.seed)
+    loop.set_seed(train_config.seed)
     table, faces = prepared_dataset(data_root, "fer2013")
     labels = model_config.labels
     ids = table.expression_ids(labels)
@@ -92,10 +97,10 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
     if train_config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = models.build_model(model_config.variant, **{k: v for k, v in to_dict(model_config).items()
+        model = network.build_model(model_config.variant, **{k: v for k, v in to_dict(model_config).items()
                                                             if k != "variant"})
         steps = train_config.steps_per_epoch or steps_per_epoch(len(train_rows), train_config.batch_size)
-        model, history = training.fit(model, make_train, train_config, steps, validation_data=val_ds,
+        model, history = loop.fit(model, make_train, train_config, steps, validation_data=val_ds,
                                       workdir=output, resume=resume, verbose=verbose)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
@@ -139,7 +144,7 @@ def publish_backbone(model, results, folder):
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / BACKBONE_NAME
-    training.atomic_save_model(model, path)
+    saving.save_model(model, path)
     sidecar = {
         "file": BACKBONE_NAME,
         "what": "FER2013-pretrained fer_tf network (softmax variant): backbone + expression branch",
@@ -183,11 +188,11 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
 
     The held-out subjects and the FER2013 test splits measure it; it is exported (SavedModel,
     TFLite) and its inference ``.keras`` and default ``.tflite`` (the fastest variant that keeps
-    top-1 agreement with Keras, :func:`fer_tf.export.choose_default`) are copied into
+    top-1 agreement with Keras, :func:`fer_tf.deploy.export.choose_default`) are copied into
     ``saved_models/`` with their label/preprocessing sidecars.
     """
     started, commit = time.time(), reporting.git_commit()  # before this run writes its artefacts
-    training.set_seed(train_config.seed)
+    loop.set_seed(train_config.seed)
     labels = model_config.labels
     table, raw_faces = identity_training_set(datasets_dir, labels)
     faces = normalize_many(raw_faces)
@@ -199,10 +204,10 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
     fer_split = {name: np.flatnonzero((fer_table.split == name) & (fer_ids >= 0))
                  for name in ("Training", "PublicTest", "PrivateTest")}
 
-    model = models.build_model(model_config.variant, **{k: v for k, v in to_dict(model_config).items()
+    model = network.build_model(model_config.variant, **{k: v for k, v in to_dict(model_config).items()
                                                         if k != "variant"})
-    pretrained = training.load_checkpoint(pretrained_path, compile=False)
-    copied = models.transfer_weights(pretrained, model)
+    pretrained = loop.load_checkpoint(pretrained_path, compile=False)
+    copied = network.transfer_weights(pretrained, model)
     augmentation = train_config.augmentation(model_config.input_size)
     train_table = table.take(train_rows)
     identity_args = dict(mode="in_batch", num_positives=model_config.num_positives,
@@ -230,7 +235,7 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
     print(f"shipped model: {len(train_rows)} identity-labelled training images ({len(test_rows)} held "
           f"out), {per_batch} FER2013 images per batch, {steps} steps per epoch; "
           f"{len(copied)} layers from {pretrained_path}", file=sys.stderr)
-    model, history = training.fit(
+    model, history = loop.fit(
         model, make_train, train_config, steps, workdir=pathlib.Path(output) / "train", verbose=verbose,
         callbacks=[evaluation.FoldAccuracy(faces[test_rows], ids[test_rows])])
     p = predict_probabilities(model, faces[test_rows])

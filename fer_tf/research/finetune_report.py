@@ -1,12 +1,12 @@
 """The cross-validation report (`make finetune` / `make evaluate`): results.json, README.md and
-figures built from the per-run JSON files of :mod:`fer_tf.crossval`, nothing else.
+figures built from the per-run JSON files of :mod:`fer_tf.research.crossval`, nothing else.
 
 results.json:
 
 - ``variants.<name>``: ``sequence_accuracy`` (mean over all runs), ``sequence_accuracy_std``,
   ``image_accuracy``, ``runs`` (``[{seed, fold, sequence_accuracy, image_accuracy}]``), probes;
 - ``paired_differences``: ``{"A - B": {mean, ci95: [lo, hi], pairs, folds, wins, losses}}`` on the
-  (seed, fold) runs both share, cluster-bootstrap CIs (:mod:`fer_tf.stats`);
+  (seed, fold) runs both share, cluster-bootstrap CIs (:mod:`fer_tf.research.stats`);
 - ``options``: each named deviation against the same variant without it;
 - ``tuple_mode``: the paper's tuple mode against ``in_batch`` on the same folds;
 - ``identity``: probe accuracies and the difference "2B(N+M) - softmax".
@@ -20,10 +20,10 @@ import sys
 
 import numpy as np
 
-from fer_tf import stats
+from fer_tf.research import stats
 from fer_tf.config import variant_slug
-from fer_tf.reporting import write_json
-from fer_tf.sampling import DEFAULT_QUERIES_PER_BATCH
+from fer_tf.research.reporting import write_json
+from fer_tf.data.sampling import DEFAULT_QUERIES_PER_BATCH
 
 #: Figures this report writes (with ``embedding_<variant>.png``); stale ones are removed.
 OWN_FIGURES = ("curves.png", "confusion_matrix.png", "pilot_curves.png")
@@ -195,7 +195,7 @@ def _probe_runs(runs, key):
 
 
 def build_results(runs, labels, dataset, folds, config=None, current=None, pretrained=None):
-    """The results.json dict from the run dicts of :func:`fer_tf.crossval.load_runs`.
+    """The results.json dict from the run dicts of :func:`fer_tf.research.crossval.load_runs`.
 
     ``current``: ``{run file: protocol}`` of the config's plan; runs of another protocol are left
     out (and counted). ``config``: the fine-tuning config dict (paper figures, options, protocol).
@@ -257,7 +257,7 @@ def write_report(runs, labels, report_dir, dataset, folds, config=None, current=
     ``pilot_dir`` (default ``report_dir/pilot``): a pilot of training settings, if there is one;
     ``backbones_dir`` (default ``report_dir/backbones``): runs from other starting points, if any
     (:func:`backbone_summary`)."""
-    from fer_tf import plots  # deferred: matplotlib
+    from fer_tf.research import plots  # deferred: matplotlib
 
     report = pathlib.Path(report_dir)
     report.mkdir(parents=True, exist_ok=True)

@@ -496,8 +496,8 @@ def uses_tf_data():
 
 def _augmentation(augment):
     """``augment`` (True: the paper's crop and flip; False/None: centre crop; or an
-    :class:`fer_tf.augment.Augmentation`) -> an Augmentation or None."""
-    from fer_tf.augment import Augmentation  # deferred with keras (imports it)
+    :class:`fer_tf.data.augment.Augmentation`) -> an Augmentation or None."""
+    from fer_tf.data.augment import Augmentation  # deferred with keras (imports it)
 
     if isinstance(augment, Augmentation):
         return augment
@@ -507,7 +507,7 @@ def _augmentation(augment):
 def _image_map(faces_t, augment):
     import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
 
-    from fer_tf.augment import NUM_UNIFORMS, augment_faces  # deferred with keras (imports it)
+    from fer_tf.data.augment import NUM_UNIFORMS, augment_faces  # deferred with keras (imports it)
     from fer_tf.preprocess.normalize import center_crop  # deferred with keras (imports it)
 
     aug = _augmentation(augment)
@@ -548,7 +548,7 @@ def identity_aware_dataset(table, faces, labels, mode="in_batch", num_positives=
     ``initial_epoch=start_epoch`` to ``model.fit``. With ``repeat=False`` it is the one epoch
     ``start_epoch``, with a known cardinality. ``return_sampler=True`` returns ``(dataset, sampler)``.
 
-    Under a backend other than TensorFlow the result is a :class:`fer_tf.pydataset.FaceBatches`
+    Under a backend other than TensorFlow the result is a :class:`fer_tf.data.pydataset.FaceBatches`
     (a ``keras.utils.PyDataset``) with the same batches: one epoch per pass, the next one after
     each of Keras' ``on_epoch_end`` calls (``min_batches``: consecutive epochs until a pass has at
     least that many batches, for ``steps_per_epoch`` beyond one sampler epoch).
@@ -588,7 +588,7 @@ def index_batch_dataset(sampler, faces, epoch_groups, steps_per_epoch, group_siz
                         repeat=True, augment=True, preprocess=None, global_indices=False,
                         min_batches=None):
     """The one path from index batches to the model's batches, for :func:`identity_aware_dataset`
-    and for the per-replica batches of :mod:`fer_tf.distribute`.
+    and for the per-replica batches of :mod:`fer_tf.training.distribute`.
 
     ``epoch_groups(epoch)`` gives the epoch's elements, each a list of ``k = group_size``
     :class:`IndexBatch` of ``sampler``. An element becomes one batch: the ``k`` batches' images
@@ -598,7 +598,7 @@ def index_batch_dataset(sampler, faces, epoch_groups, steps_per_epoch, group_siz
     batch. ``steps_per_epoch`` elements make an epoch; ``repeat`` continues with the next epochs.
 
     TensorFlow backend: a ``tf.data.Dataset``. Other backends: a
-    :class:`fer_tf.pydataset.FaceBatches` (one epoch per pass; ``min_batches`` as there); with
+    :class:`fer_tf.data.pydataset.FaceBatches` (one epoch per pass; ``min_batches`` as there); with
     ``k > 1`` its images are augmented with the first index batch's seed.
     """
     k, x, w = int(group_size), sampler.batch_size, sampler.tuple_width
@@ -608,7 +608,7 @@ def index_batch_dataset(sampler, faces, epoch_groups, steps_per_epoch, group_siz
             yield _group_arrays(sampler, group, global_indices)
 
     if not uses_tf_data():
-        from fer_tf.pydataset import FaceBatches  # deferred with keras (imports it)
+        from fer_tf.data.pydataset import FaceBatches  # deferred with keras (imports it)
 
         def epoch_batches(epoch):
             return [(rows, targets, seeds[0]) for rows, targets, seeds in arrays(epoch)]
@@ -664,11 +664,11 @@ def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuff
     """``(images [B,48,48,1], {"expression": int32 [B]})`` batches for softmax training.
 
     ``soft_targets``: optional float ``[n, C]`` cross-entropy targets, one row per face (e.g.
-    :func:`fer_tf.distillation.soft_targets`), served as ``"expression_target"`` beside the labels.
+    :func:`fer_tf.training.distillation.soft_targets`), served as ``"expression_target"`` beside the labels.
 
     ``augment``: True (the paper's random crop and flip), False (centre crop) or an
-    :class:`fer_tf.augment.Augmentation` (rotation, zoom, shift, random erasing too). Under a
-    backend other than TensorFlow the result is a :class:`fer_tf.pydataset.FaceBatches`.
+    :class:`fer_tf.data.augment.Augmentation` (rotation, zoom, shift, random erasing too). Under a
+    backend other than TensorFlow the result is a :class:`fer_tf.data.pydataset.FaceBatches`.
 
     Rows whose label id is negative are dropped. The faces are normalised once and kept in memory;
     epoch k's order depends only on ``(seed, k)``. One epoch has ``steps_per_epoch(n, batch_size)``
@@ -702,7 +702,7 @@ def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuff
         return out
 
     if not uses_tf_data():
-        from fer_tf.pydataset import FaceBatches  # deferred with keras (imports it)
+        from fer_tf.data.pydataset import FaceBatches  # deferred with keras (imports it)
 
         def epoch_batches(epoch):
             return [(rows, targets_of(rows), aug_seed) for rows, aug_seed in
@@ -732,7 +732,7 @@ def eval_dataset(faces, batch_size=256, preprocess=None, targets=None):
     """Centre-cropped images ``[B,48,48,1]`` in table order, no shuffling; with ``targets``
     (``{name: array [n, ...]}``, e.g. ``{"expression": ids}``) batches are ``(images, targets)``."""
     if not uses_tf_data():
-        from fer_tf.pydataset import ArrayBatches  # deferred with keras (imports it)
+        from fer_tf.data.pydataset import ArrayBatches  # deferred with keras (imports it)
 
         norm = _normalised_faces(faces, preprocess)
         top = (norm.shape[1] - CROP) // 2
@@ -760,7 +760,7 @@ def joint_dataset(identity, classification):
     model learns from FER2013 and the identity-labelled sets in one run.
     """
     if not uses_tf_data():
-        from fer_tf.pydataset import JointBatches  # deferred with keras (imports it)
+        from fer_tf.data.pydataset import JointBatches  # deferred with keras (imports it)
 
         return JointBatches(identity, classification, fill=PAD)
     import tensorflow as tf  # deferred: tf.data, TensorFlow backend only

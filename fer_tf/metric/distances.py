@@ -11,7 +11,7 @@ cubic batch-all triplet benchmark loss, trades that for memory.
 import keras
 from keras import ops
 
-from fer_tf.parts import Part, resolve
+from fer_tf.metric.parts import Part, resolve
 
 __all__ = ["Distance", "SquaredEuclidean", "get"]
 

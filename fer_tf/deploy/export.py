@@ -9,7 +9,7 @@ probabilities. Only the EC branch is exported; the metric-learning branch is a t
 
     saved_model/            Keras 3 ``Model.export(format="tf_saved_model")``; signature
                             ``serving_default`` takes ``face`` [None, 60, 60, 1] float32
-    saved_model.json        metadata sidecar (see :mod:`fer_tf.model_io`)
+    saved_model.json        metadata sidecar (see :mod:`fer_tf.model.saving`)
     inference.keras         the same inference model as a Keras file (+ inference.json)
     model_fp32.tflite       float32, converted from saved_model/ (+ model_fp32.json)
     model_float16.tflite    float16 weights, float32 compute/io (+ .json)
@@ -76,12 +76,12 @@ import warnings
 
 import numpy as np
 
-from fer_tf import model_io
+from fer_tf.model import saving
 from fer_tf.data.labels import label_set
 from fer_tf.errors import ConfigError, ModelFileError
 from fer_tf.files import atomic_write_bytes, atomic_write_text
-from fer_tf.inference import TFLiteRunner
-from fer_tf.model_io import build_inference_model  # also public here, as it always was
+from fer_tf.deploy.inference import TFLiteRunner
+from fer_tf.model.saving import build_inference_model  # also public here, as it always was
 
 VARIANTS = ("fp32", "float16", "dynamic", "int8")
 
@@ -104,7 +104,7 @@ DEFAULT_TFLITE = "model.tflite"
 
 def keras_probabilities(model, faces, batch_size=64):
     """Probabilities of an inference model (``[B,60,60,1]`` input) on ``faces``, batched."""
-    faces = model_io.as_faces(faces)
+    faces = saving.as_faces(faces)
     if len(faces) == 0:
         return np.zeros((0, int(model.outputs[0].shape[-1])), np.float32)
     return np.asarray(model.predict(faces, batch_size=batch_size, verbose=0), dtype=np.float32)
@@ -117,8 +117,8 @@ def parity(keras_model, tflite_path, faces, num_threads=None):
     largest absolute difference of any probability, "mean_abs_prob_diff": mean of the per-face
     maxima, "n": number of faces}``.
     """
-    faces = model_io.as_faces(faces)
-    if getattr(keras_model, "inputs", None) and model_io.check_classifier(keras_model) != "face":
+    faces = saving.as_faces(faces)
+    if getattr(keras_model, "inputs", None) and saving.check_classifier(keras_model) != "face":
         keras_model = build_inference_model(keras_model)
     expected = keras_probabilities(keras_model, faces)
     runner = TFLiteRunner(tflite_path, num_threads=num_threads)
@@ -155,7 +155,7 @@ def _converter(saved_model_dir):
 
 
 def _representative(calibration_faces):
-    faces = model_io.as_faces(calibration_faces)
+    faces = saving.as_faces(calibration_faces)
 
     def generate():
         for face in faces:
@@ -209,7 +209,7 @@ def convert_variant(saved_model_dir, variant, calibration_faces=None, keep_float
     # int8: int8 network with float32 io; the preprocessing stays float (see the module docstring)
     if calibration_faces is None or len(calibration_faces) == 0:
         raise ConfigError("the int8 variant needs calibration faces (training images)")
-    calibration = model_io.as_faces(calibration_faces)[:MAX_CALIBRATION]
+    calibration = saving.as_faces(calibration_faces)[:MAX_CALIBRATION]
     info["calibration_faces"] = int(len(calibration))
 
     def int8_converter(strict=True):
@@ -311,7 +311,7 @@ def xnnpack_coverage(model, num_threads=1):
     try:
         kwargs = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else \
             {"model_path": str(model)}
-        with model_io.quiet_native_stderr():
+        with saving.quiet_native_stderr():
             interpreter = Interpreter(**kwargs, num_threads=num_threads)
             detail = interpreter.get_input_details()[0]
             if list(detail["shape_signature"])[:1] == [-1]:
@@ -354,12 +354,12 @@ LATENCY_ROUNDS = 5
 def time_variants(paths, faces, calls=LATENCY_CALLS, rounds=LATENCY_ROUNDS, num_threads=1):
     """Milliseconds per single-face call of each ``.tflite`` in ``paths`` ({name: path}).
 
-    Each model runs in :class:`~fer_tf.inference.TFLiteRunner` (``num_threads`` threads, LiteRT's
+    Each model runs in :class:`~fer_tf.deploy.inference.TFLiteRunner` (``num_threads`` threads, LiteRT's
     default XNNPACK delegate) on one face per call; the rounds alternate between the models so
     that a busy machine slows them alike. Returns ``{name: {"median", "min", "max", "rounds",
     "calls_per_round"}}``: the median (and extremes) over rounds of each round's median call.
     """
-    faces = model_io.as_faces(faces)[:32]
+    faces = saving.as_faces(faces)[:32]
     runners = {name: TFLiteRunner(path, num_threads=num_threads) for name, path in paths.items()}
     for runner in runners.values():
         runner(faces[:1])
@@ -461,9 +461,9 @@ def export_model(
         raise ConfigError(f"unknown TFLite variants {unknown}; use {', '.join(VARIANTS)}")
     if isinstance(checkpoint_or_model, (str, os.PathLike)):
         source = source or str(checkpoint_or_model)
-        model = model_io.load_model(checkpoint_or_model)
+        model = saving.load_model(checkpoint_or_model)
         if labels is None and not hasattr(model, "labels"):  # an exported model: labels in its sidecar
-            labels = (model_io.read_metadata(checkpoint_or_model) or {}).get("labels")
+            labels = (saving.read_metadata(checkpoint_or_model) or {}).get("labels")
     else:
         model = checkpoint_or_model
     labels = _labels_of(model, labels)
@@ -476,8 +476,8 @@ def export_model(
 
     # inference.keras
     keras_path = out / "inference.keras"
-    model_io.save_model(inference, keras_path)
-    model_io.write_metadata(keras_path, labels, source=source, format="keras")
+    saving.save_model(inference, keras_path)
+    saving.write_metadata(keras_path, labels, source=source, format="keras")
     report["artefacts"]["inference.keras"] = {"path": str(keras_path), "size": _size(keras_path)}
 
     # SavedModel
@@ -490,9 +490,9 @@ def export_model(
         str(sm_dir),
         format="tf_saved_model",
         verbose=False,
-        input_signature=[tf.TensorSpec([None, *model_io.FACE_SHAPE], tf.float32, name="face")],
+        input_signature=[tf.TensorSpec([None, *saving.FACE_SHAPE], tf.float32, name="face")],
     )
-    model_io.write_metadata(sm_dir, labels, source=source, format="tf_saved_model",
+    saving.write_metadata(sm_dir, labels, source=source, format="tf_saved_model",
                             signature="serving_default")
     report["artefacts"]["saved_model"] = {"path": str(sm_dir), "size": _size(sm_dir)}
 
@@ -507,7 +507,7 @@ def export_model(
             continue
         started = time.perf_counter()
         try:
-            with model_io.quiet_native_stderr():  # calibration logs; errors come as exceptions
+            with saving.quiet_native_stderr():  # calibration logs; errors come as exceptions
                 flatbuffer, info = convert_variant(sm_dir, variant, calibration_faces,
                                                    fp32_flatbuffer=fp32_flatbuffer)
         except Exception as exc:
@@ -517,13 +517,13 @@ def export_model(
         if variant == "fp32":
             fp32_flatbuffer = flatbuffer
         info["seconds"] = round(time.perf_counter() - started, 2)
-        model_io.write_metadata(path, labels, source=source, format="tflite", **info)
+        saving.write_metadata(path, labels, source=source, format="tflite", **info)
         entry.update(size=_size(path), quantization=info.get("quantization"),
                      note=info.get("quantization", ""))
         if "int8_only_error" in info:
             entry["int8_only_error"] = info["int8_only_error"]
         try:  # it must open in the standalone LiteRT runtime
-            model_io.load_tflite(path)
+            saving.load_tflite(path)
         except ModelFileError as exc:
             entry.update(status="failed", note=f"LiteRT cannot run it: {exc}")
             continue
@@ -545,12 +545,12 @@ def export_model(
     stale = out / DEFAULT_TFLITE
     if default is not None:
         atomic_write_bytes(stale, pathlib.Path(converted[default]).read_bytes())
-        model_io.write_metadata(stale, labels, source=source, format="tflite", **infos[default],
+        saving.write_metadata(stale, labels, source=source, format="tflite", **infos[default],
                                 default_of=default, default_reason=reason)
         report["default"]["path"] = str(stale)
     elif stale.exists():  # an earlier export's default must not pass for this one's
         stale.unlink()
-        model_io.metadata_path(stale).unlink(missing_ok=True)
+        saving.metadata_path(stale).unlink(missing_ok=True)
 
     atomic_write_text(out / "export_report.json", json.dumps(report, indent=2) + "\n")
     return report

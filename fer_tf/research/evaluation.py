@@ -1,7 +1,7 @@
 """Predictions, accuracies, sequence voting and confusion matrices, and the training of one
 variant on one fold (:func:`train_variant`, with model selection on an inner split of the
-training subjects). Campaigns of many runs are :mod:`fer_tf.crossval`; their report is
-:mod:`fer_tf.finetune_report`.
+training subjects). Campaigns of many runs are :mod:`fer_tf.research.crossval`; their report is
+:mod:`fer_tf.research.finetune_report`.
 
 Model selection never looks at the test fold: with an inner split, the epoch with the best
 accuracy on held-out *training* subjects is evaluated; without one, the lowest training loss
@@ -16,11 +16,11 @@ import time
 import keras
 import numpy as np
 
-from fer_tf import models, training
+from fer_tf.model import network
+from fer_tf.training import loop
 from fer_tf.config import ModelConfig, TrainConfig, to_dict, variant_slug
 from fer_tf.data.splits import subject_kfold
-from fer_tf.probes import identity_probe  # noqa: F401  (public here too, where it used to live)
-from fer_tf.sampling import DEFAULT_QUERIES_PER_BATCH, eval_dataset, identity_aware_dataset
+from fer_tf.data.sampling import DEFAULT_QUERIES_PER_BATCH, eval_dataset, identity_aware_dataset
 
 #: Table 3 of the paper: CK+ sequence-level accuracy (8-fold, subject-independent, 7 expressions).
 PAPER_CKPLUS = {"softmax": None, "1B(N+1)": 0.9321, "2B(N+1)": 0.943, "1B(N+M)": 0.9655, "2B(N+M)": 0.971}
@@ -121,11 +121,11 @@ def train_variant(variant, table, faces, train_rows, test_rows, model_config: Mo
     values = {k: v for k, v in to_dict(model_config).items() if k != "variant"}
     # the new layers' initial weights come from the seed alone, not from what ran before in this
     # process (a campaign trains many runs in one process)
-    training.set_seed(train_config.seed)
-    model = models.build_model(variant, **values)
+    loop.set_seed(train_config.seed)
+    model = network.build_model(variant, **values)
     copied = []
     if pretrained is not None:
-        copied = models.transfer_weights(pretrained, model)
+        copied = network.transfer_weights(pretrained, model)
     fit_rows, inner_rows = inner_split(table, train_rows, train_config.inner_validation,
                                        seed=train_config.seed)
     train_table = table.take(fit_rows)
@@ -145,7 +145,7 @@ def train_variant(variant, table, faces, train_rows, test_rows, model_config: Mo
     validation = (eval_dataset(faces[inner_rows], batch_size=256, targets={"expression": ids[inner_rows]})
                   if len(inner_rows) else None)
     started = time.time()
-    model, history = training.fit(
+    model, history = loop.fit(
         model, make_train, train_config, steps, validation_data=validation, workdir=workdir,
         verbose=verbose, callbacks=[FoldAccuracy(faces[test_rows], ids[test_rows])])
     selected = _selected_epoch(history, len(inner_rows) > 0, train_config.schedule != "halve_reload",
@@ -164,7 +164,7 @@ def train_variant(variant, table, faces, train_rows, test_rows, model_config: Mo
 
 
 def _selected_epoch(history, validated, prefer_later=True, rule="best"):
-    """The 1-based epoch whose weights :func:`fer_tf.training.fit` returned: the last one with
+    """The 1-based epoch whose weights :func:`fer_tf.training.loop.fit` returned: the last one with
     ``rule="last"``; else the best ``val_accuracy`` or, without validation, the lowest training
     loss (ties: the later epoch with ``prefer_later``, as under a decaying schedule; else the
     earlier)."""

@@ -13,7 +13,7 @@ When ``max_faces`` left some faces out, the result also says how many were found
 (``"faces_found"``).
 
 A model straight from training works too: ``Recognizer(model)`` with a ``JointModel`` (from
-:func:`fer_tf.models.build_model` or a training checkpoint) uses its ``ec_model()`` and its
+:func:`fer_tf.model.network.build_model` or a training checkpoint) uses its ``ec_model()`` and its
 ``labels``. ``model.ec_model()`` alone is a plain Keras model without labels: pass them,
 ``Recognizer(model.ec_model(), labels=model.labels)``.
 
@@ -40,7 +40,7 @@ import types
 
 import numpy as np
 
-from fer_tf import model_io
+from fer_tf.model import saving
 from fer_tf.data.labels import label_set
 from fer_tf.errors import ConfigError, ImageError, ModelFileError, NoFaceError
 
@@ -77,7 +77,7 @@ class TFLiteRunner:
 
     Fewer than :attr:`BATCH_FROM` faces are run one at a time; more are run in batches of up to
     ``max_batch`` in one invocation when the model's batch dimension is dynamic (it is for models
-    from :func:`fer_tf.export.export_model`), on a second interpreter opened for them. Resizing an
+    from :func:`fer_tf.deploy.export.export_model`), on a second interpreter opened for them. Resizing an
     interpreter re-plans XNNPACK (about 1-3 ms), and a batch is no faster per face than single
     faces for this network on a CPU, so the single-face interpreter is never resized: photos and
     video frames with one or a few faces each pay no re-planning. Quantised (int8/uint8) inputs
@@ -92,7 +92,7 @@ class TFLiteRunner:
         self._batch_runner = None
         if isinstance(model, (str, os.PathLike)):
             self.path = str(model)
-            self.interpreter = model_io.load_tflite(model, num_threads=num_threads)
+            self.interpreter = saving.load_tflite(model, num_threads=num_threads)
         else:
             self.path = "<interpreter>"
             self.interpreter = model
@@ -108,8 +108,8 @@ class TFLiteRunner:
             return True
         if not self.dynamic_batch:
             return False
-        with model_io.quiet_native_stderr():
-            self.interpreter.resize_tensor_input(self._input["index"], [n, *model_io.FACE_SHAPE])
+        with saving.quiet_native_stderr():
+            self.interpreter.resize_tensor_input(self._input["index"], [n, *saving.FACE_SHAPE])
             self.interpreter.allocate_tensors()
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
@@ -156,7 +156,7 @@ class TFLiteRunner:
         return out
 
     def __call__(self, faces, max_batch=64):
-        faces = model_io.as_faces(faces)
+        faces = saving.as_faces(faces)
         if len(faces) == 0:
             return np.zeros((0, self.num_classes), np.float32)
         if len(faces) >= self.BATCH_FROM and self.dynamic_batch and max_batch > 1:
@@ -179,12 +179,12 @@ class KerasRunner:
         self._tf = tf
         self._fn = tf.function(
             lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec([None, *model_io.FACE_SHAPE], tf.float32)],
+            input_signature=[tf.TensorSpec([None, *saving.FACE_SHAPE], tf.float32)],
             reduce_retracing=True,
         )
 
     def __call__(self, faces, max_batch=256):
-        faces = model_io.as_faces(faces)
+        faces = saving.as_faces(faces)
         if len(faces) == 0:
             return np.zeros((0, self.num_classes), np.float32)
         out = [np.asarray(self._fn(self._tf.constant(faces[s:s + max_batch])))
@@ -201,7 +201,7 @@ def _model_kind(path):
         return "tflite"
     if suffix == ".keras":
         return "keras"
-    model_io._check_file(path, "pass a .tflite or .keras model written by `fer-tf export`")
+    saving._check_file(path, "pass a .tflite or .keras model written by `fer-tf export`")
     with open(path, "rb") as f:
         head = f.read(8)
     if head[4:8] == b"TFL3":
@@ -337,8 +337,8 @@ class Recognizer:
                 )
             if backend == "keras" and kind != "keras":
                 raise ConfigError(f"{path}: the keras backend needs a .keras model; use the litert backend")
-            meta = model_io.read_metadata(path)
-            if meta is not None and meta.get("input", {}).get("shape") not in (None, list(model_io.FACE_SHAPE)):
+            meta = saving.read_metadata(path)
+            if meta is not None and meta.get("input", {}).get("shape") not in (None, list(saving.FACE_SHAPE)):
                 raise ModelFileError(
                     f"{path}: its metadata says the input is {meta['input']['shape']}, expected "
                     f"[60, 60, 1]; re-export the model with `fer-tf export`"
@@ -347,14 +347,14 @@ class Recognizer:
                 self._runner = TFLiteRunner(path, num_threads=num_threads)
                 model_labels = None
             else:
-                keras_model = model_io.load_model(path)
+                keras_model = saving.load_model(path)
                 self._runner, model_labels = self._keras_runner(keras_model, labels)
         else:
             if backend == "litert":
                 raise ConfigError("the LiteRT backend needs a .tflite path, not a Keras model object")
             backend = "keras"
             self.model_path = f"<{type(model).__name__} {getattr(model, 'name', '')}>"
-            model_io.check_classifier(model, self.model_path)
+            saving.check_classifier(model, self.model_path)
             self._runner, model_labels = self._keras_runner(model, labels)
         self.backend = backend
         self.metadata = meta
@@ -376,10 +376,10 @@ class Recognizer:
 
     @staticmethod
     def _keras_runner(model, labels):
-        kind = model_io.check_classifier(model)
+        kind = saving.check_classifier(model)
         model_labels = getattr(model, "labels", None)
         if kind != "face":
-            model = model_io.build_inference_model(
+            model = saving.build_inference_model(
                 model, labels if labels is not None else model_labels)
         return KerasRunner(model), (tuple(model_labels) if model_labels is not None else None)
 
@@ -516,7 +516,7 @@ class VideoStream:
             raise ImageError(self.path, "not a file")
         self.annotate_to = None if annotate_to is None else pathlib.Path(annotate_to)
         self.codec, self.note = (None, None) if annotate_to is None else video_codec(annotate_to)
-        with model_io.quiet_native_stderr():
+        with saving.quiet_native_stderr():
             self._capture = cv2.VideoCapture(str(self.path))
         if not self._capture.isOpened():
             self._capture.release()
@@ -640,7 +640,7 @@ def can_encode(fourcc):
     suffix = ".webm" if fourcc.upper().startswith("VP") else ".mp4"
     with tempfile.TemporaryDirectory() as tmp:
         target = os.path.join(tmp, f"probe{suffix}")
-        with model_io.quiet_native_stderr():
+        with saving.quiet_native_stderr():
             writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*fourcc), 10.0, (64, 64))
             ok = writer.isOpened()
             if ok:
@@ -654,7 +654,7 @@ def _video_writer(path, fourcc, fps, shape):
 
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with model_io.quiet_native_stderr():  # FFmpeg's notes on tag fallbacks go to fd 2
+    with saving.quiet_native_stderr():  # FFmpeg's notes on tag fallbacks go to fd 2
         writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), float(fps),
                                  (int(shape[1]), int(shape[0])))
     if not writer.isOpened():

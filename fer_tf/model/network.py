@@ -19,9 +19,10 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from fer_tf import losses as fer_losses, reducers
+from fer_tf.metric import losses as fer_losses
+from fer_tf.metric import reducers
 from fer_tf.config import ModelConfig, to_dict
-from fer_tf.layers import AdaptiveThreshold, ConnectingLayer, conv_prelu, inception_block
+from fer_tf.metric.layers import AdaptiveThreshold, ConnectingLayer, conv_prelu, inception_block
 
 PACKAGE = "fer_tf"
 
@@ -64,7 +65,7 @@ def _metric_loss(config: ModelConfig, threshold):
 def query_cross_entropy(labels, probabilities, label_smoothing=0.0, targets=None):
     """Mean cross-entropy over the query rows (``labels >= 0``; -1 marks non-queries), with
     targets ``(1 - s) * one_hot + s / C`` for label smoothing ``s``, or the given soft ``targets``
-    ``[B, C]`` (e.g. :func:`fer_tf.distillation.soft_targets`; ``s`` is then not applied again).
+    ``[B, C]`` (e.g. :func:`fer_tf.training.distillation.soft_targets`; ``s`` is then not applied again).
     0.0 when no row is a query."""
     num_classes = probabilities.shape[-1]
     valid = ops.cast(labels >= 0, "float32")

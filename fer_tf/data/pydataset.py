@@ -1,11 +1,11 @@
-"""Batches as ``keras.utils.PyDataset``: how :mod:`fer_tf.sampling` feeds ``model.fit`` without TensorFlow.
+"""Batches as ``keras.utils.PyDataset``: how :mod:`fer_tf.data.sampling` feeds ``model.fit`` without TensorFlow.
 
-Under the TensorFlow backend the pipelines of :mod:`fer_tf.sampling` are ``tf.data`` datasets; under
+Under the TensorFlow backend the pipelines of :mod:`fer_tf.data.sampling` are ``tf.data`` datasets; under
 JAX (or PyTorch) they are these classes, built from the same NumPy index samplers, so a batch holds
 the same rows and targets on every backend. Two kinds:
 
 - :class:`ArrayBatches`: consecutive slices of in-memory arrays (evaluation, validation);
-- :class:`FaceBatches`: the faces of given table rows, augmented (:func:`fer_tf.augment.augment_faces`)
+- :class:`FaceBatches`: the faces of given table rows, augmented (:func:`fer_tf.data.augment.augment_faces`)
   or centre-cropped, with their targets. The augmentation's uniforms come from NumPy generators
   seeded with ``(seed, epoch, step)``, so a resumed run sees the same images.
 
@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from fer_tf.augment import NUM_UNIFORMS, Augmentation, augment_faces
+from fer_tf.data.augment import NUM_UNIFORMS, Augmentation, augment_faces
 from fer_tf.preprocess.normalize import center_crop
 
 
@@ -57,7 +57,7 @@ class FaceBatches(keras.utils.PyDataset):
     Args:
         faces: normalised faces ``[n, 60, 60]``, an array or a backend tensor (kept on the device).
         epoch_batches: ``epoch -> list of (rows [X], targets {name: array [X, ...]}, seed)``.
-        augmentation: an :class:`~fer_tf.augment.Augmentation`, or None for centre crops.
+        augmentation: an :class:`~fer_tf.data.augment.Augmentation`, or None for centre crops.
         start_epoch: the epoch this dataset serves first; Keras' ``on_epoch_end`` moves it on, so
             ``model.fit(dataset, epochs=k)`` sees epochs ``start_epoch .. start_epoch + k - 1``.
         min_batches: serve consecutive epochs until there are at least this many batches (one

@@ -71,7 +71,10 @@ def register_custom_objects():
     """Import the modules that register fer_tf's Keras classes for deserialisation: layers, losses
     and their parts, the preprocessing layer, the models and the learning-rate schedules."""
     # deferred: these import keras, which loads its backend (TensorFlow by default)
-    from fer_tf import layers, losses, models, schedules  # noqa: F401
+    from fer_tf.metric import layers  # noqa: F401
+    from fer_tf.metric import losses
+    from fer_tf.model import network
+    from fer_tf.training import schedules
     from fer_tf.preprocess import normalize  # noqa: F401
 
 

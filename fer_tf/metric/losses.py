@@ -2,10 +2,10 @@
 
 Backend-agnostic (``keras.ops`` only: TensorFlow, JAX, torch).  In the manner of
 pytorch-metric-learning a loss is assembled from swappable parts: a distance
-(:mod:`fer_tf.distances`, default the paper's squared Euclidean ``D``), a positive miner
-(:mod:`fer_tf.mining`, default Algorithm 1; ``miner=None`` keeps every valid positive) and a
-reducer (:mod:`fer_tf.reducers`, default the mean over valid tuples).  The identity-aware
-*negative* mining happens earlier, when the sampler builds the tuples (:mod:`fer_tf.sampling`).
+(:mod:`fer_tf.metric.distances`, default the paper's squared Euclidean ``D``), a positive miner
+(:mod:`fer_tf.metric.mining`, default Algorithm 1; ``miner=None`` keeps every valid positive) and a
+reducer (:mod:`fer_tf.metric.reducers`, default the mean over valid tuples).  The identity-aware
+*negative* mining happens earlier, when the sampler builds the tuples (:mod:`fer_tf.data.sampling`).
 
 Functional forms (inputs float32; static shapes, no data-dependent Python control flow, finite
 gradients everywhere):
@@ -13,7 +13,7 @@ gradients everywhere):
 - :func:`nm_tuple_clusters_loss` - Eq. 3, (N+M)-tuple clusters loss with a fixed threshold ``T``
   and margin ``tau``, after online positive mining (Algorithm 1);
 - :func:`adaptive_nm_tuple_clusters_loss` - Eq. 10, the same with the learnt adaptive threshold
-  ``H`` (an :class:`fer_tf.layers.AdaptiveThreshold` layer, or any callable ``(f1, f2) -> H``);
+  ``H`` (an :class:`fer_tf.metric.layers.AdaptiveThreshold` layer, or any callable ``(f1, f2) -> H``);
 - :func:`n_plus_one_tuple_loss` - Eq. 1, the (N+1)-tuple baseline;
 - :func:`batch_all_triplet_loss` - a batch-all triplet loss (cubic cost, for benchmarks).
 
@@ -34,10 +34,12 @@ negatives, -1 padding; rows that are all -1 are not queries) and ``y_pred`` = th
 import keras
 from keras import backend, ops
 
-from fer_tf import distances, mining, reducers
+from fer_tf.metric import distances
+from fer_tf.metric import mining
+from fer_tf.metric import reducers
 from fer_tf.errors import ConfigError
-from fer_tf.mining import as_float, check_rank, prepare_tuples, validity, zero_padding
-from fer_tf.parts import serialize
+from fer_tf.metric.mining import as_float, check_rank, prepare_tuples, validity, zero_padding
+from fer_tf.metric.parts import serialize
 
 __all__ = [
     "nm_tuple_clusters_loss",
@@ -86,9 +88,9 @@ def nm_tuple_clusters_loss(
         margin: ``tau``, in units of ``D`` (float or scalar tensor).
         positive_mask, negative_mask: optional ``[B, M]`` / ``[B, N]`` validity masks.
         miner: ``"online"`` (Algorithm 1 with ``distance``), ``None`` (keep every valid
-            positive) or a :class:`fer_tf.mining.PositiveMiner`.
-        distance: a :class:`fer_tf.distances.Distance`; default squared Euclidean.
-        reducer: a :class:`fer_tf.reducers.Reducer`; default the mean over valid tuples.
+            positive) or a :class:`fer_tf.metric.mining.PositiveMiner`.
+        distance: a :class:`fer_tf.metric.distances.Distance`; default squared Euclidean.
+        reducer: a :class:`fer_tf.metric.reducers.Reducer`; default the mean over valid tuples.
 
     Returns:
         A float32 scalar.
@@ -138,17 +140,17 @@ def adaptive_nm_tuple_clusters_loss(
     mean over the valid tuples (at least one valid positive).  ``H`` is large for similar pairs:
     with ``L_A = L_B = L``, ``c = 0``, ``b = T`` it is ``T - 1/2 |(f1 - f2) L|^2`` (the paper
     prints the opposite labels and signs of ``A``/``B``: an erratum, see
-    :class:`fer_tf.layers.AdaptiveThreshold`).
+    :class:`fer_tf.metric.layers.AdaptiveThreshold`).
 
     Args:
         positives: ``[B, M, d]``; negatives: ``[B, N, d]``.
-        threshold: a :class:`fer_tf.layers.AdaptiveThreshold` layer or any callable
+        threshold: a :class:`fer_tf.metric.layers.AdaptiveThreshold` layer or any callable
             ``(f1, f2) -> H`` mapping two ``[B, K, d]`` tensors to ``[B, K]``.  Its variables are
             owned by the caller (the model); this function only calls it.
         positive_mask, negative_mask: optional ``[B, M]`` / ``[B, N]`` validity masks.
         miner: ``"online"`` (Algorithm 1, squared Euclidean), ``None`` (keep every valid
-            positive) or a :class:`fer_tf.mining.PositiveMiner`.
-        reducer: a :class:`fer_tf.reducers.Reducer`; default the mean over valid tuples.
+            positive) or a :class:`fer_tf.metric.mining.PositiveMiner`.
+        reducer: a :class:`fer_tf.metric.reducers.Reducer`; default the mean over valid tuples.
 
     Returns:
         A float32 scalar.
@@ -198,8 +200,8 @@ def n_plus_one_tuple_loss(
         negative_mask: optional ``[B, K]`` validity mask.
         tuple_mask: optional ``[B]`` mask (an extension of the paper's signature): tuples with 0
             (no valid anchor or positive) are excluded from the mean; 0.0 when no tuple is valid.
-        distance: a :class:`fer_tf.distances.Distance`; default squared Euclidean.
-        reducer: a :class:`fer_tf.reducers.Reducer`; default the mean over valid tuples.
+        distance: a :class:`fer_tf.metric.distances.Distance`; default squared Euclidean.
+        reducer: a :class:`fer_tf.metric.reducers.Reducer`; default the mean over valid tuples.
 
     Returns:
         A float32 scalar.
@@ -237,7 +239,7 @@ def batch_all_triplet_loss(embeddings, labels, margin, *, distance=None):
 
     Args:
         embeddings: ``[B, d]`` float32; labels: ``[B]`` int; margin: margin in units of ``D``.
-        distance: a :class:`fer_tf.distances.Distance` (its ``matrix``); default squared Euclidean.
+        distance: a :class:`fer_tf.metric.distances.Distance` (its ``matrix``); default squared Euclidean.
     """
     embeddings = as_float(embeddings)
     labels = ops.cast(ops.convert_to_tensor(labels), "int32")
@@ -308,7 +310,7 @@ def _check_num_positives(num_positives, minimum=1):
 class TupleLoss(keras.losses.Loss):
     """Base class of the tuple losses: ``y_true`` = tuple indices, ``y_pred`` = embeddings.
 
-    Parts: ``distance`` (:mod:`fer_tf.distances`) and ``reducer`` (:mod:`fer_tf.reducers`), both
+    Parts: ``distance`` (:mod:`fer_tf.metric.distances`) and ``reducer`` (:mod:`fer_tf.metric.reducers`), both
     optional and serialised in ``get_config``; the (N+M) losses add a ``miner``.  Configs saved
     before these keys existed load with the defaults (the paper's losses).
 
@@ -366,7 +368,7 @@ class TupleLoss(keras.losses.Loss):
 
 class _MinedTupleLoss(TupleLoss):
     """A tuple loss with a positive ``miner`` (default ``"online"``: Algorithm 1 with the loss's
-    distance; ``None``: keep every valid positive; or a :class:`fer_tf.mining.PositiveMiner`)."""
+    distance; ``None``: keep every valid positive; or a :class:`fer_tf.metric.mining.PositiveMiner`)."""
 
     def __init__(self, num_positives=6, miner="online", **kwargs):
         super().__init__(num_positives=num_positives, **kwargs)
@@ -435,7 +437,7 @@ class AdaptiveNMTupleClustersLoss(_MinedTupleLoss):
 
     Args:
         num_positives: ``M``.
-        threshold: the model's :class:`fer_tf.layers.AdaptiveThreshold` layer (or any callable
+        threshold: the model's :class:`fer_tf.metric.layers.AdaptiveThreshold` layer (or any callable
             ``(f1, f2) -> H``).  The model owns its weights; the loss only calls it.  It is not
             serialised: ``get_config`` stores ``num_positives``, the parts and name/reduction only
             and ``from_config`` leaves ``threshold`` None, so the model must re-attach it

@@ -24,7 +24,8 @@ import sys
 
 import numpy as np
 
-from fer_tf import evaluation, training
+from fer_tf.research import evaluation
+from fer_tf.training import loop
 from fer_tf.errors import ConfigError
 
 
@@ -67,7 +68,7 @@ def teacher_targets(path, faces, label_ids, labels, weight=0.5, temperature=1.0,
     if not path.is_file():
         raise ConfigError(f"distillation teacher {path} not found: train.distill_from must name a "
                           f".keras network, e.g. pretrained/fer2013_backbone.keras")
-    teacher = training.load_checkpoint(path, compile=False)
+    teacher = loop.load_checkpoint(path, compile=False)
     teacher_labels = list(getattr(teacher, "labels", labels))
     if teacher_labels != list(labels):
         raise ConfigError(f"the teacher {path} predicts {teacher_labels}, but this run trains {list(labels)}; "

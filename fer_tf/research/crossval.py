@@ -16,7 +16,7 @@ The plan of a config (:func:`plan`) is, in the order it runs:
 its ``protocol`` (a digest of everything that defines the run except the seed and fold) matches
 the current config's; a run of another protocol is trained again. The folds are fixed by
 ``data.split_seed`` (default 0): every seed sees the same test subjects in fold k, so runs pair
-up across variants and seeds (:mod:`fer_tf.stats`).
+up across variants and seeds (:mod:`fer_tf.research.stats`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ import time
 
 import numpy as np
 
-from fer_tf import evaluation, probes, reporting, training
-from fer_tf.finetune_report import load_runs  # noqa: F401  (the reading side; public here too)
+from fer_tf.research import evaluation
+from fer_tf.research import probes
+from fer_tf.research import reporting
+from fer_tf.training import loop
 from fer_tf.config import ModelConfig, TrainConfig, defaults, to_dict
 from fer_tf.data.splits import leave_one_subject_out, subject_kfold
 from fer_tf.errors import ConfigError
@@ -177,7 +179,8 @@ NOT_PROTOCOL = ("seed", "time_limit_minutes", "checkpoint_every")
 #: Train options added after runs were committed. At their defaults they compute what runs did
 #: before the option existed, so they enter the digest only when set otherwise (else every
 #: committed run would count as stale and be trained again).
-LATER_OPTIONS = ("distill_from", "distill_weight", "distill_temperature", "select_epoch")
+LATER_OPTIONS = ("distill_from", "distill_weight", "distill_temperature", "select_epoch", "swa_epochs",
+                 "swa_learning_rate", "init_from")
 _TRAIN_DEFAULTS = defaults(TrainConfig)
 
 
@@ -302,7 +305,7 @@ def run_campaign(root, fmt, model_config: ModelConfig, train_config: TrainConfig
         print(f"shard {shard[0]} of {shard[1]}: {len(todo)} of them here", file=sys.stderr)
     if not todo:
         return 0, 0
-    pretrained = training.load_checkpoint(pretrained_path, compile=False) if pretrained_path else None
+    pretrained = loop.load_checkpoint(pretrained_path, compile=False) if pretrained_path else None
     first_seed = min(r.seed for r in runs)
     started, trained = time.time(), 0
     for n, (run, m, t, protocol) in enumerate(todo, 1):

@@ -1,6 +1,6 @@
 """Reducers: per-tuple losses ``[B]`` -> the scalar batch loss (backend-agnostic).
 
-:class:`MeanOverValid` is the reduction of every tuple loss of :mod:`fer_tf.losses`: the mean over
+:class:`MeanOverValid` is the reduction of every tuple loss of :mod:`fer_tf.metric.losses`: the mean over
 the tuples that can be scored (``valid`` = 1).  Invalid tuples are replaced by 0 with ``where``
 *before* the sum, so a non-finite value computed for a padded tuple can reach neither the result
 nor its gradient, and a batch without any valid tuple gives exactly 0.0 with a zero gradient.
@@ -15,7 +15,7 @@ import sys
 import keras
 from keras import ops
 
-from fer_tf.parts import Part, resolve
+from fer_tf.metric.parts import Part, resolve
 
 __all__ = ["Reducer", "MeanOverValid", "mean_over_valid", "replicas_in_sync", "scale_for_replicas", "get"]
 

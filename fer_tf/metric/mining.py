@@ -12,13 +12,13 @@ dominated by outlying positives:
 4. the updated centre is the mean of the kept positives.
 
 Miners work at embedding level on gathered tuples and are swappable parts of the losses
-(:mod:`fer_tf.losses`): :class:`OnlinePositiveMiner` is Algorithm 1, :class:`KeepAllPositives`
+(:mod:`fer_tf.metric.losses`): :class:`OnlinePositiveMiner` is Algorithm 1, :class:`KeepAllPositives`
 (what ``miner=None`` means) keeps every valid positive.  A miner's decision is discrete: no
 gradient flows through its mask, only through the centre.  The paper's *identity-aware negative
 mining* works at sampling level instead (which images form a tuple): see
-:mod:`fer_tf.sampling`.
+:mod:`fer_tf.data.sampling`.
 
-``D`` is a :class:`fer_tf.distances.Distance`, by default the paper's squared Euclidean distance
+``D`` is a :class:`fer_tf.metric.distances.Distance`, by default the paper's squared Euclidean distance
 (a sum of squared differences: finite gradients everywhere, coincident points included).
 
 Padded tuples: the optional ``positive_mask`` ``[B, M]`` and ``negative_mask`` ``[B, N]`` mark
@@ -35,9 +35,9 @@ under XLA.
 import numpy as np
 from keras import backend, ops, saving
 
-from fer_tf import distances
+from fer_tf.metric import distances
 from fer_tf.errors import ConfigError
-from fer_tf.parts import Part, resolve
+from fer_tf.metric.parts import Part, resolve
 
 __all__ = [
     "PositiveMiner",
@@ -54,7 +54,7 @@ _BIG = float(np.finfo(np.float32).max)
 
 
 # --------------------------------------------------------------------------------------------
-# Tensor helpers shared with fer_tf.losses
+# Tensor helpers shared with fer_tf.metric.losses
 # --------------------------------------------------------------------------------------------
 
 
@@ -147,7 +147,7 @@ class OnlinePositiveMiner(PositiveMiner):
     """Algorithm 1 (online positive mining), with a swappable distance ``D``.
 
     Args:
-        distance: a :class:`fer_tf.distances.Distance` (or its config dict); default the
+        distance: a :class:`fer_tf.metric.distances.Distance` (or its config dict); default the
             squared Euclidean distance of the paper.
     """
 

@@ -27,7 +27,7 @@ Exact resume
 
 Determinism
     :func:`set_seed` calls ``tf.config.experimental.enable_op_determinism()``. The ``tf.data``
-    pipelines of :mod:`fer_tf.sampling` keep working under it (their random crops use stateless
+    pipelines of :mod:`fer_tf.data.sampling` keep working under it (their random crops use stateless
     seeds, and parallel maps are then run in deterministic order).
 """
 
@@ -48,13 +48,13 @@ import keras
 import numpy as np
 from keras import tree
 
-from fer_tf import model_io, optimizers
-from fer_tf.averaging import WeightAverage, recompute_batch_norm
+from fer_tf.model import saving
+from fer_tf.training import optimizers
+from fer_tf.training.averaging import WeightAverage, recompute_batch_norm
 from fer_tf.config import TrainConfig
 from fer_tf.errors import TrainingError
 from fer_tf.files import atomic_write_text, remove_stale_temporaries
-from fer_tf.model_io import save_model as atomic_save_model  # the name training always had
-from fer_tf.schedules import WarmupCosine
+from fer_tf.training.schedules import WarmupCosine
 
 CHECKPOINT = "last.keras"
 INTERRUPTED = "interrupted.keras"
@@ -119,7 +119,7 @@ def make_optimizer(config: TrainConfig, steps_per_epoch=None, backbone_paths=())
     """SGD (momentum, optional Nesterov), Adam or AdamW with decoupled weight decay (Adam: none).
 
     With ``config.backbone_lr_scale`` below 1, the variables named in ``backbone_paths`` learn at
-    that fraction of the learning rate (:mod:`fer_tf.optimizers`)."""
+    that fraction of the learning rate (:mod:`fer_tf.training.optimizers`)."""
     if config.optimizer not in ("adam", "adamw", "sgd"):
         raise TrainingError(f"unknown optimizer {config.optimizer!r}; use 'adam', 'adamw' or 'sgd'")
     kwargs = {"learning_rate": learning_rate_for(config, steps_per_epoch)}
@@ -153,7 +153,7 @@ def backbone_variable_paths(model):
 
 
 # ----------------------------------------------------------------------------------------------
-# Checkpoint contents (written atomically by fer_tf.model_io.save_model, fer_tf.files)
+# Checkpoint contents (written atomically by fer_tf.model.saving.save_model, fer_tf.files)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -305,7 +305,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             extra[EMBEDDED_BEST] = _weights_to_bytes(self.schedule.best_weights)
         if self.average is not None:
             extra[EMBEDDED_AVERAGE] = self.average.to_bytes()
-        atomic_save_model(self.model, self.workdir / CHECKPOINT, extra)  # the commit point
+        saving.save_model(self.model, self.workdir / CHECKPOINT, extra)  # the commit point
         atomic_write_text(self.workdir / STATE, json.dumps(state, indent=1))  # human-readable copy
 
 
@@ -354,10 +354,10 @@ _WHAT_TO_DO = "delete it to start the run afresh, or pass a .keras checkpoint wr
 
 
 def load_checkpoint(path, compile=True):
-    """Load a training checkpoint (``.keras``) with :func:`fer_tf.model_io.load_model`: safe mode
+    """Load a training checkpoint (``.keras``) with :func:`fer_tf.model.saving.load_model`: safe mode
     (a ``Lambda`` layer is refused), the optimizer state restored with ``compile``, and a
     :class:`~fer_tf.errors.ModelFileError` for missing, empty, truncated and non-Keras files."""
-    return model_io.load_model(path, check=False, compile=compile, advice=_WHAT_TO_DO)
+    return saving.load_model(path, check=False, compile=compile, advice=_WHAT_TO_DO)
 
 
 def initialise_from(model, path):
@@ -365,7 +365,7 @@ def initialise_from(model, path):
     ``model``, which must have the same layers; ``None`` leaves ``model`` as it is."""
     if not path:
         return
-    source = model_io.load_model(path, check=False, compile=False,
+    source = saving.load_model(path, check=False, compile=False,
                                  advice="pass a .keras network of the same shape to init_from")
     ours, theirs = model.get_weights(), source.get_weights()
     shapes = [tuple(w.shape) for w in ours], [tuple(w.shape) for w in theirs]
@@ -387,7 +387,7 @@ def compile_model(model, config: TrainConfig, steps_per_epoch=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# Training under a tf.distribute strategy (see fer_tf.distribute for strategies and batches)
+# Training under a tf.distribute strategy (see fer_tf.training.distribute for strategies and batches)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -548,7 +548,7 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
     validation) are loaded at the end, unless ``config.select_epoch`` is ``"last"``. A NaN/Inf loss
     raises :class:`TrainingError`.
 
-    With a ``tf.distribute`` ``strategy`` (see :mod:`fer_tf.distribute`; the model must have been
+    With a ``tf.distribute`` ``strategy`` (see :mod:`fer_tf.training.distribute`; the model must have been
     built inside ``strategy.scope()``), training runs under it and only the chief worker writes
     checkpoints into ``workdir``.
     """
@@ -623,7 +623,7 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
     except KeyboardInterrupt:
         if workdir is not None:
             with contextlib.suppress(Exception):
-                atomic_save_model(model, workdir / INTERRUPTED)
+                saving.save_model(model, workdir / INTERRUPTED)
             print(f"interrupted in epoch {epoch + 1}: the last completed epoch is checkpointed in "
                   f"{workdir / CHECKPOINT} (the mid-epoch model is in {workdir / INTERRUPTED}); run "
                   "again with the same work directory to resume", file=sys.stderr)

@@ -16,7 +16,7 @@ dimension, and every replica computes the loss on its own slice only. The tuple 
 identity-aware batch (docs/architecture.md "Batches") point at other images of the batch; if a
 subject's images, or a tuple's members, landed on two replicas, the indices would point at the
 wrong images. So a distributed global batch here is ``R`` complete, independent sub-batches
-(``R`` = replicas in sync), each drawn by :class:`fer_tf.sampling.IdentitySampler` on its own
+(``R`` = replicas in sync), each drawn by :class:`fer_tf.data.sampling.IdentitySampler` on its own
 (in ``in_batch`` mode: whole subject groups; in ``tuple`` mode: whole tuples), each with tuple
 indices *local to its own slice* (0 .. X-1). Replica ``r`` receives exactly sub-batch ``r``.
 
@@ -27,7 +27,7 @@ indices *local to its own slice* (0 .. X-1). Replica ``r`` receives exactly sub-
 - :func:`distributed_identity_dataset`: the same sub-batches through
   ``strategy.distribute_datasets_from_function``: each worker builds only its own replicas'
   sub-batches; use it for ``multi_worker`` (and it works for ``mirrored`` too).
-- :func:`fit`: :func:`fer_tf.training.fit` under a strategy: the model is built, compiled (and
+- :func:`fit`: :func:`fer_tf.training.loop.fit` under a strategy: the model is built, compiled (and
   restored on resume) inside ``strategy.scope()``; on workers other than the chief the
   checkpoints go to a private folder, so that only the chief writes the real ones.
 
@@ -49,12 +49,12 @@ import json
 import math
 import os
 
-from fer_tf import training
+from fer_tf.training import loop
 from fer_tf.errors import ConfigError, DatasetError
-from fer_tf.sampling import IdentitySampler, index_batch_dataset
-from fer_tf.sampling import to_global_indices  # noqa: F401  (public here too)
-# the strategy helpers of training.fit, public here too
-from fer_tf.training import keras_multi_worker_fix, worker_info, worker_workdir  # noqa: F401
+from fer_tf.data.sampling import IdentitySampler, index_batch_dataset
+from fer_tf.data.sampling import to_global_indices  # noqa: F401  (public here too)
+# the strategy helpers of loop.fit, public here too
+from fer_tf.training.loop import keras_multi_worker_fix, worker_info, worker_workdir  # noqa: F401
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -145,9 +145,9 @@ def get_strategy(name="default", devices=None, communication="auto"):
 
 
 class ReplicaBatches:
-    """Groups an :class:`~fer_tf.sampling.IdentitySampler`'s index batches ``R`` per global step.
+    """Groups an :class:`~fer_tf.data.sampling.IdentitySampler`'s index batches ``R`` per global step.
 
-    Each :class:`~fer_tf.sampling.IndexBatch` is one replica's complete sub-batch, with tuple
+    Each :class:`~fer_tf.data.sampling.IndexBatch` is one replica's complete sub-batch, with tuple
     indices local to it. ``steps_per_epoch = ceil(sampler.steps_per_epoch / R)``; the last step of
     an epoch is filled with the epoch's first batches again.
     """
@@ -188,7 +188,7 @@ def _make_sampler(table, labels, mode, num_positives, num_negatives, queries_per
 
 def _dataset(batcher, faces, augment, start_epoch, repeat, preprocess, replicas, global_indices,
              together=True):
-    """The sub-batches of ``replicas`` through :func:`fer_tf.sampling.index_batch_dataset`, per
+    """The sub-batches of ``replicas`` through :func:`fer_tf.data.sampling.index_batch_dataset`, per
     global step: one element with all of them one after the other (``together``), or one element
     per sub-batch."""
 
@@ -274,15 +274,15 @@ def scope(strategy):
 
 def fit(build_model, make_train_dataset, config, steps_per_epoch, strategy=None, workdir=None,
         **kwargs):
-    """:func:`fer_tf.training.fit` under ``strategy``: returns ``(model, history)``.
+    """:func:`fer_tf.training.loop.fit` under ``strategy``: returns ``(model, history)``.
 
     ``build_model()`` is called inside ``strategy.scope()`` (so the variables are mirrored), and
     compiling, restoring a checkpoint and ``model.fit`` run there too. ``make_train_dataset``
     receives the start epoch and returns a ``tf.data.Dataset`` of global batches (e.g.
     :func:`replica_identity_dataset`) or a distributed dataset (:func:`distributed_identity_dataset`).
-    Other keyword arguments go to :func:`fer_tf.training.fit`.
+    Other keyword arguments go to :func:`fer_tf.training.loop.fit`.
     """
     with scope(strategy):
         model = build_model()
-    return training.fit(model, make_train_dataset, config, steps_per_epoch, workdir=workdir,
+    return loop.fit(model, make_train_dataset, config, steps_per_epoch, workdir=workdir,
                         strategy=strategy, **kwargs)

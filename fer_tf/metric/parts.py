@@ -1,8 +1,8 @@
 """Base class of the swappable metric-learning parts (distances, miners, reducers).
 
 In the manner of pytorch-metric-learning, a loss is assembled from small stateless parts: a
-:mod:`~fer_tf.distances` distance, a :mod:`~fer_tf.mining` positive miner and a
-:mod:`~fer_tf.reducers` reducer.  Each part is a plain callable with a Keras-serialisable config,
+:mod:`~fer_tf.metric.distances` distance, a :mod:`~fer_tf.metric.mining` positive miner and a
+:mod:`~fer_tf.metric.reducers` reducer.  Each part is a plain callable with a Keras-serialisable config,
 so a loss that holds parts keeps working with ``keras.losses.serialize`` / ``deserialize`` and
 ``.keras`` files.
 """
