@@ -9,7 +9,7 @@
 // "litert" engine runs the same network at the image's own scale instead. The second look, the
 // landmarks and the crop are the Python code's.
 
-import {padReplicate, region, resize, resizeArea, squareCrop, warpAffine} from './imageops.js';
+import {invertAffine, padReplicate, region, resize, resizeArea, squareCrop, warpAffine} from './imageops.js';
 
 // The crop (align.py): the aligned square's side is CROP_SCALE times the larger side of the
 // eye-levelled landmarks' box, and the box's centre lies CROP_OFFSET of that side below its centre.
@@ -222,17 +222,28 @@ export class FaceAligner {
     const side = Math.max(Math.max(x1 - x0, y1 - y0) * this.cropScale, 2);
     const cx = (x0 + x1) / 2, cy = (y0 + y1) / 2 - this.cropOffset * side;
     const s = size / side;
-    let pre = 1, src = grey;
-    if (s < 0.5) { // shrink first by area averaging, then warp at about twice the output size
-      pre = Math.min(1, 2 * s);
-      src = resizeArea(grey, Math.round(grey.width * pre), Math.round(grey.height * pre), 1 / pre, 1 / pre);
-    }
-    // full = T(scale s, move (cx, cy) to the centre) o rot; m = full o (shrunk -> original)
+    // full = T(scale s, move (cx, cy) to the centre) o rot
     const full = [
       [s * rot[0][0], s * rot[0][1], s * rot[0][2] + size / 2 - s * cx],
       [s * rot[1][0], s * rot[1][1], s * rot[1][2] + size / 2 - s * cy]];
+    let pre = 1;
+    if (s < 0.5) pre = Math.min(1, 2 * s); // shrink first by area averaging, then warp at about twice the output size
+    // m = full o (shrunk -> original): shrunk-image pixels -> crop pixels
     const m = [[full[0][0] / pre, full[0][1] / pre, full[0][2]], [full[1][0] / pre, full[1][1] / pre, full[1][2]]];
-    const image = warpAffine(src, m, size, size);
+    // only the part of the (shrunk) grey image that the crop samples is computed: the crop's
+    // corners mapped back, with a margin for the interpolation (the same pixels as the whole)
+    const inv = invertAffine(m);
+    const xs = [], ys = [];
+    for (const [u, v] of [[0, 0], [size, 0], [0, size], [size, size]]) {
+      xs.push(inv[0][0] * u + inv[0][1] * v + inv[0][2]); ys.push(inv[1][0] * u + inv[1][1] * v + inv[1][2]);
+    }
+    const sw = pre === 1 ? grey.width : Math.round(grey.width * pre), sh = pre === 1 ? grey.height : Math.round(grey.height * pre);
+    const wx0 = Math.max(0, Math.min(sw - 1, Math.floor(Math.min(...xs)) - 2)), wy0 = Math.max(0, Math.min(sh - 1, Math.floor(Math.min(...ys)) - 2));
+    const wx1 = Math.max(wx0 + 1, Math.min(sw, Math.ceil(Math.max(...xs)) + 3)), wy1 = Math.max(wy0 + 1, Math.min(sh, Math.ceil(Math.max(...ys)) + 3));
+    const src = pre === 1 ? region(grey, wx0, wy0, wx1, wy1)
+      : resizeArea(grey, sw, sh, 1 / pre, 1 / pre, [wx0, wy0, wx1, wy1]);
+    const image = warpAffine(src, [[m[0][0], m[0][1], m[0][2] + m[0][0] * wx0 + m[0][1] * wy0],
+      [m[1][0], m[1][1], m[1][2] + m[1][0] * wx0 + m[1][1] * wy0]], size, size);
     const landmarks = pts.map(([x, y]) => [full[0][0] * x + full[0][1] * y + full[0][2], full[1][0] * x + full[1][1] * y + full[1][2]]);
     // the crop's centre in the original image: the inverse rotation of (cx, cy)
     const centre = [a * (cx - rot[0][2]) - b * (cy - rot[1][2]), b * (cx - rot[0][2]) + a * (cy - rot[1][2])];

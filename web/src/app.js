@@ -59,7 +59,12 @@ function setResults(faces, scale = 1, size = null) {
   });
 }
 
-function record(timing, frameMs) {
+// Every analysed frame's times (ms), the latest 1000: window.ferTf.log (pipelines/web_speed.py).
+const frameLog = [];
+
+function record(timing, frameMs, faces = 0) {
+  frameLog.push({...timing, frame: frameMs, faces});
+  if (frameLog.length > 1000) frameLog.shift();
   for (const [k, v] of Object.entries({...timing, frame: frameMs})) {
     timings[k].push(v);
     if (timings[k].length > 30) timings[k].shift();
@@ -110,7 +115,7 @@ async function analyseCanvas(options) {
   const result = await recognizer.analyse(rgb, options);
   drawOverlay(result.faces);
   setResults(result.faces);
-  record(result.timing, performance.now() - t0);
+  record(result.timing, performance.now() - t0, result.faces.length);
   return result;
 }
 
@@ -282,7 +287,7 @@ async function main() {
   $('camera-stop').onclick = () => { stopAll(); setStatus('Stopped.', 'ready'); };
   $('photo').onchange = guarded(async (ev) => { const f = ev.target.files[0]; ev.target.value = ''; if (f) await analyseBlob(f, f.name); });
   $('video-file').onchange = guarded(async (ev) => { const f = ev.target.files[0]; ev.target.value = ''; if (f) await startVideoFile(f); });
-  window.ferTf = {recognizer, analyseUrl: guarded(analyseUrl), analyseBlob: guarded(analyseBlob), stop: stopAll};
+  window.ferTf = {recognizer, analyseUrl: guarded(analyseUrl), analyseBlob: guarded(analyseBlob), stop: stopAll, log: frameLog};
   setStatus('Ready: start the camera or choose a photo or a video file.', 'ready');
   const params = new URLSearchParams(location.search);
   if (params.has('image')) await guarded(analyseUrl)(params.get('image'));

@@ -94,20 +94,23 @@ function areaTable(srcLen, outLen, scale) {
 /** Shrink by pixel-area averaging (cv2.INTER_AREA, shrinking only). `scaleX`/`scaleY` are source
  *  pixels per output pixel (default: the ratio of the sizes, as cv2.resize with a size; pass
  *  1 / fx to mimic cv2.resize with fx). */
-export function resizeArea(img, outW, outH, scaleX = img.width / outW, scaleY = img.height / outH) {
+export function resizeArea(img, outW, outH, scaleX = img.width / outW, scaleY = img.height / outH, window = null) {
   const {width: w, height: h, channels: c, data: s} = img;
   if (scaleX < 1 || scaleY < 1) return resizeLinear(img, outW, outH);
-  const xt = areaTable(w, outW, scaleX), yt = areaTable(h, outH, scaleY);
-  const out = makeImage(outW, outH, c);
+  // `window` [x0, y0, x1, y1]: only those output pixels (the same values as the whole resize)
+  const [wx0, wy0, wx1, wy1] = window || [0, 0, outW, outH];
+  const xt = areaTable(w, outW, scaleX).slice(wx0, wx1), yt = areaTable(h, outH, scaleY).slice(wy0, wy1);
+  const ow = wx1 - wx0, oh = wy1 - wy0;
+  const out = makeImage(ow, oh, c);
   const o = out.data;
-  const row = new Float64Array(outW * c);
-  const acc = new Float64Array(outW * c);
-  for (let y = 0; y < outH; y++) {
+  const row = new Float64Array(ow * c);
+  const acc = new Float64Array(ow * c);
+  for (let y = 0; y < oh; y++) {
     acc.fill(0);
     for (const [sy, wy] of yt[y]) {
       row.fill(0);
       const base = sy * w * c;
-      for (let x = 0; x < outW; x++) {
+      for (let x = 0; x < ow; x++) {
         for (const [sx, wx] of xt[x]) {
           const p = base + sx * c;
           for (let k = 0; k < c; k++) row[x * c + k] += s[p + k] * wx;
@@ -115,7 +118,7 @@ export function resizeArea(img, outW, outH, scaleX = img.width / outW, scaleY = 
       }
       for (let i = 0; i < acc.length; i++) acc[i] += row[i] * wy;
     }
-    o.set(acc.map(Math.round), y * outW * c);
+    for (let i = 0; i < acc.length; i++) o[y * ow * c + i] = Math.round(acc[i]);
   }
   return out;
 }
