@@ -12,7 +12,7 @@ DATASET ?= ckplus48
 CHECKPOINT ?= saved_models/fer_tf_basic7.keras
 EXPORT_DIR ?= runs/export
 
-.PHONY: install demo test test-slow pretrain finetune evaluate export bench ship clean
+.PHONY: install demo test test-slow pretrain finetune evaluate export bench ship web serve-web clean
 
 install: $(VENV)/.installed
 
@@ -60,5 +60,16 @@ bench: install
 ship: install
 	FER_TF_MAKE_COMMAND="make ship" $(PY) pipelines/ship.py
 
+# The static page (web/): LiteRT.js pinned by web/package-lock.json, the networks from the mediapipe
+# wheel and saved_models/, all in web/dist (nothing is fetched from elsewhere when the page runs).
+web: install
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	$(PY) web/build.py
+
+PORT ?= 8000
+serve-web:
+	@test -f web/dist/index.html || { echo "web/dist is missing: run make web first"; exit 1; }
+	$(PY) web/serve.py --port $(PORT)
+
 clean:
-	rm -rf runs .pytest_cache .hypothesis
+	rm -rf runs .pytest_cache .hypothesis web/dist
