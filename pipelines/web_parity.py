@@ -24,7 +24,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "web"))
 
-from fer_tf.inference import _iou as iou  # noqa: E402  (the box overlap fer-tf predict uses)
+from fer_tf.deploy.inference import _iou as iou  # noqa: E402  (the box overlap fer-tf predict uses)
 
 
 def photos(datasets):

@@ -85,7 +85,7 @@ def _shot(s, name):
 
 @pytest.fixture(scope="module")
 def python_recognizer():
-    from fer_tf.inference import Recognizer
+    from fer_tf.deploy.inference import Recognizer
 
     with Recognizer() as r:
         yield r
