@@ -40,7 +40,7 @@ def main(argv=None):
 
     import browser
     import serve
-    from fer_tf.reporting import cpu_model
+    from fer_tf.research.reporting import cpu_model
 
     if args.photo:
         photo = np.asarray(Image.open(args.datasets / args.photo).convert("RGB"))
