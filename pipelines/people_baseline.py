@@ -239,8 +239,17 @@ def main():
     parser.add_argument("--cache", default=REPO / "runs" / "people")
     parser.add_argument("--report", default=REPO / "reports" / "people")
     parser.add_argument("--samples", type=int, default=10000, help="bootstrap samples")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite README.md from the report's results.json without measuring")
     args = parser.parse_args()
     from fer_tf.research import reporting
+
+    if args.report_only:
+        from fer_tf.research.people_report import write_report
+
+        report = pathlib.Path(args.report)
+        write_report(json.loads((report / "results.json").read_text()), report / "README.md")
+        return
 
     data = predictions(args.datasets, args.cache)
     from fer_tf.people.baseline import NEUTRAL_DEFAULTS, SELF_DEFAULTS

@@ -67,6 +67,23 @@ HEAD = ("| dataset | subjects | faces | plain % | corrected % | difference, poin
         "|---|---|---|---|---|---|---|")
 
 
+def targets(models, chosen):
+    """The issue's targets, checked on the chosen defaults: README lines."""
+    lines = ["## Targets (chosen defaults)", ""]
+    for model, m in models.items():
+        excluding = [d for d in DATASETS if d in m and (m[d]["self"][chosen["self"]]["ci95"][0] or 0) > 0]
+        comparisons = [(f"{d} {part}", m[d][part][chosen["self"]]) for d in DATASETS if d in m
+                       for part in ("self", "skewed") if m[d][part]]
+        if "yale" in m:
+            comparisons += [(f"yale neutral {k}", c) for k, c in
+                            m["yale"]["enrolled_neutral"]["neutral"][chosen["neutral"]].items()]
+        worst_name, worst = min(comparisons, key=lambda t: t[1]["difference"])
+        lines.append(f"- `{model}`: self gain with a 95% CI above 0 on {len(excluding)} dataset(s)"
+                     f"{' (' + ', '.join(excluding) + ')' if excluding else ''}; worst condition "
+                     f"{worst_name}: {100 * worst['difference']:+.1f} points against plain.")
+    return lines + [""]
+
+
 def write_report(results, path):
     """Write the README of ``reports/people/`` from ``results`` (the pipeline's JSON)."""
     models = results["models"]
@@ -110,6 +127,7 @@ def write_report(results, path):
         f"- neutral: `{chosen['neutral']}` (module default: `{module['neutral']}`)",
         "",
     ]
+    lines += targets(models, chosen)
     for model, label in (("backbone", "FER2013 backbone, every subject"),
                          ("shipped", "shipped model, its held-out subjects")):
         if model not in models:
