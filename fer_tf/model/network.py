@@ -22,7 +22,8 @@ from keras import layers, ops
 from fer_tf.metric import losses as fer_losses
 from fer_tf.metric import reducers
 from fer_tf.config import ModelConfig, to_dict
-from fer_tf.metric.layers import AdaptiveThreshold, ConnectingLayer, conv_prelu, inception_block
+from fer_tf.metric.layers import AdaptiveThreshold, ConnectingLayer
+from fer_tf.model.blocks import conv_prelu, inception_block
 
 PACKAGE = "fer_tf"
 
