@@ -39,11 +39,19 @@ class ModelConfig:
     num_positives: int = 6  # M
     num_negatives: int = 6  # N
     reference_distance: float = 1.0  # T of the fixed-threshold (N+M) loss
-    margin: float = 0.5  # tau of the fixed-threshold (N+M) loss and of the (N+1) loss
+    margin: float = 0.5  # tau of the fixed-threshold (N+M) loss (Eq. 3) and of the (N+1) loss (Eq. 1)
     adaptive: bool = True  # (N+M) with the learned threshold (Eq. 10); False: fixed T (Eq. 3)
     threshold_init: float = 2.0  # b of AdaptiveThreshold at step 0
     threshold_scale: float = 2.0  # L_A = L_B = scale * I at step 0
     alpha: float = 1.0  # weight of the metric loss in the joint loss
+    # The metric loss's swappable parts (fer_tf.metric), by registered class name, saved with the
+    # model; the defaults are the paper's. miner: "OnlinePositiveMiner" (Algorithm 1) or
+    # "KeepAllPositives" (mining off; the (N+M) losses only); distance: "SquaredEuclidean" (D, for
+    # the miner and the fixed-threshold and (N+1) losses); reducer: "MeanOverValid". A class of your
+    # own registered with keras.saving.register_keras_serializable(package="fer_tf") works too.
+    miner: str = "OnlinePositiveMiner"
+    distance: str = "SquaredEuclidean"
+    reducer: str = "MeanOverValid"
     label_smoothing: float = 0.0  # not in the paper: smoothed targets for the cross-entropy term
 
     def __post_init__(self):
@@ -51,6 +59,10 @@ class ModelConfig:
             raise ConfigError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
         self.labels = tuple(self.labels)
         self.ec_units = tuple(self.ec_units)
+        for option in ("miner", "distance", "reducer"):
+            if not isinstance(getattr(self, option), str) or not getattr(self, option):
+                raise ConfigError(f"model option {option} must be the name of a registered class, "
+                                  f"got {getattr(self, option)!r}")
 
 
 @dataclasses.dataclass

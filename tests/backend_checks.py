@@ -37,7 +37,7 @@ TENSORFLOW_IMPORTED = "tensorflow" in sys.modules  # before any check imports it
 
 
 def ref_mine(pos, neg, pmask, nmask):
-    """Algorithm 1 -> (keep [B, M], centre [B, d], tie gap)."""
+    """Algorithm 1 -> (keep [B, M], centre [B, d], tie gap); with our tie rule in the fallback."""
     pos, neg = pos.astype(np.float64), neg.astype(np.float64)
     B, M, d = pos.shape
     keep, centre, gap = np.zeros((B, M)), np.zeros((B, d)), np.inf
@@ -52,11 +52,12 @@ def ref_mine(pos, neg, pmask, nmask):
             dstar = ((neg[i][Q] - c0) ** 2).sum(axis=-1).min()
             k = P & (dp <= dstar)
             gap = min(gap, np.abs(dp[P] - dstar).min() / (1.0 + dstar))
-            if not k.any():
-                order = np.argsort(np.where(P, dp, np.inf))
-                k = np.arange(M) == order[0]
-                if P.sum() > 1:
-                    gap = min(gap, (dp[order[1]] - dp[order[0]]) / (1.0 + dp[order[1]]))
+            if not k.any():  # the nearest positives, ties within a relative 1e-4 included
+                best = dp[P].min()
+                k = P & (dp - best <= 1e-4 * best)
+                others = dp[P & (dp != best)]
+                if len(others):
+                    gap = min(gap, 10 * np.abs((others - best) / best - 1e-4).min())
         keep[i], centre[i] = k, pos[i][k].mean(axis=0)
     return keep, centre, gap
 
@@ -191,7 +192,7 @@ _JAX_GRADS = {}
 
 def value_and_grads(fn, *arrays):
     """``fn(*tensors)`` and its gradients with respect to every argument, by the backend's own
-    autodiff (jax.grad, tf.GradientTape, torch.autograd)."""
+    autodiff (jax.grad, tf.GradientTape)."""
     if BACKEND == "jax":
         import jax
 
@@ -207,14 +208,6 @@ def value_and_grads(fn, *arrays):
             tape.watch(tensors)
             value = fn(*tensors)
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(value, tensors, unconnected_gradients="zero")]
-    elif BACKEND == "torch":
-        import torch
-
-        tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
-        value = fn(*tensors)
-        grads = torch.autograd.grad(value, tensors, allow_unused=True)
-        grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, tensors)]
-        value = value.detach()
     else:
         raise RuntimeError(f"no gradient helper for backend {BACKEND}")
     return float(to_np(value)), [to_np(g) for g in grads]
@@ -275,6 +268,14 @@ def mining_matches_numpy():
     mask, c = mining.online_positive_mining(pos, neg)
     np.testing.assert_array_equal(to_np(mask), [[0.0, 0.0, 1.0]])
     close(to_np(c), [[0.0, 0.5]])
+    # two valid positives beyond the nearest negative tie: both are kept (our rule)
+    pos = np.array([[[0.3, -1.7, 2.9], [-1.1, 0.4, 0.2], [9.0, 9.0, 9.0]]], np.float32)
+    neg = pos[:, :2].mean(axis=1, keepdims=True) + np.float32(0.01)
+    pmask = np.array([[1.0, 1.0, 0.0]], np.float32)
+    mask, c = mining.online_positive_mining(pos, neg, pmask)
+    np.testing.assert_array_equal(to_np(mask), pmask)
+    np.testing.assert_array_equal(ref_mine(pos, neg, pmask, np.ones((1, 1)))[0], pmask)
+    close(to_np(c), pos[:, :2].mean(axis=1))
 
 
 @check

@@ -24,7 +24,7 @@ def tiny_ec_model(classes=7, seed=0, input_shape=(48, 48, 1)):
     statistics that are not the identity, so that folding them into the convolution is visible).
     The last layer's weights are large so that the top-1 class of most faces is well separated.
     """
-    from fer_tf.metric.layers import conv_prelu
+    from fer_tf.model.blocks import conv_prelu
 
     keras.utils.set_random_seed(seed)
     inp = keras.Input(input_shape, name="normalised_face")

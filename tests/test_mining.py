@@ -11,64 +11,7 @@ from fer_tf.metric import distances
 from fer_tf.metric import mining
 from fer_tf.errors import ConfigError
 from fer_tf.metric.mining import online_positive_mining
-
-
-# ---------------------------------------------------------------------------------------------
-# Independent reference: plain loops, float64.
-# ---------------------------------------------------------------------------------------------
-
-
-def sqdist(a, b):
-    total = 0.0
-    for x, y in zip(a, b):
-        total += (float(x) - float(y)) ** 2
-    return total
-
-
-def ref_mine(positives, negatives, pmask=None, nmask=None):
-    """Returns (mask [B, M], centre [B, d], gap) where gap is the smallest |D(f+, c+) - D*| (to
-    skip near-ties whose decision depends on rounding)."""
-    B, M, d = positives.shape
-    N = negatives.shape[1]
-    pmask = np.ones((B, M)) if pmask is None else pmask
-    nmask = np.ones((B, N)) if nmask is None else nmask
-    mask = np.zeros((B, M), np.float32)
-    centre = np.zeros((B, d))
-    gap = np.inf
-    for i in range(B):
-        valid_p = [j for j in range(M) if pmask[i][j]]
-        valid_n = [k for k in range(N) if nmask[i][k]]
-        if not valid_p:
-            continue
-        c0 = [sum(float(positives[i][j][t]) for j in valid_p) / len(valid_p) for t in range(d)]
-        dp = {j: sqdist(positives[i][j], c0) for j in valid_p}
-        if valid_n:
-            dstar = min(sqdist(negatives[i][k], c0) for k in valid_n)
-            kept = [j for j in valid_p if dp[j] <= dstar]
-            for j in valid_p:
-                gap = min(gap, abs(dp[j] - dstar) / (1.0 + dstar))
-            if not kept:
-                best = min(valid_p, key=lambda j: dp[j])
-                kept = [best]
-                others = sorted(dp[j] for j in valid_p)
-                if len(others) > 1:
-                    gap = min(gap, (others[1] - others[0]) / (1.0 + others[1]))
-        else:
-            kept = valid_p
-        for j in kept:
-            mask[i][j] = 1.0
-        for t in range(d):
-            centre[i][t] = sum(float(positives[i][j][t]) for j in kept) / len(kept)
-    return mask, centre, gap
-
-
-def random_case(seed, B, M, N, d, scale=1.0, padding=0.0):
-    rng = np.random.default_rng(seed)
-    pos = (rng.normal(size=(B, M, d)) * scale).astype(np.float32)
-    neg = (rng.normal(size=(B, N, d)) * scale).astype(np.float32)
-    pmask = (rng.random((B, M)) >= padding).astype(np.float32)
-    nmask = (rng.random((B, N)) >= padding).astype(np.float32)
-    return pos, neg, pmask, nmask
+from metric_reference import random_case, ref_mine
 
 
 def check_against_reference(pos, neg, pmask=None, nmask=None, scale=1.0):
@@ -141,6 +84,82 @@ def test_all_positives_farther_than_nearest_negative_keeps_nearest():
     np.testing.assert_array_equal(mask.numpy(), [[0.0, 0.0, 1.0]])
     np.testing.assert_allclose(centre.numpy(), [[0.0, 0.5]])
     check_against_reference(pos, neg)
+
+
+# Ties in the fallback (our rule, beyond the paper): every positive within a relative 1e-4 of the
+# nearest one's distance is kept.
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), d=st.integers(1, 8), scale=st.sampled_from([1e-3, 1.0, 1e3]),
+       padding=st.integers(0, 3))
+def test_two_valid_positives_beyond_the_nearest_negative_are_both_kept(seed, d, scale, padding):
+    """Two valid positives are equally far from their midpoint: when a negative is nearer to it,
+    both are kept (float rounding does not pick one) and the centre stays their midpoint."""
+    rng = np.random.default_rng(seed)
+    pos = (rng.normal(size=(1, 2 + padding, d)) * scale).astype(np.float32)
+    midpoint = pos[0, :2].astype(np.float64).mean(0)
+    half = np.sqrt(np.sum((pos[0, 0] - midpoint) ** 2))
+    assume(half > 1e-3 * scale)
+    neg = np.stack([midpoint + rng.normal(size=d) * 0.1 * half / np.sqrt(d),
+                    midpoint + 10 * half]).astype(np.float32)[None]
+    pmask = np.zeros((1, 2 + padding), np.float32)
+    pmask[0, :2] = 1.0
+    mask, centre = online_positive_mining(pos, neg, pmask)
+    expected = pmask
+    np.testing.assert_array_equal(mask.numpy(), expected)
+    np.testing.assert_allclose(centre.numpy()[0], midpoint, rtol=1e-5, atol=1e-6 * scale)
+    np.testing.assert_array_equal(ref_mine(pos, neg, pmask)[0], expected)
+
+
+def test_tied_nearest_positives_are_kept_and_a_clear_nearest_alone():
+    # centre (0, 5/3): the first two positives tie at 1 + 25/9, the third is at 100/9
+    pos = np.array([[[1.0, 0.0], [-1.0, 0.0], [0.0, 5.0]]], np.float32)
+    neg = np.array([[[0.0, 5.0 / 3.0], [50.0, 50.0]]], np.float32)
+    mask, centre = online_positive_mining(pos, neg)
+    np.testing.assert_array_equal(mask.numpy(), [[1.0, 1.0, 0.0]])
+    np.testing.assert_allclose(centre.numpy(), [[0.0, 0.0]], atol=1e-7)
+    check_against_reference(pos, neg)
+    # the second positive 0.1 % farther than the first (beyond the tolerance): the first alone
+    pos[0, 1, 0] = -np.sqrt(1.0 + 1e-3 * (1.0 + 25.0 / 9.0))
+    pos[0, 2, 1] = 5.0 + pos[0, 0, 0] + pos[0, 1, 0]  # keeps the centre's x at 0
+    neg[0, 0] = pos[0].mean(0)
+    mask, _ = online_positive_mining(pos, neg)
+    np.testing.assert_array_equal(mask.numpy(), [[1.0, 0.0, 0.0]])
+    check_against_reference(pos, neg)
+
+
+def test_tie_tolerance_is_relative_and_zero_keeps_exact_ties_only():
+    # distances to the centre (0, 0) of 1 and 1 + 2e-5 (relative 2e-5 apart), a negative at the centre
+    pos = np.array([[[1.0, 0.0], [-1.0, 0.0], [0.0, 1.00001], [0.0, -1.00001]]], np.float32)
+    neg = np.array([[[0.0, 0.0]]], np.float32)
+    for miner, expected in [(mining.OnlinePositiveMiner(), [1, 1, 1, 1]),
+                            (mining.OnlinePositiveMiner(tie_tolerance=0.0), [1, 1, 0, 0]),
+                            (mining.OnlinePositiveMiner(tie_tolerance=1e-6), [1, 1, 0, 0])]:
+        mask, _ = miner(pos, neg)
+        np.testing.assert_array_equal(mask.numpy(), [expected])
+        np.testing.assert_array_equal(ref_mine(pos, neg, tie=miner.tie_tolerance)[0], [expected])
+    big = pos * 1e3  # scale-free: the same decisions at 1e6 x the distances
+    np.testing.assert_array_equal(mining.OnlinePositiveMiner()(big, neg * 1e3)[0].numpy(), [[1, 1, 1, 1]])
+    with pytest.raises(ConfigError):
+        mining.OnlinePositiveMiner(tie_tolerance=-1.0)
+
+
+def test_two_tied_positives_keep_their_pull_term_in_eq3():
+    """With both positives kept, the pull term of Eq. 3 pulls both to their midpoint (a single kept
+    positive would be its own centre: no pull at all)."""
+    from fer_tf.metric import losses
+
+    pos = np.array([[[1.0, 0.0], [-1.0, 0.0]]], np.float32)
+    neg = np.array([[[0.0, 0.1], [3.0, 3.0]]], np.float32)
+    pos_t = tf.constant(pos)
+    with tf.GradientTape() as tape:
+        tape.watch(pos_t)
+        value = losses.nm_tuple_clusters_loss(pos_t, neg, 0.5, 0.5)
+    # positives: max(0, 1 - 0.5 + 0.25) = 0.75 each; negatives: (max(0, 0.75 - 0.01) + 0) / 2
+    np.testing.assert_allclose(float(value), 0.75 + 0.37, rtol=1e-6)
+    grad = tape.gradient(value, pos_t).numpy()
+    assert grad[0, 0, 0] > 0 and grad[0, 1, 0] < 0  # each pulled towards the other
 
 
 def test_keeps_positive_at_exactly_the_nearest_negative_distance():
@@ -229,6 +248,59 @@ def test_mask_has_no_gradient_and_centre_is_mean_of_kept():
     expected = m / np.maximum(m.sum(1, keepdims=True), 1.0)
     np.testing.assert_allclose(g_pos.numpy(), np.repeat(expected[..., None], 3, -1), rtol=1e-6)
     np.testing.assert_array_equal(g_neg.numpy(), 0.0)
+
+
+class RecordingSquaredEuclidean(distances.SquaredEuclidean):
+    """The paper's D, keeping every value it computes (to ask the tape about them afterwards)."""
+
+    def __init__(self):
+        self.outputs = []
+
+    def __call__(self, a, b):
+        value = super().__call__(a, b)
+        self.outputs.append(value)
+        return value
+
+
+def test_online_miner_decides_on_stopped_embeddings():
+    """Every distance Algorithm 1 computes is off the gradient tape: neither the positives nor the
+    negatives reach it (the decision is discrete; a stop_gradient removed would put it on the tape)."""
+    pos, neg, pmask, nmask = random_case(15, 3, 5, 4, 3, padding=0.2)
+    pos_t, neg_t = tf.constant(pos), tf.constant(neg)
+    distance = RecordingSquaredEuclidean()
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([pos_t, neg_t])
+        mining.OnlinePositiveMiner(distance)(pos_t, neg_t, pmask, nmask)
+    assert len(distance.outputs) == 2  # D(f+, c+) and D(f-, c+)
+    for value in distance.outputs:
+        assert tape.gradient(value, [pos_t, neg_t]) == [None, None]
+
+
+class SoftMiner(mining.PositiveMiner):
+    """A miner whose keep mask is a smooth function of the positives (not a real miner: it lets
+    the test see whether PositiveMiner.mine stops the mask's gradient)."""
+
+    def keep(self, positives, negatives, pmask, nmask):
+        return pmask * tf.sigmoid(tf.reduce_sum(positives, axis=-1))
+
+
+def test_mine_stops_the_gradient_of_any_miners_mask():
+    """PositiveMiner.mine treats the keep mask as a constant, whatever keep computes: the mask has
+    no gradient and the centre's gradient is the mask's weights, mask / sum(mask)."""
+    pos, neg, pmask, nmask = random_case(16, 3, 5, 4, 3, padding=0.2)
+    pmask[:, 0] = 1.0
+    pos_t = tf.constant(pos)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(pos_t)
+        mask, centre = SoftMiner()(pos_t, neg, pmask, nmask)
+        mask_sum = tf.reduce_sum(mask)
+        centre_sum = tf.reduce_sum(centre)
+    assert tape.gradient(mask_sum, pos_t) is None
+    m = mask.numpy()
+    assert np.all((m > 0) == (pmask > 0)) and np.any((m > 0) & (m < 1))  # a soft mask indeed
+    expected = m / m.sum(1, keepdims=True)
+    np.testing.assert_allclose(tape.gradient(centre_sum, pos_t).numpy(),
+                               np.repeat(expected[..., None], 3, -1), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize(

@@ -135,3 +135,71 @@ def test_transfer_weights_from_softmax_basic7_to_2bnm_ckplus7(batch):
             np.testing.assert_array_equal(kernel[:, d], old_kernel[:, d])
             assert bias[d] == old_bias[d]
     assert sum(name in BASIC7 for name in CKPLUS7) == 6
+
+
+@pytest.mark.parametrize("path", ["saved_models/fer_tf_basic7.keras", "pretrained/fer2013_backbone.keras"])
+def test_committed_keras_files_still_load(path):
+    """The shipped model and the published backbone were saved before the blocks moved to
+    fer_tf.model.blocks and before ModelConfig named the loss's parts: their registered names load,
+    and the backbone (a JointModel) reads its config with the paper's parts."""
+    from fer_tf.model.saving import load_model
+
+    model = load_model(REPO / path, check=False)
+    outputs = model.outputs if isinstance(model.outputs, list) else [model.outputs]
+    assert [o.shape[-1] for o in outputs][-1] == 7
+    if type(model).__name__ == "JointModel":
+        assert model.variant == "softmax" and model.metric_loss is None
+        config = model.config
+        assert (config.miner, config.distance, config.reducer) == (
+            "OnlinePositiveMiner", "SquaredEuclidean", "MeanOverValid")
+
+
+@pytest.mark.parametrize("variant, overrides", [
+    ("2B(N+M)", dict(miner="KeepAllPositives")),
+    ("1B(N+M)", dict(miner="KeepAllPositives", adaptive=False, distance="fer_tf_tests>HalvedSquaredEuclidean")),
+    ("2B(N+1)", dict(distance="fer_tf_tests>HalvedSquaredEuclidean")),
+], ids=["adaptive", "fixed", "n_plus_one"])
+def test_swapped_parts_survive_save_and_load(variant, overrides, batch, tmp_path):
+    """ModelConfig's miner/distance/reducer build the loss and are saved with the model: after
+    model.save and keras.saving.load_model the loss has the same parts and gives the same value."""
+    import keras
+
+    from fer_tf.metric import distances, mining
+
+    @keras.saving.register_keras_serializable(package="fer_tf_tests")
+    class HalvedSquaredEuclidean(distances.SquaredEuclidean):
+        def __call__(self, a, b):
+            return 0.5 * super().__call__(a, b)
+
+    keras.utils.set_random_seed(3)
+    model = tiny_model(variant, labels=LABELS, **overrides)
+    default = tiny_model(variant, labels=LABELS)
+    loss = model.metric_loss
+    if "miner" in overrides:
+        assert isinstance(loss.miner, mining.KeepAllPositives)
+        assert isinstance(default.metric_loss.miner, mining.OnlinePositiveMiner)
+    if "distance" in overrides:
+        assert isinstance(loss.distance, HalvedSquaredEuclidean)
+    model.save(tmp_path / "swapped.keras")
+    loaded = keras.saving.load_model(tmp_path / "swapped.keras")
+    def loss_config(m):  # Keras numbers the names of losses built in one process
+        return {k: v for k, v in m.metric_loss.get_config().items() if k != "name"}
+
+    assert loss_config(loaded) == loss_config(model) != loss_config(default)
+    assert type(loaded.metric_loss.miner if "miner" in overrides else loaded.metric_loss.distance) is type(
+        loss.miner if "miner" in overrides else loss.distance)
+    images, targets = batch
+    values = [m.compute_loss(y=targets, y_pred=m(images, training=False), training=False)
+              for m in (model, loaded)]
+    np.testing.assert_allclose(float(values[0]), float(values[1]), rtol=1e-6)
+
+
+def test_unknown_part_names_are_refused_with_the_choices():
+    from fer_tf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model option miner: unknown PositiveMiner 'Hardest'.*KeepAllPositives"):
+        tiny_model("2B(N+M)", labels=LABELS, miner="Hardest")
+    with pytest.raises(ConfigError, match=r"model option distance: unknown Distance 'Cosine'.*SquaredEuclidean"):
+        tiny_model("2B(N+1)", labels=LABELS, distance="Cosine")
+    with pytest.raises(ConfigError, match="reducer must be the name"):
+        tiny_model("2B(N+1)", labels=LABELS, reducer=None)

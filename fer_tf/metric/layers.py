@@ -1,13 +1,11 @@
-"""Layers of the 2B(N+M)Softmax network (Section 4, Fig. 4) and the adaptive threshold (Eq. 5-8).
+"""The metric-learning layers of the 2B(N+M)Softmax network (Section 4): Eq. 13 and Eq. 5-8.
 
-- :func:`conv_prelu` and :func:`inception_block` build the convolutional groups of the inception FER
-  network (Mollahosseini et al., WACV 2016) from standard Keras layers, with per-channel PReLU
-  (``PReLU(shared_axes=[1, 2])``: one slope per channel, which is also what oneDNN runs fastest).
 - :class:`ConnectingLayer` is FC4 = P1^T FC2 + P2^T FC3 (Eq. 13), joining the expression
   classification branch to the metric learning branch.
 - :class:`AdaptiveThreshold` is the learned H(f1, f2) = T(f1, f2) - D(f1, f2) (Eq. 5-8).
 
-Only ``keras`` / ``keras.ops``: the layers build and run on the TensorFlow, JAX and torch backends.
+Only ``keras`` / ``keras.ops``: the layers build and run on the TensorFlow and JAX backends
+(``tests/test_backends.py``).  The backbone's convolutional blocks are in :mod:`fer_tf.model.blocks`.
 """
 
 from __future__ import annotations
@@ -16,29 +14,6 @@ import keras
 from keras import layers, ops
 
 PACKAGE = "fer_tf"
-
-
-def conv_prelu(x, filters, kernel_size, strides=1, batch_norm=True, name=None):
-    """Convolution -> (batch norm) -> per-channel PReLU."""
-    x = layers.Conv2D(
-        filters, kernel_size, strides=strides, padding="same", use_bias=not batch_norm,
-        kernel_initializer="he_normal", name=f"{name}_conv",
-    )(x)
-    if batch_norm:
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    return layers.PReLU(shared_axes=[1, 2], name=f"{name}_prelu")(x)
-
-
-def inception_block(x, b1, b3_reduce, b3, b5_reduce, b5, pool_proj, batch_norm=True, name="inception"):
-    """GoogLeNet-style inception module: 1x1, 1x1->3x3, 1x1->5x5 and 3x3 pool->1x1 branches."""
-    branch1 = conv_prelu(x, b1, 1, batch_norm=batch_norm, name=f"{name}_1x1")
-    branch3 = conv_prelu(x, b3_reduce, 1, batch_norm=batch_norm, name=f"{name}_3x3r")
-    branch3 = conv_prelu(branch3, b3, 3, batch_norm=batch_norm, name=f"{name}_3x3")
-    branch5 = conv_prelu(x, b5_reduce, 1, batch_norm=batch_norm, name=f"{name}_5x5r")
-    branch5 = conv_prelu(branch5, b5, 5, batch_norm=batch_norm, name=f"{name}_5x5")
-    pool = layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)
-    pool = conv_prelu(pool, pool_proj, 1, batch_norm=batch_norm, name=f"{name}_poolproj")
-    return layers.Concatenate(name=f"{name}_concat")([branch1, branch3, branch5, pool])
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -1,7 +1,7 @@
 """Metric-learning losses of Liu et al. (CVPR-W 2017) and the baselines they are compared with.
 
-Backend-agnostic (``keras.ops`` only: TensorFlow, JAX, torch).  In the manner of
-pytorch-metric-learning a loss is assembled from swappable parts: a distance
+Backend-agnostic (``keras.ops`` only: TensorFlow and JAX, checked by ``tests/test_backends.py``).
+In the manner of pytorch-metric-learning a loss is assembled from swappable parts: a distance
 (:mod:`fer_tf.metric.distances`, default the paper's squared Euclidean ``D``), a positive miner
 (:mod:`fer_tf.metric.mining`, default Algorithm 1; ``miner=None`` keeps every valid positive) and a
 reducer (:mod:`fer_tf.metric.reducers`, default the mean over valid tuples).  The identity-aware
@@ -190,13 +190,14 @@ def n_plus_one_tuple_loss(
 ):
     """(N+1)-tuple loss (Eq. 1), numerically stable.
 
-    Per tuple ``log(1 + sum_j exp(D(a, p) - D(a, n_j) + margin))`` over the valid negatives,
+    Per tuple ``log(1 + sum_j exp(D(a, p) - D(a, n_j) + margin))`` over the valid negatives (the
+    paper's Eq. 1 has this margin, ``tau``; ``margin=0`` is our variation, the plain N-pair form),
     computed as ``logsumexp([0, z_1, ..., z_K])`` (no overflow for large distances); then the
     mean over the tuples.  A tuple without valid negatives scores ``log(1) = 0`` and still counts.
 
     Args:
         anchor: ``[B, d]``; positive: ``[B, d]``; negatives: ``[B, K, d]`` (``K = N - 1``).
-        margin: a margin in units of ``D`` added inside the exponent (0 gives the plain form).
+        margin: ``tau`` of Eq. 1, in units of ``D``, added inside the exponent (0 drops it).
         negative_mask: optional ``[B, K]`` validity mask.
         tuple_mask: optional ``[B]`` mask (an extension of the paper's signature): tuples with 0
             (no valid anchor or positive) are excluded from the mean; 0.0 when no tuple is valid.
@@ -320,7 +321,7 @@ class TupleLoss(keras.losses.Loss):
     averaging reductions (the default "sum_over_batch_size", "mean", "mean_with_sample_weight")
     the value is divided by the number of replicas in sync of the current ``tf.distribute``
     strategy, as Keras' own losses do, so that summing gradients over replicas gives the average
-    of the per-replica means (1 replica, or the JAX/torch backends: no change).  With "sum" or
+    of the per-replica means (1 replica, or the JAX backend: no change).  With "sum" or
     None there is no such scaling.
 
     ``__call__`` is overridden (rather than only ``call``) so that ``y_true`` is not cast to the
@@ -486,8 +487,9 @@ class NPlusOneTupleLoss(TupleLoss):
 
     Args:
         num_positives: ``M`` (>= 2: the anchor and at least one positive column).
-        margin: added inside the exponent, in squared-distance units (default 0.5, as ``tau`` of
-            :class:`NMTupleClustersLoss`; 0.0 gives the plain N-pair form).
+        margin: Eq. 1's ``tau``, added inside the exponent, in squared-distance units (default 0.5,
+            as ``tau`` of :class:`NMTupleClustersLoss`; 0.0, which drops the paper's margin, is
+            our variation: the plain N-pair form).
         **parts: the keyword-only swappable parts ``distance``, ``reducer`` (see
             :class:`TupleLoss`).
     """

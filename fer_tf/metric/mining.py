@@ -11,6 +11,17 @@ dominated by outlying positives:
    keep the positive nearest to ``c+``;
 4. the updated centre is the mean of the kept positives.
 
+Ties in the fallback (beyond the paper)
+    Algorithm 1 keeps "the" nearest positive and does not say what happens when several are equally
+    near.  That is not a corner case: with exactly two valid positives both lie at the same
+    distance from their midpoint ``c+``, so whenever both are beyond the nearest negative, float
+    rounding alone would pick one, that one would become the centre and its pull term would vanish.
+    Our rule: the fallback keeps *every* valid positive whose distance is within a relative
+    ``tie_tolerance`` (default 1e-4) of the smallest, ``D(f+, c+) - D_min <= tie_tolerance * D_min``.
+    Two valid positives beyond the nearest negative are therefore both kept (the centre stays their
+    midpoint and both are pulled towards it); a clear nearest positive is kept alone, as in the
+    paper.  ``tie_tolerance=0`` keeps exact ties only.
+
 Miners work at embedding level on gathered tuples and are swappable parts of the losses
 (:mod:`fer_tf.metric.losses`): :class:`OnlinePositiveMiner` is Algorithm 1, :class:`KeepAllPositives`
 (what ``miner=None`` means) keeps every valid positive.  A miner's decision is discrete: no
@@ -28,16 +39,18 @@ gradient.  With no valid negatives every valid positive is kept; with no valid p
 row is all 0 and the centre is 0; the losses ignore such tuples.
 
 Only ``keras.ops`` is used, with static shapes and no data-dependent Python control flow, so the
-miners run on the TensorFlow, JAX and torch backends, eagerly, in ``tf.function``/``jax.jit`` and
-under XLA.
+miners run on the TensorFlow and JAX backends (``tests/test_backends.py``), eagerly, in
+``tf.function``/``jax.jit`` and under XLA.
 """
+
+import inspect
 
 import numpy as np
 from keras import backend, ops, saving
 
 from fer_tf.metric import distances
 from fer_tf.errors import ConfigError
-from fer_tf.metric.parts import Part, resolve
+from fer_tf.metric.parts import Part, registered_class, resolve
 
 __all__ = [
     "PositiveMiner",
@@ -149,10 +162,19 @@ class OnlinePositiveMiner(PositiveMiner):
     Args:
         distance: a :class:`fer_tf.metric.distances.Distance` (or its config dict); default the
             squared Euclidean distance of the paper.
+        tie_tolerance: relative tolerance of the fallback's tie rule (beyond the paper; see the
+            module docstring): when no positive is within ``D*``, every valid positive within
+            ``tie_tolerance * D_min`` of the nearest one's distance ``D_min`` is kept.
+
+    The decision is computed on ``stop_gradient`` copies of the embeddings: it is discrete, so
+    nothing of it needs to be on the gradient tape.
     """
 
-    def __init__(self, distance=None):
+    def __init__(self, distance=None, tie_tolerance=1e-4):
         self.distance = distances.get(distance)
+        self.tie_tolerance = float(tie_tolerance)
+        if not self.tie_tolerance >= 0.0:
+            raise ConfigError(f"tie_tolerance must be >= 0, got {tie_tolerance!r}")
 
     def keep(self, positives, negatives, pmask, nmask):
         positives = ops.stop_gradient(positives)
@@ -172,24 +194,25 @@ class OnlinePositiveMiner(PositiveMiner):
             valid_pos, ops.logical_or(d_pos <= nearest_negative, ops.logical_not(has_negative))
         )
 
-        # Fallback (M* = 0): keep the valid positive nearest to the centre.
-        depth = positives.shape[-2]
-        if depth is None:
-            depth = ops.shape(positives)[-2]
-        nearest = ops.argmin(ops.where(valid_pos, d_pos, ops.full_like(d_pos, _BIG)), axis=-1)
-        fallback = ops.logical_and(ops.one_hot(nearest, depth, dtype="float32") > 0, valid_pos)
+        # Fallback (M* = 0): keep the valid positives nearest to the centre, ties included.
+        nearest = ops.min(ops.where(valid_pos, d_pos, ops.full_like(d_pos, _BIG)), axis=-1, keepdims=True)
+        fallback = ops.logical_and(valid_pos, d_pos - nearest <= self.tie_tolerance * nearest)
         keep = ops.where(ops.any(keep, axis=-1, keepdims=True), keep, fallback)
         return ops.cast(keep, "float32")
 
     def get_config(self):
-        return {"distance": saving.serialize_keras_object(self.distance)}
+        return {"distance": saving.serialize_keras_object(self.distance),
+                "tie_tolerance": self.tie_tolerance}
 
 
 def get(identifier, distance=None):
-    """A :class:`PositiveMiner` from a loss's ``miner`` argument.
+    """A :class:`PositiveMiner` from a loss's ``miner`` argument or ``ModelConfig.miner``.
 
     ``"online"`` gives :class:`OnlinePositiveMiner` with ``distance``; ``None`` (or ``"none"``)
-    gives :class:`KeepAllPositives`; a miner instance or a Keras config dict is used as is.
+    gives :class:`KeepAllPositives`; another string names a registered miner class
+    (``"OnlinePositiveMiner"``, ``"KeepAllPositives"``, or one of your own registered with
+    ``keras.saving.register_keras_serializable``), built with ``distance`` when it takes one; a
+    miner instance or a Keras config dict is used as is.
     """
     if isinstance(identifier, str):
         name = identifier.lower()
@@ -197,7 +220,10 @@ def get(identifier, distance=None):
             return OnlinePositiveMiner(distance)
         if name == "none":
             return KeepAllPositives()
-        raise ConfigError(f"unknown miner {identifier!r}: use 'online', None or a PositiveMiner")
+        cls = registered_class(identifier, PositiveMiner)
+        if "distance" in inspect.signature(cls).parameters:
+            return cls(distance=distance)
+        return cls()
     return resolve(identifier, PositiveMiner, KeepAllPositives)
 
 

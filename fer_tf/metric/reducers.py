@@ -7,7 +7,7 @@ nor its gradient, and a batch without any valid tuple gives exactly 0.0 with a z
 
 :func:`scale_for_replicas` is the ``tf.distribute`` scaling Keras applies to its own losses
 (divide by the number of replicas in sync, so that summing gradients over replicas averages
-them); it is the identity on one replica and on the JAX and torch backends.
+them); it is the identity on one replica and on the JAX backend.
 """
 
 import sys
@@ -43,7 +43,7 @@ class MeanOverValid(Reducer):
 
 def replicas_in_sync():
     """Replicas of the enclosing ``tf.distribute`` strategy: 1 outside one, and always 1 on the JAX
-    and torch backends (``keras.distribution`` hands one loss the whole global batch)."""
+    backend (``keras.distribution`` hands one loss the whole global batch)."""
     if keras.backend.backend() != "tensorflow":
         return 1
     # the TensorFlow backend has loaded TensorFlow already; this module never imports it itself

@@ -19,10 +19,12 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from fer_tf.errors import ConfigError
+from fer_tf.metric import distances, mining, reducers
 from fer_tf.metric import losses as fer_losses
-from fer_tf.metric import reducers
 from fer_tf.config import ModelConfig, to_dict
-from fer_tf.metric.layers import AdaptiveThreshold, ConnectingLayer, conv_prelu, inception_block
+from fer_tf.metric.layers import AdaptiveThreshold, ConnectingLayer
+from fer_tf.model.blocks import conv_prelu, inception_block
 
 PACKAGE = "fer_tf"
 
@@ -50,16 +52,27 @@ def _dense_prelu(x, units, name):
 
 
 def _metric_loss(config: ModelConfig, threshold):
+    """The variant's metric loss with the parts ``config`` names (None for softmax)."""
     if config.variant == "softmax":
         return None
     m = config.num_positives
+    distance = _part("distance", config.distance, distances.get)
+    parts = dict(distance=distance, reducer=_part("reducer", config.reducer, reducers.get))
     if config.variant.endswith("(N+1)"):
-        return fer_losses.NPlusOneTupleLoss(num_positives=m, margin=config.margin)
+        return fer_losses.NPlusOneTupleLoss(num_positives=m, margin=config.margin, **parts)
+    parts["miner"] = _part("miner", config.miner, lambda name: mining.get(name, distance))
     if config.adaptive:
-        return fer_losses.AdaptiveNMTupleClustersLoss(num_positives=m, threshold=threshold)
+        return fer_losses.AdaptiveNMTupleClustersLoss(num_positives=m, threshold=threshold, **parts)
     return fer_losses.NMTupleClustersLoss(
-        num_positives=m, reference_distance=config.reference_distance, margin=config.margin
+        num_positives=m, reference_distance=config.reference_distance, margin=config.margin, **parts
     )
+
+
+def _part(option, name, get):
+    try:
+        return get(name)
+    except ConfigError as exc:
+        raise ConfigError(f"model option {option}: {exc}") from None
 
 
 def query_cross_entropy(labels, probabilities, label_smoothing=0.0, targets=None):

@@ -182,13 +182,19 @@ NOT_PROTOCOL = ("seed", "time_limit_minutes", "checkpoint_every")
 LATER_OPTIONS = ("distill_from", "distill_weight", "distill_temperature", "select_epoch", "swa_epochs",
                  "swa_learning_rate", "init_from")
 _TRAIN_DEFAULTS = defaults(TrainConfig)
+#: Model options added after runs were committed, likewise (the metric loss's parts: at their
+#: defaults, the paper's, they build the loss the runs used).
+MODEL_LATER_OPTIONS = ("miner", "distance", "reducer")
+_MODEL_DEFAULTS = defaults(ModelConfig)
 
 
 def protocol_digest(model_config, train_config, pretrained_digest, data_config):
     """A digest of everything that defines a run except its seed and fold."""
     train = {k: v for k, v in to_dict(train_config).items()
              if k not in NOT_PROTOCOL and not (k in LATER_OPTIONS and v == _TRAIN_DEFAULTS[k])}
-    blob = json.dumps({"version": PROTOCOL_VERSION, "model": to_dict(model_config), "train": train,
+    model = {k: v for k, v in to_dict(model_config).items()
+             if not (k in MODEL_LATER_OPTIONS and v == _MODEL_DEFAULTS[k])}
+    blob = json.dumps({"version": PROTOCOL_VERSION, "model": model, "train": train,
                        "pretrained": pretrained_digest,
                        "data": {k: data_config.get(k) for k in ("format", "folds", "split_seed")}},
                       sort_keys=True, default=str)

@@ -359,9 +359,10 @@ def _readme(data, figures, report, config):
                          f"{c['wins']} / {c['losses']} |")
         lines.append("")
     if data["options"]:
-        lines += ["## Options on vs off: the paper's settings and protocol choices", "",
+        lines += ["## Options on vs off: the paper's settings, our variations and protocol choices", "",
                   "Each row is the variant with one setting changed (the config's `evaluation.options`) "
-                  "against the same variant with this report's defaults, on the runs both have.", "",
+                  "against the same variant with this report's defaults, on the runs both have; `what` "
+                  "says whether the setting is the paper's or a variation of ours.", "",
                   "| variant | option | what | sequence-level | default - option (points) | 95% CI | pairs |",
                   "|---|---|---|---|---|---|---|"]
         for name, o in data["options"].items():
