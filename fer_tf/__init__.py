@@ -11,7 +11,7 @@ def __getattr__(name):
     if name == "Recognizer":
         # deferred: numpy, and LiteRT, Keras or MediaPipe when used; `import fer_tf` (every CLI
         # command, every submodule) stays fast
-        from fer_tf.deploy.inference import Recognizer
+        from fer_tf.deploy.recognizer import Recognizer
 
         return Recognizer
     raise AttributeError(f"module 'fer_tf' has no attribute {name!r}")
