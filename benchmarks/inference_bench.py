@@ -231,8 +231,9 @@ def run(faces, settings, workdir, log=print):
     import cv2
 
     from fer_tf.deploy.export import export_model
-    from fer_tf.deploy.inference import KerasRunner, Recognizer, TFLiteRunner, shipped_model_path
-    from fer_tf.model.saving import build_inference_model
+    from fer_tf.deploy.recognizer import Recognizer, shipped_model_path
+    from fer_tf.deploy.runners import KerasRunner, TFLiteRunner
+    from fer_tf.model.inference_model import build_inference_model
 
     results = {"faces": int(len(faces)), "face_shape": list(faces.shape[1:])}
     workdir = pathlib.Path(workdir)

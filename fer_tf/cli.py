@@ -24,7 +24,6 @@ import importlib
 import os
 import sys
 import warnings
-from importlib.metadata import PackageNotFoundError, version as dist_version
 
 from fer_tf.errors import FerTfError, FerTfWarning
 
@@ -37,6 +36,9 @@ EXIT_INTERRUPTED, EXIT_PIPE_CLOSED = 130, 141
 
 def version():
     """The installed package's version (``setup.cfg``), or "unknown" outside an install."""
+    # deferred: importlib.metadata (email, zipfile, ...) costs more than the rest of --help
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+
     try:
         return dist_version("fer_tf")
     except PackageNotFoundError:
@@ -50,6 +52,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Version(argparse.Action):
+    """``--version``: the version is looked up only when asked for (not for every --help)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser._print_message(f"fer-tf {version()}\n", sys.stdout)
+        parser.exit()
+
+
 def build_parser():
     parser = _Parser(
         prog="fer-tf",
@@ -57,7 +67,7 @@ def build_parser():
         epilog="Exit codes: 0 done, 1 nothing done, 2 usage/input error, 3 some inputs failed, "
                "130 interrupted, 141 output pipe closed.",
     )
-    parser.add_argument("--version", action="version", version=f"fer-tf {version()}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:

@@ -1,4 +1,6 @@
-"""Atomic files: a file holds either its previous content or its complete new content, never a part.
+"""Atomic files, and a silencer for what native code writes to file descriptor 2.
+
+Atomic files: a file holds either its previous content or its complete new content, never a part.
 
 Every writer in fer_tf goes through :func:`atomic_path`: the new content is written to a temporary
 file beside the target (``.tmp-<pid>-<name>``: the same folder, so the rename never crosses
@@ -7,6 +9,9 @@ filesystems; the same suffix, because Keras checks that names end in ``.keras`` 
 POSIX and Windows); the folder is then synced so that the rename survives a power cut. An
 exception, a Ctrl-C included, removes the temporary and leaves the target as it was; what a SIGKILL
 leaves behind is removed by :func:`remove_stale_temporaries`.
+
+:func:`quiet_native_stderr` silences the logs that native libraries (LiteRT, MediaPipe's absl,
+FFmpeg inside OpenCV) write straight to file descriptor 2, which no Python setting reaches.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import sys
 
 #: Temporary files start with this prefix (see :func:`remove_stale_temporaries`).
 TEMPORARY_PREFIX = ".tmp-"
@@ -79,3 +85,33 @@ def remove_stale_temporaries(folder):
     for tmp in pathlib.Path(folder).glob(TEMPORARY_PREFIX + "*"):
         with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def quiet_native_stderr(enabled=True):
+    """Send file descriptor 2 to /dev/null inside the block (``enabled=False``: do nothing).
+
+    Native code logs there directly: LiteRT's "Created TensorFlow Lite XNNPACK delegate", MediaPipe's
+    absl INFO/WARNING lines before logging is initialised, FFmpeg's codec notes. Python's
+    ``sys.stderr`` object is untouched. Does nothing when fd 2 cannot be duplicated (embedded
+    interpreters).
+    """
+    if not enabled:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+        finally:
+            os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -24,7 +24,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "web"))
 
-from fer_tf.deploy.inference import _iou as iou  # noqa: E402  (the box overlap fer-tf predict uses)
+from fer_tf.preprocess.boxes import iou  # noqa: E402  (the box overlap fer-tf predict uses)
 
 
 def photos(datasets):
@@ -63,20 +63,13 @@ def python_faces(paths):
 
 
 def python_crop_of(face, grey):
-    """Python's crop (FaceAligner._crop) of the page's landmarks: the crop's maths alone compared."""
-    from fer_tf.preprocess.align import Face, FaceAligner
+    """Python's crop (align_crop) of the page's landmarks: the crop's maths alone compared."""
+    from fer_tf.preprocess.align import Face, align_crop
 
     pts = np.asarray(face["landmarks"], np.float32)
     f = Face(box=tuple(face["box"]), score=1.0, landmarks=pts, left_eye=np.asarray(face["left_eye"]),
              right_eye=np.asarray(face["right_eye"]))
-    return FaceAligner._crop(_CROPPER, grey, f, 60).image
-
-
-class _Cropper:  # the two attributes FaceAligner._crop reads, without building an aligner
-    from fer_tf.preprocess.align import CROP_OFFSET as crop_offset, CROP_SCALE as crop_scale
-
-
-_CROPPER = _Cropper()
+    return align_crop(grey, f, 60).image
 
 
 def browser_results(items, datasets):

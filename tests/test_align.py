@@ -228,9 +228,9 @@ def _photo(kdef, size, faces, seed=0):
 
 
 def _found(faces, boxes):
-    from fer_tf.preprocess.align import _iou
+    from fer_tf.preprocess.boxes import iou
 
-    return sum(any(_iou(f.box, b) > 0.3 for f in faces) for b in boxes)
+    return sum(any(iou(f.box, b) > 0.3 for f in faces) for b in boxes)
 
 
 @pytest.mark.integration

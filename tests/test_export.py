@@ -13,8 +13,10 @@ keras = pytest.importorskip("keras")
 from fer_tf.model import saving  # noqa: E402
 from fer_tf.data.labels import BASIC7  # noqa: E402
 from fer_tf.errors import ConfigError, ModelFileError  # noqa: E402
-from fer_tf.deploy.export import (DEFAULT_TFLITE, VARIANTS, build_inference_model,  # noqa: E402
-                           choose_default, export_model, parity)
+from fer_tf.deploy.choose import choose_default, parity  # noqa: E402
+from fer_tf.deploy.convert import VARIANTS  # noqa: E402
+from fer_tf.deploy.export import DEFAULT_TFLITE, export_model  # noqa: E402
+from fer_tf.model.inference_model import build_inference_model, check_classifier  # noqa: E402
 
 
 def tiny_ec_model(classes=7, seed=0, input_shape=(48, 48, 1)):
@@ -151,7 +153,7 @@ def test_graph_cleanup_and_xnnpack_coverage(exported):
     """Batch norm is folded into the convolution, the histogram is a builtin segment sum (no one-hot,
     no Flex op), and XNNPACK runs every operation of the network: what falls back to LiteRT's own
     kernels is the preprocessing's (segment sum, cumulative sum, gather, index arithmetic)."""
-    from fer_tf.deploy.export import float_ops, xnnpack_coverage
+    from fer_tf.deploy.convert import float_ops, xnnpack_coverage
 
     out, report, _ = exported
     preprocessing = {"ADD", "CAST", "CUMSUM", "FILL", "GATHER", "GREATER", "MUL", "PACK", "RANGE",
@@ -180,7 +182,7 @@ def test_graph_cleanup_and_xnnpack_coverage(exported):
 
 
 def test_every_variant_runs_in_litert(exported, faces):
-    from fer_tf.deploy.inference import TFLiteRunner
+    from fer_tf.deploy.runners import TFLiteRunner
 
     out, _, _ = exported
     for variant in VARIANTS:
@@ -232,7 +234,7 @@ def test_saved_model_serving_signature(exported, faces):
 def test_inference_keras_loads_in_safe_mode(exported, faces):
     out, _, ec = exported
     model = saving.load_model(out / "inference.keras")
-    assert saving.check_classifier(model) == "face"
+    assert check_classifier(model) == "face"
     x = faces[:3].astype("float32")[..., None]
     np.testing.assert_allclose(model.predict(x, verbose=0),
                                build_inference_model(ec).predict(x, verbose=0), atol=1e-6)

@@ -172,7 +172,10 @@ def test_the_graph_sees_function_level_and_relative_imports(tmp_path):
 #: counts: the command modules keep `fer-tf --help` free of it), directly or through the
 #: module-level imports of the fer_tf module it names.
 HEAVY = {"numpy", "tensorflow", "keras", "jax", "torch", "cv2", "mediapipe", "matplotlib", "PIL",
-         "ai_edge_litert", "skimage", "scipy", "sklearn", "yaml", "grain"}
+         "ai_edge_litert", "skimage", "scipy", "sklearn", "yaml", "grain",
+         # the standard library's, but it imports email, zipfile, csv...: more than the rest of
+         # `fer-tf --help` (cli.version defers it to --version)
+         "importlib.metadata"}
 
 
 def _function_imports(tree):
@@ -204,8 +207,9 @@ def _module_level_imports(modules):
 
 def _heavy(target, top, seen=None):
     """The heavy package ``target`` loads when imported (through fer_tf modules), or None."""
-    if target.split(".")[0] in HEAVY:
-        return target.split(".")[0]
+    for name in (target, target.split(".")[0]):
+        if name in HEAVY:
+            return name
     seen = set() if seen is None else seen
     if target in top and target not in seen:
         seen.add(target)

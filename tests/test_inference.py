@@ -10,11 +10,13 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from fer_tf.deploy import inference  # noqa: E402
+from fer_tf.deploy import recognizer, video  # noqa: E402
 from fer_tf.model import saving
 from fer_tf.data.labels import BASIC7  # noqa: E402
 from fer_tf.errors import ConfigError, ImageError, ModelFileError, NoFaceError  # noqa: E402
-from fer_tf.deploy.inference import Recognizer, annotate  # noqa: E402
+from fer_tf.deploy.annotate import annotate  # noqa: E402
+from fer_tf.deploy.recognizer import Recognizer  # noqa: E402
+from fer_tf.deploy.runners import TFLiteRunner  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -90,6 +92,30 @@ def test_keras_backend_matches_litert(exported, litert, astronaut_png):
             assert abs(face["probabilities"][name] - expected["probabilities"][name]) < 1e-4
 
 
+def test_a_keras_model_is_loaded_and_checked_once(exported, litert, monkeypatch):
+    """Recognizer opens a Keras model in one pass: check_classifier runs once per model, whether
+    the model comes as a .keras file, an EC network or a JointModel."""
+    from fer_tf.model import inference_model
+    from fer_tf.model.network import build_model
+
+    out, ec = exported
+    checked = []
+    real = inference_model.check_classifier
+
+    def counting(model, *args, **kwargs):
+        checked.append(getattr(model, "name", model))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(inference_model, "check_classifier", counting)
+    joint = build_model(labels=BASIC7)
+    for model in (out / "inference.keras", ec, joint):
+        checked.clear()
+        rec = Recognizer(model, labels=None if model is joint else BASIC7, aligner=litert.aligner)
+        assert rec.backend == "keras" and rec.labels == BASIC7
+        assert len(checked) == 1, (model, checked)
+        assert rec.probabilities(np.zeros((2, 60, 60), np.uint8)).shape == (2, 7)
+
+
 def test_predict_faces_is_batched_and_consistent(litert):
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (5, 60, 60), dtype=np.uint8)
@@ -116,7 +142,7 @@ def test_no_face(litert, tmp_path):
 
 def test_model_choice_errors(tmp_path, exported, monkeypatch):
     out, ec = exported
-    monkeypatch.setattr(inference, "shipped_model_path", lambda: tmp_path / "none.tflite")
+    monkeypatch.setattr(recognizer, "shipped_model_path", lambda: tmp_path / "none.tflite")
     with pytest.raises(ModelFileError, match="shipped model"):
         Recognizer()
     with pytest.raises(ConfigError, match="LiteRT backend needs a .tflite"):
@@ -203,7 +229,7 @@ def test_litert_path_does_not_import_tensorflow(exported, astronaut_png):
     out, _ = exported
     code = (
         "import sys\n"
-        "from fer_tf.deploy.inference import Recognizer\n"
+        "from fer_tf.deploy.recognizer import Recognizer\n"
         f"r = Recognizer({str(out / 'model_fp32.tflite')!r})\n"
         f"assert r.predict_path({str(astronaut_png)!r})['faces']\n"
         "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
@@ -217,8 +243,10 @@ def test_litert_path_does_not_import_tensorflow(exported, astronaut_png):
 
 def test_shipped_model_says_happiness(astronaut):
     """The shipped model (saved_models/fer_tf_basic7.tflite) sees a smile on the astronaut."""
-    if not inference.shipped_model_path().is_file():
-        pytest.skip(f"shipped model {inference.SHIPPED_MODEL} not there yet")
+    # the package finds the model the repository ships (a wrong path would skip, not fail, here)
+    assert recognizer.shipped_model_path() == REPO / recognizer.SHIPPED_MODEL
+    if not recognizer.shipped_model_path().is_file():
+        pytest.skip(f"shipped model {recognizer.SHIPPED_MODEL} not there yet")
     with Recognizer() as rec:
         assert rec.labels == BASIC7
         (face,) = rec.predict(astronaut)["faces"]
@@ -306,25 +334,25 @@ def test_open_video_streams_one_frame_at_a_time(exported, astronaut, tmp_path):
 
 
 def test_video_codecs():
-    assert inference.video_codec("a.webm") == ("VP80", None)
-    fourcc, note = inference.video_codec("a.avi")
+    assert video.video_codec("a.webm") == ("VP80", None)
+    fourcc, note = video.video_codec("a.avi")
     assert fourcc == "MJPG" and "browsers do not play" in note
-    fourcc, note = inference.video_codec("a.mp4")
+    fourcc, note = video.video_codec("a.mp4")
     assert (fourcc, note is None) in (("avc1", True), ("mp4v", False))
-    assert inference.can_encode("VP80")  # the pinned opencv-contrib-python writes VP8
-    assert inference.browser_video_suffix() == (".mp4" if fourcc == "avc1" else ".webm")
+    assert video.can_encode("VP80")  # the pinned opencv-contrib-python writes VP8
+    assert video.browser_video_suffix() == (".mp4" if fourcc == "avc1" else ".webm")
     with pytest.raises(ConfigError, match="unknown video suffix"):
-        inference.video_codec("a.gif")
+        video.video_codec("a.gif")
 
 
 def test_litert_runner_keeps_single_faces_on_an_unresized_interpreter(exported):
     """Single faces and small groups never re-plan XNNPACK (a resize costs milliseconds); large
     sets run in batches on a second interpreter, with the same probabilities."""
     out, _ = exported
-    runner = inference.TFLiteRunner(out / "model_fp32.tflite", num_threads=1)
+    runner = TFLiteRunner(out / "model_fp32.tflite", num_threads=1)
     faces = np.random.default_rng(0).integers(0, 256, (20, 60, 60), dtype=np.uint8)
     one_by_one = np.concatenate([runner(face[None]) for face in faces])
-    small = runner(faces[:inference.TFLiteRunner.BATCH_FROM - 1])
+    small = runner(faces[:TFLiteRunner.BATCH_FROM - 1])
     assert runner._batch == 1 and runner._batch_runner is None
     batched = runner(faces, max_batch=16)
     assert runner._batch == 1 and runner._batch_runner._batch == 4  # 16 + 4
@@ -356,8 +384,8 @@ def test_detection_engines_find_the_same_face(exported, astronaut):
             results[engine] = rec.predict(astronaut)["faces"]
             assert rec.aligner.engine == engine
     (a,), (b,) = results["litert"], results["mediapipe"]
-    from fer_tf.preprocess.align import _iou
+    from fer_tf.preprocess.boxes import iou
 
-    assert _iou(a["box"], b["box"]) > 0.7  # the detector's box, seen at another scale
+    assert iou(a["box"], b["box"]) > 0.7  # the detector's box, seen at another scale
     with pytest.raises(ConfigError, match="detection engine"):
         Recognizer(out / "model_fp32.tflite", engine="opencv")

@@ -418,7 +418,7 @@ def test_jsonl_streams_images_frames_and_errors(capsys, model, files, tmp_path):
 def test_timeline_and_annotated_video(capsys, model, files, tmp_path):
     import cv2
 
-    from fer_tf.deploy.inference import browser_video_suffix
+    from fer_tf.deploy.video import browser_video_suffix
 
     video = _clip(files, tmp_path / "clip.avi", frames=5)
     out = tmp_path / "out"
@@ -440,9 +440,9 @@ def test_timeline_and_annotated_video(capsys, model, files, tmp_path):
 
 
 def test_mp4_without_h264_says_so(capsys, model, files, tmp_path, monkeypatch):
-    from fer_tf.deploy import inference
+    from fer_tf.deploy import video
 
-    monkeypatch.setattr(inference, "can_encode", lambda fourcc: False)
+    monkeypatch.setattr(video, "can_encode", lambda fourcc: False)
     video = _clip(files, tmp_path / "clip.avi", frames=2)
     code, _, err = run(capsys, video, "--model", model, "--annotate", tmp_path / "a.mp4")
     assert code == 0

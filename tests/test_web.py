@@ -14,6 +14,8 @@ import sys
 import numpy as np
 import pytest
 
+from fer_tf.preprocess.boxes import iou  # the box overlap fer-tf predict tracks faces with
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "web"))
 
@@ -72,12 +74,6 @@ def session(playwright, site):
             s.close()
 
 
-def _iou(a, b):
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
-
-
 def _shot(s, name):
     SCREENS.mkdir(parents=True, exist_ok=True)
     s.page.screenshot(path=str(SCREENS / f"{name}.png"))
@@ -85,7 +81,7 @@ def _shot(s, name):
 
 @pytest.fixture(scope="module")
 def python_recognizer():
-    from fer_tf.deploy.inference import Recognizer
+    from fer_tf.deploy.recognizer import Recognizer
 
     with Recognizer() as r:
         yield r
@@ -144,7 +140,7 @@ def test_image_hook_matches_python(session, site, python_recognizer):
         assert list(faces[0]["probabilities"]) == list(expected[0]["probabilities"])
         assert abs(sum(faces[0]["probabilities"].values()) - 1) < 1e-3
         # the detectors run at other scales than Python's scan (web/README.md): boxes differ a little
-        assert _iou(faces[0]["box"], expected[0]["box"]) > 0.7, (faces[0]["box"], expected[0]["box"])
+        assert iou(faces[0]["box"], expected[0]["box"]) > 0.7, (faces[0]["box"], expected[0]["box"])
     _shot(s, "image_hook")
 
 
@@ -165,7 +161,7 @@ def test_camera_from_a_y4m_of_real_faces(session, site, tmp_path, python_recogni
     assert s.state() == "camera"
     faces = s.results()
     assert len(faces) == 1 and faces[0]["expression"] == expected[0]["expression"] == "happiness"
-    assert _iou(faces[0]["box"], expected[0]["box"]) > 0.7
+    assert iou(faces[0]["box"], expected[0]["box"]) > 0.7
     timing = json.loads(s.page.get_attribute("#timing", "data-json"))
     assert len(timing["frame"]) >= 5 and all(t > 0 for t in timing["detection"])
     _shot(s, "camera")

@@ -53,6 +53,7 @@ import re
 import sys
 
 from fer_tf.errors import ConfigError, FerTfError, ImageError, OutputError
+from fer_tf.files import atomic_path
 from fer_tf.progress import Bar
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
@@ -280,7 +281,7 @@ def plan_outputs(items, args):
             for (path, kind, _), name in zip(todo, names):
                 if kind == "video":
                     if video_suffix is None:
-                        from fer_tf.deploy.inference import browser_video_suffix  # deferred: numpy, OpenCV
+                        from fer_tf.deploy.video import browser_video_suffix  # deferred: numpy, OpenCV
 
                         video_suffix = browser_video_suffix()
                     target = out / f"{name}_annotated{video_suffix}"
@@ -342,13 +343,8 @@ def _save_image(rgb, target, overwrite):
     fmt = Image.registered_extensions().get(target.suffix.lower(), "PNG")
     image = Image.fromarray(rgb)
     if overwrite:
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(target) as tmp:
             image.save(tmp, format=fmt)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
     else:
         with open(target, "xb") as f:
             image.save(f, format=fmt)
@@ -380,35 +376,6 @@ class _CsvOut:
     def close(self):
         if self.own:
             self.file.close()
-
-
-def plot_timeline(target, path, labels, times, probabilities, unit):
-    """Save a plot of each label's probability (the tracked face, averaged over --window
-    frames) against time; gaps are frames without a face."""
-    # deferred: matplotlib (about 0.3 s to import) and numpy, only for --timeline
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # (after choosing the non-interactive backend)
-    import numpy as np
-
-    probs = np.asarray(probabilities, dtype=float).reshape(-1, len(labels))
-    fig, ax = plt.subplots(figsize=(min(16.0, 6.0 + len(times) / 200.0), 4.0), dpi=100)
-    for j, name in enumerate(labels):
-        ax.plot(times, probs[:, j], label=name, linewidth=1.2)
-    ax.set_xlabel("time (s)" if unit == "s" else "frame")
-    ax.set_ylabel("probability")
-    ax.set_ylim(-0.02, 1.02)
-    if len(times):
-        ax.set_xlim(times[0], max(times[-1], times[0] + 1e-6))
-    ax.set_title(f"{pathlib.Path(path).name}: expressions of the largest face")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    try:
-        fig.savefig(target)
-    finally:
-        plt.close(fig)
 
 
 # -- text -----------------------------------------------------------------------------------------
@@ -465,7 +432,9 @@ def run(args):
     plan = plan_outputs(items, args)
     recognizer = annotate = csv_out = None
     if todo:
-        from fer_tf.deploy.inference import Recognizer, annotate  # deferred: numpy, LiteRT, MediaPipe
+        # deferred: numpy, LiteRT, MediaPipe
+        from fer_tf.deploy.annotate import annotate
+        from fer_tf.deploy.recognizer import Recognizer
 
         recognizer = Recognizer(args.model, backend=args.backend, window=args.window,
                                 num_threads=args.threads, max_faces=args.max_faces,
@@ -596,8 +565,10 @@ def _video(recognizer, path, args, outputs, csv_out, out, note, bar):
                        f"{args.max_faces} largest were kept (--max-faces)")
         fps = stream.fps or None
     if "timeline" in outputs and summary["frames_with_face"]:
-        plot_timeline(outputs["timeline"], path, recognizer.labels, times, probs,
-                      "s" if fps else "frame")
+        from fer_tf.research import plots  # deferred: matplotlib (about 0.3 s), only for --timeline
+
+        plots.expression_timeline(outputs["timeline"], path, recognizer.labels, times, probs,
+                                  "s" if fps else "frame")
     if not summary["frames_with_face"]:
         raise _NoFaceInVideo(path, summary["frames"])
     entry = {"path": str(path), "fps": fps}

@@ -19,50 +19,8 @@ probabilities. Only the EC branch is exported; the metric-learning branch is a t
     export_report.json      sizes, conversion notes, parity, latency and XNNPACK coverage of
                             every variant, and which one is the default and why
 
-All TFLite files are converted FROM the SavedModel with ``tf.lite.TFLiteConverter.from_saved_model``
-using TFLite builtin operations only (no ``SELECT_TF_OPS``, no custom ops), so that the standalone
-``ai_edge_litert`` runtime runs them.
-
-Graph cleanup is the converter's: batch normalisation is folded into the convolutions (no MUL or
-ADD is left in the network), dropout disappears, constants are folded. What the variants differ in:
-
-- the preprocessing counts grey levels with ``UNSORTED_SEGMENT_SUM`` (``FacePreprocessing``'s
-  ``histogram="segment_flat"``; about 0.03 ms per face, against 1.4 ms for the one-hot count of
-  earlier exports);
-- ``dynamic``: int8 weights; XNNPACK quantises each layer's input on the fly (per face) and runs
-  int8 kernels, which on x86 with VNNI is several times faster than ``fp32``, and the per-face
-  scales keep the top-1 class of almost every face;
-- ``int8``: fixed activation scales from calibration (below).
-
-int8 variant: the EC network's weights and activations are int8, calibrated with a representative
-dataset of faces (training images). Everything but the preprocessing runs on XNNPACK. Three things
-stay float32, by design:
-
-- the **input and output**: the converter adds a quantize op after the input and a dequantize op
-  before the output, so every variant, int8 included, is fed ``[B, 60, 60, 1]`` float32 pixels and
-  returns float32 probabilities;
-- the **preprocessing** (``FacePreprocessing``, layer ``face_preprocessing``): histogram
-  equalisation, plane fit and z-normalisation lose too much in int8 (on an untrained 2B(N+M) model
-  the top-1 agreement with Keras fell to 17%, against 98.5% with float preprocessing). It is kept
-  float with selective quantisation (``tf.lite.experimental.QuantizationDebugger`` with the
-  preprocessing's operations denylisted);
-- ``PRELU`` and ``SOFTMAX`` (:data:`INT8_FLOAT_OPS`): XNNPACK has no int8 PReLU, so int8 PReLUs
-  fall back to LiteRT's own kernels and cut the graph into one XNNPACK partition per layer (1.9 ms
-  per face instead of 0.36 ms); in float32 they run inside XNNPACK between a dequantize and a
-  quantize. An int8 softmax rounds probabilities to steps of 1/256, which ties close classes.
-
-If selective quantisation fails, the whole model is quantised: first asking for int8 kernels only
-(``TFLITE_BUILTINS_INT8``), then, if some operation has no int8 kernel, letting those operations run
-in float32. The sidecar's ``quantization`` and ``float_ops`` keys and the report's ``note`` say what
-was done.
-
-The default, ``model.tflite``: every variant is timed on one face per call (1 thread, LiteRT's
-default XNNPACK delegate, interleaved so that a busy machine slows all alike) and the fastest whose
-top-1 agreement with Keras on ``parity_faces`` is at least :data:`PARITY_TOP1` is copied, with its
-sidecar (which says which variant it is and why). Variants within :data:`LATENCY_TIE` of the
-fastest count as equally fast, and of those the one closest to Keras is taken (higher agreement,
-then smaller mean probability difference): timing noise alone never trades fidelity for nothing.
-Without parity faces nothing can be checked, and ``fp32`` is the default.
+How each variant is converted: :mod:`fer_tf.deploy.convert`. How the default is chosen:
+:mod:`fer_tf.deploy.choose`.
 """
 
 from __future__ import annotations
@@ -72,68 +30,19 @@ import os
 import pathlib
 import shutil
 import time
-import warnings
 
 import numpy as np
 
-from fer_tf.model import saving
 from fer_tf.data.labels import label_set
+from fer_tf.deploy.choose import choose_default, parity, time_variants
+from fer_tf.deploy.convert import VARIANTS, convert_variant, short_error, xnnpack_coverage
 from fer_tf.errors import ConfigError, ModelFileError
-from fer_tf.files import atomic_write_bytes, atomic_write_text
-from fer_tf.deploy.inference import TFLiteRunner
-from fer_tf.model.saving import build_inference_model  # also public here, as it always was
+from fer_tf.files import atomic_write_bytes, atomic_write_text, quiet_native_stderr
+from fer_tf.model import saving
+from fer_tf.model.inference_model import FACE_SHAPE, build_inference_model, check_classifier
 
-VARIANTS = ("fp32", "float16", "dynamic", "int8")
-
-VARIANT_DESCRIPTIONS = {
-    "fp32": "float32 weights and compute",
-    "float16": "float16 weights (dequantised to float32 at load), float32 compute and io",
-    "dynamic": "dynamic-range quantisation: int8 weights, float32 activations and io",
-    "int8": "int8 network (weights and activations), float32 preprocessing and input/output",
-}
-
-#: At most this many calibration faces are fed to the int8 converter.
-MAX_CALIBRATION = 300
-#: The default model keeps at least this top-1 agreement with the Keras model on the parity faces.
-PARITY_TOP1 = 0.99
-#: Latencies within this fraction of the fastest variant's count as equally fast.
-LATENCY_TIE = 0.05
 #: The default TFLite model's file name in the export folder.
 DEFAULT_TFLITE = "model.tflite"
-
-
-def keras_probabilities(model, faces, batch_size=64):
-    """Probabilities of an inference model (``[B,60,60,1]`` input) on ``faces``, batched."""
-    faces = saving.as_faces(faces)
-    if len(faces) == 0:
-        return np.zeros((0, int(model.outputs[0].shape[-1])), np.float32)
-    return np.asarray(model.predict(faces, batch_size=batch_size, verbose=0), dtype=np.float32)
-
-
-def parity(keras_model, tflite_path, faces, num_threads=None):
-    """Compare a TFLite file with the Keras inference model on ``faces``.
-
-    Returns ``{"top1_agreement": fraction of faces with the same arg-max, "max_abs_prob_diff":
-    largest absolute difference of any probability, "mean_abs_prob_diff": mean of the per-face
-    maxima, "n": number of faces}``.
-    """
-    faces = saving.as_faces(faces)
-    if getattr(keras_model, "inputs", None) and saving.check_classifier(keras_model) != "face":
-        keras_model = build_inference_model(keras_model)
-    expected = keras_probabilities(keras_model, faces)
-    runner = TFLiteRunner(tflite_path, num_threads=num_threads)
-    got = runner(faces)
-    n = len(faces)
-    if n == 0:
-        return {"top1_agreement": float("nan"), "max_abs_prob_diff": float("nan"),
-                "mean_abs_prob_diff": float("nan"), "n": 0}
-    diff = np.abs(expected - got)
-    return {
-        "top1_agreement": float(np.mean(expected.argmax(1) == got.argmax(1))),
-        "max_abs_prob_diff": float(diff.max()),
-        "mean_abs_prob_diff": float(diff.max(axis=1).mean()),
-        "n": int(n),
-    }
 
 
 def _size(path):
@@ -141,285 +50,6 @@ def _size(path):
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
-
-
-def _converter(saved_model_dir):
-    import tensorflow as tf  # deferred: TensorFlow (the converter)
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(
-        str(saved_model_dir), signature_keys=["serving_default"]
-    )
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    converter.allow_custom_ops = False
-    return converter
-
-
-def _representative(calibration_faces):
-    faces = saving.as_faces(calibration_faces)
-
-    def generate():
-        for face in faces:
-            yield [face[None]]
-
-    return generate
-
-
-def _short_error(exc, limit=600):
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-#: Layers the int8 variant keeps in float32: the preprocessing (histogram equalisation, plane fit
-#: and z-normalisation lose too much in int8: on an untrained 2B(N+M) model top-1 agreement with
-#: Keras fell from 98.5% to 17% when they were quantised too).
-KEEP_FLOAT = ("face_preprocessing",)
-#: Operation types the int8 variant keeps in float32 (see the module docstring): XNNPACK has no int8
-#: PRELU, and an int8 SOFTMAX rounds probabilities to steps of 1/256.
-INT8_FLOAT_OPS = ("PRELU", "SOFTMAX")
-
-
-def convert_variant(saved_model_dir, variant, calibration_faces=None, keep_float=KEEP_FLOAT,
-                    fp32_flatbuffer=None, float_op_types=INT8_FLOAT_OPS):
-    """Convert the SavedModel into one TFLite variant; return ``(flatbuffer bytes, info dict)``.
-
-    For ``int8``, operations whose names contain one of ``keep_float``, and operations of the types
-    in ``float_op_types``, stay float32 (selective quantisation with
-    ``tf.lite.experimental.QuantizationDebugger``); ``fp32_flatbuffer`` (the fp32 variant,
-    converted when not given) provides the operation names.
-    """
-    import tensorflow as tf  # deferred: TensorFlow (the converter)
-
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown TFLite variant {variant!r}; use {', '.join(VARIANTS)}")
-    info = {"variant": variant, "description": VARIANT_DESCRIPTIONS[variant],
-            "input_dtype": "float32", "output_dtype": "float32"}
-    converter = _converter(saved_model_dir)
-    if variant == "fp32":
-        info["quantization"] = "none"
-        return converter.convert(), info
-    if variant == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-        info["quantization"] = "float16 weights"
-        return converter.convert(), info
-    if variant == "dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        info["quantization"] = "dynamic range (int8 weights)"
-        return converter.convert(), info
-    # int8: int8 network with float32 io; the preprocessing stays float (see the module docstring)
-    if calibration_faces is None or len(calibration_faces) == 0:
-        raise ConfigError("the int8 variant needs calibration faces (training images)")
-    calibration = saving.as_faces(calibration_faces)[:MAX_CALIBRATION]
-    info["calibration_faces"] = int(len(calibration))
-
-    def int8_converter(strict=True):
-        converter = _converter(saved_model_dir)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative(calibration)
-        if strict:
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        return converter
-
-    flatbuffer = None
-    if keep_float:
-        try:
-            flatbuffer = _selective_int8(int8_converter(), calibration, keep_float,
-                                         fp32_flatbuffer or _converter(saved_model_dir).convert(),
-                                         float_op_types)
-            info["float_layers"] = list(keep_float)
-            info["float_op_types"] = list(float_op_types)
-        except Exception as exc:  # the experimental debugger API failed: quantise everything
-            info["selective_error"] = _short_error(exc)
-    if flatbuffer is None:
-        try:
-            flatbuffer = int8_converter(strict=True).convert()
-        except Exception as exc:  # an op without an int8 kernel
-            info["int8_only_error"] = _short_error(exc)
-            flatbuffer = int8_converter(strict=False).convert()
-    ops = float_ops(flatbuffer)
-    info["float_ops"] = ops
-    if "float_layers" in info:
-        kept = [*keep_float, *float_op_types]
-        info["quantization"] = (
-            f"int8 network (weights and activations); {', '.join(kept)} kept in float32"
-        )
-    elif ops:
-        info["quantization"] = f"int8 weights and activations; float32 kept for {', '.join(ops)}"
-    else:
-        info["quantization"] = "full integer (int8 weights and activations)"
-    return flatbuffer, info
-
-
-def _selective_int8(converter, calibration, keep_float, fp32_flatbuffer, float_op_types=()):
-    """Quantise everything except the operations whose names contain one of ``keep_float`` and
-    the operations of the types in ``float_op_types``."""
-    import tensorflow as tf  # deferred: TensorFlow (the converter)
-    from ai_edge_litert.interpreter import Interpreter  # deferred: the LiteRT runtime
-
-    names = [t["name"] for t in Interpreter(model_content=fp32_flatbuffer).get_tensor_details()]
-    deny = sorted({n for n in names if any(k in n for k in keep_float)})
-    if not deny:
-        raise ValueError(f"no operation named like {list(keep_float)} in the model")
-    options = tf.lite.experimental.QuantizationDebugOptions(
-        denylisted_nodes=deny, denylisted_ops=list(float_op_types) or None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the debugger uses the deprecated tf.lite.Interpreter
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=_representative(calibration[:4]),
-            debug_options=options)
-        return debugger.get_nondebug_quantized_model()
-
-
-def float_ops(model):
-    """Sorted names of the operations of a ``.tflite`` (path or bytes) that compute in float32.
-
-    QUANTIZE / DEQUANTIZE are not counted (they are the int8 model's float32 interface and the
-    boundaries of float islands). Returns ``None`` when the runtime cannot list operations.
-    """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # deferred: LiteRT
-
-    try:
-        kwargs = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else \
-            {"model_path": str(model)}
-        interpreter = Interpreter(
-            **kwargs, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        interpreter.allocate_tensors()
-        tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-        names = set()
-        for op in interpreter._get_ops_details():
-            if op["op_name"] in ("QUANTIZE", "DEQUANTIZE", "SHAPE"):
-                continue
-            ids = [i for i in list(op["inputs"]) + list(op["outputs"]) if i in tensors]
-            if any(tensors[i]["dtype"] == np.float32 for i in ids):
-                names.add(op["op_name"])
-        return sorted(names)
-    except Exception:  # private API; the list is informative only
-        return None
-
-
-def xnnpack_coverage(model, num_threads=1):
-    """What LiteRT's default XNNPACK delegate takes of a ``.tflite`` (path or bytes), batch of 1.
-
-    Returns ``{"partitions": XNNPACK subgraphs, "nodes": operations of the model, "delegated":
-    how many run inside XNNPACK, "fallback_ops": {operation: count} of those that run on LiteRT's
-    own kernels}``, or ``None`` when the runtime cannot list operations (private API). A node runs
-    in XNNPACK when it produces, directly or through other delegated nodes, an output of one of the
-    delegate's partition nodes.
-    """
-    from ai_edge_litert.interpreter import Interpreter  # deferred: LiteRT
-
-    try:
-        kwargs = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else \
-            {"model_path": str(model)}
-        with saving.quiet_native_stderr():
-            interpreter = Interpreter(**kwargs, num_threads=num_threads)
-            detail = interpreter.get_input_details()[0]
-            if list(detail["shape_signature"])[:1] == [-1]:
-                interpreter.resize_tensor_input(detail["index"], [1, *list(detail["shape"])[1:]])
-            interpreter.allocate_tensors()
-        nodes = interpreter._get_ops_details()
-        delegates = [n for n in nodes if n["op_name"] == "DELEGATE"]
-        own = [n for n in nodes if n["op_name"] != "DELEGATE"]
-        producer = {int(t): n["index"] for n in own for t in n["outputs"]}
-        by_index = {n["index"]: n for n in own}
-        inside = set()
-        for partition in delegates:
-            boundary = {int(t) for t in partition["inputs"]}
-            stack, seen = [int(t) for t in partition["outputs"]], set()
-            while stack:
-                tensor = stack.pop()
-                if tensor in seen or tensor in boundary:
-                    continue
-                seen.add(tensor)
-                node = producer.get(tensor)
-                if node is None or node in inside:
-                    continue
-                inside.add(node)
-                stack.extend(int(t) for t in by_index[node]["inputs"] if t >= 0)
-        fallback = {}
-        for n in own:
-            if n["index"] not in inside:
-                fallback[n["op_name"]] = fallback.get(n["op_name"], 0) + 1
-        return {"partitions": len(delegates), "nodes": len(own), "delegated": len(inside),
-                "fallback_ops": dict(sorted(fallback.items()))}
-    except Exception:  # private API; informative only
-        return None
-
-
-#: Single-face calls per timing round and rounds per variant when export times the variants.
-LATENCY_CALLS = 40
-LATENCY_ROUNDS = 5
-
-
-def time_variants(paths, faces, calls=LATENCY_CALLS, rounds=LATENCY_ROUNDS, num_threads=1):
-    """Milliseconds per single-face call of each ``.tflite`` in ``paths`` ({name: path}).
-
-    Each model runs in :class:`~fer_tf.deploy.inference.TFLiteRunner` (``num_threads`` threads, LiteRT's
-    default XNNPACK delegate) on one face per call; the rounds alternate between the models so
-    that a busy machine slows them alike. Returns ``{name: {"median", "min", "max", "rounds",
-    "calls_per_round"}}``: the median (and extremes) over rounds of each round's median call.
-    """
-    faces = saving.as_faces(faces)[:32]
-    runners = {name: TFLiteRunner(path, num_threads=num_threads) for name, path in paths.items()}
-    for runner in runners.values():
-        runner(faces[:1])
-        runner(faces[:1])
-    medians = {name: [] for name in runners}
-    for r in range(rounds):
-        for name, runner in runners.items():
-            times = []
-            for i in range(calls):
-                face = faces[(r * calls + i) % len(faces)][None]
-                start = time.perf_counter()
-                runner(face)
-                times.append(time.perf_counter() - start)
-            medians[name].append(float(np.median(times)) * 1e3)
-    return {name: {"median": float(np.median(v)), "min": float(np.min(v)), "max": float(np.max(v)),
-                   "rounds": int(rounds), "calls_per_round": int(calls)}
-            for name, v in medians.items()}
-
-
-def choose_default(entries, min_top1=PARITY_TOP1, tie=LATENCY_TIE):
-    """``(variant, reason)``: the fastest variant that keeps parity (see the module docstring).
-
-    ``entries`` is ``{variant: entry}`` as in an export report (``status``, ``parity``,
-    ``latency_ms``). Returns ``(None, reason)`` when no variant is usable.
-    """
-    ok = {v: e for v, e in entries.items() if e.get("status") == "ok"}
-    if not ok:
-        return None, "no variant converted"
-    measured = {v: e for v, e in ok.items() if e.get("parity")}
-    if not measured:
-        if "fp32" in ok:
-            return "fp32", "no parity faces: fp32, the variant that needs no check"
-        return None, "no parity faces and no fp32 variant: nothing can be shown to keep parity"
-    keep = {v: e for v, e in measured.items() if e["parity"]["top1_agreement"] >= min_top1}
-    if not keep:
-        return None, (f"no variant keeps top-1 agreement >= {min_top1:.0%} with Keras: "
-                      + ", ".join(f"{v} {e['parity']['top1_agreement']:.1%}"
-                                  for v, e in measured.items()))
-
-    def ms(v):
-        return (keep[v].get("latency_ms") or {}).get("median", float("inf"))
-
-    def fidelity(v):  # higher agreement first, then smaller probability differences
-        par = keep[v]["parity"]
-        return par["top1_agreement"], -par.get("mean_abs_prob_diff", 0.0)
-
-    fastest = min(keep, key=ms)
-    near = [v for v in keep if ms(v) <= ms(fastest) * (1 + tie)]
-    best = max(near, key=lambda v: (*fidelity(v), -ms(v)))
-    dropped = sorted(set(measured) - set(keep))
-    reason = (f"fastest of the variants with top-1 agreement >= {min_top1:.0%}: "
-              + ", ".join(f"{v} {ms(v):.3f} ms ({keep[v]['parity']['top1_agreement']:.1%})"
-                          for v in sorted(keep, key=ms)))
-    if best != fastest:
-        reason += (f"; {best} is within {tie:.0%} of {fastest} and closer to Keras (top-1 agreement, "
-                   f"then mean probability difference)")
-    if dropped:
-        reason += "; below the agreement bar: " + ", ".join(
-            f"{v} {measured[v]['parity']['top1_agreement']:.1%}" for v in dropped)
-    return best, reason
 
 
 def _labels_of(model, labels):
@@ -461,13 +91,15 @@ def export_model(
         raise ConfigError(f"unknown TFLite variants {unknown}; use {', '.join(VARIANTS)}")
     if isinstance(checkpoint_or_model, (str, os.PathLike)):
         source = source or str(checkpoint_or_model)
-        model = saving.load_model(checkpoint_or_model)
+        model = saving.load_model(checkpoint_or_model, check=False)  # checked below, once
+        kind = check_classifier(model, checkpoint_or_model)
         if labels is None and not hasattr(model, "labels"):  # an exported model: labels in its sidecar
             labels = (saving.read_metadata(checkpoint_or_model) or {}).get("labels")
     else:
         model = checkpoint_or_model
+        kind = check_classifier(model)
     labels = _labels_of(model, labels)
-    inference = build_inference_model(model, labels)
+    inference = build_inference_model(model, labels, kind=kind)
 
     out = pathlib.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -490,7 +122,7 @@ def export_model(
         str(sm_dir),
         format="tf_saved_model",
         verbose=False,
-        input_signature=[tf.TensorSpec([None, *saving.FACE_SHAPE], tf.float32, name="face")],
+        input_signature=[tf.TensorSpec([None, *FACE_SHAPE], tf.float32, name="face")],
     )
     saving.write_metadata(sm_dir, labels, source=source, format="tf_saved_model",
                             signature="serving_default")
@@ -507,11 +139,11 @@ def export_model(
             continue
         started = time.perf_counter()
         try:
-            with saving.quiet_native_stderr():  # calibration logs; errors come as exceptions
+            with quiet_native_stderr():  # calibration logs; errors come as exceptions
                 flatbuffer, info = convert_variant(sm_dir, variant, calibration_faces,
                                                    fp32_flatbuffer=fp32_flatbuffer)
         except Exception as exc:
-            entry.update(status="failed", note=_short_error(exc))
+            entry.update(status="failed", note=short_error(exc))
             continue
         atomic_write_bytes(path, flatbuffer)
         if variant == "fp32":

@@ -1,4 +1,7 @@
-"""Model files: the one safe loader, the one atomic saver, and the JSON metadata beside exports.
+"""Model files: the one safe loader, the one atomic saver, LiteRT's loader and the JSON metadata.
+
+This module reads and writes files only; what an inference model is, and how one is built from a
+trained model, is :mod:`fer_tf.model.inference_model`.
 
 :func:`load_model` loads every ``.keras`` file fer_tf reads (training checkpoints, the pretrained
 backbone, exported inference models, the shipped model) in Keras' safe mode; :func:`save_model`
@@ -28,25 +31,17 @@ Each exported artefact ``<dir>/<stem>.<ext>`` (or the ``saved_model/`` folder) h
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import pathlib
-import sys
 import zipfile
 
-import numpy as np
-
 from fer_tf.data.labels import canonical_expression
-from fer_tf.errors import ConfigError, ModelFileError
-from fer_tf.files import atomic_path, atomic_write_text
+from fer_tf.errors import ModelFileError
+from fer_tf.files import atomic_path, atomic_write_text, quiet_native_stderr
+from fer_tf.model import inference_model
+from fer_tf.model.inference_model import FACE_SHAPE, KERAS_ADVICE
 
 FORMAT_VERSION = 1
-
-#: The raw face input of exported / inference models.
-FACE_SHAPE = (60, 60, 1)
-#: The normalised, centre-cropped input of the EC network.
-NETWORK_SHAPE = (48, 48, 1)
 
 INPUT_METADATA = {
     "shape": list(FACE_SHAPE),
@@ -60,10 +55,6 @@ PREPROCESSING = (
     "variance per face, centre crop 60x60 -> 48x48; feed raw grey pixels 0..255 as float32"
 )
 
-_WHAT_TO_DO_KERAS = (
-    "pass a .keras checkpoint written by training (make finetune, make ship) or an inference.keras "
-    "written by `fer-tf export`"
-)
 _WHAT_TO_DO_TFLITE = "pass a .tflite file written by `fer-tf export`"
 
 
@@ -78,7 +69,9 @@ def register_custom_objects():
     from fer_tf.preprocess import normalize  # noqa: F401
 
 
-def _check_file(path, kind_hint):
+def check_model_file(path, kind_hint):
+    """``path`` as a Path, or :class:`ModelFileError` (ending with ``kind_hint``) when it is missing,
+    a folder, unreadable or empty."""
     path = pathlib.Path(path)
     if not path.exists():
         raise ModelFileError(f"{path}: model file not found; {kind_hint}")
@@ -95,14 +88,28 @@ def _check_file(path, kind_hint):
     return path
 
 
-def _shape(tensor_shape):
-    return tuple(None if d is None else int(d) for d in tensor_shape)
+def model_file_kind(path, advice="pass a .tflite or .keras model written by `fer-tf export`"):
+    """``"tflite"`` or ``"keras"``: from the suffix, else from the file's first bytes."""
+    path = pathlib.Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".tflite", ".keras"):
+        return suffix[1:]
+    check_model_file(path, advice)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] == b"TFL3":  # a TFLite flatbuffer's file identifier
+        return "tflite"
+    if head[:2] == b"PK":  # a zip archive, as .keras files are
+        return "keras"
+    raise ModelFileError(
+        f"{path}: not a model file (neither a .tflite flatbuffer nor a .keras archive); {advice}"
+    )
 
 
-def check_keras_file(path, advice=_WHAT_TO_DO_KERAS):
+def check_keras_file(path, advice=KERAS_ADVICE):
     """Raise :class:`ModelFileError` (ending with ``advice``) unless ``path`` is an intact ``.keras``
     archive: missing, empty, unreadable, truncated, corrupt and non-Keras files are refused."""
-    path = _check_file(path, advice)
+    path = check_model_file(path, advice)
     if not zipfile.is_zipfile(path):
         raise ModelFileError(
             f"{path}: not a Keras model file (a .keras file is a zip archive; this one is not, "
@@ -124,41 +131,7 @@ def check_keras_file(path, advice=_WHAT_TO_DO_KERAS):
     return path
 
 
-def check_classifier(model, path="model"):
-    """Check that ``model`` is a face classifier this package can run; return its input kind.
-
-    Returns ``"joint"`` (a JointModel with ``ec_model()``), ``"face"`` (input ``[B,60,60,1]`` raw
-    grey faces: an inference model) or ``"network"`` (input ``[B,48,48,1]`` normalised: an EC
-    network). Raises :class:`ModelFileError` for anything else.
-    """
-    if callable(getattr(model, "ec_model", None)):
-        return "joint"
-    inputs = getattr(model, "inputs", None)
-    if not inputs or len(inputs) != 1:
-        raise ModelFileError(
-            f"{path}: the model has {len(inputs or [])} inputs, expected one grey face input "
-            f"[batch, 60, 60, 1] or [batch, 48, 48, 1]; {_WHAT_TO_DO_KERAS}"
-        )
-    in_shape = _shape(inputs[0].shape)
-    outputs = getattr(model, "outputs", None) or []
-    out_shapes = [_shape(o.shape) for o in outputs]
-    if len(out_shapes) != 1 or len(out_shapes[0]) != 2 or not out_shapes[0][1]:
-        raise ModelFileError(
-            f"{path}: the model's output is {out_shapes}, expected one [batch, classes] tensor of "
-            f"expression probabilities; {_WHAT_TO_DO_KERAS}"
-        )
-    if in_shape[1:] == FACE_SHAPE:
-        return "face"
-    if in_shape[1:] == NETWORK_SHAPE:
-        return "network"
-    raise ModelFileError(
-        f"{path}: the model's input shape is {list(in_shape)}, expected [batch, 60, 60, 1] (raw "
-        f"face) or [batch, 48, 48, 1] (normalised face); this is not a fer_tf expression model; "
-        f"{_WHAT_TO_DO_KERAS}"
-    )
-
-
-def load_model(path, check=True, compile=False, advice=_WHAT_TO_DO_KERAS):
+def load_model(path, check=True, compile=False, advice=KERAS_ADVICE):
     """Load a ``.keras`` file in safe mode: the one loader of fer_tf's Keras files.
 
     Safe mode never runs code from the file: a model holding a ``Lambda`` layer (pickled Python
@@ -167,7 +140,7 @@ def load_model(path, check=True, compile=False, advice=_WHAT_TO_DO_KERAS):
     ``advice`` (what to do), when the file is missing, truncated, corrupt, not a Keras model, unsafe,
     or (with ``check``) not a face classifier of the expected shape.
     """
-    path = _check_file(path, advice)
+    path = check_model_file(path, advice)
     if path.suffix.lower() == ".tflite":
         raise ModelFileError(
             f"{path}: a TFLite model cannot be loaded as a Keras model; use the LiteRT backend "
@@ -196,7 +169,7 @@ def load_model(path, check=True, compile=False, advice=_WHAT_TO_DO_KERAS):
     if not isinstance(model, keras.Model):
         raise ModelFileError(f"{path}: holds a {type(model).__name__}, not a model; {advice}")
     if check:
-        check_classifier(model, path)
+        inference_model.check_classifier(model, path)
     return model
 
 
@@ -211,42 +184,6 @@ def save_model(model, path, extra=None):
                     archive.writestr(name, data)
 
 
-def build_inference_model(model, labels=None, name="fer_tf_inference"):
-    """Wrap an expression classifier into the inference model that export and inference run.
-
-    ``model`` is a JointModel (its ``ec_model()`` is used), an EC network (``[B,48,48,1]``
-    normalised -> ``[B,C]``) or an inference model already (``[B,60,60,1]`` raw face; returned as it
-    is). The result maps ``[B,60,60,1]`` float32 grey faces 0..255 -> ``FacePreprocessing`` -> EC
-    network -> ``[B,C]`` probabilities. Its ``labels`` attribute holds the class names when known
-    (from ``labels`` or the model's own ``labels``).
-    """
-    import keras  # deferred: loads the backend (TensorFlow by default)
-
-    from fer_tf.preprocess.normalize import FacePreprocessing  # deferred with keras
-
-    kind = check_classifier(model)
-    labels = labels if labels is not None else getattr(model, "labels", None)
-    network = model.ec_model() if kind == "joint" else model
-    if kind == "face":
-        inference = model
-    else:
-        if check_classifier(network) != "network":
-            raise ModelFileError(
-                f"the EC network's input is {list(network.inputs[0].shape)}, expected [batch, 48, 48, 1]"
-            )
-        face = keras.Input(FACE_SHAPE, dtype="float32", name="face")
-        # named "face_preprocessing": export keeps this layer in float32 when it quantises
-        x = FacePreprocessing(name="face_preprocessing")(face)
-        inference = keras.Model(face, network(x), name=name)
-    if labels is not None:
-        labels = tuple(str(x) for x in labels)
-        classes = int(inference.outputs[0].shape[-1])
-        if len(labels) != classes:
-            raise ConfigError(f"{len(labels)} labels given for a model with {classes} outputs")
-        object.__setattr__(inference, "labels", labels)
-    return inference
-
-
 # --- TFLite -----------------------------------------------------------------------------------
 
 def _tflite_interpreter_class():
@@ -257,28 +194,6 @@ def _tflite_interpreter_class():
 
         Interpreter = tf.lite.Interpreter
     return Interpreter
-
-
-@contextlib.contextmanager
-def quiet_native_stderr():
-    """Silence what native code writes to file descriptor 2 inside the block (Python's
-    ``sys.stderr`` object is untouched). Does nothing when fd 2 cannot be duplicated."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        yield
-        return
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, 2)
-        finally:
-            os.close(devnull)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _verify_tflite_structure(path):
@@ -339,7 +254,7 @@ def load_tflite(path, num_threads=None, check=True):
     or (with ``check``) a model whose input is not one ``[1|batch, 60, 60, 1]`` face tensor or whose
     output is not ``[batch, classes]``.
     """
-    path = _check_file(path, _WHAT_TO_DO_TFLITE)
+    path = check_model_file(path, _WHAT_TO_DO_TFLITE)
     with open(path, "rb") as f:
         head = f.read(8)
     # A TFLite flatbuffer carries the file identifier "TFL3" at bytes 4..8.
@@ -446,15 +361,3 @@ def read_metadata(path, required=False):
         raise ModelFileError(f"{target}: unknown expression labels {bad}; re-export the model")
     meta["labels"] = canon
     return meta
-
-
-def as_faces(faces):
-    """Faces ``[n,60,60]`` / ``[n,60,60,1]`` (any real dtype, 0..255) -> float32 ``[n,60,60,1]``."""
-    faces = np.asarray(faces)
-    if faces.ndim == 2:
-        faces = faces[None]
-    if faces.ndim == 3:
-        faces = faces[..., None]
-    if faces.ndim != 4 or tuple(faces.shape[1:]) != FACE_SHAPE:
-        raise ValueError(f"faces must be [n, 60, 60] or [n, 60, 60, 1], got {list(faces.shape)}")
-    return np.ascontiguousarray(faces, dtype=np.float32)

@@ -50,7 +50,7 @@ downloaded):
 
 **Engines.** ``engine="mediapipe"`` (the default here, and what the training caches use) runs the
 steps above in MediaPipe's graphs. ``engine="litert"`` (the default of
-:class:`fer_tf.deploy.inference.Recognizer`) runs the same networks directly in LiteRT
+:class:`fer_tf.deploy.recognizer.Recognizer`) runs the same networks directly in LiteRT
 (:mod:`fer_tf.preprocess.face_networks`), without the graphs' per-run overhead, and differs in three
 ways:
 
@@ -75,17 +75,17 @@ process one image at a time, so give each thread (or process) its own aligner.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
-import sys
 
 import numpy as np
 
 from fer_tf.data.images import as_uint8_image
 from fer_tf.errors import NoFaceError
+from fer_tf.files import quiet_native_stderr
 from fer_tf.preprocess import face_networks
+from fer_tf.preprocess.boxes import iou, landmark_box, moved, overlap_small, square_crop, suppress, tile_starts
 
 #: Side of the aligned square, as a multiple of the larger side of the rotated landmarks' box.
 #: Measured so that aligned photo faces have FER2013's median face size (reports/framing; 1.25
@@ -185,116 +185,50 @@ class AlignedFace:
         return self.face.score
 
 
+def align_crop(grey, face, size, crop_scale=CROP_SCALE, crop_offset=CROP_OFFSET):
+    """The aligned ``size`` x ``size`` crop of ``face`` (a :class:`Face`) in the grey uint8 image.
 
-
-def _iou(a, b):
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _overlap_small(a, b):
-    """Intersection over the smaller box's area."""
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    small = min(aw * ah, bw * bh)
-    return ix * iy / small if small > 0 else 0.0
-
-
-def _tile_starts(length, side, stride):
-    """Start offsets of tiles of ``side`` along ``length``, at most ``stride`` apart, the last one
-    flush with the end (a single tile at 0 when the length fits in one)."""
-    if length <= side:
-        return [0]
-    n = int(math.ceil((length - side) / max(stride, 1.0))) + 1
-    return sorted({int(round(v)) for v in np.linspace(0, length - side, n)})
-
-
-def _square_crop(rgb, cx, cy, side, out):
-    """``(crop, scale)``: the square of ``side`` pixels centred on (cx, cy), resampled to ``out``
-    x ``out`` (``scale = out / side``), the image's border replicated outside it. Only the
-    square's region is resampled: a 48 MP photo is never resized whole."""
+    The image is rotated about the landmarks' centre until the eye line is level; the square's side
+    is ``crop_scale`` times the larger side of the rotated landmarks' box, and its centre lies
+    ``crop_offset`` x side above that box's centre (see :data:`CROP_SCALE`, :data:`CROP_OFFSET`).
+    """
     import cv2  # deferred: OpenCV (cache.py imports this module for its constants)
 
-    s = out / side
-    h, w = rgb.shape[:2]
-    x0 = int(min(max(0, math.floor(cx - side / 2.0) - 1), w - 1))
-    y0 = int(min(max(0, math.floor(cy - side / 2.0) - 1), h - 1))
-    x1 = int(max(min(w, math.ceil(cx + side / 2.0) + 2), x0 + 1))
-    y1 = int(max(min(h, math.ceil(cy + side / 2.0) + 2), y0 + 1))
-    region = rgb[y0:y1, x0:x1]
-    # affine map from region to crop (scale + translate)
-    m = np.array([[s, 0, out / 2.0 - s * (cx - x0)], [0, s, out / 2.0 - s * (cy - y0)]],
-                 dtype=np.float64)
-    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    if s < 0.5:  # pre-shrink to avoid aliasing: warpAffine has no area interpolation
-        rh, rw = region.shape[:2]
-        region = cv2.resize(region, (max(1, round(rw * 2 * s)), max(1, round(rh * 2 * s))),
-                            interpolation=cv2.INTER_AREA)
-        m[0, 0] *= rw / region.shape[1]
-        m[1, 1] *= rh / region.shape[0]
-        interp = cv2.INTER_LINEAR
-    crop = cv2.warpAffine(region, m, (out, out), flags=interp, borderMode=cv2.BORDER_REPLICATE)
-    return np.ascontiguousarray(crop), s
-
-
-def _suppress(found, width, height):
-    """Boxes that overlap the image, after non-maximum suppression by score."""
-    found = [f for f in found if f[2] > 1 and f[3] > 1]
-    found = [f for f in found if f[0] < width and f[1] < height and f[0] + f[2] > 0 and f[1] + f[3] > 0]
-    found.sort(key=lambda f: -f[4])
-    kept = []
-    for f in found:
-        if all(_iou(f[:4], k[:4]) < 0.3 and _overlap_small(f[:4], k[:4]) < 0.6 for k in kept):
-            kept.append(f)
-    return kept
-
-
-def _moved(found, scale=1.0, dx=0.0, dy=0.0):
-    """A detection tuple ``(x, y, w, h, score[, keypoints])`` mapped by ``p / scale + (dx, dy)``
-    (``scale`` may be ``(sx, sy)``)."""
-    sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
-    x, y, w, h, score, *keypoints = found
-    out = (x / sx + dx, y / sy + dy, w / sx, h / sy, score)
-    return out + tuple(kp / [sx, sy] + [dx, dy] for kp in keypoints)
-
-
-def _landmark_box(points):
-    x0, y0 = points.min(axis=0)
-    x1, y1 = points.max(axis=0)
-    return (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
-
-
-@contextlib.contextmanager
-def _quiet_stderr(enabled=True):
-    """Send the process's stderr (file descriptor 2) to /dev/null for a moment.
-
-    MediaPipe's C++ code logs INFO/WARNING lines through absl before logging is initialised, which
-    no environment variable silences; they appear when a graph is created and when it first runs.
-    """
-    if not enabled:
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-    except (OSError, ValueError):  # no usable fd 2 (embedded interpreters): just run
-        yield
-        return
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    angle = face.angle
+    pts = face.landmarks.astype(np.float64)
+    centre = pts.mean(axis=0)
+    # rotation that makes the eye line level (cv2 angles are counter-clockwise in image view)
+    rot = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, 1.0)
+    rpts = pts @ rot[:, :2].T + rot[:, 2]
+    x0, y0 = rpts.min(axis=0)
+    x1, y1 = rpts.max(axis=0)
+    side = max(x1 - x0, y1 - y0) * crop_scale
+    side = max(side, 2.0)
+    # the crop's centre: the box's centre, moved up so that the box's centre lies
+    # crop_offset * side below the crop's centre (the eye line is level: up is -y here)
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0 - crop_offset * side
+    # compose: rotate, then move (cx, cy) to the crop centre and scale side -> size
+    s = size / side
+    pre = 1.0
+    src = grey
+    if s < 0.5:  # shrink first with area averaging, then warp at about twice the output size
+        pre = min(1.0, 2.0 * s)
+        src = cv2.resize(grey, None, fx=pre, fy=pre, interpolation=cv2.INTER_AREA)
+    a = np.vstack([rot, [0, 0, 1]])
+    t = np.array([[s, 0, size / 2.0 - s * cx], [0, s, size / 2.0 - s * cy], [0, 0, 1]])
+    p = np.diag([1.0 / pre, 1.0 / pre, 1.0])  # shrunk-image coords -> original coords
+    m = (t @ a @ p)[:2]
+    crop = cv2.warpAffine(src, m, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    # landmarks in crop coordinates
+    full = t @ a
+    lm = pts @ full[:2, :2].T + full[:2, 2]
+    # crop centre in the original image (a rotation about a point: its inverse is closed-form;
+    # np.linalg.inv costs more than the whole warp here)
+    c0 = cv2.invertAffineTransform(rot) @ np.array([cx, cy, 1.0])
+    return AlignedFace(image=np.ascontiguousarray(crop, dtype=np.uint8), face=face, angle=angle,
+                       crop_center=(float(c0[0]), float(c0[1])), crop_side=float(side),
+                       landmarks=lm.astype(np.float32))
 
 
 class FaceAligner:
@@ -360,7 +294,7 @@ class FaceAligner:
                 self.min_detection_confidence,
                 **({} if num_threads is None else {"num_threads": num_threads, "scan_threads": num_threads}))
             return
-        with _quiet_stderr(self.quiet):
+        with quiet_native_stderr(self.quiet):
             import mediapipe as mp  # deferred: MediaPipe loads only when an aligner is made
 
             self._build(mp)
@@ -394,7 +328,7 @@ class FaceAligner:
             return self._nets.detect(image, {"det0": "short", "det1": "full", "scan": "scan"}[name])
         if not self.quiet:
             return graph.process(image)
-        with _quiet_stderr():
+        with quiet_native_stderr():
             return graph.process(image)
 
     # -- lifetime -------------------------------------------------------------------------------
@@ -431,7 +365,7 @@ class FaceAligner:
         """(x, y, w, h, score) of one detector run, mapped by ``p / scale + (dx, dy)``; with the
         ``litert`` engine a sixth element, the detector's keypoints [6, 2], mapped alike."""
         if self._nets is not None:
-            return [_moved((*d.box, d.score, d.keypoints), scale, dx, dy)
+            return [moved((*d.box, d.score, d.keypoints), scale, dx, dy)
                     for d in self._run(graph_name, None, image)]
         h, w = image.shape[:2]
         res = self._run(graph_name, self._detectors[0 if graph_name == "det0" else 1], image)
@@ -503,8 +437,8 @@ class FaceAligner:
         lh, lw = level.shape[:2]
         margin = 0.02 * side
         found = []
-        for y0 in _tile_starts(lh, side, stride):
-            for x0 in _tile_starts(lw, side, stride):
+        for y0 in tile_starts(lh, side, stride):
+            for x0 in tile_starts(lw, side, stride):
                 tile = np.ascontiguousarray(level[y0:y0 + side, x0:x0 + side])
                 th, tw = tile.shape[:2]
                 for box in self._detections(network, tile):
@@ -515,8 +449,8 @@ class FaceAligner:
                             (x0 + tw < lw and bx + bw > tw - margin) or \
                             (y0 + th < lh and by + bh > th - margin):
                         continue
-                    found.append(_moved(box, 1.0, x0, y0))
-        return [_moved(box, k) for box in found]
+                    found.append(moved(box, 1.0, x0, y0))
+        return [moved(box, k) for box in found]
 
     def _scan_boxes(self, rgb):
         """The ``litert`` engine's detection: the short-range network run at the image's own
@@ -561,7 +495,7 @@ class FaceAligner:
         (as :meth:`_second_look`), and its detection there places the landmark network's region
         of interest (as MediaPipe's face mesh places it from its own detector), on the same crop."""
         crop, s, (cx, cy), centre = self._look_crop(rgb, box)
-        seen = [d for d in self._run("det0", None, crop) if _iou(d.box, centre) > 0.3]
+        seen = [d for d in self._run("det0", None, crop) if iou(d.box, centre) > 0.3]
         if not seen:
             return 0.0, None
         best = max(seen, key=lambda d: d.score)
@@ -590,7 +524,7 @@ class FaceAligner:
         x, y, bw, bh = box
         out = LOOK_CROP
         cx, cy = x + bw / 2.0, y + bh / 2.0
-        crop, s = _square_crop(rgb, cx, cy, max(bw, bh) * 2.0, out)
+        crop, s = square_crop(rgb, cx, cy, max(bw, bh) * 2.0, out)
         return crop, s, (cx, cy), (out / 2.0 - bw * s / 2.0, out / 2.0 - bh * s / 2.0, bw * s, bh * s)
 
     def _second_look(self, rgb, box):
@@ -601,9 +535,9 @@ class FaceAligner:
         any crop it is given). Real faces score 0.8-0.95 (all of KDEF and Yale: at least 0.81)."""
         x, y, bw, bh = box
         out = TILE_INPUT
-        crop, s = _square_crop(rgb, x + bw / 2.0, y + bh / 2.0, max(bw, bh) * 2.0, out)
+        crop, s = square_crop(rgb, x + bw / 2.0, y + bh / 2.0, max(bw, bh) * 2.0, out)
         centre = (out / 2.0 - bw * s / 2.0, out / 2.0 - bh * s / 2.0, bw * s, bh * s)
-        return max([score for *b, score in self._detections("det0", crop) if _iou(b, centre) > 0.3],
+        return max([score for *b, score in self._detections("det0", crop) if iou(b, centre) > 0.3],
                    default=0.0)
 
     def _mesh_in_crop(self, rgb, box, scale):
@@ -611,7 +545,7 @@ class FaceAligner:
         x, y, bw, bh = box
         cx, cy = x + bw / 2.0, y + bh / 2.0
         out = 256
-        crop, s = _square_crop(rgb, cx, cy, max(bw, bh) * scale, out)
+        crop, s = square_crop(rgb, cx, cy, max(bw, bh) * scale, out)
         res = self._run("mesh", self._mesh, np.ascontiguousarray(crop))
         if not res.multi_face_landmarks:
             return None
@@ -619,9 +553,9 @@ class FaceAligner:
         for lms in res.multi_face_landmarks:
             pts = np.array([(p.x * out, p.y * out) for p in lms.landmark], dtype=np.float64)
             pts = (pts - [out / 2.0, out / 2.0]) / s + [cx, cy]
-            iou = _iou(_landmark_box(pts), box)
-            if iou > best_iou:
-                best, best_iou = pts, iou
+            overlap = iou(landmark_box(pts), box)
+            if overlap > best_iou:
+                best, best_iou = pts, overlap
         if best is None or best_iou < 0.2:
             return None
         return best
@@ -630,7 +564,7 @@ class FaceAligner:
         if self._full_mesh is None:
             import mediapipe as mp  # deferred: MediaPipe loads only when an aligner is made
 
-            with _quiet_stderr(self.quiet):
+            with quiet_native_stderr(self.quiet):
                 self._full_mesh = mp.solutions.face_mesh.FaceMesh(
                     static_image_mode=True, max_num_faces=FULL_MESH_FACES, refine_landmarks=True,
                     min_detection_confidence=self.min_detection_confidence)
@@ -699,7 +633,7 @@ class FaceAligner:
             work = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=interp)
         fx, fy = work.shape[1] / w, work.shape[0] / h
         work = np.ascontiguousarray(work)
-        whole = _suppress([(bx / fx, by / fy, bw / fx, bh / fy, score)
+        whole = suppress([(bx / fx, by / fy, bw / fx, bh / fy, score)
                            for bx, by, bw, bh, score in self._detect_boxes(work)], w, h)
         # landmarks on the upscaled image for small images (the mesh wants pixels), else on rgb
         mesh_src, m = (work, (fx, fy)) if f > 1 else (rgb, (1.0, 1.0))
@@ -709,18 +643,18 @@ class FaceAligner:
             kept = [box for _, box, _ in faces]  # a rejected whole-image box hides nothing
             search = self._tile_boxes if self._nets is None else self._scan_boxes
             tiled = [t for t in search(rgb)
-                     if all(_iou(t[:4], b) < 0.3 and _overlap_small(t[:4], b) < 0.6 for b in kept)]
-            faces += self._verify(_suppress(tiled, w, h), mesh_src, m, _largest_only)
+                     if all(iou(t[:4], b) < 0.3 and overlap_small(t[:4], b) < 0.6 for b in kept)]
+            faces += self._verify(suppress(tiled, w, h), mesh_src, m, _largest_only)
         if self._nets is not None and not faces:  # litert, when the scan finds no face: the
             # whole-image passes (tight crops: faces that fill the photo, or are cut by its border)
-            cut = _suppress([_moved(d, (fx, fy)) for d in
+            cut = suppress([moved(d, (fx, fy)) for d in
                              self._detections("det0", work) + self._padded_full_range(work)], w, h)
             faces += self._verify(cut, mesh_src, m, _largest_only)
             whole = whole + cut
         boxes = whole + tiled
         if not boxes:
             for pts in self._mesh_full(work, self.max_faces):
-                faces.append((pts / [fx, fy], _landmark_box(pts / [fx, fy]), float("nan")))
+                faces.append((pts / [fx, fy], landmark_box(pts / [fx, fy]), float("nan")))
         result = []
         for pts, box, score in faces:
             # the eye on the image's left when upright: decide by mesh topology, not by x order
@@ -735,45 +669,6 @@ class FaceAligner:
         return result
 
     # -- alignment ------------------------------------------------------------------------------
-    def _crop(self, grey, face, size):
-        import cv2  # deferred: OpenCV (cache.py imports this module for its constants)
-
-        angle = face.angle
-        pts = face.landmarks.astype(np.float64)
-        centre = pts.mean(axis=0)
-        # rotation that makes the eye line level (cv2 angles are counter-clockwise in image view)
-        rot = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, 1.0)
-        rpts = pts @ rot[:, :2].T + rot[:, 2]
-        x0, y0 = rpts.min(axis=0)
-        x1, y1 = rpts.max(axis=0)
-        side = max(x1 - x0, y1 - y0) * self.crop_scale
-        side = max(side, 2.0)
-        # the crop's centre: the box's centre, moved up so that the box's centre lies
-        # crop_offset * side below the crop's centre (the eye line is level: up is -y here)
-        cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0 - self.crop_offset * side
-        # compose: rotate, then move (cx, cy) to the crop centre and scale side -> size
-        s = size / side
-        pre = 1.0
-        src = grey
-        if s < 0.5:  # shrink first with area averaging, then warp at about twice the output size
-            pre = min(1.0, 2.0 * s)
-            src = cv2.resize(grey, None, fx=pre, fy=pre, interpolation=cv2.INTER_AREA)
-        a = np.vstack([rot, [0, 0, 1]])
-        t = np.array([[s, 0, size / 2.0 - s * cx], [0, s, size / 2.0 - s * cy], [0, 0, 1]])
-        p = np.diag([1.0 / pre, 1.0 / pre, 1.0])  # shrunk-image coords -> original coords
-        m = (t @ a @ p)[:2]
-        crop = cv2.warpAffine(src, m, (size, size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-        # landmarks in crop coordinates
-        full = t @ a
-        lm = pts @ full[:2, :2].T + full[:2, 2]
-        # crop centre in the original image (a rotation about a point: its inverse is closed-form;
-        # np.linalg.inv costs more than the whole warp here)
-        c0 = cv2.invertAffineTransform(rot) @ np.array([cx, cy, 1.0])
-        return AlignedFace(image=np.ascontiguousarray(crop, dtype=np.uint8), face=face, angle=angle,
-                           crop_center=(float(c0[0]), float(c0[1])), crop_side=float(side),
-                           landmarks=lm.astype(np.float32))
-
     def align(self, image, size=60, label="image"):
         """Align the largest face in ``image`` to a ``size`` x ``size`` uint8 grey crop.
 
@@ -793,4 +688,4 @@ class FaceAligner:
             raise NoFaceError(label)
         if _largest_only:
             faces = faces[:1]
-        return [self._crop(grey, f, int(size)) for f in faces]
+        return [align_crop(grey, f, int(size), self.crop_scale, self.crop_offset) for f in faces]

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +38,7 @@ from fer_tf.data.cache_format import CACHE_KIND, CACHE_VERSION, CHUNK_DIR, FACES
 from fer_tf.data.images import load_image, load_image_rgb
 from fer_tf.data.readers import read_dataset
 from fer_tf.errors import DatasetError, ImageError
+from fer_tf.files import atomic_write, atomic_write_text, remove_stale_temporaries
 from fer_tf.preprocess.align import CROP_OFFSET, CROP_SCALE, FaceAligner
 
 #: Datasets whose images are already tight face crops: resized, never detected.
@@ -217,34 +216,8 @@ def prepare_faces(table, align=None, size=60, progress=True, aligner=None):
 # -- the on-disk cache ------------------------------------------------------------------------
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write_bytes(path, write):
-    """Call ``write(fileobj)`` on a temp file next to ``path``, then os.replace it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; use the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _atomic_json(path, obj):
-    data = json.dumps(obj, indent=1, sort_keys=False).encode("utf-8")
-    _atomic_write_bytes(path, lambda f: f.write(data))
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False))
 
 
 def _settings(root, fmt, options, mode, size, chunk_size):
@@ -289,7 +262,7 @@ def _load_chunk(path, size):
 
 
 def _save_chunk(path, faces, index, skipped):
-    _atomic_write_bytes(path, lambda f: np.savez(f, faces=faces, index=index,
+    atomic_write(path, lambda f: np.savez(f, faces=faces, index=index,
                                                  skipped=np.array(json.dumps(skipped))))
 
 
@@ -348,6 +321,8 @@ def build_cache(root, fmt, output, align=None, size=60, chunk_size=512, options=
     table, reader_skipped = read_dataset(root, fmt, return_skipped=True, **(options or {}))
     chunk_dir = output / CHUNK_DIR
     chunk_dir.mkdir(exist_ok=True)
+    for folder in (output, chunk_dir):  # what a killed run was writing
+        remove_stale_temporaries(folder)
     fingerprint = _fingerprint(settings, table)
     state_path = chunk_dir / "state.json"
     state = None
@@ -387,7 +362,7 @@ def build_cache(root, fmt, output, align=None, size=60, chunk_size=512, options=
     skipped = list(reader_skipped) + [s for p in parts for s in p[2]]
     kept = table.take(index)
     rows = [{k: (int(v) if k == "frame" else str(v)) for k, v in r.items()} for r in kept.rows()]
-    _atomic_write_bytes(output / FACES, lambda f: np.savez(f, faces=faces))
+    atomic_write(output / FACES, lambda f: np.savez(f, faces=faces))
     manifest = {
         "kind": CACHE_KIND,
         "version": CACHE_VERSION,

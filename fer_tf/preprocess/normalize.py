@@ -166,9 +166,10 @@ def normalize_faces_numpy(x):
     return out.reshape(x.shape)
 
 
-def _as_nhwc(x):
-    """-> (tensor [B, H, W, C], restore function)."""
-    x = ops.convert_to_tensor(x)
+def _as_nhwc(x, keep_numpy=False):
+    """-> (tensor [B, H, W, C], restore function); a NumPy array stays one with ``keep_numpy``."""
+    if not (keep_numpy and isinstance(x, np.ndarray)):
+        x = ops.convert_to_tensor(x)
     rank = len(x.shape)
     if rank == 2:  # [H, W]
         return x[None, :, :, None], lambda y: y[0, :, :, 0]
@@ -182,8 +183,12 @@ def _as_nhwc(x):
 
 
 def center_crop(x, size=CROP_SIZE):
-    """Central ``size`` x ``size`` crop of ``[H,W]``, ``[H,W,1]``, ``[B,H,W]`` or ``[B,H,W,1]``."""
-    x4, restore = _as_nhwc(x)
+    """Central ``size`` x ``size`` crop of ``[H,W]``, ``[H,W,1]``, ``[B,H,W]`` or ``[B,H,W,1]``.
+
+    The one centre crop of fer_tf: a NumPy array gives a NumPy view (feeders without TensorFlow),
+    anything else a backend tensor (inside the model, tf.data).
+    """
+    x4, restore = _as_nhwc(x, keep_numpy=True)
     h, w = int(x4.shape[1]), int(x4.shape[2])
     if size > h or size > w:
         raise ValueError(f"cannot crop {size}x{size} from {h}x{w} faces")

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from fer_tf.files import atomic_path  # noqa: E402
+
 
 def _save(fig, path):
     path = pathlib.Path(path)
@@ -99,3 +101,27 @@ def embedding_scatter(points, expression, subject, path, title="test features"):
         if len(names) <= 10:
             ax.legend(fontsize=7, markerscale=2)
     return _save(fig, path)
+
+
+def expression_timeline(target, video, labels, times, probabilities, unit):
+    """``fer-tf predict --timeline``: each label's probability (the tracked face, averaged over
+    --window frames) against time (``unit`` "s") or frame number; gaps are frames without a face.
+    Written atomically to ``target``; the title names the ``video``."""
+    probs = np.asarray(probabilities, dtype=float).reshape(-1, len(labels))
+    fig, ax = plt.subplots(figsize=(min(16.0, 6.0 + len(times) / 200.0), 4.0), dpi=100)
+    for j, name in enumerate(labels):
+        ax.plot(times, probs[:, j], label=name, linewidth=1.2)
+    ax.set_xlabel("time (s)" if unit == "s" else "frame")
+    ax.set_ylabel("probability")
+    ax.set_ylim(-0.02, 1.02)
+    if len(times):
+        ax.set_xlim(times[0], max(times[-1], times[0] + 1e-6))
+    ax.set_title(f"{pathlib.Path(video).name}: expressions of the largest face")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    try:
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)

@@ -48,13 +48,11 @@ import contextlib
 import json
 import math
 import os
+import pathlib
 
 from fer_tf.training import loop
 from fer_tf.errors import ConfigError, DatasetError
 from fer_tf.data.sampling import IdentitySampler, index_batch_dataset
-from fer_tf.data.sampling import to_global_indices  # noqa: F401  (public here too)
-# the strategy helpers of loop.fit, public here too
-from fer_tf.training.loop import keras_multi_worker_fix, worker_info, worker_workdir  # noqa: F401
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -267,6 +265,82 @@ def distributed_identity_dataset(strategy, table, faces, labels, mode="in_batch"
 # ----------------------------------------------------------------------------------------------
 
 
+def worker_info(strategy=None):
+    """``(task_type, task_id, is_chief)`` of this process (``("worker", 0, True)`` when alone)."""
+    resolver = getattr(getattr(strategy, "cluster_resolver", None), "task_type", None)
+    if strategy is None or resolver is None:
+        return "worker", 0, True
+    task_type = strategy.cluster_resolver.task_type
+    task_id = int(strategy.cluster_resolver.task_id or 0)
+    is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0)
+    return task_type, task_id, is_chief
+
+
+def worker_workdir(workdir, strategy=None):
+    """Where this worker writes checkpoints: ``workdir`` on the chief, a private folder elsewhere.
+
+    Every worker has to run the same saving code (collective variable reads), but only the chief's
+    files are the run's checkpoint; the others write into ``workdir/.workers/<type>-<id>``.
+    """
+    if workdir is None:
+        return None
+    task_type, task_id, chief = worker_info(strategy)
+    if chief:
+        return pathlib.Path(workdir)
+    return pathlib.Path(workdir) / ".workers" / f"{task_type}-{task_id}"
+
+
+@contextlib.contextmanager
+def keras_multi_worker_fix(strategy):
+    """Work around two places where Keras 3's ``fit`` fails under ``MultiWorkerMirroredStrategy``.
+
+    Before training, Keras (3.15) takes one distributed batch and all-reduces it with
+    ``strategy.reduce("MEAN", batch)`` only to learn the input shapes for its symbolic build; the
+    collective implementation cannot reduce that nested structure and ``fit`` fails with "Attempt
+    to convert a value (PerReplica...) to a Tensor" (keras-team/keras#20585). Only the shapes
+    matter, so inside this context the build uses this worker's first local replica's batch
+    instead. No effect for other strategies.
+    """
+    import tensorflow as tf  # only under tf.distribute, i.e. the TensorFlow backend
+    from keras import tree
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        yield
+        return
+    from keras.src.backend.tensorflow import trainer as tf_trainer  # imports TensorFlow
+
+    TensorFlowTrainer = tf_trainer.TensorFlowTrainer
+    original = TensorFlowTrainer._maybe_symbolic_build
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original_reduce(values, strategy, reduction)
+
+    def local_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None:
+            return None
+        if iterator is not None and data_batch is None:
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tree.map_structure(
+                    lambda v: (self.distribute_strategy.experimental_local_results(v)[0]
+                               if isinstance(v, tf.distribute.DistributedValues) else v), batch)
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+        return None
+
+    TensorFlowTrainer._maybe_symbolic_build = local_symbolic_build
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        yield
+    finally:
+        TensorFlowTrainer._maybe_symbolic_build = original
+        tf_trainer.reduce_per_replica = original_reduce
+
+
 def scope(strategy):
     """``strategy.scope()``, or a no-op context for ``None``."""
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
@@ -280,9 +354,13 @@ def fit(build_model, make_train_dataset, config, steps_per_epoch, strategy=None,
     compiling, restoring a checkpoint and ``model.fit`` run there too. ``make_train_dataset``
     receives the start epoch and returns a ``tf.data.Dataset`` of global batches (e.g.
     :func:`replica_identity_dataset`) or a distributed dataset (:func:`distributed_identity_dataset`).
-    Other keyword arguments go to :func:`fer_tf.training.loop.fit`.
+    Other keyword arguments go to :func:`fer_tf.training.loop.fit`. Only the chief worker writes
+    checkpoints into ``workdir`` (see :func:`worker_workdir`).
     """
     with scope(strategy):
         model = build_model()
-    return loop.fit(model, make_train_dataset, config, steps_per_epoch, workdir=workdir,
-                        strategy=strategy, **kwargs)
+    if strategy is None:
+        return loop.fit(model, make_train_dataset, config, steps_per_epoch, workdir=workdir, **kwargs)
+    with strategy.scope(), keras_multi_worker_fix(strategy):
+        return loop.fit(model, make_train_dataset, config, steps_per_epoch,
+                        workdir=worker_workdir(workdir, strategy), **kwargs)

@@ -46,7 +46,6 @@ import zipfile
 
 import keras
 import numpy as np
-from keras import tree
 
 from fer_tf.model import saving
 from fer_tf.training import optimizers
@@ -387,86 +386,6 @@ def compile_model(model, config: TrainConfig, steps_per_epoch=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# Training under a tf.distribute strategy (see fer_tf.training.distribute for strategies and batches)
-# ----------------------------------------------------------------------------------------------
-
-
-def worker_info(strategy=None):
-    """``(task_type, task_id, is_chief)`` of this process (``("worker", 0, True)`` when alone)."""
-    resolver = getattr(getattr(strategy, "cluster_resolver", None), "task_type", None)
-    if strategy is None or resolver is None:
-        return "worker", 0, True
-    task_type = strategy.cluster_resolver.task_type
-    task_id = int(strategy.cluster_resolver.task_id or 0)
-    is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0)
-    return task_type, task_id, is_chief
-
-
-def worker_workdir(workdir, strategy=None):
-    """Where this worker writes checkpoints: ``workdir`` on the chief, a private folder elsewhere.
-
-    Every worker has to run the same saving code (collective variable reads), but only the chief's
-    files are the run's checkpoint; the others write into ``workdir/.workers/<type>-<id>``.
-    """
-    if workdir is None:
-        return None
-    task_type, task_id, chief = worker_info(strategy)
-    if chief:
-        return pathlib.Path(workdir)
-    return pathlib.Path(workdir) / ".workers" / f"{task_type}-{task_id}"
-
-
-@contextlib.contextmanager
-def keras_multi_worker_fix(strategy):
-    """Work around two places where Keras 3's ``fit`` fails under ``MultiWorkerMirroredStrategy``.
-
-    Before training, Keras (3.15) takes one distributed batch and all-reduces it with
-    ``strategy.reduce("MEAN", batch)`` only to learn the input shapes for its symbolic build; the
-    collective implementation cannot reduce that nested structure and ``fit`` fails with "Attempt
-    to convert a value (PerReplica...) to a Tensor" (keras-team/keras#20585). Only the shapes
-    matter, so inside this context the build uses this worker's first local replica's batch
-    instead. No effect for other strategies.
-    """
-    import tensorflow as tf  # only under tf.distribute, i.e. the TensorFlow backend
-
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        yield
-        return
-    from keras.src.backend.tensorflow import trainer as tf_trainer  # imports TensorFlow
-
-    TensorFlowTrainer = tf_trainer.TensorFlowTrainer
-    original = TensorFlowTrainer._maybe_symbolic_build
-    original_reduce = tf_trainer.reduce_per_replica
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return original_reduce(values, strategy, reduction)
-
-    def local_symbolic_build(self, iterator=None, data_batch=None):
-        if self._distribute_strategy is None:
-            return None
-        if iterator is not None and data_batch is None:
-            for _, _, it in iterator:
-                batch = next(it)
-                data_batch = tree.map_structure(
-                    lambda v: (self.distribute_strategy.experimental_local_results(v)[0]
-                               if isinstance(v, tf.distribute.DistributedValues) else v), batch)
-                break
-        with self.distribute_strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-        return None
-
-    TensorFlowTrainer._maybe_symbolic_build = local_symbolic_build
-    tf_trainer.reduce_per_replica = reduce_per_replica
-    try:
-        yield
-    finally:
-        TensorFlowTrainer._maybe_symbolic_build = original
-        tf_trainer.reduce_per_replica = original_reduce
-
-
-# ----------------------------------------------------------------------------------------------
 # fit
 # ----------------------------------------------------------------------------------------------
 
@@ -535,7 +454,7 @@ def _sigterm_as_interrupt():
 
 
 def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validation_data=None,
-        workdir=None, resume=True, verbose=2, callbacks=(), strategy=None):
+        workdir=None, resume=True, verbose=2, callbacks=()):
     """Train ``model`` with the joint loss; returns ``(model, history)``.
 
     Epoch ``e`` trains on the first ``steps_per_epoch`` batches of ``make_train_dataset(e)`` (a
@@ -548,14 +467,8 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
     validation) are loaded at the end, unless ``config.select_epoch`` is ``"last"``. A NaN/Inf loss
     raises :class:`TrainingError`.
 
-    With a ``tf.distribute`` ``strategy`` (see :mod:`fer_tf.training.distribute`; the model must have been
-    built inside ``strategy.scope()``), training runs under it and only the chief worker writes
-    checkpoints into ``workdir``.
+    Under a ``tf.distribute`` strategy, call :func:`fer_tf.training.distribute.fit` instead.
     """
-    if strategy is not None:
-        with strategy.scope(), keras_multi_worker_fix(strategy):
-            return fit(model, make_train_dataset, config, steps_per_epoch, validation_data,
-                       worker_workdir(workdir, strategy), resume, verbose, callbacks)
     set_seed(config.seed)
     schedule = HalveAndReload(config.loss_rise, config.patience, config.min_learning_rate,
                               monitor="val_accuracy" if validation_data is not None else "loss",

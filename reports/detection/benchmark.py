@@ -37,7 +37,7 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from fer_tf.preprocess.align import _iou as iou  # noqa: E402
+from fer_tf.preprocess.boxes import iou  # noqa: E402
 
 CANVASES = {  # name: (width, height)
     "0.3 MP (640x480)": (640, 480),

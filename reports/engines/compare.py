@@ -85,7 +85,7 @@ def timing(model_path, rounds=5, calls=10):
     import cv2
     import skimage.data
 
-    from fer_tf.deploy.inference import Recognizer
+    from fer_tf.deploy.recognizer import Recognizer
 
     astronaut = skimage.data.astronaut()
     recs = {e: Recognizer(model_path, num_threads=1, engine=e) for e in ENGINES}
@@ -166,7 +166,8 @@ def main(argv=None):
     from fer_tf.data.labels import BASIC7
     from fer_tf.data.splits import subject_kfold
     from fer_tf.research.experiments import identity_training_set
-    from fer_tf.deploy.inference import TFLiteRunner, shipped_model_path
+    from fer_tf.deploy.recognizer import shipped_model_path
+    from fer_tf.deploy.runners import TFLiteRunner
     from fer_tf.preprocess.align import FaceAligner
 
     out = pathlib.Path(args.out)

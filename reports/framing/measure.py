@@ -60,6 +60,7 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from fer_tf.files import quiet_native_stderr  # noqa: E402
 from fer_tf.preprocess import align  # noqa: E402
 
 OLD = {"crop_scale": 1.25, "crop_offset": 0.0}  # FaceAligner before this change
@@ -99,7 +100,7 @@ class Mesh:
     def __init__(self):
         import mediapipe as mp
 
-        with align._quiet_stderr():
+        with quiet_native_stderr():
             self.graph = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=True, max_num_faces=1, refine_landmarks=True,
                 min_detection_confidence=0.3)
@@ -113,7 +114,7 @@ class Mesh:
         p = int(round(PAD * w * UPSCALE))
         up = cv2.copyMakeBorder(up, p, p, p, p, cv2.BORDER_REPLICATE)
         rgb = np.ascontiguousarray(np.repeat(up[:, :, None], 3, axis=2))
-        with align._quiet_stderr():
+        with quiet_native_stderr():
             res = self.graph.process(rgb)
         if not res.multi_face_landmarks:
             return None

@@ -1,0 +1,200 @@
+"""Videos: recognised frame by frame (:class:`VideoStream`), annotated copies, and their codecs.
+
+Videos are decoded, recognised and (optionally) written back annotated one frame at a time, so
+memory stays bounded whatever the video's length. The largest face of each frame is tracked (it
+keeps its track while consecutive boxes overlap with IoU >= :data:`TRACK_IOU`) and its
+probabilities are averaged over a window of frames. Annotated videos are H.264 ``.mp4`` where the
+installed OpenCV can encode it and VP8 ``.webm`` otherwise (both play in web browsers); see
+:func:`video_codec`. OpenCV is imported only when a video is opened or written.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+
+from fer_tf.deploy.annotate import annotate
+from fer_tf.errors import ConfigError, ImageError
+from fer_tf.files import quiet_native_stderr
+from fer_tf.preprocess.boxes import iou
+
+#: A tracked face keeps its smoothing window while consecutive boxes overlap at least this much.
+TRACK_IOU = 0.3
+
+
+class VideoStream:
+    """One video, recognised frame by frame: iterate for ``{"frame", "time", "faces"}`` dicts.
+
+    Attributes: ``path``, ``fps`` (0.0 when the file does not say), ``frame_count`` (the
+    container's estimate, 0 when unknown), ``expected`` (frames this stream will yield, estimated),
+    ``codec`` and ``note`` of the annotated copy (see :func:`video_codec`), and after the
+    iteration ``summary`` (``{"frames", "frames_with_face", "expressions"}``) and
+    ``capped_frames`` (frames where ``max_faces`` left faces out). Raises :class:`ImageError` when
+    the file cannot be opened, or when no frame at all could be decoded.
+    """
+
+    def __init__(self, recognizer, path, window=None, every=1, max_frames=None, annotate_to=None):
+        import cv2  # deferred: OpenCV, only where images are warped or videos read
+
+        self.recognizer = recognizer
+        self.window = recognizer.window if window is None else int(window)
+        if self.window < 1:
+            raise ConfigError(f"window must be at least 1 frame, got {window}")
+        self.every = max(1, int(every))
+        self.max_frames = max_frames
+        self.path = pathlib.Path(path)
+        if not self.path.exists():
+            raise ImageError(self.path, "file not found")
+        if not self.path.is_file():
+            raise ImageError(self.path, "not a file")
+        self.annotate_to = None if annotate_to is None else pathlib.Path(annotate_to)
+        self.codec, self.note = (None, None) if annotate_to is None else video_codec(annotate_to)
+        with quiet_native_stderr():
+            self._capture = cv2.VideoCapture(str(self.path))
+        if not self._capture.isOpened():
+            self._capture.release()
+            raise ImageError(self.path, "cannot open as a video (not a video, or a codec OpenCV lacks)")
+        fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if np.isfinite(fps) and fps > 0 else 0.0
+        count = float(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
+        self.frame_count = int(count) if np.isfinite(count) and count > 0 else 0
+        expected = -(-self.frame_count // self.every) if self.frame_count else 0
+        self.expected = min(expected, max_frames) if max_frames is not None else expected
+        self.summary = None
+        self.capped_frames = 0
+        self._writer = None
+
+    def __iter__(self):
+        import cv2  # deferred: OpenCV, only where images are warped or videos read
+
+        history = collections.deque(maxlen=self.window)
+        last_box = None
+        counts = collections.Counter()
+        yielded = with_face = 0
+        index = -1
+        rec = self.recognizer
+        try:
+            while self.max_frames is None or yielded < self.max_frames:
+                ok, bgr = self._capture.read()
+                if not ok or bgr is None:
+                    break
+                index += 1
+                if index % self.every:
+                    continue
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if bgr.ndim == 3 else \
+                    cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+                aligned, found = rec._align(rgb, f"{self.path} frame {index}")
+                faces = rec._classify(aligned, rgb.shape)
+                if found > len(aligned):
+                    self.capped_frames += 1
+                if faces:
+                    with_face += 1
+                    tracked = faces[0]  # largest first
+                    if last_box is None or iou(last_box, tracked["box"]) < TRACK_IOU:
+                        history.clear()
+                    last_box = tracked["box"]
+                    history.append(np.array([tracked["probabilities"][n] for n in rec.labels]))
+                    smooth = rec._entry(np.mean(history, axis=0), tracked["box"])
+                    smooth["frame_probabilities"] = tracked["probabilities"]
+                    smooth["track"] = 0
+                    faces[0] = smooth
+                    counts[smooth["expression"]] += 1
+                else:
+                    history.clear()
+                    last_box = None
+                frame = {"frame": index, "time": round(index / self.fps, 4) if self.fps else None,
+                         "faces": faces}
+                if self.annotate_to is not None:
+                    drawn = annotate(rgb, frame)
+                    if self._writer is None:
+                        self._writer = _video_writer(self.annotate_to, self.codec, self.fps or 25.0,
+                                                     drawn.shape)
+                    self._writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                yielded += 1
+                yield frame
+        finally:
+            self.close()
+        if not yielded:
+            raise ImageError(self.path, "no frames could be decoded (not a video, or a codec OpenCV lacks)")
+        self.summary = {"frames": yielded, "frames_with_face": with_face,
+                        "expressions": dict(counts.most_common())}
+
+    def close(self):
+        if self._capture is not None:
+            self._capture.release()
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+_BROWSER_NOTE = ("web browsers do not play it; name it .webm for a browser-playable VP8 video")
+
+
+def video_codec(path):
+    """``(fourcc, note)`` for an annotated video written to ``path``, chosen by its suffix.
+
+    ``.mp4``/``.m4v``/``.mov``: H.264 ('avc1') when the installed OpenCV can encode it, else
+    MPEG-4 part 2 ('mp4v') with a ``note`` that says browsers do not play it. ``.webm``: VP8
+    ('VP80'), which browsers play. ``.mkv``: VP8; ``.avi``: Motion JPEG ('MJPG'). ``note`` is
+    ``None`` when the result plays in a browser, else one sentence saying why not.
+    """
+    suffix = pathlib.Path(path).suffix.lower()
+    if suffix in (".mp4", ".m4v", ".mov"):
+        if can_encode("avc1"):
+            return "avc1", None
+        return "mp4v", (f"this OpenCV build has no H.264 encoder, so {pathlib.Path(path).name} is "
+                        f"MPEG-4 part 2 (mp4v): {_BROWSER_NOTE}")
+    if suffix == ".webm":
+        return "VP80", None
+    if suffix == ".mkv":
+        return "VP80", f"{pathlib.Path(path).name} is VP8 in Matroska: {_BROWSER_NOTE}"
+    if suffix == ".avi":
+        return "MJPG", f"{pathlib.Path(path).name} is Motion JPEG in AVI: {_BROWSER_NOTE}"
+    raise ConfigError(f"{path}: unknown video suffix; name the annotated video .mp4 or .webm")
+
+
+def browser_video_suffix():
+    """".mp4" when the installed OpenCV encodes H.264, else ".webm" (VP8): both play in browsers."""
+    return ".mp4" if can_encode("avc1") else ".webm"
+
+
+@functools.lru_cache(maxsize=None)
+def can_encode(fourcc):
+    """Whether the installed OpenCV writes video with ``fourcc`` (probed once, on a tiny file)."""
+    import cv2  # deferred: OpenCV, only where images are warped or videos read
+
+    suffix = ".webm" if fourcc.upper().startswith("VP") else ".mp4"
+    with tempfile.TemporaryDirectory() as tmp:
+        target = os.path.join(tmp, f"probe{suffix}")
+        with quiet_native_stderr():
+            writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*fourcc), 10.0, (64, 64))
+            ok = writer.isOpened()
+            if ok:
+                writer.write(np.zeros((64, 64, 3), np.uint8))
+            writer.release()
+        return bool(ok and os.path.isfile(target) and os.path.getsize(target) > 0)
+
+
+def _video_writer(path, fourcc, fps, shape):
+    import cv2  # deferred: OpenCV, only where images are warped or videos read
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with quiet_native_stderr():  # FFmpeg's notes on tag fallbacks go to fd 2
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), float(fps),
+                                 (int(shape[1]), int(shape[0])))
+    if not writer.isOpened():
+        raise ImageError(path, f"cannot write the annotated video here (codec {fourcc})")
+    return writer
