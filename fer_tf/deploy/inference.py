@@ -67,7 +67,7 @@ TRACK_IOU = 0.3
 
 def shipped_model_path():
     """Path of the shipped model (it may not exist in a development checkout)."""
-    return pathlib.Path(__file__).resolve().parents[1] / SHIPPED_MODEL
+    return pathlib.Path(__file__).resolve().parents[2] / SHIPPED_MODEL
 
 
 # --- model runners ----------------------------------------------------------------------------
