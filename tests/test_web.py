@@ -115,6 +115,72 @@ def test_fixed_batch_classifier_gives_the_same_outputs():
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
+def test_scan_template_gives_the_resized_network():
+    """The page's scan runs the short-range detector at an image's own size by rewriting the
+    dimensions that the build's scan template lists: the same outputs as LiteRT's interpreter
+    resized to that size (what fer_tf's scan runs), at a few sizes, square and not."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from fer_tf.preprocess import face_networks
+
+    model = (face_networks._modules_folder() / face_networks.SHORT_RANGE).read_bytes()
+    template = build.scan_template(model)
+    assert build.patched(model, template, 128, 128) == model
+    rng = np.random.default_rng(0)
+    for rows, cols in ((208, 256), (48, 32), (480, 640)):
+        x = rng.uniform(-1, 1, (1, rows, cols, 3)).astype(np.float32)
+        outs = []
+        for content, resize in ((model, True), (build.patched(model, template, rows, cols), False)):
+            it = Interpreter(model_content=content)
+            if resize:
+                it.resize_tensor_input(it.get_input_details()[0]["index"], [1, rows, cols, 3])
+            it.allocate_tensors()
+            assert list(it.get_input_details()[0]["shape"]) == [1, rows, cols, 3]
+            it.set_tensor(it.get_input_details()[0]["index"], x)
+            it.invoke()
+            outs.append(sorted((it.get_tensor(d["index"]) for d in it.get_output_details()), key=lambda a: a.shape[-1]))
+        assert outs[0][0].shape == (1, (rows // 8) * (cols // 8) * 2 + (rows // 16) * (cols // 16) * 6, 1)
+        for a, b in zip(*outs):
+            np.testing.assert_array_equal(a, b)
+
+
+_RESIZE_JS = """
+import {resizeArea, resizeCubic, makeImage} from '%s';
+import fs from 'fs';
+const [w, h, c, ow, oh] = process.argv.slice(-5).map(Number);
+const src = makeImage(w, h, c);
+src.data.set(fs.readFileSync(process.argv[process.argv.length - 7]));
+const out = (process.argv[process.argv.length - 6] === 'cubic' ? resizeCubic : resizeArea)(src, ow, oh);
+fs.writeFileSync(process.argv[process.argv.length - 8], out.data);
+"""
+
+
+@pytest.mark.parametrize("kind,src_shape,size", [
+    ("cubic", (48, 40, 3), (160, 192)), ("cubic", (120, 150, 1), (160, 200)),
+    ("area", (480, 640, 3), (160, 120)), ("area", (762, 562, 3), (450, 610)), ("area", (243, 320, 3), (64, 49))])
+def test_js_resizing_is_opencvs(tmp_path, kind, src_shape, size):
+    """imageops.js resizes as the Python code's cv2.resize does (INTER_CUBIC for small images,
+    INTER_AREA for the scan's levels): the same bytes but for a few pixels in 10,000, off by one."""
+    import shutil
+    import subprocess
+
+    import cv2
+
+    node = shutil.which("node")
+    _need(node, "node is missing (make web installs it)")
+    src = np.random.default_rng(len(src_shape) + size[0]).integers(0, 256, src_shape, dtype=np.uint8)
+    src.tofile(tmp_path / "src.bin")
+    script = tmp_path / "resize.mjs"
+    script.write_text(_RESIZE_JS % (REPO / "web" / "src" / "imageops.js").as_uri())
+    h, w, c = src_shape
+    subprocess.run([node, "--no-warnings", str(script), str(tmp_path / "out.bin"), str(tmp_path / "src.bin"), kind,
+                    *map(str, (w, h, c, *size))], check=True)
+    got = np.fromfile(tmp_path / "out.bin", np.uint8).astype(int)
+    want = cv2.resize(src, size, interpolation=cv2.INTER_CUBIC if kind == "cubic" else cv2.INTER_AREA).reshape(-1)
+    diff = np.abs(got - want)
+    assert diff.max() <= 1 and (diff > 0).mean() < 5e-4, ((diff > 0).mean(), diff.max())
+
+
 def test_build_serves_everything_from_dist():
     """Every file the page loads is in dist/manifest.json: scripts, WASM and the four networks."""
     _need((DIST / "manifest.json").is_file(), "web/dist is not built: run `make web`")
@@ -122,6 +188,7 @@ def test_build_serves_everything_from_dist():
     for name in ("index.html", "app.js", "aligner.js", "vendor/litert/index.js",
                  "vendor/litert/wasm/litert_wasm_internal.wasm", "models/face_landmark.tflite",
                  "models/face_detection_short_range.tflite", "models/face_detection_full_range_sparse.tflite",
+                 "models/face_detection_short_range.scan.json",
                  "models/fer_tf_basic7.tflite", "models/fer_tf_basic7.json"):
         assert name in manifest, name
     html = (DIST / "index.html").read_text()
