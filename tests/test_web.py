@@ -144,23 +144,31 @@ def test_scan_template_gives_the_resized_network():
             np.testing.assert_array_equal(a, b)
 
 
-_RESIZE_JS = """
-import {resizeArea, resizeCubic, makeImage} from '%s';
+_IMAGEOPS_JS = """
+import * as ops from '%s';
 import fs from 'fs';
-const [w, h, c, ow, oh] = process.argv.slice(-5).map(Number);
-const src = makeImage(w, h, c);
-src.data.set(fs.readFileSync(process.argv[process.argv.length - 7]));
-const out = (process.argv[process.argv.length - 6] === 'cubic' ? resizeCubic : resizeArea)(src, ow, oh);
-fs.writeFileSync(process.argv[process.argv.length - 8], out.data);
+const [out, src, fn, args] = process.argv.slice(-4);
+const [w, h, c, ...rest] = JSON.parse(args);
+const img = ops.makeImage(w, h, c);
+img.data.set(fs.readFileSync(src));
+fs.writeFileSync(out, ops[fn](img, ...rest).data);
 """
 
+_ROTATE = [[0.93, -0.31, 21.5], [0.31, 0.93, -17.25]]  # a turn by 18 degrees, a little shrinking
 
-@pytest.mark.parametrize("kind,src_shape,size", [
-    ("cubic", (48, 40, 3), (160, 192)), ("cubic", (120, 150, 1), (160, 200)),
-    ("area", (480, 640, 3), (160, 120)), ("area", (762, 562, 3), (450, 610)), ("area", (243, 320, 3), (64, 49))])
-def test_js_resizing_is_opencvs(tmp_path, kind, src_shape, size):
-    """imageops.js resizes as the Python code's cv2.resize does (INTER_CUBIC for small images,
-    INTER_AREA for the scan's levels): the same bytes but for a few pixels in 10,000, off by one."""
+
+@pytest.mark.parametrize("fn,src_shape,args,exact", [
+    ("resizeCubic", (48, 40, 3), (160, 192), False), ("resizeCubic", (120, 150, 1), (160, 200), False),
+    ("resizeArea", (480, 640, 3), (160, 120), True), ("resizeArea", (762, 562, 3), (112, 152), True),
+    ("resizeArea", (243, 320, 3), (64, 49), False), ("resizeLinear", (762, 562, 3), (450, 610), True),
+    ("resizeLinear", (243, 320, 3), (256, 194), True), ("resizeLinear", (100, 90, 3), (160, 178), True),
+    ("resizeLinear", (256, 256, 3), (128, 128), True),
+    ("warpAffine", (200, 300, 3), (_ROTATE, 192, 160), True), ("warpAffine", (243, 320, 1), (_ROTATE, 60, 60, True), True)])
+def test_js_pixels_are_opencvs(tmp_path, fn, src_shape, args, exact):
+    """imageops.js resamples as the Python code's OpenCV calls do (INTER_LINEAR, INTER_AREA for
+    the scan's levels and crops, INTER_CUBIC for small images, warpAffine for the mesh's input and
+    the aligned crop): the same bytes, or (float32 sums in OpenCV, float64 here) but for a few
+    pixels in 10,000 that are one grey level off."""
     import shutil
     import subprocess
 
@@ -168,17 +176,23 @@ def test_js_resizing_is_opencvs(tmp_path, kind, src_shape, size):
 
     node = shutil.which("node")
     _need(node, "node is missing (make web installs it)")
-    src = np.random.default_rng(len(src_shape) + size[0]).integers(0, 256, src_shape, dtype=np.uint8)
+    src = np.random.default_rng(sum(src_shape)).integers(0, 256, src_shape, dtype=np.uint8)
     src.tofile(tmp_path / "src.bin")
-    script = tmp_path / "resize.mjs"
-    script.write_text(_RESIZE_JS % (REPO / "web" / "src" / "imageops.js").as_uri())
+    script = tmp_path / "ops.mjs"
+    script.write_text(_IMAGEOPS_JS % (REPO / "web" / "src" / "imageops.js").as_uri())
     h, w, c = src_shape
-    subprocess.run([node, "--no-warnings", str(script), str(tmp_path / "out.bin"), str(tmp_path / "src.bin"), kind,
-                    *map(str, (w, h, c, *size))], check=True)
+    subprocess.run([node, "--no-warnings", str(script), str(tmp_path / "out.bin"), str(tmp_path / "src.bin"), fn,
+                    json.dumps([w, h, c, *args])], check=True)
     got = np.fromfile(tmp_path / "out.bin", np.uint8).astype(int)
-    want = cv2.resize(src, size, interpolation=cv2.INTER_CUBIC if kind == "cubic" else cv2.INTER_AREA).reshape(-1)
-    diff = np.abs(got - want)
-    assert diff.max() <= 1 and (diff > 0).mean() < 5e-4, ((diff > 0).mean(), diff.max())
+    if fn == "warpAffine":
+        m, ow, oh, *inverse = args
+        flags = cv2.INTER_LINEAR | (cv2.WARP_INVERSE_MAP if inverse else 0)
+        want = cv2.warpAffine(src, np.array(m), (ow, oh), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    else:
+        interp = {"resizeCubic": cv2.INTER_CUBIC, "resizeArea": cv2.INTER_AREA, "resizeLinear": cv2.INTER_LINEAR}[fn]
+        want = cv2.resize(src, tuple(args), interpolation=interp)
+    diff = np.abs(got - want.reshape(-1))
+    assert diff.max() <= (0 if exact else 1) and (diff > 0).mean() < 5e-4, ((diff > 0).mean(), diff.max())
 
 
 def test_build_serves_everything_from_dist():

@@ -3,8 +3,10 @@
 // An image is {width, height, channels, data}: `data` holds `channels` bytes per pixel, row-major
 // (Uint8ClampedArray). RGB images come from a canvas' RGBA pixels (`fromImageData`), grey ones from
 // `toGrey`. Resampling follows OpenCV's definitions (resize with half-pixel centres, INTER_AREA as
-// pixel-area averaging, warpAffine on integer output coordinates with the border replicated); it
-// computes in floating point where OpenCV uses fixed point, so a pixel may differ by one grey level.
+// pixel-area averaging, warpAffine on integer output coordinates with the border replicated), in
+// OpenCV's own fixed point and rounding for 8-bit images where it has them (INTER_LINEAR,
+// warpAffine, halving): the same bytes as cv2 (tests/test_web.py compares); area averaging and
+// cubic sums may differ from OpenCV's float32 sums by one grey level in a few pixels of 10,000.
 
 export function makeImage(width, height, channels) {
   return {width, height, channels, data: new Uint8ClampedArray(width * height * channels)};
@@ -39,36 +41,50 @@ export function toGrey(rgb) {
   return out;
 }
 
-/** Bilinear resize with half-pixel centres (cv2.INTER_LINEAR). */
+// cv2.INTER_LINEAR's table along one axis: each output index's first source index and its two
+// weights in 11-bit fixed point (2048 = 1). Columns are clamped to the image (OpenCV moves the
+// position inside); rows are not (OpenCV clamps the rows it reads instead).
+function linearTable(srcLen, outLen, clamp) {
+  const scale = srcLen / outLen;
+  const index = new Int32Array(outLen), weight = new Int32Array(outLen * 2);
+  for (let d = 0; d < outLen; d++) {
+    let f = Math.fround((d + 0.5) * scale - 0.5);
+    let s = Math.floor(f);
+    f = Math.fround(f - s);
+    if (clamp && s < 0) { s = 0; f = 0; }
+    if (clamp && s >= srcLen - 1) { s = srcLen - 1; f = 0; }
+    index[d] = s;
+    weight[2 * d] = roundHalfEven(Math.fround(1 - f) * 2048);
+    weight[2 * d + 1] = roundHalfEven(f * 2048);
+  }
+  return {index, weight};
+}
+
+/** Bilinear resize with half-pixel centres (cv2.INTER_LINEAR on 8-bit images), in OpenCV's fixed
+ *  point and rounding, to the same bytes (tests/test_web.py compares); halving is OpenCV's pixel
+ *  averaging, as cv2.resize does it. */
 export function resizeLinear(img, outW, outH) {
   const {width: w, height: h, channels: c, data: s} = img;
+  if (w === 2 * outW && h === 2 * outH) return blockMean(img, 2, 2, 0, 0, outW, outH);
+  const xt = linearTable(w, outW, true), yt = linearTable(h, outH, false);
+  const n = outW * c;
+  const rows = new Int32Array(h * n); // every source row interpolated along x, 2048 = 1
+  for (let y = 0; y < h; y++) {
+    const base = y * w * c, rb = y * n;
+    for (let x = 0; x < outW; x++) {
+      const p0 = base + xt.index[x] * c, p1 = base + Math.min(xt.index[x] + 1, w - 1) * c;
+      const a0 = xt.weight[2 * x], a1 = xt.weight[2 * x + 1];
+      for (let k = 0; k < c; k++) rows[rb + x * c + k] = s[p0 + k] * a0 + s[p1 + k] * a1;
+    }
+  }
   const out = makeImage(outW, outH, c);
   const o = out.data;
-  const sx = w / outW, sy = h / outH;
-  const x0s = new Int32Array(outW), x1s = new Int32Array(outW), fxs = new Float32Array(outW);
-  for (let x = 0; x < outW; x++) {
-    let fx = (x + 0.5) * sx - 0.5;
-    let ix = Math.floor(fx);
-    fx -= ix;
-    if (ix < 0) { ix = 0; fx = 0; }
-    if (ix >= w - 1) { ix = w - 1; fx = 0; }
-    x0s[x] = ix * c; x1s[x] = Math.min(ix + 1, w - 1) * c; fxs[x] = fx;
-  }
   for (let y = 0; y < outH; y++) {
-    let fy = (y + 0.5) * sy - 0.5;
-    let iy = Math.floor(fy);
-    fy -= iy;
-    if (iy < 0) { iy = 0; fy = 0; }
-    if (iy >= h - 1) { iy = h - 1; fy = 0; }
-    const r0 = iy * w * c, r1 = Math.min(iy + 1, h - 1) * w * c;
-    for (let x = 0; x < outW; x++) {
-      const a = x0s[x], b = x1s[x], fx = fxs[x];
-      for (let k = 0; k < c; k++) {
-        const top = s[r0 + a + k] + (s[r0 + b + k] - s[r0 + a + k]) * fx;
-        const bot = s[r1 + a + k] + (s[r1 + b + k] - s[r1 + a + k]) * fx;
-        o[(y * outW + x) * c + k] = Math.round(top + (bot - top) * fy);
-      }
-    }
+    const iy = yt.index[y];
+    const r0 = Math.min(Math.max(iy, 0), h - 1) * n, r1 = Math.min(Math.max(iy + 1, 0), h - 1) * n;
+    const b0 = yt.weight[2 * y], b1 = yt.weight[2 * y + 1];
+    // OpenCV's vectorised rounding: each term to 16 bits, then the sum to 8
+    for (let j = 0; j < n; j++) o[y * n + j] = (((b0 * (rows[r0 + j] >> 4)) >> 16) + ((b1 * (rows[r1 + j] >> 4)) >> 16) + 2) >> 2;
   }
   return out;
 }
@@ -180,7 +196,9 @@ function blockMean(img, fx, fy, wx0, wy0, wx1, wy1) {
         }
       }
     }
-    for (let i = 0; i < n; i++) out.data[y * n + i] = roundHalfEven(acc[i] * inv);
+    // OpenCV rounds halves up when halving (its vectorised path), to even otherwise
+    if (fx === 2 && fy === 2) for (let i = 0; i < n; i++) out.data[y * n + i] = (acc[i] + 2) >> 2;
+    else for (let i = 0; i < n; i++) out.data[y * n + i] = roundHalfEven(acc[i] * inv);
   }
   return out;
 }
@@ -233,35 +251,39 @@ export function resizeArea(img, outW, outH, scaleX = img.width / outW, scaleY = 
   return out;
 }
 
-/** Invert a 2x3 affine matrix [[a, b, c], [d, e, f]]. */
+/** Invert a 2x3 affine matrix [[a, b, c], [d, e, f]] (as cv2.invertAffineTransform computes it). */
 export function invertAffine(m) {
   const [[a, b, c], [d, e, f]] = m;
-  const det = a * e - b * d;
-  const ia = e / det, ib = -b / det, id = -d / det, ie = a / det;
-  return [[ia, ib, -(ia * c + ib * f)], [id, ie, -(id * c + ie * f)]];
+  let det = a * e - b * d;
+  det = det !== 0 ? 1 / det : 0;
+  const ia = e * det, ib = -b * det, id = -d * det, ie = a * det;
+  return [[ia, ib, -ia * c - ib * f], [id, ie, -id * c - ie * f]];
 }
 
 /** cv2.warpAffine(img, m, (outW, outH), INTER_LINEAR, BORDER_REPLICATE): `m` maps source pixels to
- *  output pixels (pass `inverse = true` when it maps output to source, as WARP_INVERSE_MAP). */
+ *  output pixels (pass `inverse = true` when it maps output to source, as WARP_INVERSE_MAP). In
+ *  OpenCV's fixed point, to the same bytes: source positions in 1/1024 pixel, rounded to 1/32, and
+ *  the bilinear weights of that 1/32 grid in 1/32768 (tests/test_web.py compares). */
 export function warpAffine(img, m, outW, outH, inverse = false) {
   const inv = inverse ? m : invertAffine(m);
   const {width: w, height: h, channels: c, data: s} = img;
   const out = makeImage(outW, outH, c);
   const o = out.data;
   const [[a, b, tx], [d, e, ty]] = inv;
+  const adelta = new Int32Array(outW), bdelta = new Int32Array(outW);
+  for (let x = 0; x < outW; x++) { adelta[x] = roundHalfEven(a * x * 1024); bdelta[x] = roundHalfEven(d * x * 1024); }
   for (let y = 0; y < outH; y++) {
+    const X0 = roundHalfEven((b * y + tx) * 1024) + 16, Y0 = roundHalfEven((e * y + ty) * 1024) + 16;
     for (let x = 0; x < outW; x++) {
-      const fx = a * x + b * y + tx, fy = d * x + e * y + ty;
-      const ix = Math.floor(fx), iy = Math.floor(fy);
-      const ax = fx - ix, ay = fy - iy;
+      const X = (X0 + adelta[x]) >> 5, Y = (Y0 + bdelta[x]) >> 5;
+      const ix = X >> 5, iy = Y >> 5, ax = X & 31, ay = Y & 31;
+      const w00 = (32 - ax) * (32 - ay) * 32, w01 = ax * (32 - ay) * 32, w10 = (32 - ax) * ay * 32, w11 = ax * ay * 32;
       const x0 = Math.min(Math.max(ix, 0), w - 1), x1 = Math.min(Math.max(ix + 1, 0), w - 1);
       const y0 = Math.min(Math.max(iy, 0), h - 1), y1 = Math.min(Math.max(iy + 1, 0), h - 1);
       const p00 = (y0 * w + x0) * c, p01 = (y0 * w + x1) * c, p10 = (y1 * w + x0) * c, p11 = (y1 * w + x1) * c;
       const q = (y * outW + x) * c;
       for (let k = 0; k < c; k++) {
-        const top = s[p00 + k] + (s[p01 + k] - s[p00 + k]) * ax;
-        const bot = s[p10 + k] + (s[p11 + k] - s[p10 + k]) * ax;
-        o[q + k] = Math.round(top + (bot - top) * ay);
+        o[q + k] = (s[p00 + k] * w00 + s[p01 + k] * w01 + s[p10 + k] * w10 + s[p11 + k] * w11 + 16384) >> 15;
       }
     }
   }
