@@ -41,6 +41,12 @@ export function toGrey(rgb) {
   return out;
 }
 
+// cv2.resize's source position of output index d, half-pixel centres: [integer part, fraction] (float32).
+function sourcePosition(d, scale) {
+  const f = Math.fround((d + 0.5) * scale - 0.5), s = Math.floor(f);
+  return [s, Math.fround(f - s)];
+}
+
 // cv2.INTER_LINEAR's table along one axis: each output index's first source index and its two
 // weights in 11-bit fixed point (2048 = 1). Columns are clamped to the image (OpenCV moves the
 // position inside); rows are not (OpenCV clamps the rows it reads instead).
@@ -48,9 +54,7 @@ function linearTable(srcLen, outLen, clamp) {
   const scale = srcLen / outLen;
   const index = new Int32Array(outLen), weight = new Int32Array(outLen * 2);
   for (let d = 0; d < outLen; d++) {
-    let f = Math.fround((d + 0.5) * scale - 0.5);
-    let s = Math.floor(f);
-    f = Math.fround(f - s);
+    let [s, f] = sourcePosition(d, scale);
     if (clamp && s < 0) { s = 0; f = 0; }
     if (clamp && s >= srcLen - 1) { s = srcLen - 1; f = 0; }
     index[d] = s;
@@ -104,9 +108,7 @@ function cubicTable(srcLen, outLen) {
   const scale = srcLen / outLen;
   const starts = new Int32Array(outLen), weights = new Float32Array(outLen * 4);
   for (let d = 0; d < outLen; d++) {
-    let f = Math.fround((d + 0.5) * scale - 0.5);
-    const s = Math.floor(f);
-    f = Math.fround(f - s);
+    const [s, f] = sourcePosition(d, scale);
     starts[d] = s - 1;
     weights.set(cubicWeights(f), d * 4);
   }
