@@ -164,9 +164,11 @@ def group(vectors, method="adaptive", threshold=None, cut_range=CUT_RANGE):
         return Grouping(cut(merges, n, t), t, method)
     lo, hi = cut_range
     heights = merges[:, 2]
-    inside = np.unique(heights[(heights >= lo) & (heights <= hi)])
-    if len(inside) > MAX_CANDIDATES:
-        inside = np.unique(np.quantile(inside, np.linspace(0, 1, MAX_CANDIDATES), method="nearest"))
+    # the cuts in [lo, hi] give the partitions at lo and at each merge height above it
+    inside = np.unique(heights[(heights > lo) & (heights <= hi)])
+    if len(inside) > MAX_CANDIDATES - 1:
+        inside = np.unique(np.quantile(inside, np.linspace(0, 1, MAX_CANDIDATES - 1), method="nearest"))
+    inside = np.concatenate([[lo], inside])
     best_t, best_s = float("nan"), -np.inf
     for t in inside:
         s = silhouette(d, cut(merges, n, t))
