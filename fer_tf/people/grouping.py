@@ -197,16 +197,16 @@ def enroll(grouping, vectors, enrolled, threshold=None):
     if threshold is None:
         threshold = grouping.threshold if np.isfinite(grouping.threshold) else REFERENCE_THRESHOLD
     names = sorted(enrolled)
+    refs = {name: np.asarray(enrolled[name], dtype=np.float64).reshape(-1, vectors.shape[-1])
+            for name in names}
     for name in names:
-        ref = np.asarray(enrolled[name], dtype=np.float64).reshape(-1, vectors.shape[1] if vectors.ndim == 2 else 128)
-        if len(ref) == 0:
-            raise ConfigError(f"enrolled name {name!r} has no face vector")
+        if len(refs[name]) == 0:
+            raise ConfigError(f"enrolled name {name!r} has no usable face (too small, blurred or none)")
     k = grouping.count
     assigned = {}
     if k and names:
         means = np.stack([vectors[labels == c].mean(axis=0) for c in range(k)])
-        near = np.stack([distances(means, np.asarray(enrolled[name], dtype=np.float64)).min(axis=1)
-                         for name in names], axis=1)  # [k, names]
+        near = np.stack([distances(means, refs[name]).min(axis=1) for name in names], axis=1)  # [k, names]
         for c in range(k):
             best = int(near[c].argmin())
             if near[c, best] < threshold:
