@@ -90,10 +90,13 @@ def embed_cached(name, mode, found):
     from fer_tf.people.embedding import IdentityEmbedder, sharpness
 
     cache = CACHE / f"{name}_{mode}.npz"
+    embedder = IdentityEmbedder(landmarks=mode, min_eye_distance=0, min_sharpness=0)
     if cache.is_file():
         z = np.load(cache)
-        if len(z["vectors"]) == len(found):
-            return z["vectors"], z["eyes"], z["sharp"], float(z["ms"])
+        if len(z["vectors"]) == len(found):  # the quality measures are cheap: measured again
+            eyes = np.array([np.linalg.norm(f.right_eye - f.left_eye) if f else np.nan for _, f, _ in found])
+            sharp = np.array([sharpness(embedder.chip(rgb, f)) if f else np.nan for rgb, f, _ in found])
+            return z["vectors"], eyes, sharp, float(z["ms"])
     embedder = IdentityEmbedder(landmarks=mode, min_eye_distance=0, min_sharpness=0)
     vectors = np.full((len(found), 128), np.nan, np.float32)
     eyes, sharp = np.full(len(found), np.nan), np.full(len(found), np.nan)
@@ -378,14 +381,14 @@ def write_markdown(result, path):
         "| set | rows with a subject / rows | pseudo-subjects (true) | ARI | purity | inverse purity |",
         "|---|---|---|---|---|---|",
     ]
-    lines += ["", "Fine-tuning on such a manifest: `fer-tf preprocess manifest.csv --format manifest "
-              "--allow-outside -o runs/cache/mine` builds the face cache (the manifest's paths point "
-              "back to the dataset's folder, outside the manifest's own), and a campaign reads that "
-              "cache folder as its dataset (`prepared_dataset` takes a cache folder as it is).", ""]
     for name, e in sets.items():
         m = e["manifest"]
         lines.append(f"| {name} | {m['with_subject']} / {m['rows']} | {m['people']} ({m['true_subjects']}) | "
                      f"{m['ari']:.3f} | {_pct(m['purity'])}% | {_pct(m['inverse_purity'])}% |")
+    lines += ["", "Fine-tuning on such a manifest: `fer-tf preprocess manifest.csv --format manifest "
+              "--allow-outside -o runs/cache/mine` builds the face cache (the manifest's paths point "
+              "back to the dataset's folder, outside the manifest's own), and a campaign reads that "
+              "cache folder as its dataset (`prepared_dataset` takes a cache folder as it is).", ""]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -465,8 +468,13 @@ def main():
         if name == "yale":
             result["timing"] = timing(found)
         print(f"{name}: {json.dumps({m: entry[m]['roc']['auc'] for m in MODES[name]})}", flush=True)
-    result["bad_faces"] = summarise_bad(bad_faces({k: chosen[k] for k in ("kdef", "yale") if k in chosen},
-                                                  args.probes))
+    cache = CACHE / f"bad_faces_{args.probes}_{'_'.join(k for k in ('kdef', 'yale') if k in chosen)}.json"
+    if cache.is_file():  # the probes' records (delete runs/people to recompute)
+        records = json.loads(cache.read_text())
+    else:
+        records = bad_faces({k: chosen[k] for k in ("kdef", "yale") if k in chosen}, args.probes)
+        write_json(cache, records)
+    result["bad_faces"] = summarise_bad(records)
     result["constants"] = {"MIN_EYE_DISTANCE": MIN_EYE_DISTANCE, "MIN_SHARPNESS": MIN_SHARPNESS}
     result["seconds"] = time.time() - started
     args.output.mkdir(parents=True, exist_ok=True)

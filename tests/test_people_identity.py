@@ -64,7 +64,7 @@ def test_small_and_blurred_faces_get_no_vector(yale_faces, embedder):
     from fer_tf.preprocess.align import Face
 
     rgb, face = yale_faces["subject02.normal"]
-    k = 12.0 / np.linalg.norm(face.right_eye - face.left_eye)  # eyes 12 px apart
+    k = 8.0 / np.linalg.norm(face.right_eye - face.left_eye)  # eyes 8 px apart
     small = cv2.resize(rgb, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
     moved = Face(tuple(np.array(face.box) * k), face.score, face.landmarks * k, face.left_eye * k,
                  face.right_eye * k)

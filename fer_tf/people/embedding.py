@@ -22,9 +22,8 @@ get no vector, and a reason, so that callers never merge them into a person at r
 measures decide, both cut-offs measured in ``reports/people/identity.md``:
 
 - ``eye_distance``: pixels between the eye centres in the original image (:data:`MIN_EYE_DISTANCE`);
-- ``sharpness``: the standard deviation of the Laplacian of the grey chip over that of the chip
-  itself (contrast-free; low when the face is blurred, or upscaled from few pixels;
-  :data:`MIN_SHARPNESS`).
+- ``sharpness``: the standard deviation of the Laplacian of the grey chip's centre over that of
+  the centre itself (contrast-free; low when the face is blurred; :data:`MIN_SHARPNESS`).
 
 Example::
 
@@ -70,10 +69,12 @@ CHIP_PADDING = 0.25
 MESH_FIVE = (263, 362, 33, 133, 2)
 #: Smallest distance between the eye centres, in pixels of the original image, for an embedding
 #: (measured: reports/people/identity.md, "Bad faces").
-MIN_EYE_DISTANCE = 20.0
+MIN_EYE_DISTANCE = 12.0
 #: Smallest chip sharpness (std of the Laplacian over std of the grey chip) for an embedding
 #: (measured: reports/people/identity.md, "Bad faces").
-MIN_SHARPNESS = 0.25
+MIN_SHARPNESS = 1.0
+#: Side (pixels) at which the chip's centre is measured for sharpness.
+SHARPNESS_SIDE = 32
 #: dlib's documented same-person distance on LFW (a reference only; grouping adapts its own cut).
 REFERENCE_THRESHOLD = 0.6
 LANDMARK_MODES = ("mesh", "dlib5")
@@ -133,11 +134,19 @@ def _load(name):
 
 
 def sharpness(chip) -> float:
-    """Std of the Laplacian of the grey ``chip`` over the std of the chip (0 for a flat chip)."""
+    """Std of the Laplacian of the grey ``chip``'s centre over the std of that centre (0 when flat).
+
+    The centre (the middle half of the chip on each axis: eyes, nose, mouth) leaves out the chip's
+    border, where a face near the image's edge meets the black fill of dlib's chip: an edge that no
+    blur softens."""
     import cv2  # deferred: OpenCV
 
     grey = chip if chip.ndim == 2 else cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY)
-    grey = grey.astype(np.float32)
+    h, w = grey.shape[:2]
+    grey = grey[h // 4: h - h // 4, w // 4: w - w // 4].astype(np.float32)
+    # at SHARPNESS_SIDE pixels: detail at the scale that identifies a face, and the 8-bit rounding
+    # of a smooth (blurred) chip averaged away
+    grey = cv2.resize(grey, (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=cv2.INTER_AREA)
     spread = float(grey.std())
     if spread < 1e-6:
         return 0.0
