@@ -18,6 +18,7 @@ import numpy as np
 from fer_tf.data.images import load_image_rgb
 from fer_tf.errors import ImageError
 from fer_tf.people.embedding import DIMENSIONS
+from fer_tf.people.grouping import group
 
 #: Columns of the manifest that :func:`write_manifest` writes (those ``--format manifest`` reads).
 MANIFEST_COLUMNS = ("path", "expression", "subject")
@@ -66,8 +67,6 @@ def pseudo_subjects(vectors, **options):
     """``(subjects [n] of str or None, Grouping)``: ``person-1``, ``person-2``, ... in the order
     of first appearance, ``None`` for rows without a vector (NaN); ``options`` go to
     :func:`fer_tf.people.grouping.group`."""
-    from fer_tf.people.grouping import group
-
     vectors = np.asarray(vectors, dtype=np.float32)
     usable = np.flatnonzero(np.isfinite(vectors).all(axis=1))
     grouping = group(vectors[usable], **options)
