@@ -1,7 +1,7 @@
 """Batches as ``keras.utils.PyDataset``: how :mod:`fer_tf.data.sampling` feeds ``model.fit`` without TensorFlow.
 
 Under the TensorFlow backend the pipelines of :mod:`fer_tf.data.sampling` are ``tf.data`` datasets; under
-JAX (or PyTorch) they are these classes, built from the same NumPy index samplers, so a batch holds
+JAX they are these classes, built from the same NumPy index samplers, so a batch holds
 the same rows and targets on every backend. Two kinds:
 
 - :class:`ArrayBatches`: consecutive slices of in-memory arrays (evaluation, validation);

@@ -1,4 +1,4 @@
-"""The one preprocessing function (Section 5.1), in ``keras.ops`` (TensorFlow, JAX and PyTorch alike).
+"""The one preprocessing function (Section 5.1), in ``keras.ops`` (TensorFlow and JAX alike).
 
 Training, evaluation, export and inference all call :func:`normalize_faces`, so a face is always
 normalised the same way. Steps, per image:

@@ -235,7 +235,7 @@ class NanGuard(keras.callbacks.Callback):
 
     Raised before the epoch ends, so no checkpoint of the broken state is written: the last good
     checkpoint (of the previous epoch) stays in ``checkpoint_dir``. Under TensorFlow every batch's
-    loss is checked; under JAX and PyTorch, where reading a loss each step would stall the
+    loss is checked; under JAX, where reading a loss each step would stall the
     asynchronous dispatch to an accelerator, the epoch's mean loss is checked at its end (still
     before the checkpoint), unless ``every_batch=True``.
     """
