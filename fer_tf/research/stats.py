@@ -59,3 +59,26 @@ def compare(a, b, key="sequence_accuracy", samples=10000, seed=0):
     return {"mean": float(values.mean()), "ci95": [lo, hi], "pairs": len(values),
             "folds": len({fold for _, fold in diffs}), "wins": int(np.sum(values > 0)),
             "losses": int(np.sum(values < 0))}
+
+
+def subject_bootstrap(values, subjects, samples=10000, level=0.95, seed=0):
+    """Bootstrap confidence interval of the mean of per-face ``values`` (e.g. paired differences
+    of correctness between two methods on the same faces), resampling whole subjects with
+    replacement: the faces of one person are not independent. The statistic is the face-level mean
+    of the drawn subjects' faces. Returns ``(lo, hi)``, or ``(None, None)`` with fewer than two
+    subjects."""
+    values = np.asarray(values, np.float64).reshape(-1)
+    subjects = np.asarray(subjects).reshape(-1)
+    if len(values) != len(subjects):
+        raise ValueError(f"subject_bootstrap: {len(values)} values for {len(subjects)} subject ids")
+    names, index = np.unique(subjects, return_inverse=True)
+    if len(names) < 2:
+        return None, None
+    sums = np.bincount(index, weights=values, minlength=len(names))
+    counts = np.bincount(index, minlength=len(names)).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(len(names), np.full(len(names), 1.0 / len(names)), size=samples)
+    means = (draws @ sums) / (draws @ counts)
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)
