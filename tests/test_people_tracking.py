@@ -271,3 +271,16 @@ def test_tracker_rejects_bad_settings():
         Tracker(None, max_lost=-1)
     with pytest.raises(ConfigError, match="match_iou"):
         Tracker(None, match_iou=2)
+
+
+def test_face_in_front_is_not_given_the_hidden_persons_track():
+    emb = FakeEmbedder()
+    # A and B overlap (both embedded, told apart); then B is hidden behind A, and A's box lands
+    # where B's lost track expects B: A keeps its own track without a new embedding
+    frames = [[face("A", 100 + 2 * f), face("B", 150 - 2 * f)] for f in range(6)]
+    frames += [[face("A", 136 + (f % 2))] for f in range(8)]
+    tracker = Tracker(emb, refresh_every=0)
+    out = run(tracker, frames, emb)
+    assert {s.person for fr in out for w, s in fr if w == "A"} == {out[0][0][1].person}
+    assert {s.track for fr in out for w, s in fr if w == "A"} == {out[0][0][1].track}
+    assert len([f for f, _ in emb.calls if f >= 7]) == 0  # one look at the hidden frames is enough

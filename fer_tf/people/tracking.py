@@ -63,8 +63,15 @@ import numpy as np
 
 from fer_tf.errors import ConfigError
 from fer_tf.people.assignment import match_pairs
-from fer_tf.people.embedding import REFERENCE_THRESHOLD, distances
+from fer_tf.people.embedding import distances
 
+#: Largest embedding distance between two faces of one person. Stricter than dlib's 0.6 (LFW): on
+#: KDEF the distance at a 0.1% false-match rate is 0.49 and at 1% 0.54, on Yale 0.40 and 0.48
+#: (reports/people/identity.json); a tracker compares each face with few people, often for many
+#: frames, so it needs a low false-match rate. reports/people/tracking.md measures it in videos.
+SAME_PERSON = 0.5
+#: Weight of a new displacement in a track's speed (exponential smoothing of detector jitter).
+SPEED_SMOOTHING = 0.3
 #: IoU at which a detection continues a track by overlap alone.
 MATCH_IOU = 0.3
 #: Overlap (IoU) above which a track or another detection counts as "near" a detection: two tracks
@@ -133,7 +140,8 @@ class Tracker:
     Args:
         embedder: an object with ``embed(image, face) -> IdentityResult``
             (:class:`~fer_tf.people.embedding.IdentityEmbedder`), or ``None`` for IoU-only tracks.
-        same_person: largest embedding distance between two faces of one person (dlib's 0.6).
+        same_person: largest embedding distance between two faces of one person
+            (:data:`SAME_PERSON`).
         match_iou: IoU at which a face continues a track by overlap alone.
         max_lost: frames a track survives without a face.
         refresh_every: a tracked face is embedded again after this many frames (0: never).
@@ -141,7 +149,7 @@ class Tracker:
         gallery_size: embeddings kept per person.
     """
 
-    def __init__(self, embedder, same_person=REFERENCE_THRESHOLD, match_iou=MATCH_IOU, max_lost=MAX_LOST,
+    def __init__(self, embedder, same_person=SAME_PERSON, match_iou=MATCH_IOU, max_lost=MAX_LOST,
                  refresh_every=REFRESH_EVERY, retry_every=RETRY_EVERY, gallery_size=GALLERY_SIZE):
         for name, value, low in (("same_person", same_person, 0), ("match_iou", match_iou, 0),
                                  ("max_lost", max_lost, 0), ("refresh_every", refresh_every, 0),
@@ -218,15 +226,18 @@ class Tracker:
         return boxes
 
     def _needs_embedding(self, iou, near_dets, tracks):
-        """[n] bool: the detections that boxes alone cannot assign (see :meth:`update`)."""
+        """``(need, excluded)``: [n] bool, the detections that boxes alone cannot assign (see
+        :meth:`update`); [tracks, n] bool, lost tracks already told apart from the face of a track
+        seen on the previous frame near that detection (not to be given it by overlap alone)."""
         near = iou >= NEAR_IOU  # [tracks, detections]
         need = np.zeros(iou.shape[1], bool)
+        excluded = np.zeros(iou.shape, bool)
         for j in range(iou.shape[1]):
             candidates = np.flatnonzero(near[:, j])
             held = {tracks[i].id for i in candidates if self.frame - tracks[i].last_frame == 1}
-            # a lost track already told apart from the face of a track seen on the last frame
-            candidates = [i for i in candidates
-                          if not (self.frame - tracks[i].last_frame > 1 and tracks[i].rejected & held)]
+            for i in candidates:
+                excluded[i, j] = self.frame - tracks[i].last_frame > 1 and bool(tracks[i].rejected & held)
+            candidates = [i for i in candidates if not excluded[i, j]]
             if len(candidates) != 1 or near_dets[j]:
                 need[j] = True
                 continue
@@ -237,7 +248,7 @@ class Tracker:
                        or near[i].sum() > 1  # the track is near another detection too
                        or self.frame - t.last_frame > 1  # taking a track back after a gap
                        or (every > 0 and self.frame - t.last_try >= every))  # refresh / retry
-        return need
+        return need, excluded
 
     def update(self, frame_rgb, faces) -> list:
         """Track the ``faces`` (objects with ``.box`` = x, y, w, h, as the detector gives them) of
@@ -270,8 +281,9 @@ class Tracker:
         np.fill_diagonal(between, 0.0)
         near_dets = (between >= NEAR_IOU).any(axis=1)
         vectors, reasons, embedded = [None] * n, [None] * n, np.zeros(n, bool)
+        need, excluded = self._needs_embedding(iou, near_dets, tracks)
         if self.embedder is not None:
-            for j in np.flatnonzero(self._needs_embedding(iou, near_dets, tracks)):
+            for j in np.flatnonzero(need):
                 vectors[j], reasons[j] = self._embed(frame_rgb, faces[j])
                 embedded[j] = True
 
@@ -288,7 +300,7 @@ class Tracker:
                     if d <= self.same_person and (lost or iou[i, j] >= NEAR_IOU):
                         cost[i, j] = IOU_WEIGHT * (1 - iou[i, j]) + (1 - IOU_WEIGHT) * d / max(
                             self.same_person, 1e-9)
-                elif iou[i, j] >= self.match_iou:
+                elif iou[i, j] >= self.match_iou and not excluded[i, j]:
                     cost[i, j] = 1 - iou[i, j]
         pairs = match_pairs(cost, 1.0)
 
@@ -298,7 +310,8 @@ class Tracker:
             t = tracks[i]
             steps = self.frame - t.last_frame
             moved = (boxes[j, :2] - t.box[:2]) / max(steps, 1)
-            t.velocity = moved if t.hits == 1 else 0.5 * t.velocity + 0.5 * moved
+            t.velocity = moved if t.hits == 1 else (
+                (1 - SPEED_SMOOTHING) * t.velocity + SPEED_SMOOTHING * moved)
             t.box, t.last_frame, t.hits = boxes[j].copy(), self.frame, t.hits + 1
             if embedded[j]:
                 t.last_try = self.frame
