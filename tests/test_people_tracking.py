@@ -284,3 +284,17 @@ def test_face_in_front_is_not_given_the_hidden_persons_track():
     assert {s.person for fr in out for w, s in fr if w == "A"} == {out[0][0][1].person}
     assert {s.track for fr in out for w, s in fr if w == "A"} == {out[0][0][1].track}
     assert len([f for f, _ in emb.calls if f >= 7]) == 0  # one look at the hidden frames is enough
+
+
+def test_a_face_that_drifts_within_different_person_keeps_its_track():
+    emb = FakeEmbedder()
+    emb.embed(None, face("A", 0))  # A's base vector: e0 / sqrt(2)
+    drift = np.zeros(128)
+    drift[0], drift[100] = 0.64 / np.sqrt(2), 0.768 / np.sqrt(2)  # 0.6 from A: above same_person
+    emb.base["A'"] = drift
+    emb.calls.clear()
+    frames = [[face("A", 100)] for _ in range(10)] + [[face("A'", 100)] for _ in range(20)]
+    out = run(Tracker(emb, refresh_every=8, same_person=0.5, different_person=0.65), frames, emb)
+    assert {(s.track, s.person) for fr in out for _, s in fr} == {(1, 1)}
+    out = run(Tracker(emb, refresh_every=8, same_person=0.5, different_person=0.55), frames, emb)
+    assert {s.person for fr in out[16:] for _, s in fr} == {2}  # beyond different_person: split

@@ -34,10 +34,12 @@ caught, a tracked face every ``refresh_every`` frames (a track that has no ident
 
 **Matching.** Each frame, alive tracks (their box moved on by their speed) are paired with the
 detections by a minimum-cost assignment (:func:`fer_tf.people.assignment.match_pairs`). A pair
-where both sides have an identity costs ``0.5 (1 - IoU) + 0.5 d / same_person`` and is forbidden
-when the embedding distance ``d`` is above ``same_person`` (a different person never continues a
-track, even in the same place); a track that is lost may be taken back anywhere in the picture by
-its identity; a track seen on the previous frame needs some overlap. A pair without an identity on
+where both sides have an identity costs ``0.5 (1 - IoU) + 0.5 d / different_person`` and is
+forbidden when the embedding distance ``d`` is above ``different_person`` where the boxes overlap
+(IoU >= ``match_iou``: a clearly different person never continues a track, even in the same
+place), above ``same_person`` elsewhere (identity alone must be sure); a track that is lost may be
+taken back anywhere in the picture by its identity; a track seen on the previous frame needs some
+overlap. A pair without an identity on
 one side costs ``1 - IoU`` and needs ``IoU >= match_iou``. Detections left over start tracks.
 
 **People.** A track's first embedding names its person: the nearest known person (smallest
@@ -70,6 +72,11 @@ from fer_tf.people.embedding import distances
 #: (reports/people/identity.json); a tracker compares each face with few people, often for many
 #: frames, so it needs a low false-match rate. reports/people/tracking.md measures it in videos.
 SAME_PERSON = 0.5
+#: Largest embedding distance at which a face still continues a track that its box overlaps well
+#: (IoU >= ``match_iou``). Looser than :data:`SAME_PERSON`: the boxes already vouch for the link,
+#: and one person's faces drift apart with expression and light (up to 0.71 in the test videos of
+#: reports/people/tracking.md, where the photos change); a refresh far above it is a swap.
+DIFFERENT_PERSON = 0.65
 #: Weight of a new displacement in a track's speed (exponential smoothing of detector jitter).
 SPEED_SMOOTHING = 0.3
 #: IoU at which a detection continues a track by overlap alone.
@@ -141,7 +148,10 @@ class Tracker:
         embedder: an object with ``embed(image, face) -> IdentityResult``
             (:class:`~fer_tf.people.embedding.IdentityEmbedder`), or ``None`` for IoU-only tracks.
         same_person: largest embedding distance between two faces of one person
-            (:data:`SAME_PERSON`).
+            (:data:`SAME_PERSON`): links made by identity alone (a lost track taken back away from
+            its place, a new track given a known person).
+        different_person: largest distance at which a face still continues a track its box
+            overlaps by ``match_iou`` or more (:data:`DIFFERENT_PERSON`).
         match_iou: IoU at which a face continues a track by overlap alone.
         max_lost: frames a track survives without a face.
         refresh_every: a tracked face is embedded again after this many frames (0: never).
@@ -149,9 +159,10 @@ class Tracker:
         gallery_size: embeddings kept per person.
     """
 
-    def __init__(self, embedder, same_person=SAME_PERSON, match_iou=MATCH_IOU, max_lost=MAX_LOST,
+    def __init__(self, embedder, same_person=SAME_PERSON, different_person=DIFFERENT_PERSON, match_iou=MATCH_IOU, max_lost=MAX_LOST,
                  refresh_every=REFRESH_EVERY, retry_every=RETRY_EVERY, gallery_size=GALLERY_SIZE):
-        for name, value, low in (("same_person", same_person, 0), ("match_iou", match_iou, 0),
+        for name, value, low in (("same_person", same_person, 0), ("different_person", different_person, same_person),
+                                 ("match_iou", match_iou, 0),
                                  ("max_lost", max_lost, 0), ("refresh_every", refresh_every, 0),
                                  ("retry_every", retry_every, 1), ("gallery_size", gallery_size, 1)):
             if not value >= low:
@@ -160,6 +171,7 @@ class Tracker:
             raise ConfigError(f"Tracker: match_iou must be at most 1, got {match_iou!r}")
         self.embedder = embedder
         self.same_person = float(same_person)
+        self.different_person = float(different_person)
         self.match_iou = float(match_iou)
         self.max_lost = int(max_lost)
         self.refresh_every = int(refresh_every)
@@ -296,10 +308,12 @@ class Tracker:
             for j in range(n):
                 d = self._distance(vectors[j], refs)
                 if np.isfinite(d):
-                    differ[i, j] = d > self.same_person
-                    if d <= self.same_person and (lost or iou[i, j] >= NEAR_IOU):
+                    overlap = iou[i, j] >= self.match_iou and not excluded[i, j]
+                    limit = self.different_person if overlap else self.same_person
+                    differ[i, j] = d > limit
+                    if d <= limit and (lost or iou[i, j] >= NEAR_IOU):
                         cost[i, j] = IOU_WEIGHT * (1 - iou[i, j]) + (1 - IOU_WEIGHT) * d / max(
-                            self.same_person, 1e-9)
+                            self.different_person, 1e-9)
                 elif iou[i, j] >= self.match_iou and not excluded[i, j]:
                     cost[i, j] = 1 - iou[i, j]
         pairs = match_pairs(cost, 1.0)
