@@ -7,6 +7,7 @@ Keras looks up a class it does not know (see :func:`_register_lazily`), whether 
 before or after fer_tf.
 """
 
+import importlib.util as _importlib_util
 import os as _os
 import sys as _sys
 
@@ -36,7 +37,7 @@ def _register_lazily():
     right away instead.
     """
     try:
-        from keras.src.saving import object_registration as registry
+        from keras.src.saving import object_registration as registry  # deferred: keras (loaded by now)
     except ImportError:  # pragma: no cover - a Keras without this module: register eagerly
         _register_now()
         return
@@ -72,11 +73,9 @@ class _WhenKerasLoads:
     def find_spec(self, name, path=None, target=None):
         if name != "keras":
             return None
-        import importlib.util
-
         with _suppress_value_error():
             _sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)  # the other finders
+        spec = _importlib_util.find_spec(name)  # the other finders
         loader = getattr(spec, "loader", None)
         if loader is None or not hasattr(loader, "exec_module"):
             return spec

@@ -40,7 +40,7 @@ def test_full_disk_names_the_file_and_keeps_the_old_content(tmp_path, monkeypatc
 
 def test_a_missing_input_inside_the_block_is_not_called_a_write_error(tmp_path):
     with pytest.raises(FileNotFoundError):
-        with files.atomic_path(tmp_path / "out.bin") as tmp:
+        with files.atomic_path(tmp_path / "out.bin"):
             open(tmp_path / "no-such-input", "rb")
     assert _temporaries(tmp_path) == []
 

@@ -26,6 +26,7 @@ import sys
 import time
 
 from fer_tf.errors import ConfigError, OutputError
+from fer_tf.files import atomic_write_bytes, atomic_write_text
 
 _FORMATS = ("ckplus48", "ckplus", "fer2013", "fer2013-csv", "jaffe", "kdef", "yale", "manifest", "cache")
 _VARIANTS = ("softmax", "1B(N+1)", "2B(N+1)", "1B(N+M)", "2B(N+M)")
@@ -82,7 +83,6 @@ def run(args):
     settings = _settings(args)
     _check_output(out, settings, args.overwrite)
     # deferred: numpy, OpenCV and MediaPipe (alignment), keras and TensorFlow (training, export)
-    from fer_tf.files import atomic_write_bytes, atomic_write_text
     from fer_tf.research import own_data
 
     log = sys.stderr

@@ -23,15 +23,15 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import sys
-import time
 
 import numpy as np
 
-from fer_tf.config import ModelConfig, TrainConfig, load_yaml, model_config, to_dict, train_config
-from fer_tf.data.labels import EXPRESSIONS, canonical_expression
+from fer_tf.config import load_yaml, model_config, to_dict, train_config
+from fer_tf.data.labels import EXPRESSIONS, canonical_expression, label_set
 from fer_tf.data.readers import detect_format
 from fer_tf.data.splits import subject_kfold
 from fer_tf.errors import ConfigError, DatasetError, ModelFileError
+from fer_tf.files import atomic_path, atomic_write_text
 
 #: Where the shipped model and the pretrained backbone live (the repository root).
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -76,8 +76,6 @@ def parse_labels(text):
     """``--labels`` -> ``(labels, mapping)``: comma-separated names (the classes, in output order)
     and ``SOURCE=TARGET`` entries that relabel the data's SOURCE images as TARGET (TARGET becomes
     a class when it is not listed). Preset names ``basic7``, ``ckplus7`` and ``all`` are allowed."""
-    from fer_tf.data.labels import label_set
-
     labels, mapping = [], {}
     for item in (x.strip() for x in str(text).split(",")):
         if not item:
@@ -223,7 +221,8 @@ def configs(variant="2B(N+M)", labels=(), config_path=None, **train_overrides):
 def evaluate(model, faces, label_ids, labels):
     """Held-out evaluation of a JointModel (or EC network) on uint8 60x60 faces (:func:`load_faces`):
     ``{"accuracy", "recall": {label: fraction}, "confusion": [[count]] (rows = true), "images"}``."""
-    from fer_tf.preprocess.normalize import normalize_many  # deferred: keras
+    # deferred: keras and the backend
+    from fer_tf.preprocess.normalize import normalize_many
     from fer_tf.research.evaluation import predict_probabilities
 
     probabilities = predict_probabilities(model, normalize_many(faces))
@@ -231,7 +230,7 @@ def evaluate(model, faces, label_ids, labels):
 
 
 def _scores(probabilities, label_ids, labels):
-    from fer_tf.research.evaluation import accuracy, confusion, per_label_recall
+    from fer_tf.research.evaluation import accuracy, confusion, per_label_recall  # deferred: keras
 
     label_ids = np.asarray(label_ids)
     return {"accuracy": accuracy(probabilities, label_ids),
@@ -248,7 +247,8 @@ def fine_tune(table, faces, train_rows, test_rows, labels, start=None, variant="
 
     Returns ``{"model", "history", "evaluation", "train_seconds", "transferred_layers",
     "new_classes"}`` (``evaluation`` is ``None`` without ``test_rows``)."""
-    from fer_tf.preprocess.normalize import normalize_many  # deferred: keras
+    # deferred: keras and the backend
+    from fer_tf.preprocess.normalize import normalize_many
     from fer_tf.research.evaluation import train_variant
 
     if model_cfg is None or train_cfg is None:
@@ -346,7 +346,7 @@ def train(table, faces, labels, start=None, model_cfg=None, train_cfg=None, test
 def results_of(result, labels, data, table, images_read, start_name, model_cfg, train_cfg,
                seconds=None, export=None, command=None):
     """The content of ``results.json`` for a :func:`train` result."""
-    from fer_tf.research import reporting
+    from fer_tf.research import reporting  # deferred: keras (the machine's description)
 
     runs = result["runs"]
     test_subjects = sorted({s for r in runs for s in r["test"]["subjects"]})
@@ -378,8 +378,7 @@ def results_of(result, labels, data, table, images_read, start_name, model_cfg, 
 def write_report(out, results):
     """``out``/``curves.png``, ``confusion_matrix.png``, ``report.md`` and, last,
     ``results.json`` (each written atomically)."""
-    from fer_tf.files import atomic_path, atomic_write_text
-    from fer_tf.research import plots, reporting
+    from fer_tf.research import plots, reporting  # deferred: matplotlib, keras
 
     out = pathlib.Path(out)
     labels, evaluation = results["labels"], results["evaluation"]
