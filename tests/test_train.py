@@ -185,3 +185,60 @@ def test_train_a_tiny_subset_end_to_end(tmp_path, datasets_dir):
     resumed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stderr
+
+
+def _fake_run(name, test_subjects, confusion):
+    history = [{"epoch": e, "loss": 1.0 / e, "fold_accuracy": 0.5 + 0.1 * e} for e in (1, 2)]
+    matrix = np.array(confusion)
+    return {"name": name, "train": {"images": 10, "subjects": ["S9"]},
+            "test": {"images": int(matrix.sum()), "subjects": test_subjects},
+            "evaluation": {"accuracy": float(np.trace(matrix) / matrix.sum()), "recall": {},
+                           "confusion": confusion, "images": int(matrix.sum())},
+            "history": history, "train_seconds": 1.0, "transferred_layers": 3,
+            "new_classes": ["contempt"]}
+
+
+def test_report_of_cross_validation(tmp_path):
+    labels = ("anger", "contempt")
+    runs = [_fake_run("fold1", ["S1"], [[2, 0], [1, 1]]), _fake_run("fold2", ["S2"], [[1, 1], [0, 2]])]
+    pooled = np.sum([r["evaluation"]["confusion"] for r in runs], axis=0)
+    result = {"runs": runs, "evaluation": {"accuracy": 6 / 8, "recall": {"anger": 0.75, "contempt": 0.75},
+                                           "confusion": pooled.tolist(), "images": 8,
+                                           "fold_mean": 0.75, "fold_std": 0.0}}
+    table = _table(subjects=2, labels=labels)
+    m, t = own_data.configs("softmax", labels, epochs=2)
+    results = own_data.results_of(result, labels, "data/", table, images_read=5, start_name="backbone",
+                                  model_cfg=m, train_cfg=t, seconds={"total": 3.0}, command="fer-tf train x")
+    own_data.write_report(tmp_path, results)
+    assert results["split"] == {"kind": "folds", "folds": 2, "test_subjects": 2, "train_subjects": 2}
+    assert results["data"]["left_out"] == 1 and results["data"]["per_class"] == {"anger": 2, "contempt": 2}
+    text = (tmp_path / "report.md").read_text()
+    assert "**Held-out accuracy: 75.0%** (8 images; 2-fold" in text and "fer-tf train x" in text
+    assert "| anger | 3 | 1 |" in text and "new classes (fresh rows of the classifier): contempt" in text
+    assert json.loads((tmp_path / "results.json").read_text())["evaluation"]["images"] == 8
+    assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "confusion_matrix.png").is_file()
+
+
+def test_folds_then_a_final_model_on_every_subject(monkeypatch, tmp_path):
+    table = _table(subjects=9)
+    labels = ("anger", "happiness", "sadness")
+    calls = []
+
+    def fake_fine_tune(table, faces, train_rows, test_rows, labels, start, model_cfg, train_cfg,
+                       workdir, verbose):
+        calls.append((len(train_rows), len(test_rows), workdir.name))
+        ids = table.expression_ids(labels)[np.asarray(test_rows, dtype=int)]
+        scores = own_data._scores(np.eye(3)[ids], ids, labels) if len(test_rows) else None
+        return {"model": workdir.name, "history": [], "evaluation": scores, "train_seconds": 0.0,
+                "transferred_layers": 0, "new_classes": []}
+
+    monkeypatch.setattr(own_data, "fine_tune", fake_fine_tune)
+    m, t = own_data.configs("2B(N+M)", labels)
+    faces = np.zeros((len(table), 60, 60), np.uint8)
+    result = own_data.train(table, faces, labels, None, m, t, n_folds=3, workdir=tmp_path)
+    assert [c[2] for c in calls] == ["fold1", "fold2", "fold3", "final"]
+    assert sum(c[1] for c in calls[:3]) == len(table) and calls[3] == (len(table), 0, "final")
+    assert result["model"] == "final" and result["evaluation"]["accuracy"] == 1.0
+    assert result["evaluation"]["images"] == len(table) and len(result["test_faces"]) == len(table)
+    with pytest.raises(ConfigError, match="at least 2 folds"):
+        own_data.train(table, faces, labels, None, m, t, n_folds=1)
