@@ -242,3 +242,17 @@ def test_folds_then_a_final_model_on_every_subject(monkeypatch, tmp_path):
     assert result["evaluation"]["images"] == len(table) and len(result["test_faces"]) == len(table)
     with pytest.raises(ConfigError, match="at least 2 folds"):
         own_data.train(table, faces, labels, None, m, t, n_folds=1)
+
+
+def test_the_backbones_description_gives_its_labels(tmp_path):
+    """pretrained/fer2013_backbone.json has no format_version (a description written by `make
+    pretrain`): it is read for its labels, so `fer-tf predict -m` takes the backbone."""
+    from fer_tf.errors import ModelFileError
+    from fer_tf.model import saving
+
+    meta = saving.read_metadata(REPO / "pretrained" / "fer2013_backbone.keras")
+    assert meta["format_version"] == 0 and len(meta["labels"]) == 7
+    assert "accuracy" in meta["description"] and "input" not in meta  # no export's input contract
+    (tmp_path / "m.json").write_text(json.dumps({"format_version": "1", "labels": ["anger"]}))
+    with pytest.raises(ModelFileError, match="format_version"):
+        saving.read_metadata(tmp_path / "m.keras")
