@@ -12,7 +12,7 @@ DATASET ?= ckplus48
 CHECKPOINT ?= saved_models/fer_tf_basic7.keras
 EXPORT_DIR ?= runs/export
 
-.PHONY: install demo test test-slow pretrain finetune evaluate export bench ship web serve-web clean
+.PHONY: install demo test test-slow pretrain finetune evaluate train bench-train export bench ship web serve-web clean
 
 install: $(VENV)/.installed
 
@@ -49,8 +49,18 @@ finetune: install
 evaluate: install
 	FER_TF_MAKE_COMMAND="make evaluate DATASET=$(DATASET)" $(PY) pipelines/finetune.py --dataset $(DATASET) --report-only
 
+# Your own data: `make train DATA=photos/manifest.csv OUT=runs/mine [TRAIN_ARGS="--from backbone"]`
+# (fer-tf train: subject split, fine-tuning, held-out evaluation, export; rerun to resume).
+train: install
+	@test -n "$(DATA)" -a -n "$(OUT)" || { echo "usage: make train DATA=<dataset folder or manifest.csv> OUT=<folder> [TRAIN_ARGS=...]"; exit 2; }
+	$(VENV)/bin/fer-tf train $(DATA) --output $(OUT) $(TRAIN_ARGS)
+
+# `fer-tf train --from backbone` on the KDEF subset, timed: reports/train/kdef.json and README.md.
+bench-train: install
+	FER_TF_MAKE_COMMAND="make bench-train" $(PY) benchmarks/train_kdef.py --data $(DATASETS)/kdef-subset
+
 export: install
-	$(VENV)/bin/fer-tf export $(CHECKPOINT) --output $(EXPORT_DIR) \
+	$(VENV)/bin/fer-tf export $(CHECKPOINT) --output $(EXPORT_DIR) $(if $(OVERWRITE),--overwrite) \
 		--calibration $(DATASETS)/ckplus48 --parity-data $(DATASETS)/ckplus48 --format ckplus48
 
 bench: install

@@ -28,7 +28,7 @@ import warnings
 from fer_tf.errors import FerTfError, FerTfWarning
 
 # Subcommand modules, in the order data flows.
-COMMANDS = ("data", "preprocess", "export", "predict", "bench")
+COMMANDS = ("data", "preprocess", "train", "export", "predict", "bench")
 
 EXIT_OK, EXIT_NOTHING_DONE, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 EXIT_INTERRUPTED, EXIT_PIPE_CLOSED = 130, 141

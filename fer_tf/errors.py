@@ -57,3 +57,7 @@ class FerTfWarning(UserWarning):
 
 class DatasetWarning(FerTfWarning):
     """A dataset was read, but not quite as written (for example a manifest's text encoding)."""
+
+
+class ImageWarning(FerTfWarning):
+    """An image was used, but not all of it (for example only the first frame of an animated GIF)."""

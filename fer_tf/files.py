@@ -17,9 +17,12 @@ FFmpeg inside OpenCV) write straight to file descriptor 2, which no Python setti
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pathlib
 import sys
+
+from fer_tf.errors import OutputError
 
 #: Temporary files start with this prefix (see :func:`remove_stale_temporaries`).
 TEMPORARY_PREFIX = ".tmp-"
@@ -49,16 +52,36 @@ def fsync_dir(path):
         os.close(fd)
 
 
+#: Errors of writing (rather than of reading an input): a full disk, a file-size limit, a quota.
+_WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+def _write_failed(exc, path, tmp):
+    """Whether ``exc`` is the failure to write ``path``'s new content (not, say, a missing input)."""
+    return isinstance(exc, OSError) and (
+        exc.errno in _WRITE_ERRORS or exc.filename in (None, str(tmp), str(path)))
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path; write ``path``'s new content there (with anything that takes a path,
-    e.g. ``model.save``). When the block ends normally, the temporary replaces ``path``."""
+    e.g. ``model.save``). When the block ends normally, the temporary replaces ``path``.
+
+    Writing that fails (a full disk, a file-size limit: ``OSError`` ENOSPC, EFBIG, ...) raises
+    :class:`~fer_tf.errors.OutputError` naming ``path``; ``path`` keeps its previous content (or
+    stays absent) and no temporary is left behind."""
     path = pathlib.Path(path)
     tmp = temporary_name(path)
     try:
         yield tmp
         fsync_file(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if not _write_failed(exc, path, tmp):
+            raise
+        state = "keeps its previous content" if path.exists() else "was not written"
+        raise OutputError(f"{path}: cannot be written ({exc.strerror or exc}); it {state}. "
+                          "Free some disk space (or raise the file-size limit) and run again") from exc
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()

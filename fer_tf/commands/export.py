@@ -7,6 +7,10 @@ full-integer (int8) variant (without it int8 is skipped); ``--parity-data ROOT``
 variant with the Keras model on faces from ROOT (top-1 agreement, largest probability difference).
 The input and output of every variant, int8 included, are float32: ``[B, 60, 60, 1]`` grey pixels
 0..255 in, ``[B, C]`` probabilities out.
+
+An earlier export in DIR is replaced only with ``--overwrite`` (then all of its files, so that none
+mixes with the new ones), never the checkpoint being exported; the export is built beside DIR and
+moved in when complete, so a failure (a full disk) leaves DIR as it was.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ def register(subparsers):
     parser.add_argument("--variants", default=",".join(_VARIANTS),
                         help=f"comma-separated TFLite variants (default {','.join(_VARIANTS)})")
     parser.add_argument("--json", action="store_true", help="print the export report as JSON")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier export in DIR (all of its files)")
     parser.set_defaults(func=run)
 
 
@@ -78,12 +84,14 @@ def _prepare(table):
 
 
 def run(args):
-    from fer_tf.deploy.export import export_model, format_report  # deferred: numpy, LiteRT, TensorFlow
+    # deferred: numpy, LiteRT, TensorFlow
+    from fer_tf.deploy.export import check_output, export_model, format_report
 
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     unknown = [v for v in variants if v not in _VARIANTS]
     if unknown or not variants:
         raise ConfigError(f"unknown --variants {unknown or args.variants!r}; use {', '.join(_VARIANTS)}")
+    check_output(args.output, args.checkpoint, args.overwrite)  # before any slow work
     calibration = parity_faces = None
     if args.calibration:
         calibration = load_faces(args.calibration, args.calibration_format or args.format,
@@ -94,7 +102,7 @@ def run(args):
         parity_faces = load_faces(args.parity_data, args.parity_format or args.format,
                                   args.parity_size, seed=1)
     report = export_model(args.checkpoint, args.output, calibration_faces=calibration,
-                          variants=variants, parity_faces=parity_faces)
+                          variants=variants, parity_faces=parity_faces, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

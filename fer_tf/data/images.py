@@ -17,19 +17,25 @@ alignment then reports "no face found" for them.
 Modes: 1-bit, palette (with or without transparency), L/LA, RGB/RGBA, CMYK, YCbCr, 16-bit
 (``I;16*``, scaled by 1/257), 32-bit integer ``I`` and float ``F`` (scaled to 0..255, see
 :func:`_scale_to_uint8`). Transparent pixels are composited on white. EXIF orientation is applied
-and the first frame of animated files is used.
+and the first frame of animated files is used (an :class:`~fer_tf.errors.ImageWarning` says so).
+
+``max_pixels`` is the only size limit: Pillow's own (``Image.MAX_IMAGE_PIXELS``, whose double
+makes ``Image.open`` refuse a file) is raised to it while a file is opened, so a limit above
+Pillow's works.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from fer_tf.errors import ImageError
+from fer_tf.errors import ImageError, ImageWarning
 
 DEFAULT_MAX_PIXELS = 40_000_000
 
@@ -52,8 +58,34 @@ def load_image_rgb(path, max_pixels=DEFAULT_MAX_PIXELS, min_side=2) -> np.ndarra
         image.close()
 
 
+_PILLOW_LIMIT = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pillow_limit(max_pixels):
+    """Pillow's decompression-bomb limit raised to ``max_pixels`` inside the block (it is a
+    global: the lock keeps threads from restoring each other's value)."""
+    with _PILLOW_LIMIT:
+        previous = Image.MAX_IMAGE_PIXELS
+        if previous is not None and previous < max_pixels:
+            Image.MAX_IMAGE_PIXELS = int(max_pixels)
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
 def _open(path, max_pixels, min_side):
     """Open, check the header size, then decode fully; return a loaded PIL image."""
+    with _pillow_limit(max_pixels):
+        image, frames = _open_checked(path, max_pixels, min_side)
+    if isinstance(frames, int) and frames > 1:
+        warnings.warn(ImageWarning(f"{path}: an animated image of {frames} frames; only its first "
+                                   "frame is used"), stacklevel=3)
+    return image
+
+
+def _open_checked(path, max_pixels, min_side):
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -96,13 +128,17 @@ def _open(path, max_pixels, min_side):
         except Image.DecompressionBombError as exc:
             raise ImageError(path, _bomb_reason(exc, max_pixels)) from None
         try:
+            frames = int(getattr(image, "n_frames", 1))
+        except Exception:  # a damaged later frame: the first one loaded
+            frames = 1
+        try:
             rotated = ImageOps.exif_transpose(image)
         except Exception:  # broken EXIF: keep the image as stored
             rotated = image
         if rotated is not image:
             image.close()
             image = rotated
-        return image
+        return image, frames
     except BaseException:
         image.close()
         raise

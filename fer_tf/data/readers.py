@@ -115,9 +115,17 @@ def _ignored(name):
     return name.startswith(".") or name.lower() in _IGNORED
 
 
+def _unreadable(exc):
+    """os.walk's error handler: a folder that cannot be listed is an error, not an empty folder."""
+    where = exc.filename or "a folder"
+    raise DatasetError(f"cannot read the folder {where} ({exc.strerror or exc}); give yourself read "
+                       "access to it, or move it out of the dataset") from None
+
+
 def _walk_files(root):
-    """All non-hidden files under ``root``, recursively, in sorted order."""
-    for dirpath, dirnames, filenames in os.walk(root):
+    """All non-hidden files under ``root``, recursively, in sorted order. A folder that cannot be
+    read raises :class:`DatasetError` (it would otherwise look empty)."""
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_unreadable):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if not _ignored(name):
@@ -130,13 +138,19 @@ def _skip(skipped, path, reason):
 
 def _files_in(folder):
     """Non-hidden plain files directly in ``folder`` (fast: one scandir)."""
-    with os.scandir(folder) as it:
-        return sorted((e.path, e.name) for e in it if e.is_file() and not _ignored(e.name))
+    try:
+        with os.scandir(folder) as it:
+            return sorted((e.path, e.name) for e in it if e.is_file() and not _ignored(e.name))
+    except OSError as exc:
+        _unreadable(exc)
 
 
 def _subdirs(folder):
-    with os.scandir(folder) as it:
-        return sorted((e.path, e.name) for e in it if e.is_dir() and not e.name.startswith("."))
+    try:
+        with os.scandir(folder) as it:
+            return sorted((e.path, e.name) for e in it if e.is_dir() and not e.name.startswith("."))
+    except OSError as exc:
+        _unreadable(exc)
 
 
 # --- CK+48: <class>/S###_SSS_FFFFFFFF.png ------------------------------------------------------
@@ -479,11 +493,15 @@ def _read_manifest(root, skipped, require_subject=True, check_files=True, allow_
         raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; "
                            f"expected {LAYOUTS['manifest']}")
     reader.fieldnames = fields
+    records = []
     try:
-        records = list(reader)
+        for rec in reader:  # blank lines are skipped by the reader but counted in line_num
+            records.append((reader.line_num, rec))
     except csv.Error as exc:
-        raise DatasetError(f"{path}: malformed CSV ({exc})") from None
-    for line, rec in enumerate(records, start=2):
+        raise DatasetError(f"{path}: malformed CSV at line {reader.line_num} ({exc})") from None
+    first = {}  # file -> (line, expression, subject) of its first row
+    duplicates = []
+    for line, rec in records:
         rel = (rec.get("path") or "").strip()
         where = str(base / rel) if rel else f"{path}:{line}"
         if not rel:
@@ -504,6 +522,17 @@ def _read_manifest(root, skipped, require_subject=True, check_files=True, allow_
         if check_files and not file.is_file():
             _skip(skipped, where, "file not found")
             continue
+        key = os.path.normcase(os.path.normpath(os.path.abspath(file)))
+        if key in first:
+            line0, expression0, subject0 = first[key]
+            if (expression0, subject0) != (expression, subject):
+                what = (f"labels {expression0} and {expression}" if expression0 != expression
+                        else f"subjects {subject0!r} and {subject!r}")
+                raise DatasetError(
+                    f"{path}: lines {line0} and {line} give {rel} two {what}; keep the right one")
+            duplicates.append((line, line0))
+            continue
+        first[key] = (line, expression, subject)
         sequence = (rec.get("sequence") or "").strip()
         if sequence and subject and not sequence.startswith(subject):
             sequence = f"{subject}_{sequence}"
@@ -514,6 +543,11 @@ def _read_manifest(root, skipped, require_subject=True, check_files=True, allow_
         rows.append({"path": str(file), "expression": expression, "subject": subject,
                      "sequence": sequence, "frame": frame,
                      "split": (rec.get("split") or "").strip()})
+    if duplicates:
+        line, line0 = duplicates[0]
+        warnings.warn(DatasetWarning(
+            f"{path}: {len(duplicates)} duplicate row(s) dropped (the same file, label and subject "
+            f"as an earlier row; e.g. line {line} repeats line {line0})"), stacklevel=2)
     return rows, None
 
 

@@ -36,8 +36,8 @@ import numpy as np
 from fer_tf.data.labels import label_set
 from fer_tf.deploy.choose import choose_default, parity, time_variants
 from fer_tf.deploy.convert import VARIANTS, convert_variant, short_error, xnnpack_coverage
-from fer_tf.errors import ConfigError, ModelFileError
-from fer_tf.files import atomic_write_bytes, atomic_write_text, quiet_native_stderr
+from fer_tf.errors import ConfigError, ModelFileError, OutputError
+from fer_tf.files import atomic_write_bytes, atomic_write_text, fsync_dir, quiet_native_stderr
 from fer_tf.model import saving
 from fer_tf.model.inference_model import FACE_SHAPE, build_inference_model, check_classifier
 
@@ -81,6 +81,12 @@ def export_model(
     ``parity_faces`` (``[n,60,60]``) adds each variant's :func:`parity`. ``model.tflite`` is the
     default variant (:func:`choose_default`); its sidecar holds the variant's keys plus
     ``default_of`` and ``default_reason``.
+
+    Nothing is lost: the export is built in a folder beside ``output_dir`` and moved in only when
+    complete, so a failure (a full disk included) leaves ``output_dir`` as it was, and a rerun
+    removes what a failed one left. An earlier export's files in ``output_dir`` are all removed
+    first (none mixes with the new ones); without ``overwrite`` they are refused
+    (:class:`~fer_tf.errors.OutputError`), as is an export that would replace its own input.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf  # deferred: TensorFlow (the converter)
@@ -89,6 +95,8 @@ def export_model(
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"unknown TFLite variants {unknown}; use {', '.join(VARIANTS)}")
+    final = pathlib.Path(output_dir)
+    check_output(final, checkpoint_or_model, overwrite)
     if isinstance(checkpoint_or_model, (str, os.PathLike)):
         source = source or str(checkpoint_or_model)
         model = saving.load_model(checkpoint_or_model, check=False)  # checked below, once
@@ -101,8 +109,98 @@ def export_model(
     labels = _labels_of(model, labels)
     inference = build_inference_model(model, labels, kind=kind)
 
-    out = pathlib.Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(final)
+    out = staging_folder(final)  # everything is written here first, then moved into final
+    out.mkdir()
+    try:
+        report = _export_into(out, final, inference, labels, source, variants, calibration_faces,
+                              parity_faces, tf)
+        publish(out, final)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return report
+
+
+#: What an export writes into its folder (another export's files are removed before a new one's
+#: are moved in, so that the folder never mixes two exports).
+EXPORT_NAMES = ("saved_model", "saved_model.json", "inference.keras", "inference.json",
+                *(f"model_{v}.{ext}" for v in VARIANTS for ext in ("tflite", "json")),
+                DEFAULT_TFLITE, "model.json", "export_report.json")
+_STAGING = ".tmp-export-"
+
+
+def check_output(folder, source=None, overwrite=False):
+    """Refuse (:class:`~fer_tf.errors.OutputError`) an export into ``folder`` that would replace
+    its own input ``source``, or, without ``overwrite``, any file of an earlier export."""
+    folder = pathlib.Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: exists and is not a folder; export into a folder")
+    if isinstance(source, (str, os.PathLike)):
+        src = pathlib.Path(source).resolve()
+        if any(src == (folder / name).resolve() or (folder / name).resolve() in src.parents
+               for name in EXPORT_NAMES):
+            raise OutputError(f"{source}: the export into {folder} would replace its own input; "
+                              "export into another folder")
+    present = [name for name in EXPORT_NAMES if (folder / name).exists()]
+    if present and not overwrite:
+        raise OutputError(f"{folder} holds an earlier export ({', '.join(present[:4])}"
+                          f"{', ...' if len(present) > 4 else ''}); pass --overwrite to replace it "
+                          "(all of it), or export into another folder")
+
+
+def staging_folder(final):
+    """The folder an export into ``final`` is built in: beside it, named after this process."""
+    return final.with_name(f"{_STAGING}{os.getpid()}-{final.name}")
+
+
+def remove_stale_staging(final):
+    """Remove what exports into ``final`` that were killed (or stopped by a full disk) left behind."""
+    for path in final.parent.glob(f"{_STAGING}*-{final.name}"):
+        pid = path.name[len(_STAGING):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue  # another export into the same folder is running
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def publish(staging, final):
+    """Replace the earlier export's files in ``final`` by the new ones of ``staging`` (other files
+    of ``final`` are left alone)."""
+    final.mkdir(parents=True, exist_ok=True)
+    for name in EXPORT_NAMES:
+        old = final / name
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        elif old.exists() or old.is_symlink():
+            old.unlink()
+    for item in sorted(staging.iterdir()):
+        os.replace(item, final / item.name)
+    fsync_dir(final)
+
+
+def _paths_in(value, staging, final):
+    """``value`` (a report) with ``staging``'s paths rewritten as ``final``'s."""
+    if isinstance(value, dict):
+        return {k: _paths_in(v, staging, final) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_paths_in(v, staging, final) for v in value]
+    if isinstance(value, str) and value.startswith(str(staging)):
+        return str(final) + value[len(str(staging)):]
+    return value
+
+
+def _export_into(out, final, inference, labels, source, variants, calibration_faces, parity_faces, tf):
+    """The body of :func:`export_model`: every artefact into ``out`` (the staging folder)."""
     report = {"output_dir": str(out), "labels": list(labels), "source": source,
               "artefacts": {}, "variants": {}}
 
@@ -114,10 +212,6 @@ def export_model(
 
     # SavedModel
     sm_dir = out / "saved_model"
-    if sm_dir.exists():
-        if not overwrite:
-            raise ConfigError(f"{sm_dir} exists; remove it or export into another folder")
-        shutil.rmtree(sm_dir)
     inference.export(
         str(sm_dir),
         format="tf_saved_model",
@@ -174,16 +268,13 @@ def export_model(
             report["variants"][variant]["latency_ms"] = latency
     default, reason = choose_default(report["variants"])
     report["default"] = {"variant": default, "path": None, "reason": reason}
-    stale = out / DEFAULT_TFLITE
+    target = out / DEFAULT_TFLITE
     if default is not None:
-        atomic_write_bytes(stale, pathlib.Path(converted[default]).read_bytes())
-        saving.write_metadata(stale, labels, source=source, format="tflite", **infos[default],
-                                default_of=default, default_reason=reason)
-        report["default"]["path"] = str(stale)
-    elif stale.exists():  # an earlier export's default must not pass for this one's
-        stale.unlink()
-        saving.metadata_path(stale).unlink(missing_ok=True)
-
+        atomic_write_bytes(target, pathlib.Path(converted[default]).read_bytes())
+        saving.write_metadata(target, labels, source=source, format="tflite", **infos[default],
+                              default_of=default, default_reason=reason)
+        report["default"]["path"] = str(target)
+    report = _paths_in(report, out, final)
     atomic_write_text(out / "export_report.json", json.dumps(report, indent=2) + "\n")
     return report
 

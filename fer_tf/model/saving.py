@@ -27,6 +27,10 @@ Each exported artefact ``<dir>/<stem>.<ext>`` (or the ``saved_model/`` folder) h
      "preprocessing": "...",                          # what the model does inside
      "source": "<checkpoint the artefact was exported from>",
      ...}                                             # variant-specific keys (quantization, io)
+
+A JSON file without ``format_version`` beside a ``.keras`` file (the description that `make
+pretrain` publishes with ``pretrained/fer2013_backbone.keras``) is read as version 0: only its
+``labels`` are used.
 """
 
 from __future__ import annotations
@@ -346,8 +350,10 @@ def read_metadata(path, required=False):
         raise ModelFileError(f"{target}: model metadata is not valid JSON ({exc}); re-export the model") from None
     if not isinstance(meta, dict):
         raise ModelFileError(f"{target}: model metadata is not a JSON object; re-export the model")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    # A description written by training (pretrained/fer2013_backbone.json: labels, accuracy,
+    # provenance) has no format_version: it is read as version 0, for its labels.
+    version = meta.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= FORMAT_VERSION:
         raise ModelFileError(
             f"{target}: model metadata format_version {version!r} is not supported by this fer_tf "
             f"(reads up to {FORMAT_VERSION}); upgrade fer_tf or re-export the model"
@@ -360,4 +366,6 @@ def read_metadata(path, required=False):
         bad = [x for x, c in zip(labels, canon) if c is None]
         raise ModelFileError(f"{target}: unknown expression labels {bad}; re-export the model")
     meta["labels"] = canon
+    if version == 0:  # a description, not an export's metadata: only its labels mean the same
+        return {"format_version": 0, "labels": canon, "description": meta}
     return meta
