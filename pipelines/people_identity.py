@@ -386,6 +386,17 @@ def write_markdown(result, path):
                              f"{_pct(m['inverse_purity'])}% |")
         lines.append("")
     lines += [
+        "How the adaptive rule was chosen: by a principle, not by a score on these sets. A person's "
+        "photos may form sub-groups (KDEF's two photo sessions per person), which any criterion of "
+        "tightness (the silhouette, a gap in the merge heights) splits; what says that two sub-groups "
+        "are one person is only that they are closer than *different people* are in this run. So "
+        "the cut is scored on the probability of being different people, learnt from the run's own "
+        "near-neighbour distances; its only settings are general ones (ceil(sqrt(n)) neighbours, the "
+        "mixture's BIC, the cut range of the earlier rule), none fitted on a set, so leaving any one "
+        "set out would choose the same rule. Its failure mode shows on Yale: two look-alike people "
+        "whose photos are about as far apart as one KDEF person's two sessions are merged, because "
+        "the run's few near-neighbour distances between them fall under its same-person mode.",
+        "",
         "## Pseudo-identities for training data (`fer-tf data identities`)",
         "",
         "The manifest's subjects (`fer_tf.people.folder.pseudo_subjects`, as the command writes them: "
