@@ -393,9 +393,10 @@ def write_markdown(result, path):
         "the cut is scored on the probability of being different people, learnt from the run's own "
         "near-neighbour distances; its only settings are general ones (ceil(sqrt(n)) neighbours, the "
         "mixture's BIC, the cut range of the earlier rule), none fitted on a set, so leaving any one "
-        "set out would choose the same rule. Its failure mode shows on Yale: two look-alike people "
-        "whose photos are about as far apart as one KDEF person's two sessions are merged, because "
-        "the run's few near-neighbour distances between them fall under its same-person mode.",
+        "set out would choose the same rule. Its failure mode shows on Yale: two pairs of look-alike "
+        "people, whose photos are about as far apart as one KDEF person's two sessions, are merged, "
+        "because in a run this small the few neighbour distances between them are taken into the "
+        "same-person mode.",
         "",
         "## Pseudo-identities for training data (`fer-tf data identities`)",
         "",
