@@ -166,3 +166,52 @@ def test_identities_cli_writes_manifest_and_refuses_to_overwrite(datasets_dir, t
     assert main(["data", "identities", str(folder), "-f", "yale", "-o", str(out), "-q"]) == 2
     assert "--overwrite" in capsys.readouterr().err and out.read_text() == before
     assert main(["data", "identities", str(folder), "-f", "yale", "-o", str(out), "-q", "--overwrite"]) == 0
+
+
+def test_grouping_small_runs():
+    """Runs too small to learn a cut from fall back to the recogniser's own threshold."""
+    rng = np.random.default_rng(4)
+    face = rng.normal(size=(1, 128)) * (1.0 / np.sqrt(2 * 128))
+    g = group(face)
+    assert g.count == 1 and list(g.labels) == [0] and g.method == "adaptive-fallback"
+    twice = np.concatenate([face, face + rng.normal(scale=0.2 / np.sqrt(128), size=(1, 128))])
+    assert group(twice).count == 1  # two photos of one person (distance about 0.2)
+    other = rng.normal(size=(1, 128)) * (1.0 / np.sqrt(2 * 128))
+    g = group(np.concatenate([face, other]))  # two people (distance about 1)
+    assert g.count == 2 and g.method == "adaptive-fallback"
+    strangers = rng.normal(size=(40, 128)) * (1.0 / np.sqrt(2 * 128))  # all different people
+    g = group(strangers)
+    assert g.count == 40 and g.method == "adaptive-fallback"
+
+
+def test_adaptive_keeps_a_persons_photo_sessions_together():
+    """Each person photographed in two sessions: photos 0.2 apart within a session, 0.45 across
+    sessions, people about 0.75 apart. The distance silhouette splits the sessions; the adaptive
+    cut, which scores the probability of being different people, keeps each person whole."""
+    rng = np.random.default_rng(5)
+    people = rng.normal(size=(12, 128)) * (0.75 / np.sqrt(2 * 128))
+    x, truth = [], []
+    for i, centre in enumerate(people):
+        for _ in range(2):
+            session = centre + rng.normal(size=128) * (0.45 / np.sqrt(2 * 128))
+            x.append(_clusters(rng, session[None], 3, 0.2 / np.sqrt(2 * 128)))
+            truth += [i] * 3
+    x = np.concatenate(x)
+    assert group(x, method="silhouette").count > 12
+    g = group(x)
+    assert g.method == "adaptive" and g.count == 12 and adjusted_rand_index(truth, g.labels) == 1.0
+
+
+def test_neighbour_mixture_finds_the_two_modes():
+    from fer_tf.people.grouping import different_probability, fit_mixture
+
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.normal(0.3, 0.05, 300), rng.normal(0.7, 0.05, 700)])
+    m = fit_mixture(x)
+    assert m.bimodal
+    np.testing.assert_allclose(m.mean, [0.3, 0.7], atol=0.02)
+    np.testing.assert_allclose(m.weight, [0.3, 0.7], atol=0.03)
+    p = different_probability(np.array([0.2, 0.5, 0.9]), m)
+    assert p[0] < 0.01 and 0.3 < p[1] < 0.9 and p[2] == 1.0
+    assert not fit_mixture(rng.normal(0.5, 0.05, 500)).bimodal
+    assert fit_mixture(x[:5]) is None

@@ -52,9 +52,10 @@ def register(subparsers):
                      default=None, help="dataset layout; detected from the folder when left out")
     ids.add_argument("--output", "-o", required=True, metavar="CSV", help="manifest to write")
     ids.add_argument("--overwrite", action="store_true", help="replace the manifest if it exists")
-    ids.add_argument("--grouping", choices=("adaptive", "fixed"), default="adaptive",
+    ids.add_argument("--grouping", choices=("adaptive", "silhouette", "fixed"), default="adaptive",
                      help="adaptive (default): the number of people from the run's own distances; "
-                          "fixed: one distance threshold (--threshold)")
+                          "silhouette: the earlier rule (best distance silhouette; splits photo "
+                          "sessions); fixed: one distance threshold (--threshold)")
     ids.add_argument("--threshold", type=float, default=None,
                      help="--grouping fixed: the distance threshold (default 0.6, dlib's LFW value)")
     ids.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

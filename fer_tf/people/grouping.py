@@ -5,14 +5,26 @@ the run's own distances; enrolled names; adjusted Rand index and purity (NumPy o
 of one ethnicity or age group, or photographed alike, sit closer together than the faces it was
 tuned on, so a threshold fixed on one population (dlib's 0.6 on LFW) merges different people of
 another, or splits one person photographed in changing light. :func:`group` therefore builds the
-average-linkage tree of the run's faces (:func:`average_linkage`) and cuts it where the clusters are
-best separated *in this run*: of the cuts whose height lies in :data:`CUT_RANGE` (the range where a
-recogniser's same-person and different-person distances meet), the one with the largest mean
-silhouette (each face's distance to its own people against the nearest other people). The
-silhouette has no value for one cluster and is 0 for singletons, so when no cut reaches
-:data:`MIN_SILHOUETTE` the run has no cluster structure: it is one person when most pairs are
-closer than :data:`REFERENCE_THRESHOLD`, else all different people (the fallback).
-``reports/people/identity.md`` compares this with fixed thresholds on CK+48, KDEF and Yale.
+average-linkage tree of the run's faces (:func:`average_linkage`) and chooses its cut from this
+run's distances, in two steps:
+
+1. *Same person or not, learnt from the run* (:func:`neighbour_mixture`): each face's
+   ``ceil(sqrt(n))`` nearest neighbours are mostly its own other photos plus the nearest other
+   people, so a two-component Gaussian mixture fitted to those distances gives a same-person and a
+   different-person mode; :func:`different_probability` turns every distance into the posterior
+   probability that the two faces are different people.
+2. *Best separated people* (:func:`separation`): of the cuts in :data:`CUT_RANGE`, the one where each
+   face's mean probability of being a different person from the nearest other group most exceeds
+   that from its own group (a silhouette in probability units, ``b - a`` without the division).
+   Two photo sessions of one person are far apart in distance but both "same person" in
+   probability, so joining them costs nothing, while joining two people does: the plain silhouette
+   (:func:`silhouette`, on distances) splits such sessions.
+
+When the run is too small to learn from (fewer than :data:`MIN_PAIRS` neighbour distances) or its
+neighbour distances have one mode (the mixture's BIC is no better than one Gaussian's: one person,
+or all different people), the tree is cut at the recogniser's own :data:`REFERENCE_THRESHOLD`
+(method ``adaptive-fallback``). ``reports/people/identity.md`` compares this with fixed thresholds
+and with the distance silhouette on CK+48, KDEF and Yale.
 
 **Names.** :meth:`Grouping.names` gives ``person-1``, ``person-2``, ... in the order the people first
 appear; :func:`enroll` puts enrolled names on the groups that match them and reports the names that
@@ -33,15 +45,18 @@ from fer_tf.people.embedding import REFERENCE_THRESHOLD, distances
 CUT_RANGE = (0.35, 0.85)
 #: At most this many candidate cuts are scored (quantiles of the merge heights in range).
 MAX_CANDIDATES = 64
-#: Below this best mean silhouette the run has no cluster structure (one person or all different).
+#: ``method="silhouette"``: below this best mean silhouette the run has no cluster structure.
 MIN_SILHOUETTE = 0.1
-METHODS = ("adaptive", "fixed")
+#: Fewer neighbour distances than this: too few to fit the mixture's 5 parameters (fallback).
+MIN_PAIRS = 10
+METHODS = ("adaptive", "silhouette", "fixed")
 
 
 @dataclasses.dataclass
 class Grouping:
     """Cluster ids ``labels`` ([n] int, 0, 1, ... in order of first appearance), the ``threshold``
-    (merge height) the tree was cut at, ``method`` and, for ``adaptive``, its ``silhouette``."""
+    (merge height) the tree was cut at, ``method`` and the score of the chosen cut (``silhouette``:
+    :func:`separation` for ``adaptive``, :func:`silhouette` for ``silhouette``)."""
 
     labels: np.ndarray
     threshold: float
@@ -144,11 +159,129 @@ def silhouette(d, labels):
     return float(s.mean())
 
 
+@dataclasses.dataclass
+class Mixture:
+    """Two Gaussians fitted to distances: ``weight``, ``mean``, ``std`` ([2] each, same person
+    first) and whether they beat one Gaussian by BIC (``bimodal``)."""
+
+    weight: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    bimodal: bool
+
+
+def _log_densities(x, mixture):
+    x = np.asarray(x, dtype=np.float64)[..., None]
+    return (np.log(mixture.weight) - np.log(mixture.std)
+            - 0.5 * ((x - mixture.mean) / mixture.std) ** 2 - 0.5 * np.log(2 * np.pi))
+
+
+def fit_mixture(x, iterations=500, tol=1e-9):
+    """Two-component 1-D Gaussian mixture by EM (started at the quartiles, so deterministic), or
+    ``None`` for fewer than :data:`MIN_PAIRS` values."""
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < MIN_PAIRS:
+        return None
+    floor = max(1e-3 * float(x.std()), 1e-6)  # a component may not collapse onto one value
+    mixture = Mixture(np.array([0.5, 0.5]), np.quantile(x, [0.25, 0.75]),
+                      np.full(2, max(float(x.std()) / 2, floor)), False)
+    previous = -np.inf
+    for _ in range(iterations):
+        logp = _log_densities(x, mixture)
+        top = logp.max(axis=1, keepdims=True)
+        total = top[:, 0] + np.log(np.exp(logp - top).sum(axis=1))
+        r = np.exp(logp - total[:, None])
+        nk = np.maximum(r.sum(axis=0), 1e-12)
+        mean = (r * x[:, None]).sum(axis=0) / nk
+        std = np.maximum(np.sqrt((r * (x[:, None] - mean) ** 2).sum(axis=0) / nk), floor)
+        mixture = Mixture(nk / len(x), mean, std, False)
+        loglik = float(total.sum())
+        if loglik - previous < tol * abs(loglik):
+            break
+        previous = loglik
+    order = np.argsort(mixture.mean)
+    mixture = Mixture(mixture.weight[order], mixture.mean[order], mixture.std[order], False)
+    logp = _log_densities(x, mixture)
+    top = logp.max(axis=1)
+    two = float((top + np.log(np.exp(logp - top[:, None]).sum(axis=1))).sum())
+    one = float((-np.log(max(x.std(), floor)) - 0.5 * ((x - x.mean()) / max(x.std(), floor)) ** 2
+                 - 0.5 * np.log(2 * np.pi)).sum())
+    # BIC: 5 parameters against 2
+    mixture.bimodal = bool(-2 * two + 5 * np.log(len(x)) < -2 * one + 2 * np.log(len(x)))
+    return mixture
+
+
+def neighbour_mixture(d):
+    """The mixture (:func:`fit_mixture`) of the distances from each face to its ``ceil(sqrt(n))``
+    nearest neighbours (each pair once), or ``None`` when they are too few."""
+    n = len(d)
+    k = min(int(np.ceil(np.sqrt(n))), n - 1)
+    if k < 1:
+        return None
+    masked = np.array(d, dtype=np.float64)
+    np.fill_diagonal(masked, np.inf)
+    near = np.argsort(masked, axis=1, kind="stable")[:, :k]
+    rows = np.repeat(np.arange(n), k)
+    pairs = np.unique(np.stack([np.minimum(rows, near.ravel()), np.maximum(rows, near.ravel())], 1), axis=0)
+    return fit_mixture(masked[pairs[:, 0], pairs[:, 1]])
+
+
+def different_probability(d, mixture):
+    """Posterior probability that two faces at distance ``d`` are different people (1 beyond the
+    different-person mean, where a narrow same-person Gaussian would otherwise come back)."""
+    d = np.asarray(d, dtype=np.float64)
+    logp = _log_densities(d, mixture)
+    p = 1.0 / (1.0 + np.exp(np.clip(logp[..., 0] - logp[..., 1], -700, 700)))
+    return np.where(d >= mixture.mean[1], 1.0, p)
+
+
+def separation(p, labels):
+    """Mean over faces of ``b - a``: ``a`` the mean of ``p`` (different-person probabilities) to
+    the face's own group, ``b`` to the nearest other group (singletons count 0; ``nan`` for one
+    group or all singletons)."""
+    labels = np.asarray(labels)
+    k = int(labels.max()) + 1
+    if k < 2 or k == len(labels):
+        return float("nan")
+    onehot = np.eye(k)[labels]
+    counts = onehot.sum(0)
+    sums = p @ onehot
+    own = counts[labels]
+    idx = np.arange(len(labels))
+    a = sums[idx, labels] / np.maximum(own - 1, 1)
+    other = sums / counts
+    other[idx, labels] = np.inf
+    return float(np.where(own > 1, other.min(axis=1) - a, 0.0).mean())
+
+
+def _candidates(merges, cut_range):
+    lo, hi = cut_range
+    heights = merges[:, 2]
+    # the cuts in [lo, hi] give the partitions at lo and at each merge height above it
+    inside = np.unique(heights[(heights > lo) & (heights <= hi)])
+    if len(inside) > MAX_CANDIDATES - 1:
+        inside = np.unique(np.quantile(inside, np.linspace(0, 1, MAX_CANDIDATES - 1), method="nearest"))
+    return np.concatenate([[lo], inside])
+
+
+def _best_cut(score, merges, n, cut_range):
+    best_t, best_s = float("nan"), -np.inf
+    for t in _candidates(merges, cut_range):
+        s = score(cut(merges, n, t))
+        if np.isfinite(s) and s > best_s:
+            best_t, best_s = float(t), s
+    return best_t, best_s
+
+
 def group(vectors, method="adaptive", threshold=None, cut_range=CUT_RANGE):
     """Group identity vectors ``[n, 128]`` into people: a :class:`Grouping`.
 
-    ``method="adaptive"`` (default): the average-linkage cut in ``cut_range`` with the best mean
-    silhouette, with the one-person / all-different fallback (module docstring).
+    ``method="adaptive"`` (default): the average-linkage cut in ``cut_range`` that best separates
+    people by the run's own same-person / different-person mixture, with the fallback to
+    :data:`REFERENCE_THRESHOLD` for runs too small or with one mode (module docstring).
+    ``method="silhouette"``: the cut in ``cut_range`` with the best mean silhouette of distances
+    (the earlier default; it splits a person's photo sessions), with a one-person / all-different
+    fallback below :data:`MIN_SILHOUETTE`.
     ``method="fixed"``: the cut at ``threshold`` (default :data:`REFERENCE_THRESHOLD`).
     """
     if method not in METHODS:
@@ -162,25 +295,24 @@ def group(vectors, method="adaptive", threshold=None, cut_range=CUT_RANGE):
     if method == "fixed":
         t = REFERENCE_THRESHOLD if threshold is None else float(threshold)
         return Grouping(cut(merges, n, t), t, method)
-    lo, hi = cut_range
-    heights = merges[:, 2]
-    # the cuts in [lo, hi] give the partitions at lo and at each merge height above it
-    inside = np.unique(heights[(heights > lo) & (heights <= hi)])
-    if len(inside) > MAX_CANDIDATES - 1:
-        inside = np.unique(np.quantile(inside, np.linspace(0, 1, MAX_CANDIDATES - 1), method="nearest"))
-    inside = np.concatenate([[lo], inside])
-    best_t, best_s = float("nan"), -np.inf
-    for t in inside:
-        s = silhouette(d, cut(merges, n, t))
-        if np.isfinite(s) and s > best_s:
-            best_t, best_s = float(t), s
+    if method == "adaptive":
+        mixture = neighbour_mixture(d)
+        if mixture is not None and mixture.bimodal:
+            p = different_probability(d, mixture)
+            np.fill_diagonal(p, 0.0)
+            t, s = _best_cut(lambda labels: separation(p, labels), merges, n, cut_range)
+            if np.isfinite(t):
+                return Grouping(cut(merges, n, t), t, method, s)
+        # too few distances to learn from, or one mode: the recogniser's own threshold
+        return Grouping(cut(merges, n, REFERENCE_THRESHOLD), REFERENCE_THRESHOLD, "adaptive-fallback")
+    best_t, best_s = _best_cut(lambda labels: silhouette(d, labels), merges, n, cut_range)
     if best_s >= MIN_SILHOUETTE:
         return Grouping(cut(merges, n, best_t), best_t, method, best_s)
     # no cluster structure: one person, or all different people
     pairs = d[np.triu_indices(n, 1)]
     one = n > 1 and float(np.median(pairs)) < REFERENCE_THRESHOLD
     t = np.inf if one else -np.inf
-    return Grouping(cut(merges, n, t), t, "adaptive-fallback", best_s if np.isfinite(best_s) else float("nan"))
+    return Grouping(cut(merges, n, t), t, "silhouette-fallback", best_s if np.isfinite(best_s) else float("nan"))
 
 
 def enroll(grouping, vectors, enrolled, threshold=None):
