@@ -101,6 +101,7 @@ def test_replica_batches_keep_subjects_whole_and_indices_local():
 
 
 def test_replica_dataset_global_and_local_indices():
+    from fer_tf.data.sampling import to_global_indices
     from fer_tf.training import distribute
 
     table, faces = _synthetic()
@@ -111,7 +112,7 @@ def test_replica_dataset_global_and_local_indices():
     (xl, yl), (xg, yg) = next(iter(local)), next(iter(global_))
     assert xl.shape == (12, 48, 48, 1) and yl["tuples"].shape == (12, 6)
     np.testing.assert_array_equal(xl.numpy(), xg.numpy())
-    np.testing.assert_array_equal(distribute.to_global_indices(yl["tuples"].numpy(), 2), yg["tuples"].numpy())
+    np.testing.assert_array_equal(to_global_indices(yl["tuples"].numpy(), 2), yg["tuples"].numpy())
     first = batcher.epoch(0)[0]
     np.testing.assert_array_equal(yl["tuples"].numpy()[6:], first[1].tuples)
     assert sum(1 for _ in local) == batcher.steps_per_epoch
@@ -291,7 +292,7 @@ import jax
 import keras
 import numpy as np
 from fixtures_training import TINY_LABELS, synthetic_data, tiny_model
-from fer_tf.data.sampling import identity_aware_dataset
+from fer_tf.data.feeders import identity_aware_dataset
 
 assert len(jax.devices()) == 2, jax.devices()
 table, faces = synthetic_data(subjects=4)
