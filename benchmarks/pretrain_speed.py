@@ -26,7 +26,7 @@ def measure(policy, faces, labels, train_config, steps, warmup=10):
 
     from fer_tf.model import network
     from fer_tf.training import loop
-    from fer_tf.data.sampling import classification_dataset
+    from fer_tf.data.feeders import classification_dataset
 
     keras.mixed_precision.set_global_policy(policy)
     try:

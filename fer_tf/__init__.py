@@ -35,7 +35,7 @@ _PUBLIC = {
     "CKPLUS7": "fer_tf.data.labels",
     "FaceTable": "fer_tf.data.table",
     "read_dataset": "fer_tf.data.readers",
-    "identity_aware_dataset": "fer_tf.data.sampling",
+    "identity_aware_dataset": "fer_tf.data.feeders",
     # preprocess
     "FaceAligner": "fer_tf.preprocess.align",
     "prepare_faces": "fer_tf.preprocess.cache",

@@ -8,14 +8,14 @@ from fer_tf.data.augment import NUM_UNIFORMS, Augmentation, augment_faces, flip_
 FULL = np.arange(60 * 60, dtype=np.float32).reshape(60, 60)
 
 
-def _locate(crop, full):
-    """(dy, dx, flipped) with crop == full[dy:dy+48, dx:dx+48] (maybe mirrored), else None."""
-    for flipped in (False, True):
-        c = crop[:, ::-1] if flipped else crop
-        dy, dx = np.argwhere(full == c[0, 0])[0]
-        if dy + 48 <= 60 and dx + 48 <= 60 and np.array_equal(full[dy:dy + 48, dx:dx + 48], c):
-            return int(dy), int(dx), flipped
-    return None
+def _papers_crop(u):
+    """The crop the paper's augmentation must give for one row of uniforms, worked out here
+    without the library: the top-left corner is k in 0..12 when u lies in [k/13, (k+1)/13), the
+    crop is mirrored when u[2] < 0.5. Returns (crop [48, 48], (dy, dx, flipped))."""
+    dy, dx = (min(int(float(v) * 13), 12) for v in u[:2])
+    flipped = bool(u[2] < 0.5)
+    crop = FULL[dy:dy + 48, dx:dx + 48]
+    return (crop[:, ::-1] if flipped else crop), (dy, dx, flipped)
 
 
 def _uniforms(n, seed=0):
@@ -23,14 +23,28 @@ def _uniforms(n, seed=0):
 
 
 def test_default_is_the_papers_random_crop_and_flip():
-    batch = np.repeat(FULL[None, :, :, None], 64, axis=0)
-    out = np.asarray(augment_faces(batch, _uniforms(64)))
-    assert out.shape == (64, 48, 48, 1)
-    found = [_locate(o[:, :, 0], FULL) for o in out]
-    assert all(f is not None for f in found)  # exact pixel copies: integer offsets
-    assert len(set(found)) > 20
-    assert {f[2] for f in found} == {False, True}
-    assert {f[0] for f in found} == set(range(13)) or max(f[0] for f in found) <= 12
+    u = _uniforms(256)
+    out = np.asarray(augment_faces(np.repeat(FULL[None, :, :, None], len(u), axis=0), u))
+    assert out.shape == (len(u), 48, 48, 1)
+    draws = []
+    for image, row in zip(out, u):
+        expected, draw = _papers_crop(row)
+        np.testing.assert_array_equal(image[:, :, 0], expected, err_msg=f"uniforms {row[:3]}, crop {draw}")
+        draws.append(draw)
+    # the uniforms exercise every offset on both axes and both flips, so each of them was checked
+    assert {d[0] for d in draws} == {d[1] for d in draws} == set(range(13))
+    assert {d[2] for d in draws} == {False, True}
+
+
+def test_crop_offsets_at_the_edges_of_their_bins():
+    """u just inside each bin [k/13, (k+1)/13) gives offset k on both axes: uniform over 0..12."""
+    k = np.arange(13)
+    for u_offset in (k / 13 + 1e-4, (k + 1) / 13 - 1e-4):
+        u = np.full((13, NUM_UNIFORMS), 0.9, np.float32)  # 0.9: no flip
+        u[:, 0], u[:, 1] = u_offset, u_offset[::-1]
+        out = np.asarray(augment_faces(np.repeat(FULL[None, :, :, None], 13, axis=0), u))
+        for i in range(13):
+            np.testing.assert_array_equal(out[i, :, :, 0], FULL[i:i + 48, 12 - i:60 - i])
 
 
 def test_offsets_follow_the_uniforms_and_flip_can_be_switched_off():

@@ -6,7 +6,7 @@ import pytest
 
 from fer_tf.training import distillation
 from fer_tf.model import network
-from fer_tf.data import sampling
+from fer_tf.data import feeders
 from fer_tf.config import TrainConfig
 from fer_tf.errors import ConfigError
 
@@ -66,7 +66,7 @@ def test_classification_dataset_serves_soft_targets():
     labels = np.arange(n) % 7
     labels[::13] = -1  # dropped with its target row
     soft = np.random.default_rng(0).random((n, 7)).astype(np.float32)
-    ds = sampling.classification_dataset(faces, labels, batch_size=32, augment=False, repeat=False,
+    ds = feeders.classification_dataset(faces, labels, batch_size=32, augment=False, repeat=False,
                                          soft_targets=soft)
     seen = 0
     for images, targets in ds:
@@ -76,7 +76,7 @@ def test_classification_dataset_serves_soft_targets():
         seen += len(rows)
     assert seen == int(np.sum(labels >= 0))
     with pytest.raises(Exception, match="one row per face"):
-        sampling.classification_dataset(faces, labels, soft_targets=soft[:10])
+        feeders.classification_dataset(faces, labels, soft_targets=soft[:10])
 
 
 def test_teacher_targets_temper_the_teacher_once(tmp_path):

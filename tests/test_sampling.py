@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fer_tf.data import sampling
+from fer_tf.data import feeders, sampling
 from fer_tf.data.labels import CKPLUS7
 from fer_tf.data.table import FaceTable
 from fer_tf.errors import MiningError
@@ -162,7 +162,7 @@ def test_mining_error_without_multi_expression_subjects():
     with pytest.raises(MiningError, match="at least two expressions.*softmax"):
         IdentitySampler(table, CKPLUS7, mode="in_batch")
     with pytest.raises(MiningError):
-        sampling.identity_aware_dataset(table, _row_faces(len(table)), CKPLUS7, mode="tuple")
+        feeders.identity_aware_dataset(table, _row_faces(len(table)), CKPLUS7, mode="tuple")
     no_ids = FaceTable.from_rows([{"expression": "happiness"}, {"expression": "anger"}])
     with pytest.raises(MiningError, match="subject"):
         IdentitySampler(no_ids, CKPLUS7)
@@ -177,7 +177,7 @@ def test_identity_aware_dataset_matches_sampler(ckplus48, mode):
     import tensorflow as tf
 
     faces = _row_faces(len(ckplus48))
-    ds, sampler = sampling.identity_aware_dataset(ckplus48, faces, CKPLUS7, mode=mode, seed=5,
+    ds, sampler = feeders.identity_aware_dataset(ckplus48, faces, CKPLUS7, mode=mode, seed=5,
                                                   augment=True, repeat=True, start_epoch=2,
                                                   return_sampler=True)
     x, w = sampler.batch_size, M + N
@@ -195,7 +195,7 @@ def test_identity_aware_dataset_matches_sampler(ckplus48, mode):
         np.testing.assert_array_equal(targets["expression"].numpy(), b.expression)
         np.testing.assert_array_equal(targets["tuples"].numpy(), b.tuples)
 
-    one_epoch = sampling.identity_aware_dataset(ckplus48, faces, CKPLUS7, mode=mode, repeat=False)
+    one_epoch = feeders.identity_aware_dataset(ckplus48, faces, CKPLUS7, mode=mode, repeat=False)
     assert one_epoch.cardinality().numpy() == sampler.steps_per_epoch
 
 
@@ -205,11 +205,11 @@ def test_augmentation_is_reproducible(ckplus48):
     faces = rng.normal(size=(len(ckplus48), 60, 60)).astype(np.float32)
     runs = []
     for _ in range(2):
-        ds = sampling.identity_aware_dataset(ckplus48, faces, CKPLUS7, mode="in_batch", seed=1)
+        ds = feeders.identity_aware_dataset(ckplus48, faces, CKPLUS7, mode="in_batch", seed=1)
         runs.append([images.numpy() for images, _ in ds.take(2)])
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
-    plain = sampling.identity_aware_dataset(ckplus48, faces, CKPLUS7, mode="in_batch", seed=1, augment=False)
+    plain = feeders.identity_aware_dataset(ckplus48, faces, CKPLUS7, mode="in_batch", seed=1, augment=False)
     images, _ = next(iter(plain))
     rows = next(IdentitySampler(ckplus48, CKPLUS7, mode="in_batch", seed=1).batches()).rows
     np.testing.assert_allclose(images.numpy()[..., 0], faces[rows][:, 6:54, 6:54])
@@ -223,7 +223,7 @@ def test_classification_dataset():
     labels = np.arange(n) % 7
     labels[::10] = -1  # dropped
     kept = np.flatnonzero(labels >= 0)
-    ds = sampling.classification_dataset(faces, labels, batch_size=64, seed=2, repeat=False)
+    ds = feeders.classification_dataset(faces, labels, batch_size=64, seed=2, repeat=False)
     images_spec, targets_spec = ds.element_spec
     assert images_spec.shape.as_list() == [None, 48, 48, 1] and images_spec.dtype == tf.float32
     assert set(targets_spec) == {"expression"} and targets_spec["expression"].dtype == tf.int32
@@ -236,19 +236,19 @@ def test_classification_dataset():
     assert sorted(seen) == kept.tolist()  # one epoch = every labelled face once
 
     def first(start_epoch, seed=2):
-        ds = sampling.classification_dataset(faces, labels, batch_size=64, seed=seed, start_epoch=start_epoch)
+        ds = feeders.classification_dataset(faces, labels, batch_size=64, seed=seed, start_epoch=start_epoch)
         return next(iter(ds))[0].numpy()
 
     np.testing.assert_array_equal(first(1), first(1))
     assert not np.array_equal(first(0), first(1))
-    repeated = sampling.classification_dataset(faces, labels, batch_size=64, seed=2)
+    repeated = feeders.classification_dataset(faces, labels, batch_size=64, seed=2)
     assert repeated.cardinality().numpy() == tf.data.INFINITE_CARDINALITY
 
 
 def test_eval_dataset_centre_crop_in_order():
     rng = np.random.default_rng(0)
     faces = rng.normal(size=(10, 60, 60)).astype(np.float32)
-    batches = [b.numpy() for b in sampling.eval_dataset(faces, batch_size=4)]
+    batches = [b.numpy() for b in feeders.eval_dataset(faces, batch_size=4)]
     assert [b.shape for b in batches] == [(4, 48, 48, 1), (4, 48, 48, 1), (2, 48, 48, 1)]
     np.testing.assert_allclose(np.concatenate(batches)[..., 0], faces[:, 6:54, 6:54])
 
@@ -257,5 +257,5 @@ def test_uint8_faces_are_normalised():
     from fer_tf.preprocess.normalize import center_crop, normalize_faces
 
     faces = np.random.default_rng(0).integers(0, 256, size=(5, 60, 60), dtype=np.uint8)
-    out = next(iter(sampling.eval_dataset(faces))).numpy()
+    out = next(iter(feeders.eval_dataset(faces))).numpy()
     np.testing.assert_allclose(out, center_crop(normalize_faces(faces[..., None])).numpy(), atol=1e-5)

@@ -42,6 +42,15 @@ class Augmentation:
         return not (self.rotation or self.scale or self.translation or self.erasing)
 
 
+def as_augmentation(augment):
+    """What a feeder's ``augment`` argument means: True, the paper's crop and flip
+    (``Augmentation()``); False or None, no augmentation (None: the centre crop); an
+    :class:`Augmentation`, itself."""
+    if isinstance(augment, Augmentation):
+        return augment
+    return Augmentation() if augment else None
+
+
 def _affine_rows(u, size, crop, aug: Augmentation):
     """``[B, 8]`` transforms mapping output pixels of a ``size`` image to input pixels."""
     margin = size - crop

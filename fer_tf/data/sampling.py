@@ -5,8 +5,13 @@ Every pipeline is two stages:
 1. an *index sampler* in NumPy decides which table rows go into each batch and builds the tuple
    indices (:class:`IdentitySampler` for the two identity-aware modes); its batches are plain
    :class:`IndexBatch` objects, so tests and tools can check them against the table;
-2. a ``tf.data`` map gathers the faces of those rows from an in-memory float32 array, takes the
-   random 48x48 crop and flip (training) or the centre crop (evaluation), and prefetches.
+2. a feeder (:mod:`fer_tf.data.feeders`) gathers the faces of those rows from an in-memory
+   float32 tensor, takes the random 48x48 crop and flip (training) or the centre crop
+   (evaluation), and prefetches.
+
+This module is stage 1: :class:`IdentitySampler` and :func:`classification_batches` (which rows),
+:func:`augment_seed` (which crops), and :func:`check_tuples` (the sampler's rules, checked
+against the table).
 
 Batches follow docs/architecture.md "Batches": ``(images [X,48,48,1] float32,
 {"expression": int32 [X], "tuples": int32 [X, M+N]})``; column 0 of a tuple is the query itself,
@@ -38,16 +43,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import weakref
 
 import numpy as np
 
-from fer_tf.errors import ConfigError, DatasetError, MiningError
+from fer_tf.errors import ConfigError, MiningError
 
 PAD = -1
 MODES = ("tuple", "in_batch")
 DEFAULT_QUERIES_PER_BATCH = {"tuple": 12, "in_batch": 64}
-CROP = 48
 
 
 # ----------------------------------------------------------------------------------------------
@@ -57,7 +60,7 @@ CROP = 48
 
 @dataclasses.dataclass(frozen=True)
 class IndexBatch:
-    """One batch as table rows: what :func:`identity_aware_dataset` turns into images.
+    """One batch as table rows: what :func:`fer_tf.data.feeders.identity_aware_dataset` turns into images.
 
     ``rows[i]`` is the table row (= index into ``faces``) of image i of the batch; ``expression``
     and ``tuples`` are the targets of the contract (``tuples`` indexes positions in the batch).
@@ -75,7 +78,7 @@ def _rng(seed, *keys):
     return np.random.default_rng([int(seed), *(int(k) for k in keys)])
 
 
-def _augment_seed(seed, epoch, step):
+def augment_seed(seed, epoch, step):
     """Stateless seed [2] of the crop/flip of one batch (so augmentation is reproducible too)."""
     return _rng(seed, epoch, step, 2**31 - 1).integers(0, 2**31 - 1, size=2, dtype=np.int64)
 
@@ -368,7 +371,10 @@ def check_tuples(table, batch, pool_rows=None, replace=None):
     ``negative_repeated`` (tuple mode sampling with replacement), ``negative_padded``).
     ``problems`` lists every broken rule as text (empty when the batch is right). With
     ``pool_rows`` (the table rows the tuples could draw from: the batch's rows for in_batch mode,
-    all sampled rows for tuple mode), padding is also checked to occur only where data is lacking.
+    all sampled rows for tuple mode) the order of the rules is checked too: fallback negatives only
+    once every image of the query's own subject (with another expression) is a negative, a
+    repeated positive or negative only once every candidate is used, padding only where data is
+    lacking (``replace``: tuple mode, which repeats rather than pads).
     """
     rows, tuples, expression = np.asarray(batch.rows), np.asarray(batch.tuples), np.asarray(batch.expression)
     x, width = tuples.shape
@@ -421,147 +427,27 @@ def check_tuples(table, batch, pool_rows=None, replace=None):
                                 f"the query or its positives")
             seen.add(rows[j])
         if pool_rows is not None:
-            pos_avail = np.sum((pool_expr == e) & (pool_subj != s))
-            if len(pos) < m - 1 and (pos_avail > len(set(rows[pos])) if not replace else pos_avail > 0):
-                problems.append(f"image {i}: positives padded although {pos_avail} candidates exist")
-            neg_avail = np.sum((pool_expr != e) & ((pool_subj == s) | np.isin(pool_subj, list(helpers))))
-            if len(neg) < width - m and (neg_avail > len(set(rows[neg])) if not replace else neg_avail > 0):
-                problems.append(f"image {i}: negatives padded although {neg_avail} candidates exist")
+            problems.extend(f"image {i}: {p}" for p in _order_problems(
+                rows[pos], rows[neg], pool_rows[(pool_expr == e) & (pool_subj != s)],
+                pool_rows[(pool_expr != e) & (pool_subj == s)],
+                pool_rows[(pool_expr != e) & (pool_subj != s) & np.isin(pool_subj, list(helpers))],
+                m - 1, width - m, replace))
     return stats, problems
 
 
-# ----------------------------------------------------------------------------------------------
-# tf.data pipelines
-# ----------------------------------------------------------------------------------------------
+def classification_batches(num, batch_size=128, shuffle=True, seed=0, start_epoch=0, repeat=True):
+    """``(rows, augment_seed)`` batches for classification; epoch k's order depends on ``(seed, k)``.
 
-
-def _normalised_faces(faces, preprocess=None, chunk=128):
-    """Faces as one in-memory float32 array [n, 60, 60], preprocessed once.
-
-    ``preprocess`` is applied once to all faces (in chunks): pass
-    :func:`fer_tf.preprocess.normalize.normalize_faces` for raw faces. With ``preprocess=None``,
-    uint8 faces are normalised with ``normalize_faces`` and float faces are taken as normalised.
+    One epoch is ``steps_per_epoch(num, batch_size)`` batches, the last one possibly short.
     """
-    import keras  # deferred: keras loads its backend; the NumPy samplers need neither
-
-    faces = np.asarray(faces)
-    if faces.ndim == 4 and faces.shape[-1] == 1:
-        faces = faces[..., 0]
-    if faces.ndim != 3 or faces.shape[1] < CROP or faces.shape[2] < CROP:
-        raise DatasetError(f"faces must be an array [n, 60, 60], got shape {faces.shape}")
-    if preprocess is None and faces.dtype == np.uint8:
-        from fer_tf.preprocess.normalize import normalize_faces  # deferred with keras (imports it)
-
-        preprocess = normalize_faces
-    if preprocess is None:
-        return faces.astype(np.float32, copy=False)
-    parts = [keras.ops.convert_to_numpy(preprocess(faces[i:i + chunk])).astype(np.float32)
-             for i in range(0, len(faces), chunk)]
-    return np.concatenate(parts) if parts else np.zeros((0,) + faces.shape[1:], np.float32)
-
-
-#: ``(weak reference to a faces array, preprocess, weak reference to its tensor)`` of the
-#: tensors made so far; weak both ways, so the cache keeps nothing alive by itself.
-_FACE_TENSORS = []
-
-
-def _face_tensor(faces, preprocess=None, chunk=128):
-    """:func:`_normalised_faces` as one backend tensor ([n, 60, 60] float32), shared while alive.
-
-    Training builds a fresh pipeline every epoch from the same faces; without this each epoch
-    would hold its own copy of them (about 0.4 GB for FER2013) for as long as the framework keeps
-    the old pipelines. The cache keys on the array's identity, so an array must not be changed in
-    place while pipelines of it are in use.
-    """
-    import keras  # deferred: keras loads its backend; the NumPy samplers need neither
-
-    if isinstance(faces, np.ndarray):
-        for array_ref, prep, tensor_ref in _FACE_TENSORS:
-            tensor = tensor_ref()
-            if array_ref() is faces and prep is preprocess and tensor is not None:
-                return tensor
-    tensor = keras.ops.convert_to_tensor(_normalised_faces(faces, preprocess, chunk))
-    if isinstance(faces, np.ndarray):
-        _FACE_TENSORS[:] = [e for e in _FACE_TENSORS if e[0]() is not None and e[2]() is not None]
-        _FACE_TENSORS.append((weakref.ref(faces), preprocess, weakref.ref(tensor)))
-    return tensor
-
-
-def uses_tf_data():
-    """True when the pipelines are ``tf.data`` (TensorFlow backend); else ``keras.utils.PyDataset``."""
-    import keras  # deferred: keras loads its backend; the NumPy samplers need neither
-
-    return keras.backend.backend() == "tensorflow"
-
-
-def _augmentation(augment):
-    """``augment`` (True: the paper's crop and flip; False/None: centre crop; or an
-    :class:`fer_tf.data.augment.Augmentation`) -> an Augmentation or None."""
-    from fer_tf.data.augment import Augmentation  # deferred with keras (imports it)
-
-    if isinstance(augment, Augmentation):
-        return augment
-    return Augmentation(crop_size=CROP) if augment else None
-
-
-def _image_map(faces_t, augment):
-    import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
-
-    from fer_tf.data.augment import NUM_UNIFORMS, augment_faces  # deferred with keras (imports it)
-    from fer_tf.preprocess.normalize import center_crop  # deferred with keras (imports it)
-
-    aug = _augmentation(augment)
-    size = aug.crop_size if aug is not None else CROP
-
-    def images_of(rows, seed=None):
-        x = tf.gather(faces_t, rows)[..., None]
-        if aug is None:
-            x = center_crop(x, size=CROP)
-        else:
-            shape = [tf.shape(rows)[0], NUM_UNIFORMS]
-            u = (tf.random.stateless_uniform(shape, seed=tf.cast(seed, tf.int64)) if seed is not None
-                 else tf.random.uniform(shape))
-            x = augment_faces(x, u, aug)
-        x = tf.reshape(x, [-1, size, size, 1])
-        return tf.cast(x, tf.float32)
-
-    return images_of
-
-
-def _finish(ds, steps, repeat):
-    import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
-
-    ds = ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY if repeat else steps))
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def identity_aware_dataset(table, faces, labels, mode="in_batch", num_positives=6, num_negatives=6,
-                           queries_per_batch=None, seed=0, augment=True, repeat=True, start_epoch=0,
-                           preprocess=None, max_per_subject=None, balance=True, return_sampler=False,
-                           min_batches=None):
-    """Identity-aware training batches as a ``tf.data.Dataset`` (see the module docstring).
-
-    ``faces[i]`` is the face of ``table`` row i ([n, 60, 60]; float32 normalised, or uint8 that is
-    normalised once here). Yields ``(images [X,48,48,1] float32, {"expression": int32 [X],
-    "tuples": int32 [X, M+N]})``. With ``repeat=True`` the dataset is infinite (epochs
-    ``start_epoch, start_epoch+1, ...``): pass ``steps_per_epoch=sampler.steps_per_epoch`` and
-    ``initial_epoch=start_epoch`` to ``model.fit``. With ``repeat=False`` it is the one epoch
-    ``start_epoch``, with a known cardinality. ``return_sampler=True`` returns ``(dataset, sampler)``.
-
-    Under a backend other than TensorFlow the result is a :class:`fer_tf.data.pydataset.FaceBatches`
-    (a ``keras.utils.PyDataset``) with the same batches: one epoch per pass, the next one after
-    each of Keras' ``on_epoch_end`` calls (``min_batches``: consecutive epochs until a pass has at
-    least that many batches, for ``steps_per_epoch`` beyond one sampler epoch).
-    """
-    if len(faces) != len(table):
-        raise DatasetError(f"{len(faces)} faces for a table of {len(table)} rows; they must match row by row")
-    sampler = IdentitySampler(table, labels, mode=mode, num_positives=num_positives,
-                              num_negatives=num_negatives, queries_per_batch=queries_per_batch, seed=seed,
-                              max_per_subject=max_per_subject, balance=balance)
-    ds = index_batch_dataset(sampler, faces, lambda epoch: ([b] for b in sampler.epoch(epoch)),
-                             sampler.steps_per_epoch, start_epoch=start_epoch, repeat=repeat,
-                             augment=augment, preprocess=preprocess, min_batches=min_batches)
-    return (ds, sampler) if return_sampler else ds
+    epoch = int(start_epoch)
+    while True:
+        order = _rng(seed, epoch).permutation(num) if shuffle else np.arange(num)
+        for step, i in enumerate(range(0, len(order), batch_size)):
+            yield order[i:i + batch_size], augment_seed(seed, epoch, step)
+        if not repeat:
+            return
+        epoch += 1
 
 
 def to_global_indices(tuples, num_slices):
@@ -573,205 +459,22 @@ def to_global_indices(tuples, num_slices):
     return np.where(tuples >= 0, tuples + offsets, tuples).astype(tuples.dtype)
 
 
-def _group_arrays(sampler, group, global_indices):
-    """A list of k index batches -> ``rows [k*X]``, ``targets``, augmentation ``seeds [k, 2]``."""
-    rows = np.concatenate([b.rows for b in group]).astype(np.int64)
-    expression = np.concatenate([b.expression for b in group]).astype(np.int32)
-    tuples = np.concatenate([b.tuples for b in group]).astype(np.int32)
-    if global_indices:
-        tuples = to_global_indices(tuples, len(group))
-    seeds = np.stack([_augment_seed(sampler.seed, b.epoch, b.step) for b in group]).astype(np.int64)
-    return rows, {"expression": expression, "tuples": tuples}, seeds
-
-
-def index_batch_dataset(sampler, faces, epoch_groups, steps_per_epoch, group_size=1, start_epoch=0,
-                        repeat=True, augment=True, preprocess=None, global_indices=False,
-                        min_batches=None):
-    """The one path from index batches to the model's batches, for :func:`identity_aware_dataset`
-    and for the per-replica batches of :mod:`fer_tf.training.distribute`.
-
-    ``epoch_groups(epoch)`` gives the epoch's elements, each a list of ``k = group_size``
-    :class:`IndexBatch` of ``sampler``. An element becomes one batch: the ``k`` batches' images
-    and targets one after the other, ``[k*X, 48, 48, 1]``. Each index batch is augmented with its own
-    seed from ``(seed, epoch, step)``. Tuple indices stay local to their own index batch (0..X-1;
-    what a ``tf.distribute`` replica sees of its slice) or, with ``global_indices``, index the whole
-    batch. ``steps_per_epoch`` elements make an epoch; ``repeat`` continues with the next epochs.
-
-    TensorFlow backend: a ``tf.data.Dataset``. Other backends: a
-    :class:`fer_tf.data.pydataset.FaceBatches` (one epoch per pass; ``min_batches`` as there); with
-    ``k > 1`` its images are augmented with the first index batch's seed.
-    """
-    k, x, w = int(group_size), sampler.batch_size, sampler.tuple_width
-
-    def arrays(epoch):
-        for group in epoch_groups(epoch):
-            yield _group_arrays(sampler, group, global_indices)
-
-    if not uses_tf_data():
-        from fer_tf.data.pydataset import FaceBatches  # deferred with keras (imports it)
-
-        def epoch_batches(epoch):
-            return [(rows, targets, seeds[0]) for rows, targets, seeds in arrays(epoch)]
-
-        return FaceBatches(_face_tensor(faces, preprocess), epoch_batches, _augmentation(augment),
-                           start_epoch, min_batches=min_batches)
-    import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
-
-    def generate():
-        epoch = int(start_epoch)
-        while True:
-            for rows, targets, seeds in arrays(epoch):
-                yield rows, targets["expression"], targets["tuples"], seeds
-            if not repeat:
-                return
-            epoch += 1
-
-    signature = (tf.TensorSpec([k * x], tf.int64), tf.TensorSpec([k * x], tf.int32),
-                 tf.TensorSpec([k * x, w], tf.int32), tf.TensorSpec([k, 2], tf.int64))
-    images_of = _image_map(_face_tensor(faces, preprocess), augment)
-
-    def assemble(rows, expression, tuples, seeds):
-        images = [images_of(rows[i * x:(i + 1) * x], seeds[i]) for i in range(k)]
-        images = images[0] if k == 1 else tf.concat(images, axis=0)
-        return images, {"expression": expression, "tuples": tuples}
-
-    ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    ds = ds.map(assemble, num_parallel_calls=tf.data.AUTOTUNE)
-    return _finish(ds, steps_per_epoch, repeat)
-
-
-def classification_batches(num, batch_size=128, shuffle=True, seed=0, start_epoch=0, repeat=True,
-                           full=False):
-    """``(rows, augment_seed)`` batches for classification; epoch k's order depends on ``(seed, k)``.
-
-    ``full=True`` tops the epoch's last batch up with the first rows of the same order, so every
-    batch has ``batch_size`` rows (one shape: compiled backends trace the step once).
-    """
-    epoch = int(start_epoch)
-    while True:
-        order = _rng(seed, epoch).permutation(num) if shuffle else np.arange(num)
-        if full and num % batch_size:
-            order = np.concatenate([order, order[:batch_size - num % batch_size]])
-        for step, i in enumerate(range(0, len(order), batch_size)):
-            yield order[i:i + batch_size], _augment_seed(seed, epoch, step)
-        if not repeat:
-            return
-        epoch += 1
-
-
-def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuffle=True, seed=0,
-                           start_epoch=0, repeat=True, preprocess=None, soft_targets=None):
-    """``(images [B,48,48,1], {"expression": int32 [B]})`` batches for softmax training.
-
-    ``soft_targets``: optional float ``[n, C]`` cross-entropy targets, one row per face (e.g.
-    :func:`fer_tf.training.distillation.soft_targets`), served as ``"expression_target"`` beside the labels.
-
-    ``augment``: True (the paper's random crop and flip), False (centre crop) or an
-    :class:`fer_tf.data.augment.Augmentation` (rotation, zoom, shift, random erasing too). Under a
-    backend other than TensorFlow the result is a :class:`fer_tf.data.pydataset.FaceBatches`.
-
-    Rows whose label id is negative are dropped. The faces are normalised once and kept in memory;
-    epoch k's order depends only on ``(seed, k)``. One epoch has ``steps_per_epoch(n, batch_size)``
-    batches (the last one may be short; under other backends it is topped up with the epoch's
-    first rows, so that the compiled step keeps one shape); ``repeat=True`` makes the dataset
-    infinite.
-    """
-    label_ids = np.asarray(label_ids).astype(np.int32).reshape(-1)
-    if len(label_ids) != len(faces):
-        raise DatasetError(f"{len(faces)} faces but {len(label_ids)} labels; they must match")
-    keep = np.flatnonzero(label_ids >= 0)
-    if len(keep) == 0:
-        raise DatasetError("no face has a label in the label set")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
-    faces = np.asarray(faces)
-    if soft_targets is not None:
-        soft_targets = np.asarray(soft_targets, np.float32)
-        if soft_targets.ndim != 2 or len(soft_targets) != len(label_ids):
-            raise DatasetError(f"soft_targets must have one row per face ([{len(label_ids)}, classes]), "
-                               f"got shape {soft_targets.shape}")
-    if len(keep) < len(label_ids):
-        faces, label_ids = faces[keep], label_ids[keep]
-        soft_targets = None if soft_targets is None else soft_targets[keep]
-    n = len(label_ids)
-
-    def targets_of(rows):
-        out = {"expression": label_ids[rows]}
-        if soft_targets is not None:
-            out["expression_target"] = soft_targets[rows]
-        return out
-
-    if not uses_tf_data():
-        from fer_tf.data.pydataset import FaceBatches  # deferred with keras (imports it)
-
-        def epoch_batches(epoch):
-            return [(rows, targets_of(rows), aug_seed) for rows, aug_seed in
-                    classification_batches(n, batch_size, shuffle, seed, epoch, repeat=False,
-                                           full=n >= batch_size)]
-
-        return FaceBatches(_face_tensor(faces, preprocess), epoch_batches, _augmentation(augment),
-                           start_epoch)
-    import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
-
-    faces_t = _face_tensor(faces, preprocess)
-    targets_t = {"expression": tf.constant(label_ids)}
-    if soft_targets is not None:
-        targets_t["expression_target"] = tf.constant(soft_targets)
-    images_of = _image_map(faces_t, augment)
-
-    ds = tf.data.Dataset.from_generator(
-        lambda: classification_batches(n, batch_size, shuffle, seed, start_epoch, repeat),
-        output_signature=(tf.TensorSpec([None], tf.int64), tf.TensorSpec([2], tf.int64)))
-    ds = ds.map(lambda rows, aug_seed: (images_of(rows, aug_seed),
-                                        {k: tf.gather(v, rows) for k, v in targets_t.items()}),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    return _finish(ds, steps_per_epoch(n, batch_size), repeat)
-
-
-def eval_dataset(faces, batch_size=256, preprocess=None, targets=None):
-    """Centre-cropped images ``[B,48,48,1]`` in table order, no shuffling; with ``targets``
-    (``{name: array [n, ...]}``, e.g. ``{"expression": ids}``) batches are ``(images, targets)``."""
-    if not uses_tf_data():
-        from fer_tf.data.pydataset import ArrayBatches  # deferred with keras (imports it)
-
-        norm = _normalised_faces(faces, preprocess)
-        top = (norm.shape[1] - CROP) // 2
-        left = (norm.shape[2] - CROP) // 2
-        crops = np.ascontiguousarray(norm[:, top:top + CROP, left:left + CROP, None])
-        return ArrayBatches(crops, targets, batch_size)
-    import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
-
-    faces_t = _face_tensor(faces, preprocess)
-    images_of = _image_map(faces_t, augment=False)
-    n = int(faces_t.shape[0])
-    ds = tf.data.Dataset.range(n).batch(batch_size).map(images_of, num_parallel_calls=tf.data.AUTOTUNE)
-    if targets is not None:
-        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(dict(targets)).batch(batch_size)))
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def joint_dataset(identity, classification):
-    """Joint batches: each is an identity-aware batch followed by a classification batch.
-
-    ``identity`` yields ``(images, {"expression", "tuples"})`` (:func:`identity_aware_dataset`),
-    ``classification`` yields ``(images, {"expression"})`` (:func:`classification_dataset`). The
-    classification rows get tuple rows of ``-1``: they are not queries of the metric loss (their
-    indices never appear in a tuple either), only of the cross-entropy. This is how the shipped
-    model learns from FER2013 and the identity-labelled sets in one run.
-    """
-    if not uses_tf_data():
-        from fer_tf.data.pydataset import JointBatches  # deferred with keras (imports it)
-
-        return JointBatches(identity, classification, fill=PAD)
-    import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
-
-    def merge(a, b):
-        (xa, ya), (xb, yb) = a, b
-        width = tf.shape(ya["tuples"])[1]
-        pad = tf.fill([tf.shape(xb)[0], width], tf.constant(PAD, ya["tuples"].dtype))
-        return (tf.concat([xa, tf.cast(xb, xa.dtype)], 0),
-                {"expression": tf.concat([ya["expression"], tf.cast(yb["expression"], ya["expression"].dtype)], 0),
-                 "tuples": tf.concat([ya["tuples"], pad], 0)})
-
-    ds = tf.data.Dataset.zip((identity, classification)).map(merge, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+def _order_problems(pos_rows, neg_rows, pos_pool, own_pool, fallback_pool, pos_slots, neg_slots, replace):
+    """The rules of :func:`check_tuples` that need the candidate pools (table rows)."""
+    problems = []
+    used_pos, used_neg = set(pos_rows.tolist()), set(neg_rows.tolist())
+    unused_pos = set(pos_pool.tolist()) - used_pos
+    unused_own = set(own_pool.tolist()) - used_neg
+    unused_neg = unused_own | (set(fallback_pool.tolist()) - used_neg)
+    if len(pos_rows) < pos_slots and (len(pos_pool) if replace else unused_pos):
+        problems.append(f"positives padded although {len(pos_pool)} candidates exist")
+    if len(pos_rows) > len(used_pos) and unused_pos:
+        problems.append(f"a positive repeats although {len(unused_pos)} candidates are unused")
+    if len(neg_rows) > np.isin(neg_rows, own_pool).sum() and unused_own:
+        problems.append(f"fallback negatives although {len(unused_own)} images of the query's own subject "
+                        f"are unused")
+    if len(neg_rows) < neg_slots and (len(own_pool) + len(fallback_pool) if replace else unused_neg):
+        problems.append(f"negatives padded although {len(own_pool) + len(fallback_pool)} candidates exist")
+    if len(neg_rows) > len(used_neg) and unused_neg:
+        problems.append(f"a negative repeats although {len(unused_neg)} candidates are unused")
+    return problems

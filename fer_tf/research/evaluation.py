@@ -20,7 +20,8 @@ from fer_tf.model import network
 from fer_tf.training import loop
 from fer_tf.config import ModelConfig, TrainConfig, to_dict, variant_slug
 from fer_tf.data.splits import subject_kfold
-from fer_tf.data.sampling import DEFAULT_QUERIES_PER_BATCH, eval_dataset, identity_aware_dataset
+from fer_tf.data.feeders import eval_dataset, identity_aware_dataset
+from fer_tf.data.sampling import DEFAULT_QUERIES_PER_BATCH
 
 #: Table 3 of the paper: CK+ sequence-level accuracy (8-fold, subject-independent, 7 expressions).
 PAPER_CKPLUS = {"softmax": None, "1B(N+1)": 0.9321, "2B(N+1)": 0.943, "1B(N+M)": 0.9655, "2B(N+M)": 0.971}

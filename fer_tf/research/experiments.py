@@ -28,8 +28,8 @@ from fer_tf.config import ModelConfig, TrainConfig, to_dict
 from fer_tf.data.splits import subject_kfold
 from fer_tf.data.table import FaceTable
 from fer_tf.preprocess.normalize import normalize_many
-from fer_tf.data.sampling import (classification_dataset, eval_dataset, identity_aware_dataset, joint_dataset,
-                             steps_per_epoch)
+from fer_tf.data.feeders import classification_dataset, eval_dataset, identity_aware_dataset, joint_dataset
+from fer_tf.data.sampling import steps_per_epoch
 from fer_tf.research.evaluation import accuracy, per_label_recall, predict_probabilities
 from fer_tf.preprocess.prepared import prepared_dataset
 
