@@ -3,6 +3,13 @@
 Prints images, subjects, sequences, images per expression, official splits, subjects that show only
 one expression (they cannot give identity-aware negatives) and how many files the reader skipped,
 with their reasons.
+
+`fer-tf data identities ROOT [--format F] -o manifest.csv`: pseudo subject ids for a dataset without
+them (the paper's advice for SFEW: an off-the-shelf face recogniser labels the subjects). Each
+image's largest face is embedded (fer_tf.people.embedding) and all faces are grouped into people
+(fer_tf.people.grouping); the manifest ``path,expression,subject`` has ``person-1``, ``person-2``,
+... as subjects, and an empty subject where a face is missing, too small or too blurred (the
+manifest reader skips those rows: they are never put with a person at random).
 """
 
 from __future__ import annotations
@@ -29,6 +36,26 @@ def register(subparsers):
     summary.add_argument("--show-skipped", type=int, default=5, metavar="N",
                          help="list the first N skipped files (text output; default 5)")
     summary.set_defaults(func=run_summary)
+
+    ids = sub.add_parser("identities", help="pseudo subject ids from face recognition -> manifest CSV",
+                         description="Group a dataset's faces into people and write a manifest "
+                                     "path,expression,subject with pseudo subject ids (person-1, "
+                                     "person-2, ...). Paths are relative to the manifest's folder; "
+                                     "read it with --format manifest (and --allow-outside when the "
+                                     "images lie outside that folder).")
+    ids.add_argument("root", help="dataset folder (or CSV file for manifest)")
+    ids.add_argument("--format", "-f", choices=[f for f in _FORMATS if f not in ("fer2013-csv", "cache")],
+                     default=None, help="dataset layout; detected from the folder when left out")
+    ids.add_argument("--output", "-o", required=True, metavar="CSV", help="manifest to write")
+    ids.add_argument("--overwrite", action="store_true", help="replace the manifest if it exists")
+    ids.add_argument("--grouping", choices=("adaptive", "fixed"), default="adaptive",
+                     help="adaptive (default): the number of people from the run's own distances; "
+                          "fixed: one distance threshold (--threshold)")
+    ids.add_argument("--threshold", type=float, default=None,
+                     help="--grouping fixed: the distance threshold (default 0.6, dlib's LFW value)")
+    ids.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_reader_options(ids)
+    ids.set_defaults(func=run_identities)
 
 
 def add_reader_options(parser):
@@ -130,3 +157,56 @@ def format_summary(info, show_skipped=5):
     for item in info["skipped_files"][:show_skipped]:
         lines.append(f"    {item['path']}: {item['reason']}")
     return "\n".join(lines)
+
+
+def run_identities(args):
+    """``fer-tf data identities``: the manifest with pseudo subject ids (module docstring)."""
+    import os
+    import pathlib
+
+    from fer_tf.errors import OutputError
+
+    out = pathlib.Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise OutputError(f"{out} exists; pass --overwrite to replace it")
+    if out.is_dir():
+        raise OutputError(f"{out} is a folder; give the manifest's file name, e.g. {out / 'manifest.csv'}")
+    if args.threshold is not None and args.grouping != "fixed":
+        raise ConfigError("--threshold applies to --grouping fixed")
+    # deferred: numpy, OpenCV, MediaPipe and dlib (`fer-tf --help` imports every command module)
+    from fer_tf.data.readers import LAYOUTS, detect_format, read_dataset
+    from fer_tf.files import atomic_write_text
+    from fer_tf.people.embedding import IdentityEmbedder
+    from fer_tf.people.folder import detect_largest, embed_all, manifest_text, pseudo_subjects
+    from fer_tf.preprocess.align import FaceAligner
+    from fer_tf.progress import Bar
+
+    fmt = args.format or detect_format(args.root)
+    if fmt is None or fmt == "cache":
+        raise DatasetError(f"cannot tell the dataset layout of {args.root}; pass --format with one of: "
+                           f"{', '.join(f for f in LAYOUTS if f != 'cache')}")
+    table = read_dataset(args.root, fmt, **reader_options(args, fmt))
+    if not len(table):
+        raise DatasetError(f"{args.root}: no images to group (format {fmt})")
+    paths = list(table.path)
+    bar = Bar(len(paths), unit="images (faces)", enabled=not args.quiet)
+    with FaceAligner(engine="litert") as aligner:
+        found = detect_largest(paths, aligner, progress=bar)
+    bar.close()
+    bar = Bar(len(paths), unit="images (identities)", enabled=not args.quiet)
+    vectors, reasons = embed_all(found, IdentityEmbedder(), progress=bar)
+    bar.close()
+    subjects, grouping = pseudo_subjects(vectors, method=args.grouping, threshold=args.threshold)
+    base = os.path.dirname(os.path.abspath(out))  # links are kept: the reader checks the text
+    rows = [{"path": os.path.relpath(os.path.abspath(p), base), "expression": e, "subject": s or ""}
+            for p, e, s in zip(paths, table.expression, subjects)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, manifest_text(rows))
+    missing = Counter(r.split(":")[0] for r in reasons if r)
+    print(f"identities: {len(paths)} images, {sum(s is not None for s in subjects)} faces in "
+          f"{grouping.count} people -> {out}")
+    for reason, n in sorted(missing.items()):
+        print(f"  no subject ({reason}): {n}")
+    if any(r["path"].startswith("..") or os.path.isabs(r["path"]) for r in rows):
+        print(f"  the images lie outside {base}: read the manifest with --format manifest --allow-outside")
+    return 0
