@@ -1,12 +1,13 @@
 """Speed of the web page in Chromium (WASM, this CPU): ms per camera frame for detection (the
 detector and the face mesh), alignment and classification, at 640x480 with one face.
 
-    python pipelines/web_speed.py [--frames 150] [--out reports/web/speed.json]
+    python pipelines/web_speed.py [--frames 150] [--out reports/web/speed.json] [--dist web/dist]
 
 The camera is Chromium's fake capture device playing a .y4m (written to a temporary folder) made
 from a real face: scikit-image's public-domain astronaut photo (as `make demo`), cut around her
 face, or --photo, a file under --datasets. The first --warmup frames are left out (XNNPACK prepares its kernels then).
-Also writes reports/web/page.png, a screenshot of the page while it runs.
+Also writes reports/web/page.png, a screenshot of the page while it runs. --dist serves another
+build of the page (an earlier commit's, built with `web/build.py --dist`), to compare at the same load.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--out", type=pathlib.Path, default=REPO / "reports" / "web" / "speed.json")
-    parser.add_argument("--screenshot", type=pathlib.Path, default=REPO / "reports" / "web" / "page.png")
+    parser.add_argument("--screenshot", type=pathlib.Path, default=REPO / "reports" / "web" / "page.png",
+                        help="where to save a screenshot ('' for none)")
+    parser.add_argument("--dist", type=pathlib.Path, default=None, help="the build to serve (default web/dist)")
     args = parser.parse_args(argv)
     from PIL import Image
     from playwright.sync_api import sync_playwright
@@ -48,7 +51,7 @@ def main(argv=None):
         import skimage.data
 
         photo = skimage.data.astronaut()[0:240, 120:330]  # her face and hair: no dataset image
-    server = serve.serve(0)
+    server = serve.serve(0, **({"root": args.dist.resolve()} if args.dist else {}))
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
         y4m = browser.write_y4m(pathlib.Path(tmp) / "camera.y4m", [browser.camera_frame(photo)] * 5)
         s = browser.PageSession(pw, f"http://127.0.0.1:{server.server_address[1]}/", camera=str(y4m))
@@ -56,7 +59,7 @@ def main(argv=None):
         s.page.wait_for_function(f"window.ferTf && window.ferTf.log.length >= {args.frames + args.warmup}",
                                  timeout=600_000, polling=500)
         log = s.page.evaluate("window.ferTf.log.slice()")
-        if args.screenshot:
+        if str(args.screenshot) not in ("", "."):
             s.page.screenshot(path=str(args.screenshot), clip={"x": 80, "y": 0, "width": 1120, "height": 640})
             shot = Image.open(args.screenshot).convert("RGB")  # 128 colours: a small PNG for the README
             shot.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(args.screenshot, optimize=True)
@@ -69,7 +72,8 @@ def main(argv=None):
     stats = {k: {"median_ms": round(float(np.median(v)), 2), "mean_ms": round(float(np.mean(v)), 2),
                  "p90_ms": round(float(np.percentile(v, 90)), 2)} for k, v in stages.items()}
     report = {
-        "command": "python pipelines/web_speed.py" + (f" --frames {args.frames}" if args.frames != 150 else ""),
+        "command": "python pipelines/web_speed.py" + (f" --frames {args.frames}" if args.frames != 150 else "")
+                   + (f" --dist {args.dist}" if args.dist else ""),
         "chromium": subprocess.run([browser.CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip(),
         "cpu": cpu_model(), "cores": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
         "runtime": "LiteRT.js 2.5.3, WASM (XNNPACK), one thread; no GPU",

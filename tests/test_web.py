@@ -111,6 +111,86 @@ def test_fixed_batch_classifier_gives_the_same_outputs():
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
+def test_scan_template_gives_the_resized_network():
+    """The page's scan runs the short-range detector at an image's own size by rewriting the
+    dimensions that the build's scan template lists: the same outputs as LiteRT's interpreter
+    resized to that size (what fer_tf's scan runs), at a few sizes, square and not."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from fer_tf.preprocess import face_networks
+
+    model = (face_networks._modules_folder() / face_networks.SHORT_RANGE).read_bytes()
+    template = build.scan_template(model)
+    assert build.patched(model, template, 128, 128) == model
+    rng = np.random.default_rng(0)
+    for rows, cols in ((208, 256), (48, 32), (480, 640)):
+        x = rng.uniform(-1, 1, (1, rows, cols, 3)).astype(np.float32)
+        outs = []
+        for content, resize in ((model, True), (build.patched(model, template, rows, cols), False)):
+            it = Interpreter(model_content=content)
+            if resize:
+                it.resize_tensor_input(it.get_input_details()[0]["index"], [1, rows, cols, 3])
+            it.allocate_tensors()
+            assert list(it.get_input_details()[0]["shape"]) == [1, rows, cols, 3]
+            it.set_tensor(it.get_input_details()[0]["index"], x)
+            it.invoke()
+            outs.append(sorted((it.get_tensor(d["index"]) for d in it.get_output_details()), key=lambda a: a.shape[-1]))
+        assert outs[0][0].shape == (1, (rows // 8) * (cols // 8) * 2 + (rows // 16) * (cols // 16) * 6, 1)
+        for a, b in zip(*outs):
+            np.testing.assert_array_equal(a, b)
+
+
+_IMAGEOPS_JS = """
+import * as ops from '%s';
+import fs from 'fs';
+const [out, src, fn, args] = process.argv.slice(-4);
+const [w, h, c, ...rest] = JSON.parse(args);
+const img = ops.makeImage(w, h, c);
+img.data.set(fs.readFileSync(src));
+fs.writeFileSync(out, ops[fn](img, ...rest).data);
+"""
+
+_ROTATE = [[0.93, -0.31, 21.5], [0.31, 0.93, -17.25]]  # a turn by 18 degrees, a little shrinking
+
+
+@pytest.mark.parametrize("fn,src_shape,args,exact", [
+    ("resizeCubic", (48, 40, 3), (160, 192), False), ("resizeCubic", (120, 150, 1), (160, 200), False),
+    ("resizeArea", (480, 640, 3), (160, 120), True), ("resizeArea", (762, 562, 3), (112, 152), True),
+    ("resizeArea", (243, 320, 3), (64, 49), False), ("resizeLinear", (762, 562, 3), (450, 610), True),
+    ("resizeLinear", (243, 320, 3), (256, 194), True), ("resizeLinear", (100, 90, 3), (160, 178), True),
+    ("resizeLinear", (256, 256, 3), (128, 128), True),
+    ("warpAffine", (200, 300, 3), (_ROTATE, 192, 160), True), ("warpAffine", (243, 320, 1), (_ROTATE, 60, 60, True), True)])
+def test_js_pixels_are_opencvs(tmp_path, fn, src_shape, args, exact):
+    """imageops.js resamples as the Python code's OpenCV calls do (INTER_LINEAR, INTER_AREA for
+    the scan's levels and crops, INTER_CUBIC for small images, warpAffine for the mesh's input and
+    the aligned crop): the same bytes, or (float32 sums in OpenCV, float64 here) but for a few
+    pixels in 10,000 that are one grey level off."""
+    import shutil
+    import subprocess
+
+    import cv2
+
+    node = shutil.which("node")
+    _need(node, "node is missing (make web installs it)")
+    src = np.random.default_rng(sum(src_shape)).integers(0, 256, src_shape, dtype=np.uint8)
+    src.tofile(tmp_path / "src.bin")
+    script = tmp_path / "ops.mjs"
+    script.write_text(_IMAGEOPS_JS % (REPO / "web" / "src" / "imageops.js").as_uri())
+    h, w, c = src_shape
+    subprocess.run([node, "--no-warnings", str(script), str(tmp_path / "out.bin"), str(tmp_path / "src.bin"), fn,
+                    json.dumps([w, h, c, *args])], check=True)
+    got = np.fromfile(tmp_path / "out.bin", np.uint8).astype(int)
+    if fn == "warpAffine":
+        m, ow, oh, *inverse = args
+        flags = cv2.INTER_LINEAR | (cv2.WARP_INVERSE_MAP if inverse else 0)
+        want = cv2.warpAffine(src, np.array(m), (ow, oh), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    else:
+        interp = {"resizeCubic": cv2.INTER_CUBIC, "resizeArea": cv2.INTER_AREA, "resizeLinear": cv2.INTER_LINEAR}[fn]
+        want = cv2.resize(src, tuple(args), interpolation=interp)
+    diff = np.abs(got - want.reshape(-1))
+    assert diff.max() <= (0 if exact else 1) and (diff > 0).mean() < 5e-4, ((diff > 0).mean(), diff.max())
+
+
 def test_build_serves_everything_from_dist():
     """Every file the page loads is in dist/manifest.json: scripts, WASM and the four networks."""
     _need((DIST / "manifest.json").is_file(), "web/dist is not built: run `make web`")
@@ -118,6 +198,7 @@ def test_build_serves_everything_from_dist():
     for name in ("index.html", "app.js", "aligner.js", "vendor/litert/index.js",
                  "vendor/litert/wasm/litert_wasm_internal.wasm", "models/face_landmark.tflite",
                  "models/face_detection_short_range.tflite", "models/face_detection_full_range_sparse.tflite",
+                 "models/face_detection_short_range.scan.json",
                  "models/fer_tf_basic7.tflite", "models/fer_tf_basic7.json"):
         assert name in manifest, name
     html = (DIST / "index.html").read_text()

@@ -1,6 +1,6 @@
 """Build the static page into web/dist: the page's own files, LiteRT.js (from web/node_modules, pinned
 by web/package-lock.json: run `npm ci` in web/ first) and the networks (MediaPipe's face networks
-from the installed ``mediapipe`` wheel, the classifier and its sidecar from saved_models/).
+from the installed ``mediapipe`` wheel with the short-range detector's scan template, the classifier and its sidecar from saved_models/).
 
     python web/build.py [--dist web/dist] [--model saved_models/fer_tf_basic7.tflite]
 
@@ -23,6 +23,8 @@ REPO = WEB.parent
 FACE_NETWORKS = ("face_detection/face_detection_short_range.tflite",
                  "face_detection/face_detection_full_range_sparse.tflite",
                  "face_landmark/face_landmark.tflite")
+#: The detector that the page's scan runs at an image's own size (scan_template).
+SCAN_NETWORK = FACE_NETWORKS[0]
 LITERT = WEB / "node_modules" / "@litertjs" / "core"
 
 
@@ -52,6 +54,86 @@ def fixed_batch(model: bytes) -> bytes:
     return bytes(builder.Output())
 
 
+#: The scan's input sides are multiples of this (fer_tf.preprocess.face_networks._Detector.scan).
+SCAN_UNIT = 16
+#: Input shapes, in SCAN_UNIT steps (rows, columns), that the scan template is fitted on (the first
+#: four) and checked against (the rest).
+_FIT = ((8, 8), (9, 8), (8, 9), (9, 9))
+_CHECK = ((1, 1), (3, 17), (20, 6), (64, 64))
+
+
+def _tensor_shapes(model: bytes, rows: int, cols: int):
+    """Every tensor's shape (by index) after LiteRT's Python interpreter resizes ``model``'s input
+    to ``rows`` x ``cols`` x 3 pixels."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=model)
+    it.resize_tensor_input(it.get_input_details()[0]["index"], [1, rows, cols, 3])
+    it.allocate_tensors()
+    return {d["index"]: [int(v) for v in d["shape"]] for d in it.get_tensor_details()}
+
+
+def scan_template(model: bytes) -> dict:
+    """Where ``model``'s tensor shapes change with its input size, for the page's scan.
+
+    The short-range detector is fully convolutional: fer_tf's scan runs it at an image's own size
+    (rounded up to SCAN_UNIT pixels), but LiteRT.js runs a network at the shapes its flatbuffer
+    holds only. Every size-dependent dimension of this network is ``c0 + ch * R + cw * C + chw * R
+    * C`` with ``(R, C)`` the input's side over SCAN_UNIT (feature maps of side R / 2**i, anchor
+    counts of R * C); this returns each such dimension's byte offset in ``model`` (little-endian
+    int32 in the tensor's shape vector) and its four coefficients, fitted on four input sizes as
+    LiteRT's interpreter computes the shapes after a resize and checked on four more. The page
+    writes the dimensions of the size it needs into a copy of the model's bytes (facenet.js,
+    ``Scanner``): the same network, at the same shapes as the Python interpreter's."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    fb = schema.Model.GetRootAsModel(model, 0)
+    graph = fb.Subgraphs(0)
+    fits = {rc: _tensor_shapes(model, rc[0] * SCAN_UNIT, rc[1] * SCAN_UNIT) for rc in _FIT + _CHECK}
+    dims, seen = [], {}
+    for i in range(graph.TensorsLength()):
+        tensor = graph.Tensors(i)
+        if tensor.ShapeSignatureLength():
+            raise ValueError(f"tensor {i} has a shape signature: the template does not patch those")
+        field = tensor._tab.Offset(4)  # Tensor.shape, the table's first field
+        if not field:
+            continue
+        start = tensor._tab.Vector(field)
+        for j in range(tensor.ShapeLength()):
+            d = {rc: shapes[i][j] for rc, shapes in fits.items()}
+            if len(set(d.values())) == 1:
+                if d[_FIT[0]] != tensor.Shape(j):
+                    raise ValueError(f"tensor {i} dimension {j}: {tensor.Shape(j)} in the file, {d[_FIT[0]]} in LiteRT")
+                continue
+            chw = d[(9, 9)] - d[(9, 8)] - d[(8, 9)] + d[(8, 8)]
+            ch = d[(9, 8)] - d[(8, 8)] - 8 * chw
+            cw = d[(8, 9)] - d[(8, 8)] - 8 * chw
+            c0 = d[(8, 8)] - 8 * ch - 8 * cw - 64 * chw
+            for (r, c), v in d.items():
+                if c0 + ch * r + cw * c + chw * r * c != v:
+                    raise ValueError(f"tensor {i} dimension {j} is not bilinear in the input's size: {d}")
+            offset = start + 4 * j
+            if seen.setdefault(offset, (c0, ch, cw, chw)) != (c0, ch, cw, chw):
+                raise ValueError(f"byte {offset} holds two different dimensions (a shared shape vector)")
+            dims.append([offset, c0, ch, cw, chw])
+    base = dims and _FIT[0]
+    if not dims or any(int.from_bytes(model[o:o + 4], "little", signed=True) !=
+                       c0 + ch * base[0] + cw * base[1] + chw * base[0] * base[1]
+                       for o, c0, ch, cw, chw in dims):
+        raise ValueError("the template does not describe the model's own 128x128 shapes")
+    return {"unit": SCAN_UNIT, "dims": sorted({tuple(d): d for d in dims}.values())}
+
+
+def patched(model: bytes, template: dict, rows: int, cols: int) -> bytes:
+    """``model`` at an input of ``rows`` x ``cols`` pixels (multiples of the template's unit), as
+    the page makes it (facenet.js, ``Scanner``): used by the tests."""
+    r, c = rows // template["unit"], cols // template["unit"]
+    out = bytearray(model)
+    for offset, c0, ch, cw, chw in template["dims"]:
+        out[offset:offset + 4] = int(c0 + ch * r + cw * c + chw * r * c).to_bytes(4, "little", signed=True)
+    return bytes(out)
+
+
 def build(dist: pathlib.Path, model: pathlib.Path):
     if not (LITERT / "dist" / "index.js").is_file():
         sys.exit("web/build.py: web/node_modules/@litertjs/core is missing: run `npm ci` in web/ (make web)")
@@ -76,6 +158,8 @@ def build(dist: pathlib.Path, model: pathlib.Path):
     modules = mediapipe_modules()
     for rel in FACE_NETWORKS:
         shutil.copy2(modules / rel, models / pathlib.Path(rel).name)
+    scan = (models / pathlib.Path(SCAN_NETWORK).name).read_bytes()
+    (models / (pathlib.Path(SCAN_NETWORK).stem + ".scan.json")).write_text(json.dumps(scan_template(scan)) + "\n")
     (models / "fer_tf_basic7.tflite").write_bytes(fixed_batch(model.read_bytes()))
     shutil.copy2(sidecar, models / "fer_tf_basic7.json")
     manifest = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size,

@@ -2,14 +2,14 @@
 // fer_tf/preprocess/align.py) in JS. This file is the reference implementation of the crop for apps
 // that run the networks themselves (README, "On a phone").
 //
-// Detection differs from the Python engine in one way: LiteRT.js runs a network at the input size
-// it was saved with, so the short-range detector sees the whole image letterboxed into its 128x128
-// input (faces of about a fifth of the image's longer side and more), and smaller faces in square
-// tiles, each shrunk to 128 pixels, as the Python "mediapipe" engine tiles the image; the Python
-// "litert" engine runs the same network at the image's own scale instead. The second look, the
-// landmarks and the crop are the Python code's.
+// Detection is the Python engine's: the short-range detector run at the image's own scale, at a
+// few scales (FaceAligner._scan_boxes), then the second look and the landmarks; the whole-image
+// passes (the short-range detector on the image fitted to its input, the full-range one on the
+// image padded by half its size) only when the scan finds no face. What the Python engine does
+// with MediaPipe's own graphs when no detector fires at all (the whole-image face mesh) is not
+// done here: no face is reported then.
 
-import {invertAffine, padReplicate, region, resize, resizeArea, squareCrop, warpAffine} from './imageops.js';
+import {invertAffine, padReplicate, region, resizeArea, resizeCubic, resizeLinear, roundHalfEven, squareCrop, warpAffine} from './imageops.js';
 
 // The crop (align.py): the aligned square's side is CROP_SCALE times the larger side of the
 // eye-levelled landmarks' box, and the box's centre lies CROP_OFFSET of that side below its centre.
@@ -18,10 +18,13 @@ export const CROP_OFFSET = 0.05;
 export const CROP_SIZE = 60;
 export const UPSCALE_BELOW = 160;
 export const DETECT_MAX_SIDE = 1280;
-export const TILE_MIN_RATIO = 0.2;
 export const WHOLE_MIN_RATIO = 0.2;
-export const TILE_LEVEL_RANGE = 1.6;
-export const TILE_INPUT = 128; // the short-range network's input
+// The scan (align.py): level i scales the image so that its smallest face, minFace * SCAN_RANGE ** i,
+// is SCAN_FACE pixels wide; level images larger than SCAN_TILE are scanned in overlapping tiles.
+export const SCAN_FACE = 32.0;
+export const SCAN_RANGE = 4.0;
+export const SCAN_TILE = 1024;
+export const SCAN_SMALLEST = 0.75;
 export const SECOND_LOOK_SCORE = 0.7;
 export const CONFIDENT_SCORE = 0.75;
 export const LOOK_CROP = 256;
@@ -68,7 +71,7 @@ function tileStarts(length, side, stride) {
   if (length <= side) return [0];
   const n = Math.ceil((length - side) / Math.max(stride, 1)) + 1;
   const starts = new Set();
-  for (let i = 0; i < n; i++) starts.add(Math.round((length - side) * i / (n - 1)));
+  for (let i = 0; i < n; i++) starts.add(roundHalfEven((length - side) * i / (n - 1)));
   return [...starts].sort((a, b) => a - b);
 }
 
@@ -79,8 +82,8 @@ function mean(points, indices) {
 }
 
 export class FaceAligner {
-  /** `minFace`: smallest face (pixels) that the tiles look for; null: the whole-image pass only
-   *  (faces of at least a fifth of the image's longer side), as the live camera runs. */
+  /** `minFace`: smallest face (pixels) that the scan looks for; null: from a fifth of the image's
+   *  longer side (as the live camera runs). */
   constructor(networks, {minFace = MIN_FACE, cropScale = CROP_SCALE, cropOffset = CROP_OFFSET} = {}) {
     this.nets = networks;
     this.minFace = minFace;
@@ -88,30 +91,27 @@ export class FaceAligner {
     this.cropOffset = cropOffset;
   }
 
-  /** Every face in `rgb`, largest first: [{box, score, landmarks, leftEye, rightEye, angle}]. */
+  /** Every face in `rgb`, largest first: [{box, score, landmarks, leftEye, rightEye, angle}]
+   *  (align.FaceAligner.detect, engine "litert"). */
   async detect(rgb, {minFace = this.minFace} = {}) {
     const {width: w, height: h} = rgb;
     if (Math.min(w, h) < MIN_SIDE || Math.max(w, h) / Math.min(w, h) > MAX_ASPECT) return [];
+    // working scale of the whole-image passes and the mesh: upscale small images, downscale huge ones
     let f = 1;
     if (Math.min(w, h) < UPSCALE_BELOW) f = UPSCALE_BELOW / Math.min(w, h);
     else if (Math.max(w, h) > DETECT_MAX_SIDE) f = DETECT_MAX_SIDE / Math.max(w, h);
-    const work = f === 1 ? rgb : resize(rgb, Math.max(1, Math.round(w * f)), Math.max(1, Math.round(h * f)));
+    const ww = Math.max(1, roundHalfEven(w * f)), wh = Math.max(1, roundHalfEven(h * f));
+    const work = f === 1 ? rgb : (f > 1 ? resizeCubic(rgb, ww, wh) : resizeArea(rgb, ww, wh));
     const fx = work.width / w, fy = work.height / h;
     // landmarks on the upscaled image for small images (the mesh wants pixels), else on rgb
     const [meshSrc, mx, my] = f > 1 ? [work, fx, fy] : [rgb, 1, 1];
-    const whole = suppress((await this.nets.detect(work, 'short')).map((d) => moved(d, fx, fy)), w, h);
-    let faces = await this.verify(whole, meshSrc, mx, my);
-    if (minFace) {
-      const kept = faces.map((fc) => fc.box);
-      const tiled = (await this.tileBoxes(rgb, minFace))
-        .filter((t) => kept.every((b) => iou(t.box, b) < 0.3 && overlapSmall(t.box, b) < 0.6));
-      faces = faces.concat(await this.verify(suppress(tiled, w, h), meshSrc, mx, my));
-    }
-    if (!faces.length) { // faces cut by the border: the full-range network on the padded image
+    let faces = await this.verify(suppress(await this.scanBoxes(rgb, minFace), w, h), meshSrc, mx, my);
+    if (!faces.length) { // tight crops (faces that fill the photo) and faces cut by the border
       const py = Math.floor(work.height / 2), px = Math.floor(work.width / 2);
-      const padded = padReplicate(work, px, py);
-      const cut = (await this.nets.detect(padded, 'full')).map((d) => moved(moved(d, 1, 1, -px, -py), fx, fy));
-      faces = await this.verify(suppress(cut, w, h), meshSrc, mx, my);
+      const whole = await this.nets.detect(work, 'short');
+      const cut = await this.nets.detect(padReplicate(work, px, py), 'full');
+      const found = whole.concat(cut.map((d) => moved(d, 1, 1, -px, -py))).map((d) => moved(d, fx, fy));
+      faces = await this.verify(suppress(found, w, h), meshSrc, mx, my);
     }
     return faces.map(({points, box, score}) => {
       const leftEye = mean(points, EYE_ON_IMAGE_LEFT), rightEye = mean(points, EYE_ON_IMAGE_RIGHT);
@@ -120,30 +120,40 @@ export class FaceAligner {
     }).sort((a, b) => b.box[2] * b.box[3] - a.box[2] * a.box[3]);
   }
 
-  /** Tile levels (align.FaceAligner._tile_levels): [[side, largest face]], finest first. */
-  tileLevels(width, height, minFace) {
-    const top = WHOLE_MIN_RATIO * Math.max(width, height);
-    if (!minFace || minFace >= top) return [];
-    const n = Math.ceil(Math.log(top / minFace) / Math.log(TILE_LEVEL_RANGE) - 1e-9);
-    const q = (top / minFace) ** (1 / n);
-    return Array.from({length: n}, (_, i) => [minFace * q ** i / TILE_MIN_RATIO, minFace * q ** (i + 1)]);
+  /** The scan's levels (align.FaceAligner._scan_levels): [[smallest face, largest face, scale]],
+   *  finest first, from minFace (else a fifth of the longer side) up to the longer side. */
+  scanLevels(width, height, minFace) {
+    const levels = [], top = Math.max(width, height);
+    for (let lo = minFace || WHOLE_MIN_RATIO * top; lo < top; lo *= SCAN_RANGE) levels.push([lo, lo * SCAN_RANGE, SCAN_FACE / lo]);
+    return levels;
   }
 
-  /** Detections of faces smaller than the whole-image pass finds, from overlapping tiles; a box
-   *  that touches an inner tile edge is dropped (its face is whole in a neighbouring tile). */
-  async tileBoxes(rgb, minFace) {
+  /** Compile the scan's networks for images of `width` x `height` ahead of use (a video's first
+   *  frames would otherwise wait for them). */
+  async prepare(width, height, {minFace = this.minFace} = {}) {
+    await Promise.all(this.scanLevels(width, height, minFace).map(([, , k]) => this.nets.scanner.prepare(
+      Math.min(SCAN_TILE, Math.max(1, roundHalfEven(width * k))), Math.min(SCAN_TILE, Math.max(1, roundHalfEven(height * k))))));
+  }
+
+  /** The scan (align.FaceAligner._scan_boxes): the short-range detector at each level's scale, on
+   *  tiles of SCAN_TILE that overlap by 1.2 times the level's largest face; a box wider than twice
+   *  that or narrower than SCAN_SMALLEST * SCAN_FACE is dropped, and so is one that touches an
+   *  inner tile edge (its face is whole in a neighbouring tile). */
+  async scanBoxes(rgb, minFace) {
     const {width: w, height: h} = rgb;
     const found = [];
-    for (const [side, largest] of this.tileLevels(w, h, minFace)) {
-      const k = Math.min(1, TILE_INPUT / side);
-      const level = k === 1 ? rgb : resizeArea(rgb, Math.max(1, Math.round(w * k)), Math.max(1, Math.round(h * k)));
-      const ts = Math.max(1, Math.round(side * k)), stride = (side - 1.2 * largest) * k, margin = 0.02 * ts;
-      for (const y0 of tileStarts(level.height, ts, stride)) {
-        for (const x0 of tileStarts(level.width, ts, stride)) {
-          const tile = region(level, x0, y0, x0 + ts, y0 + ts);
-          for (const d of await this.nets.detect(tile, 'short')) {
+    for (const [, hi, k] of this.scanLevels(w, h, minFace)) {
+      const lw = Math.max(1, roundHalfEven(w * k)), lh = Math.max(1, roundHalfEven(h * k));
+      // bilinear down to half size (as MediaPipe resizes for its networks), area averaging below
+      const level = k === 1 ? rgb : (k < 0.5 ? resizeArea(rgb, lw, lh) : resizeLinear(rgb, lw, lh));
+      const largest = hi * k, side = SCAN_TILE, margin = 0.02 * side, smallest = SCAN_SMALLEST * SCAN_FACE;
+      for (const y0 of tileStarts(level.height, side, side - 1.2 * largest)) {
+        for (const x0 of tileStarts(level.width, side, side - 1.2 * largest)) {
+          const tile = x0 === 0 && y0 === 0 && level.width <= side && level.height <= side
+            ? level : region(level, x0, y0, x0 + side, y0 + side);
+          for (const d of await this.nets.detect(tile, 'scan')) {
             const [bx, by, bw, bh] = d.box;
-            if (bw > 2 * largest * k) continue;
+            if (bw > 2 * largest || bw < smallest) continue;
             if ((x0 > 0 && bx < margin) || (y0 > 0 && by < margin) ||
                 (x0 + tile.width < level.width && bx + bw > tile.width - margin) ||
                 (y0 + tile.height < level.height && by + bh > tile.height - margin)) continue;

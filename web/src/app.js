@@ -237,6 +237,7 @@ async function startCamera() {
   }
   video.srcObject = stream;
   await video.play();
+  await recognizer.aligner.prepare(video.videoWidth, video.videoHeight, {minFace: null});
   await runVideo('Camera');
 }
 
@@ -253,6 +254,7 @@ async function startVideoFile(file) {
   } finally {
     video.onloadeddata = video.onerror = null;
   }
+  await recognizer.aligner.prepare(video.videoWidth, video.videoHeight, {minFace: null});
   await video.play();
   await runVideo(file.name);
 }

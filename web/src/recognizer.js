@@ -6,7 +6,7 @@ import {FaceNetworks, Net} from './facenet.js';
 import {FaceAligner, CROP_SIZE} from './aligner.js';
 import {toGrey} from './imageops.js';
 
-/** The box as fer_tf.deploy.inference._int_box: rounded corners, clipped to the image. */
+/** The box as fer_tf.preprocess.boxes.int_box: rounded corners, clipped to the image. */
 export function intBox([x, y, w, h], width, height) {
   const x0 = Math.max(0, Math.round(x)), y0 = Math.max(0, Math.round(y));
   const x1 = Math.min(width, Math.round(x + w)), y1 = Math.min(height, Math.round(y + h));
