@@ -52,17 +52,12 @@ import pathlib
 import re
 import sys
 
+from fer_tf.data.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, looks_like_image, walk_files
 from fer_tf.errors import ConfigError, FerTfError, ImageError, OutputError
 from fer_tf.files import atomic_path
 from fer_tf.progress import Bar
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
-                    ".ppm", ".pbm", ".pnm")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 PLOT_EXTENSIONS = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
-# first bytes of the image formats Pillow reads, for files without a known extension
-_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
-                b"P1", b"P2", b"P3", b"P4", b"P5", b"P6")
 CSV_COLUMNS = ("path", "frame", "time_s", "face", "x", "y", "w", "h", "expression")
 
 EXIT_OK, EXIT_NONE, EXIT_PARTIAL = 0, 1, 3
@@ -145,17 +140,6 @@ class _RawFormatter(argparse.RawDescriptionHelpFormatter):
 # -- inputs ---------------------------------------------------------------------------------------
 
 
-def _looks_like_image(path):
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError:
-        return False
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return True
-    return any(head.startswith(m) for m in _IMAGE_MAGIC)
-
-
 def _kind(path):
     suffix = path.suffix.lower()
     return "video" if suffix in VIDEO_EXTENSIONS else "image"
@@ -169,7 +153,6 @@ def expand_inputs(paths, skip_dirs=()):
     skipped); ``root`` is the folder an input came from (for naming annotated copies), or ``None``
     for paths given directly.
     """
-    skip = {os.path.abspath(d) for d in skip_dirs}
     items = []
     for arg in paths:
         p = pathlib.Path(arg)
@@ -180,18 +163,12 @@ def expand_inputs(paths, skip_dirs=()):
             items.append((p, _kind(p), None))
             continue
         found = False
-        for dirpath, dirnames, filenames in os.walk(p):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                                 and os.path.abspath(os.path.join(dirpath, d)) not in skip)
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                f = pathlib.Path(dirpath) / name
-                suffix = f.suffix.lower()
-                if suffix in IMAGE_EXTENSIONS or suffix in VIDEO_EXTENSIONS or suffix == "" \
-                        or _looks_like_image(f):
-                    items.append((f, _kind(f), p))
-                    found = True
+        for f in walk_files(p, skip_dirs):
+            suffix = f.suffix.lower()
+            if suffix in IMAGE_EXTENSIONS or suffix in VIDEO_EXTENSIONS or suffix == "" \
+                    or looks_like_image(f):
+                items.append((f, _kind(f), p))
+                found = True
         if not found:
             items.append({"path": str(arg), "error": "folder holds no image or video files"})
     return items
