@@ -147,8 +147,7 @@ def require_faces(refs, what):
         raise NoUsableFaceError(f"{what}: no photos given")
     why = "; ".join(f"{label}: {reason}" for label, reason in refs.problems[:3])
     more = f" (and {len(refs.problems) - 3} more)" if len(refs.problems) > 3 else ""
-    raise NoUsableFaceError(f"{what}: no face usable for identity in {len(refs.problems)} "
-                            f"photo(s) ({why}{more}); give photos where the face is clear and its "
+    raise NoUsableFaceError(f"{what}: no face usable for identity ({why}{more}); give photos where the face is clear and its "
                             f"eyes at least 20 pixels apart")
 
 
