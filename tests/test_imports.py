@@ -172,7 +172,7 @@ def test_the_graph_sees_function_level_and_relative_imports(tmp_path):
 #: counts: the command modules keep `fer-tf --help` free of it), directly or through the
 #: module-level imports of the fer_tf module it names.
 HEAVY = {"numpy", "tensorflow", "keras", "jax", "torch", "cv2", "mediapipe", "matplotlib", "PIL",
-         "ai_edge_litert", "skimage", "scipy", "sklearn", "yaml", "grain",
+         "ai_edge_litert", "dlib", "skimage", "scipy", "sklearn", "yaml", "grain",
          # the standard library's, but it imports email, zipfile, csv...: more than the rest of
          # `fer-tf --help` (cli.version defers it to --version)
          "importlib.metadata"}

@@ -15,9 +15,13 @@ manifest reader skips those rows: they are never put with a person at random).
 from __future__ import annotations
 
 import json
+import os
+import pathlib
 from collections import Counter
 
-from fer_tf.errors import ConfigError, DatasetError
+from fer_tf.errors import ConfigError, DatasetError, OutputError
+from fer_tf.files import atomic_write_text
+from fer_tf.progress import Bar
 
 _FORMATS = ("ckplus48", "ckplus", "fer2013", "fer2013-csv", "jaffe", "kdef", "yale", "manifest", "cache")
 
@@ -161,11 +165,6 @@ def format_summary(info, show_skipped=5):
 
 def run_identities(args):
     """``fer-tf data identities``: the manifest with pseudo subject ids (module docstring)."""
-    import os
-    import pathlib
-
-    from fer_tf.errors import OutputError
-
     out = pathlib.Path(args.output)
     if out.exists() and not args.overwrite:
         raise OutputError(f"{out} exists; pass --overwrite to replace it")
@@ -175,11 +174,9 @@ def run_identities(args):
         raise ConfigError("--threshold applies to --grouping fixed")
     # deferred: numpy, OpenCV, MediaPipe and dlib (`fer-tf --help` imports every command module)
     from fer_tf.data.readers import LAYOUTS, detect_format, read_dataset
-    from fer_tf.files import atomic_write_text
     from fer_tf.people.embedding import IdentityEmbedder
     from fer_tf.people.folder import detect_largest, embed_all, manifest_text, pseudo_subjects
     from fer_tf.preprocess.align import FaceAligner
-    from fer_tf.progress import Bar
 
     fmt = args.format or detect_format(args.root)
     if fmt is None or fmt == "cache":

@@ -70,7 +70,7 @@ import pathlib
 import re
 import sys
 
-from fer_tf.data.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, looks_like_image, walk_files
+from fer_tf.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, looks_like_image, walk_files
 from fer_tf.commands import predict_people
 from fer_tf.errors import ConfigError, FerTfError, ImageError, OutputError
 from fer_tf.files import atomic_path

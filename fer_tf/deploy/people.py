@@ -38,7 +38,7 @@ import pathlib
 
 import numpy as np
 
-from fer_tf.data.media import image_files
+from fer_tf.media import image_files
 from fer_tf.errors import ConfigError, ImageError
 
 #: ``baseline="self"``: the person's own faces in the run.
@@ -111,7 +111,7 @@ def default_embedder():
 
 def references(recognizer, photos, embedder=None, what="reference photos"):
     """:class:`References` of ``photos`` (see :func:`photo_sources`): the largest face of each."""
-    from fer_tf.people.embedding import DIMENSIONS
+    from fer_tf.people.embedding import DIMENSIONS  # deferred: PIL (through embedding)
 
     embedder = embedder or default_embedder()
     vectors, probs, sources, problems = [], [], [], []
@@ -206,7 +206,7 @@ def neutral_references(recognizer, baseline, embedder=None):
 def match_people(vectors, people, threshold):
     """The person (a key of ``people``: ``{person: [k, 128] vectors}``) whose mean vector is
     nearest each of ``vectors`` ``[m, 128]`` when closer than ``threshold``, else ``None``."""
-    from fer_tf.people.embedding import distances
+    from fer_tf.people.embedding import distances  # deferred: PIL (through embedding)
 
     names = list(people)
     if not names or not len(vectors):
@@ -269,7 +269,7 @@ def correct_records(records, labels, baseline, neutral=None, people_vectors=None
 
 def _shift(probabilities, persons, result):
     """``probabilities`` shifted by the per-person offsets and weights of a ``BaselineResult``."""
-    from fer_tf.people.baseline import log_probabilities, softmax
+    from fer_tf.people.baseline import log_probabilities, softmax  # deferred: only with a baseline
 
     logits = log_probabilities(probabilities)
     for i, person in enumerate(persons):
@@ -320,6 +320,7 @@ def predict_people(recognizer, inputs, baseline=None, enroll=None, embedder=None
     "person_reason"], "expression", "probabilities"[, "raw_expression", "raw_probabilities"]}``.
     ``progress`` (a :class:`fer_tf.progress.Bar`) advances once per input.
     """
+    # deferred: PIL (through embedding)
     from fer_tf.people.grouping import REFERENCE_THRESHOLD, enroll as put_names, group
 
     embedder = embedder or default_embedder()
@@ -421,7 +422,7 @@ class VideoPeople:
         if person not in self._names:
             name = None
             if vector is not None and self.enrolled:
-                from fer_tf.people.embedding import distances
+                from fer_tf.people.embedding import distances  # deferred: PIL (through embedding)
 
                 near = {n: float(distances(vector[None], r.vectors).min()) for n, r in self.enrolled.items()}
                 best = min(near, key=near.get)

@@ -66,7 +66,7 @@ def pseudo_subjects(vectors, **options):
     """``(subjects [n] of str or None, Grouping)``: ``person-1``, ``person-2``, ... in the order
     of first appearance, ``None`` for rows without a vector (NaN); ``options`` go to
     :func:`fer_tf.people.grouping.group`."""
-    from fer_tf.people.grouping import group
+    from fer_tf.people.grouping import group  # deferred: PIL (through embedding)
 
     vectors = np.asarray(vectors, dtype=np.float32)
     usable = np.flatnonzero(np.isfinite(vectors).all(axis=1))
