@@ -77,7 +77,7 @@ def run(datasets, settings, workdir, log=print):
         frames = 20 if settings.quick else 150
         video = one_face_video(pathlib.Path(workdir) / "one_face.avi", rgb, frames)
         runs = {"plain": [], "people": []}
-        for _ in range(max(1, settings.repeats // 2)):
+        for _ in range(settings.repeats):
             for mode in runs:
                 runs[mode].append(_video_fps(recognizer, video, people=mode == "people"))
         results["video"] = {
