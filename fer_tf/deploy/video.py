@@ -3,7 +3,9 @@
 Videos are decoded, recognised and (optionally) written back annotated one frame at a time, so
 memory stays bounded whatever the video's length. The largest face of each frame is tracked (it
 keeps its track while consecutive boxes overlap with IoU >= :data:`TRACK_IOU`) and its
-probabilities are averaged over a window of frames. Annotated videos are H.264 ``.mp4`` where the
+probabilities are averaged over a window of frames; with ``people`` (a
+:class:`fer_tf.deploy.people.VideoPeople`) every face is tracked, named and averaged per track
+instead. Annotated videos are H.264 ``.mp4`` where the
 installed OpenCV can encode it and VP8 ``.webm`` otherwise (both play in web browsers); see
 :func:`video_codec`. OpenCV is imported only when a video is opened or written.
 """
