@@ -34,6 +34,11 @@ def headline(r):
             "tflite_vs_fer_speedup", "end_to_end_ratio_to_fer")})
         h["recognizer_end_to_end_ms"] = {size: _get(row, "times_ms", "ours", "median")
                                          for size, row in (inf.get("end_to_end") or {}).items()}
+    people = r.get("people")
+    if people:
+        h["identity_embedding_ms"] = people["per_face_ms"]["embedding"]["median"]
+        h["classifier_ms_beside_embedding"] = people["per_face_ms"]["classifier"]["median"]
+        h["people_video_frames_per_s"] = people["video"]["frames_per_s"]["people"]["median"]
     loss = r.get("loss")
     if loss:
         h["loss_scaling_exponent"] = {k: v["x_ge_128"] if v["x_ge_128"] is not None else v["all_sizes"]
@@ -203,10 +208,11 @@ def readme(r):
     L.append("|---|---|---|")
     sp = h.get("in_batch_speedup")
     ts = h.get("time_to_target_speedup")
-    L.append(f"| `in_batch_speedup` >= 5 (queries/s, at equal accuracy) | {_f(sp)}x queries/s; "
-             f"time to {_f(h.get('target_accuracy'))} accuracy: {_f(ts)}x | "
-             f"{'yes' if sp and sp >= 5 else 'no'} (throughput); "
-             f"{'yes' if ts and ts >= 5 else ('no' if ts else 'see race')} (time to accuracy) |")
+    if r.get("training") or r.get("race"):
+        L.append(f"| `in_batch_speedup` >= 5 (queries/s, at equal accuracy) | {_f(sp)}x queries/s; "
+                 f"time to {_f(h.get('target_accuracy'))} accuracy: {_f(ts)}x | "
+                 f"{'yes' if sp and sp >= 5 else 'no'} (throughput); "
+                 f"{'yes' if ts and ts >= 5 else ('no' if ts else 'see race')} (time to accuracy) |")
     tl, fp, ratio = h.get("tflite_ms"), h.get("fer_package_ms"), h.get("tflite_vs_fer_ratio")
     if r.get("inference"):
         L.append(f"| TFLite per-face latency at or below `fer`'s (one process, 1 thread, XNNPACK) | "
@@ -219,9 +225,15 @@ def readme(r):
                  + ", ".join(f"{k}: {_f(v)}x" for k, v in e2e.items())
                  + f" | {'yes' if met else 'no'} (see 3) |")
     fr = h.get("fraction_of_matmul_peak")
-    L.append(f"| training at a substantial fraction of the matmul peak | {_f(fr and 100 * fr, 1)}% "
-             f"({_f(h.get('training_gflops'), 1)} of {_f(h.get('matmul_peak_gflops'), 1)} GFLOP/s) | "
-             f"{'yes' if fr and fr >= 0.5 else 'partly' if fr and fr >= 0.2 else 'no'} (see 4 for what limits it) |\n")
+    if r.get("training"):
+        L.append(f"| training at a substantial fraction of the matmul peak | {_f(fr and 100 * fr, 1)}% "
+                 f"({_f(h.get('training_gflops'), 1)} of {_f(h.get('matmul_peak_gflops'), 1)} GFLOP/s) | "
+                 f"{'yes' if fr and fr >= 0.5 else 'partly' if fr and fr >= 0.2 else 'no'} (see 4 for what limits it) |")
+    from benchmarks import people_bench
+
+    if people_bench.target_row(r):
+        L.append(people_bench.target_row(r))
+    L.append("")
 
     tr = r.get("training")
     if tr:
@@ -285,6 +297,11 @@ def readme(r):
                  "next (dropout 0.5, no pretraining), so the time to a single threshold has a "
                  "granularity of one evaluation interval; the curves are in `results.json`.\n")
 
+    people = r.get("people")
+    if people:
+        h["identity_embedding_ms"] = people["per_face_ms"]["embedding"]["median"]
+        h["classifier_ms_beside_embedding"] = people["per_face_ms"]["classifier"]["median"]
+        h["people_video_frames_per_s"] = people["video"]["frames_per_s"]["people"]["median"]
     loss = r.get("loss")
     if loss:
         L.append("## 2. Loss + mining cost as the batch grows\n")
@@ -380,6 +397,7 @@ def readme(r):
         L.append("\nA ratio well below 1 means the pipeline (prefetching in the background) keeps up "
                  "and training is compute-bound; faces are normalised once and kept in memory, so "
                  "per batch only a gather and a crop remain.\n")
+    L.extend(people_bench.readme_section(r, 6))
     L.append("## Reproduce\n")
     L.append("```\nmake bench            # = .venv/bin/python benchmarks/run.py\n"
              ".venv/bin/python benchmarks/run.py --quick --output /tmp/bench   # smoke test, seconds\n```")

@@ -1,7 +1,7 @@
 """`make bench`: performance and scale of fer_tf on this machine.
 
     .venv/bin/python benchmarks/run.py [--quick] [--output reports/bench] [--datasets DIR]
-                                       [--sections training,race,loss,inference,preprocess]
+                                       [--sections training,race,loss,inference,preprocess,people]
 
 Writes ``<output>/results.json`` (every figure, with the machine and the run's metadata) and
 ``<output>/README.md`` (the figures explained). Every figure is measured in this run, next to what
@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-SECTIONS = ("training", "race", "loss", "inference", "preprocess")
+SECTIONS = ("training", "race", "loss", "inference", "preprocess", "people")
 
 
 def default_datasets():
@@ -114,6 +114,13 @@ def run(args):
         with common.stopwatch(results["section_seconds"], "preprocess"):
             results["preprocess"] = {"normalize": preprocess_bench.normalize(faces, settings),
                                      "align": preprocess_bench.align(datasets, settings, _log)}
+    if "people" in sections:
+        from benchmarks import people_bench
+
+        _log("people: identity embedding per face, --people on a 640x480 video ...")
+        with common.stopwatch(results["section_seconds"], "people"), \
+                tempfile.TemporaryDirectory() as tmp:
+            results["people"] = people_bench.run(datasets, settings, tmp, _log)
 
     results["load_average_end"] = list(os.getloadavg())
     results["headline"] = report.headline(results)

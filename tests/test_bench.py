@@ -78,6 +78,25 @@ def test_runner_writes_results_and_readme(tmp_path):
     assert "## 2." in readme and "Machine:" in readme and "Quick smoke-test" in readme
 
 
+@pytest.mark.integration
+def test_people_section_embedding_beside_classifier(tmp_path, datasets_dir):
+    """The people section on tiny settings: per-face costs and the --people video figure."""
+    from benchmarks import run
+
+    out = tmp_path / "bench"
+    results = run.run(run.parse_args(["--quick", "--output", str(out), "--sections", "people",
+                                      "--datasets", str(datasets_dir)]))
+    people = results["people"]
+    assert set(people["per_face_ms"]) == {"classifier", "embedding", "embedding_network_only"}
+    assert people["per_face_ms"]["embedding"]["median"] > people["per_face_ms"]["classifier"]["median"]
+    video = people["video"]
+    assert video["size"] == [640, 480] and video["frames_per_s"]["people"]["median"] > 0
+    assert 1 <= video["embeddings"]["attempts"] < video["frames"]  # only where tracking needs it
+    readme = (out / "README.md").read_text()
+    assert "## 6. People" in readme and "`--people` on a 640x480 one-face video" in readme
+    assert "in_batch_speedup" not in readme  # no training section, no training target
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_benchmark_quick_run_writes_results_and_readme(tmp_path, ckplus48_dir):

@@ -66,3 +66,28 @@ def test_readme_notebook_block_runs_on_jax_without_tensorflow(datasets_dir, tmp_
     assert result["output_shape"] == [None, 7]
     assert result["metric_weights"] == []
     assert result["loss"] > 0
+
+
+def _people_block():
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## People"):]
+    section = section[:section.index("\n## ", 1)]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1, "the People section has one python block"
+    return blocks[0]
+
+
+@pytest.mark.integration
+def test_readme_people_block_runs(datasets_dir, monkeypatch, capsys):
+    """The People section's notebook block, as written: people found, named, baseline kept raw."""
+    if datasets_dir.resolve() != (REPO.parent / "shared" / "datasets").resolve():
+        pytest.skip("the README block reads ../shared/datasets")
+    monkeypatch.chdir(REPO)
+    namespace = {}
+    exec(compile(_people_block(), "README.md", "exec"), namespace)
+    result = namespace["result"]
+    assert [f["person"] for f in result["faces"]] == ["alice"] * 3 + ["person-1"] * 3 + ["person-2"] * 3
+    assert result["unmatched"] == ["zoe"]
+    assert all("raw_probabilities" in f for f in result["faces"])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("subject01.happy alice ") and printed[-1] == "['zoe']"

@@ -1,5 +1,6 @@
 """`fer-tf predict PATH... [--model M] [--json | --jsonl] [--csv OUT.csv] [--annotate OUT]
-[--timeline OUT.png]`: expressions of the faces in images, folders and videos.
+[--timeline OUT.png] [--people] [--enroll DIR] [--baseline DIR|self]`: expressions of the faces in
+images, folders and videos, and who is who.
 
 PATH may be an image, a video (.mp4, .webm, .avi, .mov, .mkv, .m4v) or a folder, searched
 recursively for images (by extension; files without an extension, or with one this program does
@@ -27,6 +28,24 @@ Outputs:
   --timeline OUT   plots each video's expression probabilities over time (a file for one video,
                else a folder of <name>_timeline.png).
 
+People (--people; --enroll and --baseline imply it):
+  every face gets "person" (person-1, person-2, ... numbered in order of appearance, or an
+  enrolled name; null with "person_reason" when the face is too small or blurred for a reliable
+  identity) and, in videos, "track"; CSV rows get person and track columns. All images of a run
+  are grouped into people together (the number of people comes from the faces), so their lines
+  come once every image is read; each video has its own tracks and people. A per-person summary
+  (faces, share, count and share of each expression; in videos the seconds in each) follows:
+  {"inputs": [...], "people": {...}, "unmatched": [...]} for --json, a last {"people", "unmatched"}
+  line for --jsonl, and "people" in each video's summary. --enroll DIR: one subfolder of photos
+  or one photo per name (the name is the subfolder's name or the file's stem); names that match
+  no face are reported. --baseline self corrects each face by its person's own faces in the run;
+  --baseline DIR by the neutral photos in DIR, matched to the people by face (no names needed;
+  exit 2 when no photo there has a usable face). With a baseline, "expression" and
+  "probabilities" are the corrected ones and "raw_expression", "raw_probabilities" (and in
+  videos "raw_frame_probabilities") the model's own; the CSV adds raw_expression and raw_<label>
+  columns; a video's frames are written once the video is read. --timeline draws one panel per
+  person, annotated copies name each face's person.
+
 No output file is ever replaced unless --overwrite is given, and an input is never replaced. A
 progress bar is drawn on stderr when it is a terminal (-q hides it). Faces are searched down to
 --min-face pixels (default 40) in photos of up to --max-pixels pixels (default 64 million); every
@@ -46,23 +65,18 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import pathlib
 import re
 import sys
 
+from fer_tf.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, looks_like_image, walk_files
+from fer_tf.commands import predict_people
+from fer_tf.commands.predict_outputs import plan_outputs
 from fer_tf.errors import ConfigError, FerTfError, ImageError, OutputError
 from fer_tf.files import atomic_path
 from fer_tf.progress import Bar
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
-                    ".ppm", ".pbm", ".pnm")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-PLOT_EXTENSIONS = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
-# first bytes of the image formats Pillow reads, for files without a known extension
-_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
-                b"P1", b"P2", b"P3", b"P4", b"P5", b"P6")
 CSV_COLUMNS = ("path", "frame", "time_s", "face", "x", "y", "w", "h", "expression")
 
 EXIT_OK, EXIT_NONE, EXIT_PARTIAL = 0, 1, 3
@@ -135,6 +149,7 @@ def register(subparsers):
     parser.add_argument("--top", type=int, default=3, metavar="K",
                         help="text output: show the K most likely expressions (default 3)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar on stderr")
+    predict_people.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -143,17 +158,6 @@ class _RawFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 # -- inputs ---------------------------------------------------------------------------------------
-
-
-def _looks_like_image(path):
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError:
-        return False
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return True
-    return any(head.startswith(m) for m in _IMAGE_MAGIC)
 
 
 def _kind(path):
@@ -169,7 +173,6 @@ def expand_inputs(paths, skip_dirs=()):
     skipped); ``root`` is the folder an input came from (for naming annotated copies), or ``None``
     for paths given directly.
     """
-    skip = {os.path.abspath(d) for d in skip_dirs}
     items = []
     for arg in paths:
         p = pathlib.Path(arg)
@@ -180,155 +183,15 @@ def expand_inputs(paths, skip_dirs=()):
             items.append((p, _kind(p), None))
             continue
         found = False
-        for dirpath, dirnames, filenames in os.walk(p):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                                 and os.path.abspath(os.path.join(dirpath, d)) not in skip)
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                f = pathlib.Path(dirpath) / name
-                suffix = f.suffix.lower()
-                if suffix in IMAGE_EXTENSIONS or suffix in VIDEO_EXTENSIONS or suffix == "" \
-                        or _looks_like_image(f):
-                    items.append((f, _kind(f), p))
-                    found = True
+        for f in walk_files(p, skip_dirs):
+            suffix = f.suffix.lower()
+            if suffix in IMAGE_EXTENSIONS or suffix in VIDEO_EXTENSIONS or suffix == "" \
+                    or looks_like_image(f):
+                items.append((f, _kind(f), p))
+                found = True
         if not found:
             items.append({"path": str(arg), "error": "folder holds no image or video files"})
     return items
-
-
-# -- output names ---------------------------------------------------------------------------------
-
-
-def _base_name(path, root):
-    """``photos__sub__face`` for photos/sub/face.png found in folder ``photos``; ``face`` for a
-    path given directly. Suffixes this program does not know stay (``subject02.happy``)."""
-    if root is not None:
-        parts = list(path.relative_to(root).parts)
-        if root.name:
-            parts.insert(0, root.name)
-    else:
-        parts = [path.name]
-    last = pathlib.PurePath(parts[-1])
-    if last.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
-        parts[-1] = last.stem
-    return "__".join(parts)
-
-
-def unique_names(entries):
-    """``[(base name, source path)]`` -> distinct names, in order. Inputs that share a name get
-    their source's suffix when that tells them apart (``face_png``, ``face_jpg``), else a counter
-    (``face``, ``face-2``)."""
-    groups = {}
-    for i, (name, source) in enumerate(entries):
-        groups.setdefault(name, []).append(i)
-    out = [name for name, _ in entries]
-    for name, members in groups.items():
-        if len(members) == 1:
-            continue
-        suffixes = [pathlib.PurePath(entries[i][1]).suffix.lower().lstrip(".") for i in members]
-        if all(suffixes) and len(set(suffixes)) == len(suffixes):
-            for i, suffix in zip(members, suffixes):
-                out[i] = f"{name}_{suffix}"
-        else:
-            for k, i in enumerate(members[1:], 2):
-                out[i] = f"{name}-{k}"
-    taken, final = set(), []
-    for name in out:  # a counter can meet a real name (an input called face-2): count on
-        new, k = name, 2
-        while new in taken:
-            new, k = f"{name}-{k}", k + 1
-        taken.add(new)
-        final.append(new)
-    return final
-
-
-def _same_file(a, b):
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
-
-
-def plan_outputs(items, args):
-    """``{input path: {"annotate": Path, "timeline": Path}}``, after checking every output: an
-    output that exists (without --overwrite), that is an input, or that two outputs share is
-    refused with one :class:`OutputError` before anything is processed."""
-    todo = [item for item in items if not isinstance(item, dict)]
-    plan = {str(p): {} for p, _, _ in todo}
-    targets = []  # (output path, what)
-    names = unique_names([(_base_name(p, root), p) for p, _, root in todo])
-    if args.annotate and todo:
-        out = pathlib.Path(args.annotate)
-        media = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
-        if out.suffix.lower() in media and not out.is_dir():
-            if len(todo) > 1:
-                raise ConfigError(f"--annotate {out} names one file, but there are {len(todo)} "
-                                  f"inputs; give a folder")
-            path, kind, _ = todo[0]
-            wanted = VIDEO_EXTENSIONS if kind == "video" else IMAGE_EXTENSIONS
-            if out.suffix.lower() not in wanted:
-                what = ("a video's annotated copy is a video: name it .mp4 or .webm"
-                        if kind == "video" else
-                        "an image's annotated copy is an image: name it .png or .jpg")
-                raise ConfigError(f"--annotate {out}: {what} (or give a folder)")
-            plan[str(path)]["annotate"] = out
-            targets.append((out, "--annotate"))
-        else:
-            if out.exists() and not out.is_dir():
-                raise OutputError(f"--annotate {out} exists and is not a folder")
-            video_suffix = None
-            for (path, kind, _), name in zip(todo, names):
-                if kind == "video":
-                    if video_suffix is None:
-                        from fer_tf.deploy.video import browser_video_suffix  # deferred: numpy, OpenCV
-
-                        video_suffix = browser_video_suffix()
-                    target = out / f"{name}_annotated{video_suffix}"
-                else:
-                    target = out / f"{name}_annotated.png"
-                plan[str(path)]["annotate"] = target
-                targets.append((target, "--annotate"))
-    if args.timeline and todo:
-        videos = [(item, name) for item, name in zip(todo, names) if item[1] == "video"]
-        if not videos:
-            raise ConfigError("--timeline plots videos over time, and none of the inputs is a "
-                              "video (.mp4, .webm, .avi, .mov, .mkv, .m4v)")
-        out = pathlib.Path(args.timeline)
-        if out.suffix.lower() in PLOT_EXTENSIONS and not out.is_dir():
-            if len(videos) > 1:
-                raise ConfigError(f"--timeline {out} names one file, but there are {len(videos)} "
-                                  f"videos; give a folder")
-            plan[str(videos[0][0][0])]["timeline"] = out
-            targets.append((out, "--timeline"))
-        else:
-            if out.exists() and not out.is_dir():
-                raise OutputError(f"--timeline {out} exists and is not a folder")
-            for (path, _, _), name in videos:
-                target = out / f"{name}_timeline.png"
-                plan[str(path)]["timeline"] = target
-                targets.append((target, "--timeline"))
-    if args.csv and args.csv != "-":
-        targets.append((pathlib.Path(args.csv), "--csv"))
-    seen = {}
-    for target, flag in targets:
-        key = os.path.abspath(target)
-        if key in seen:
-            raise ConfigError(f"{seen[key]} and {flag} would both write {target}")
-        seen[key] = flag
-        if any(_same_file(target, p) for p, _, _ in todo):
-            raise OutputError(f"{flag} {target} is one of the inputs; outputs never replace inputs")
-    existing = [t for t, _ in targets if t.exists()]
-    if existing and not args.overwrite:
-        more = f" (and {len(existing) - 1} more outputs)" if len(existing) > 1 else ""
-        raise OutputError(f"{existing[0]} exists{more}; pass --overwrite to replace")
-    for target, flag in targets:
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"{flag}: cannot create the folder {target.parent}: "
-                              f"{exc.strerror or exc}") from None
-    return plan
 
 
 # -- writers --------------------------------------------------------------------------------------
@@ -353,22 +216,36 @@ def _save_image(rgb, target, overwrite):
 class _CsvOut:
     """The --csv file, written row by row (flushed after every input)."""
 
-    def __init__(self, target, labels, overwrite):
+    def __init__(self, target, labels, overwrite, people=False, raw=False):
         self.labels = list(labels)
+        self.people, self.raw = people, raw
         if target == "-":
             self.file, self.own = sys.stdout, False
         else:
             self.file = open(target, "w" if overwrite else "x", newline="", encoding="utf-8")
             self.own = True
         self.writer = csv.writer(self.file)
-        self.writer.writerow([*CSV_COLUMNS, *self.labels])
+        columns = list(CSV_COLUMNS)
+        if people:
+            columns[4:4] = ["person", "track"]
+        raw = ["raw_expression", *(f"raw_{n}" for n in self.labels)] if raw else []
+        self.writer.writerow([*columns, *self.labels, *raw])
+
+    def _probabilities(self, probs):
+        expression = max(self.labels, key=lambda n: probs[n])
+        return [expression, *(f"{probs[n]:.6f}" for n in self.labels)]
 
     def faces(self, path, frame, time_s, faces):
         for i, face in enumerate(faces, 1):
-            probs = face.get("frame_probabilities", face["probabilities"])
-            expression = max(self.labels, key=lambda n: probs[n])
-            self.writer.writerow([path, frame, "" if time_s is None else time_s, i, *face["box"],
-                                  expression, *(f"{probs[n]:.6f}" for n in self.labels)])
+            row = [path, frame, "" if time_s is None else time_s, i]
+            if self.people:
+                person, track = face.get("person"), face.get("track")
+                row += ["" if person is None else person, "" if track is None else track]
+            row += face["box"]
+            row += self._probabilities(face.get("frame_probabilities", face["probabilities"]))
+            if self.raw:
+                row += self._probabilities(face.get("raw_frame_probabilities", face["raw_probabilities"]))
+            self.writer.writerow(row)
 
     def flush(self):
         self.file.flush()
@@ -385,13 +262,22 @@ def _format_face(i, face, top):
     x, y, w, h = face["box"]
     ranked = sorted(face["probabilities"].items(), key=lambda kv: -kv[1])[:max(1, top)]
     others = ", ".join(f"{name} {p:.2f}" for name, p in ranked)
-    return f"  face {i} at x={x} y={y} w={w} h={h}: {face['expression']}  ({others})"
+    who = ""
+    if "person" in face:
+        who = f" {face['person']}" if face["person"] is not None else f" (no person: {face['person_reason']})"
+    raw = f" [raw {face['raw_expression']}]" if face.get("raw_expression", face["expression"]) != \
+        face["expression"] else ""
+    return f"  face {i} at x={x} y={y} w={w} h={h}{who}: {face['expression']}{raw}  ({others})"
 
 
 def _text(entry, top):
     if "frames" in entry or "summary" in entry:
         s = entry["summary"]
         exprs = ", ".join(f"{name} in {n}" for name, n in s["expressions"].items()) or "none"
+        if "people" in s:
+            return [f"{entry['path']}: video, {s['frames']} frames, a face in {s['frames_with_face']}; "
+                    f"{len(s['people'])} {'person' if len(s['people']) == 1 else 'people'}",
+                    *predict_people.summary_lines(s["people"])]
         return [f"{entry['path']}: video, {s['frames']} frames, a face in {s['frames_with_face']}; "
                 f"tracked face: {exprs}"]
     faces = entry["faces"]
@@ -440,6 +326,7 @@ def run(args):
                                 num_threads=args.threads, max_faces=args.max_faces,
                                 min_face=args.min_face, max_pixels=args.max_pixels,
                                 engine=args.engine)
+    people = predict_people.People(recognizer, args) if todo and predict_people.wanted(args) else None
     text = not (args.json or args.jsonl or args.csv == "-")
     bar = Bar(len(items), enabled=not args.quiet and (len(items) > 1 or any(
         kind == "video" for _, kind, _ in todo)))
@@ -453,10 +340,20 @@ def run(args):
 
     results = [] if args.json else None
     ok = failed = 0
+    grouped = {}  # --people: every image's entry, grouped into people together
     try:
+        if people is not None:
+            images = [path for path, kind, _ in todo if kind == "image"]
+            if images:
+                bar.detail(f"people in {len(images)} image{'s' if len(images) != 1 else ''}")
+                grouped = people.images(images, progress=bar)
+                for name in people.summary["unmatched"]:
+                    note(f"--enroll {args.enroll}", f"{name} matched no face")
         if todo and args.csv:
             try:
-                csv_out = _CsvOut(args.csv, recognizer.labels, args.overwrite)
+                csv_out = _CsvOut(args.csv, recognizer.labels, args.overwrite,
+                                  people=people is not None,
+                                  raw=people is not None and args.baseline is not None)
             except FileExistsError:
                 raise OutputError(f"{args.csv} exists; pass --overwrite to replace") from None
             except OSError as exc:
@@ -469,9 +366,11 @@ def run(args):
                 outputs = plan.get(str(path), {})
                 try:
                     if kind == "video":
-                        entry = _video(recognizer, path, args, outputs, csv_out, out, note, bar)
+                        entry = _video(recognizer, path, args, outputs, csv_out, out, note, bar, people)
                     else:
-                        entry = recognizer.predict_path(path)
+                        entry = grouped[str(path)] if people is not None else recognizer.predict_path(path)
+                        if "error" in entry:
+                            raise ImageError(path, entry["error"])
                         if "faces_found" in entry:
                             note(path, f"{entry['faces_found']} faces found, the "
                                        f"{len(entry['faces'])} largest kept (--max-faces)")
@@ -501,7 +400,8 @@ def run(args):
                 results.append(entry)
             if csv_out is not None:
                 csv_out.flush()
-            bar.advance()
+            if not (isinstance(item, tuple) and str(item[0]) in grouped):  # grouped images: advanced
+                bar.advance()
     finally:
         bar.close()
         if csv_out is not None:
@@ -511,8 +411,16 @@ def run(args):
                 pass
         if recognizer is not None:
             recognizer.close()
+    summary = people.summary if people is not None else None
     if results is not None:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(results if summary is None else {"inputs": results, **summary}, indent=2))
+    elif summary is not None and args.jsonl:
+        print(json.dumps(summary))
+    elif summary is not None and text and summary["people"]:
+        count = len(summary["people"])
+        print(f"{count} {'person' if count == 1 else 'people'} in the images:")
+        for line in predict_people.summary_lines(summary["people"]):
+            print(line)
     if failed:
         print(f"fer-tf predict: {failed} of {ok + failed} inputs could not be processed"
               + ("" if ok else "; nothing was processed"), file=sys.stderr)
@@ -530,29 +438,35 @@ def _write_annotated(rgb, target, args):
                           f"{exc.strerror or exc}") from None
 
 
-def _video(recognizer, path, args, outputs, csv_out, out, note, bar):
+def _video(recognizer, path, args, outputs, csv_out, out, note, bar, people=None):
     """Stream one video: per-frame CSV rows and JSON lines, the timeline, the annotated copy;
-    returns the video's entry (with every frame only for --json)."""
+    returns the video's entry (with every frame only for --json). With a --baseline the frames
+    are held until the video is read, corrected, then written."""
     target = outputs.get("annotate")
     if target is not None and target.exists() and not args.overwrite:
         raise OutputError(f"cannot write the annotated copy {target}: it exists; pass --overwrite")
-    frames = [] if args.json else None
-    times, probs = [], []
-    with recognizer.open_video(path, every=args.every, annotate_to=target) as stream:
+    hold = people is not None and args.baseline is not None
+    frames = [] if args.json or hold else None
+    timeline = predict_people.Timeline(recognizer.labels, people is not None) \
+        if "timeline" in outputs else None
+    tracker = people.video_tracker() if people is not None else None
+
+    def emit(frame, fps):
+        if csv_out is not None:
+            csv_out.faces(str(path), frame["frame"], frame["time"], frame["faces"])
+        if args.jsonl:
+            out(json.dumps({"path": str(path), **frame}))
+        if timeline is not None:
+            timeline.add(frame["time"] if fps else frame["frame"], frame["faces"])
+
+    with recognizer.open_video(path, every=args.every, annotate_to=target, people=tracker) as stream:
         if stream.note:
             note(path, f"note: {stream.note}")
         for frame in stream:
-            if csv_out is not None:
-                csv_out.faces(str(path), frame["frame"], frame["time"], frame["faces"])
-            if args.jsonl:
-                out(json.dumps({"path": str(path), **frame}))
+            if not hold:
+                emit(frame, stream.fps)
             if frames is not None:
                 frames.append(frame)
-            if "timeline" in outputs:
-                times.append(frame["time"] if stream.fps else frame["frame"])
-                face = frame["faces"][0] if frame["faces"] else None
-                probs.append([face["probabilities"][n] if face else math.nan
-                              for n in recognizer.labels])
             done = frame["frame"] // stream.every + 1
             if stream.expected:
                 bar.detail(f"{path.name} frame {frame['frame'] + 1}/{stream.frame_count}",
@@ -564,15 +478,17 @@ def _video(recognizer, path, args, outputs, csv_out, out, note, bar):
             note(path, f"{stream.capped_frames} frames had more than {args.max_faces} faces; the "
                        f"{args.max_faces} largest were kept (--max-faces)")
         fps = stream.fps or None
-    if "timeline" in outputs and summary["frames_with_face"]:
-        from fer_tf.research import plots  # deferred: matplotlib (about 0.3 s), only for --timeline
-
-        plots.expression_timeline(outputs["timeline"], path, recognizer.labels, times, probs,
-                                  "s" if fps else "frame")
+    entry = {"path": str(path), "fps": fps, "frames": frames, "summary": summary}
+    if hold:
+        people.finish_video(entry, tracker, args.every)
+        for frame in frames:
+            emit(frame, fps)
+    for name in summary.get("unmatched", ()):
+        note(path, f"--enroll {args.enroll}: {name} matched no face")
+    if timeline is not None and summary["frames_with_face"]:
+        timeline.draw(outputs["timeline"], path, "s" if fps else "frame")
     if not summary["frames_with_face"]:
         raise _NoFaceInVideo(path, summary["frames"])
-    entry = {"path": str(path), "fps": fps}
-    if frames is not None:
-        entry["frames"] = frames
-    entry["summary"] = summary
+    if not args.json:
+        del entry["frames"]
     return entry

@@ -1,4 +1,5 @@
-"""Draw recognised faces: each face's box and its expression with its probability."""
+"""Draw recognised faces: each face's box and its expression with its probability (and its
+person, with ``--people``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ def annotate(image, result):
     """An RGB uint8 copy of ``image`` with every face's box and expression drawn on it.
 
     ``image`` is an array (grey or RGB) or a path; ``result`` is what :meth:`Recognizer.predict`
-    (or one frame of :meth:`Recognizer.predict_video`) returned.
+    (or one frame of :meth:`Recognizer.predict_video`) returned. Faces with a ``person`` key
+    (``--people``) are labelled with it (``?`` for a face without identity).
     """
     from PIL import Image, ImageDraw, ImageFont  # deferred: PIL, only to draw annotations
 
@@ -36,6 +38,8 @@ def annotate(image, result):
         draw.rectangle([x, y, x + bw - 1, y + bh - 1], outline=colour, width=thickness)
         name = face["expression"]
         text = f"{name} {face['probabilities'][name]:.0%}"
+        if "person" in face:  # --people: who it is (? when the face is too small or blurred)
+            text = f"{face['person'] or '?'}: {text}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tw, th = right - left, bottom - top
         ty = y - th - 2 * thickness if y - th - 2 * thickness >= 0 else y + bh

@@ -293,16 +293,45 @@ class Recognizer:
             raise NoFaceError(path)
         return {"path": str(path), **result}
 
-    def open_video(self, path, window=None, every=1, max_frames=None, annotate_to=None):
+    def predict_people(self, inputs, baseline=None, enroll=None, embedder=None, progress=None):
+        """Expressions and people of every face in ``inputs``: who is who, and each person's own
+        baseline (:mod:`fer_tf.deploy.people`).
+
+        Args:
+            inputs: an image path, a folder (its images, recursively), an image array, or a list
+                of these.
+            baseline: ``None`` (raw scores), ``"self"`` (each person's own faces in the run) or
+                neutral photos (paths, a folder, arrays), matched to the people by embedding.
+            enroll: ``{name: photos}`` (or an enrolment folder's path: a subfolder or an image
+                per name): matching people get the name, others are ``person-1``, ``person-2``...
+            embedder: an :class:`~fer_tf.people.embedding.IdentityEmbedder` (default: a new one).
+
+        Returns ``{"faces": [...], "people": {...}, "unmatched": [...], "images": [...],
+        "baseline": {...}, "grouping": {...}}``. Each face: ``{"input", "face", "box", "person",
+        "expression", "probabilities"}``; ``person`` is ``None`` with a ``person_reason`` for a
+        face too small or blurred for identity; with a baseline, ``raw_expression`` and
+        ``raw_probabilities`` keep the model's own scores. ``people``: per person, ``faces``,
+        ``share`` and the count and share of each expression. ``unmatched``: enrolled names that
+        matched no face. Neutral photos without a usable face raise :class:`NoUsableFaceError`.
+        """
+        from fer_tf.deploy.people import predict_people  # deferred: dlib
+
+        return predict_people(self, inputs, baseline=baseline, enroll=enroll, embedder=embedder,
+                              progress=progress)
+
+    def open_video(self, path, window=None, every=1, max_frames=None, annotate_to=None, people=None):
         """A :class:`VideoStream` over ``path``: iterate it for one frame dict at a time.
 
         Memory stays bounded whatever the video's length: one decoded frame, the smoothing
-        window, and (with ``annotate_to``) one annotated frame at a time.
+        window, and (with ``annotate_to``) one annotated frame at a time. ``people``: a
+        :class:`~fer_tf.deploy.people.VideoPeople` (or ``True`` for a default one) gives every
+        face a ``track`` and a ``person``, smoothed per track.
         """
         return VideoStream(self, path, window=window, every=every, max_frames=max_frames,
-                           annotate_to=annotate_to)
+                           annotate_to=annotate_to, people=people)
 
-    def predict_video(self, path, window=None, every=1, max_frames=None, annotate_to=None):
+    def predict_video(self, path, window=None, every=1, max_frames=None, annotate_to=None,
+                      people=False, baseline=None, enroll=None):
         """Expressions in every ``every``-th frame of a video (OpenCV decodes it).
 
         The largest face of each frame is tracked (it keeps its track while consecutive boxes
@@ -312,11 +341,27 @@ class Recognizer:
         "frames": [{"frame", "time", "faces"}], "summary"}``; ``annotate_to`` also writes an
         annotated copy of the video (codec from its suffix, see :func:`video_codec`).
 
+        ``people=True`` (implied by ``baseline`` or ``enroll``, as in :meth:`predict_people`):
+        every face is tracked (``track``) and named (``person``) by
+        :class:`~fer_tf.deploy.people.VideoPeople`, smoothed per track, and ``summary["people"]``
+        gives each person's time and share in each expression; ``summary["unmatched"]`` the
+        enrolled names no one matched. A baseline corrects the frames once the video is read.
+
         This collects every frame's result in one dict; for long videos iterate
         :meth:`open_video` instead.
         """
+        from fer_tf.deploy import people as who  # deferred: dlib, only with people
+
+        tracker = None
+        if people or baseline is not None or enroll is not None:
+            embedder = who.default_embedder()
+            neutral = who.neutral_references(self, baseline, embedder)
+            tracker = who.VideoPeople(embedder, who.enrolment(self, enroll, embedder))
         with self.open_video(path, window=window, every=every, max_frames=max_frames,
-                             annotate_to=annotate_to) as stream:
+                             annotate_to=annotate_to, people=tracker) as stream:
             frames = list(stream)
-            return {"path": str(stream.path), "fps": stream.fps or None, "frames": frames,
-                    "summary": stream.summary}
+            result = {"path": str(stream.path), "fps": stream.fps or None, "frames": frames,
+                      "summary": stream.summary}
+        if tracker is not None:
+            who.finish_video(result, self.labels, tracker, baseline, neutral, max(1, int(every)))
+        return result

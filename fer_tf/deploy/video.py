@@ -3,7 +3,9 @@
 Videos are decoded, recognised and (optionally) written back annotated one frame at a time, so
 memory stays bounded whatever the video's length. The largest face of each frame is tracked (it
 keeps its track while consecutive boxes overlap with IoU >= :data:`TRACK_IOU`) and its
-probabilities are averaged over a window of frames. Annotated videos are H.264 ``.mp4`` where the
+probabilities are averaged over a window of frames; with ``people`` (a
+:class:`fer_tf.deploy.people.VideoPeople`) every face is tracked, named and averaged per track
+instead. Annotated videos are H.264 ``.mp4`` where the
 installed OpenCV can encode it and VP8 ``.webm`` otherwise (both play in web browsers); see
 :func:`video_codec`. OpenCV is imported only when a video is opened or written.
 """
@@ -38,7 +40,8 @@ class VideoStream:
     the file cannot be opened, or when no frame at all could be decoded.
     """
 
-    def __init__(self, recognizer, path, window=None, every=1, max_frames=None, annotate_to=None):
+    def __init__(self, recognizer, path, window=None, every=1, max_frames=None, annotate_to=None,
+                 people=None):
         import cv2  # deferred: OpenCV, only where images are warped or videos read
 
         self.recognizer = recognizer
@@ -65,6 +68,11 @@ class VideoStream:
         self.frame_count = int(count) if np.isfinite(count) and count > 0 else 0
         expected = -(-self.frame_count // self.every) if self.frame_count else 0
         self.expected = min(expected, max_frames) if max_frames is not None else expected
+        if people is True:
+            from fer_tf.deploy.people import VideoPeople  # deferred: dlib, only with people
+
+            people = VideoPeople()
+        self.people = people or None
         self.summary = None
         self.capped_frames = 0
         self._writer = None
@@ -73,6 +81,7 @@ class VideoStream:
         import cv2  # deferred: OpenCV, only where images are warped or videos read
 
         history = collections.deque(maxlen=self.window)
+        histories = {}  # track -> window, with people
         last_box = None
         counts = collections.Counter()
         yielded = with_face = 0
@@ -94,16 +103,20 @@ class VideoStream:
                     self.capped_frames += 1
                 if faces:
                     with_face += 1
+                if self.people is not None:
+                    self.people.label(rgb, aligned, faces)
+                    histories = {f["track"]: histories.get(f["track"]) or collections.deque(
+                        maxlen=self.window) for f in faces}  # tracks not in this frame are dropped
+                    faces[:] = [self._smooth(histories[f["track"]], f) for f in faces]
+                    self.people.observe(faces)
+                    counts.update(f["expression"] for f in faces)
+                elif faces:
                     tracked = faces[0]  # largest first
                     if last_box is None or iou(last_box, tracked["box"]) < TRACK_IOU:
                         history.clear()
                     last_box = tracked["box"]
-                    history.append(np.array([tracked["probabilities"][n] for n in rec.labels]))
-                    smooth = rec._entry(np.mean(history, axis=0), tracked["box"])
-                    smooth["frame_probabilities"] = tracked["probabilities"]
-                    smooth["track"] = 0
-                    faces[0] = smooth
-                    counts[smooth["expression"]] += 1
+                    faces[0] = self._smooth(history, {**tracked, "track": 0})
+                    counts[faces[0]["expression"]] += 1
                 else:
                     history.clear()
                     last_box = None
@@ -123,6 +136,19 @@ class VideoStream:
             raise ImageError(self.path, "no frames could be decoded (not a video, or a codec OpenCV lacks)")
         self.summary = {"frames": yielded, "frames_with_face": with_face,
                         "expressions": dict(counts.most_common())}
+        if self.people is not None:
+            seconds = self.every / self.fps if self.fps else None
+            self.summary.update(self.people.summary(rec.labels, seconds))
+
+    def _smooth(self, history, face):
+        """``face`` with its probabilities averaged over ``history`` (its track's last frames,
+        this one appended); ``frame_probabilities`` keeps the frame's own, other keys stay."""
+        rec = self.recognizer
+        history.append(np.array([face["probabilities"][n] for n in rec.labels]))
+        smooth = rec._entry(np.mean(history, axis=0), face["box"])
+        smooth["frame_probabilities"] = face["probabilities"]
+        extra = {k: v for k, v in face.items() if k not in smooth and k != "expression"}
+        return {**smooth, **extra}
 
     def close(self):
         if self._capture is not None:

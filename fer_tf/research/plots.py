@@ -103,22 +103,29 @@ def embedding_scatter(points, expression, subject, path, title="test features"):
     return _save(fig, path)
 
 
-def expression_timeline(target, video, labels, times, probabilities, unit):
+def expression_timeline(target, video, labels, times, probabilities, unit, people=None):
     """``fer-tf predict --timeline``: each label's probability (the tracked face, averaged over
     --window frames) against time (``unit`` "s") or frame number; gaps are frames without a face.
+    With ``people`` (``{person: [frames, labels] probabilities}``, NaN rows where the person is not
+    in the frame; ``probabilities`` is then ignored), one panel per person, sharing the time axis.
     Written atomically to ``target``; the title names the ``video``."""
-    probs = np.asarray(probabilities, dtype=float).reshape(-1, len(labels))
-    fig, ax = plt.subplots(figsize=(min(16.0, 6.0 + len(times) / 200.0), 4.0), dpi=100)
-    for j, name in enumerate(labels):
-        ax.plot(times, probs[:, j], label=name, linewidth=1.2)
-    ax.set_xlabel("time (s)" if unit == "s" else "frame")
-    ax.set_ylabel("probability")
-    ax.set_ylim(-0.02, 1.02)
+    panels = ({f"{pathlib.Path(video).name}: {name}": probs for name, probs in people.items()}
+              if people else {f"{pathlib.Path(video).name}: expressions of the largest face": probabilities})
+    width = min(16.0, 6.0 + len(times) / 200.0)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 1.0 + 3.0 * len(panels)), dpi=100,
+                             sharex=True, squeeze=False)
+    for ax, (title, probs) in zip(axes[:, 0], panels.items()):
+        probs = np.asarray(probs, dtype=float).reshape(-1, len(labels))
+        for j, name in enumerate(labels):
+            ax.plot(times, probs[:, j], label=name, linewidth=1.2)
+        ax.set_ylabel("probability")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    axes[-1, 0].set_xlabel("time (s)" if unit == "s" else "frame")
     if len(times):
-        ax.set_xlim(times[0], max(times[-1], times[0] + 1e-6))
-    ax.set_title(f"{pathlib.Path(video).name}: expressions of the largest face")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    ax.grid(alpha=0.3)
+        axes[-1, 0].set_xlim(times[0], max(times[-1], times[0] + 1e-6))
     fig.tight_layout()
     try:
         with atomic_path(target) as tmp:
