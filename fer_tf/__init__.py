@@ -107,6 +107,7 @@ def _register_lazily():
 
 def _register_now():
     from fer_tf.model.saving import register_custom_objects  # deferred: keras
+    from fer_tf.training import optimizers, schedules  # noqa: F401  (a checkpoint's optimizer)
 
     register_custom_objects()
 

@@ -49,7 +49,8 @@ def faces_of(name, root):
     """Table rows, RGB images and largest faces of a dataset (faces cached as arrays)."""
     from fer_tf.data.readers import read_dataset
     from fer_tf.people.folder import detect_largest
-    from fer_tf.preprocess.align import Face, FaceAligner
+    from fer_tf.preprocess.align import FaceAligner
+    from fer_tf.preprocess.crop import Face
 
     table = read_dataset(root, SETS[name][1])
     if name == "ckplus48":  # one face per sequence: its 3 frames are near copies, which would make
@@ -152,7 +153,7 @@ def degraded(found, idx, kind, level):
     blurred with sigma ``level`` x its eye distance ("blur"), the face moved along."""
     import cv2
 
-    from fer_tf.preprocess.align import Face
+    from fer_tf.preprocess.crop import Face
 
     rgb, face, _ = found[idx]
     eyes = float(np.linalg.norm(face.right_eye - face.left_eye))

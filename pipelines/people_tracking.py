@@ -223,7 +223,7 @@ def save_faces(path, faces, ms, key):
 
 
 def load_faces(path, key):
-    from fer_tf.preprocess.align import Face
+    from fer_tf.preprocess.crop import Face
 
     if not path.is_file():
         return None

@@ -64,7 +64,7 @@ def python_faces(paths):
 
 def python_crop_of(face, grey):
     """Python's crop (align_crop) of the page's landmarks: the crop's maths alone compared."""
-    from fer_tf.preprocess.align import Face, align_crop
+    from fer_tf.preprocess.crop import Face, align_crop
 
     pts = np.asarray(face["landmarks"], np.float32)
     f = Face(box=tuple(face["box"]), score=1.0, landmarks=pts, left_eye=np.asarray(face["left_eye"]),

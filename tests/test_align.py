@@ -10,8 +10,8 @@ pytest.importorskip("mediapipe")
 from PIL import Image  # noqa: E402
 
 from fer_tf.errors import ImageError, NoFaceError  # noqa: E402
-from fer_tf.preprocess.align import (  # noqa: E402
-    CROP_OFFSET, CROP_SCALE, ENGINES, AlignedFace, FaceAligner)
+from fer_tf.preprocess.align import ENGINES, FaceAligner  # noqa: E402
+from fer_tf.preprocess.crop import CROP_OFFSET, CROP_SCALE, AlignedFace  # noqa: E402
 
 KDEF = ("Angry/AF01ANS.JPG", "Happy/BM16HAS.JPG", "Sad/AM06SAS.JPG")
 YALE = ("subject01.happy", "subject09.surprised")

@@ -61,7 +61,7 @@ def test_same_person_closer_than_others(yale_faces, embedder):
 def test_small_and_blurred_faces_get_no_vector(yale_faces, embedder):
     import cv2
 
-    from fer_tf.preprocess.align import Face
+    from fer_tf.preprocess.crop import Face
 
     rgb, face = yale_faces["subject02.normal"]
     k = 8.0 / np.linalg.norm(face.right_eye - face.left_eye)  # eyes 8 px apart

@@ -63,13 +63,12 @@ _WHAT_TO_DO_TFLITE = "pass a .tflite file written by `fer-tf export`"
 
 
 def register_custom_objects():
-    """Import the modules that register fer_tf's Keras classes for deserialisation: layers, losses
-    and their parts, the preprocessing layer, the models and the learning-rate schedules."""
+    """Import the modules that register the Keras classes of a model for deserialisation: layers,
+    losses and their parts, the preprocessing layer, the models. (A training checkpoint's optimizer
+    and schedule are registered by :mod:`fer_tf.training`, which imports them before it loads one.)"""
     # deferred: these import keras, which loads its backend (TensorFlow by default)
-    from fer_tf.metric import layers  # noqa: F401
-    from fer_tf.metric import losses
-    from fer_tf.model import network
-    from fer_tf.training import schedules
+    from fer_tf.metric import layers, losses  # noqa: F401
+    from fer_tf.model import network  # noqa: F401
     from fer_tf.preprocess import normalize  # noqa: F401
 
 

@@ -8,7 +8,7 @@ network runs in the ``dlib-bin`` wheel; nothing is downloaded at run time.
 The network sees a 150x150 colour "face chip" (the face rotated, scaled and centred by a similarity
 transform that puts five landmarks on dlib's template: the four eye corners and the base of the
 nose, with 25% padding). The chip is built from the face **our** detector and mesh already found
-(:class:`fer_tf.preprocess.align.Face`), never with a second detector:
+(:class:`fer_tf.preprocess.crop.Face`), never with a second detector:
 
 - ``landmarks="mesh"`` (the default): the five points are read off the 468-point mesh (indices
   :data:`MESH_FIVE`, the mesh points nearest to dlib's five on KDEF and Yale faces);

@@ -39,7 +39,8 @@ from fer_tf.data.images import load_image, load_image_rgb
 from fer_tf.data.readers import read_dataset
 from fer_tf.errors import DatasetError, ImageError
 from fer_tf.files import atomic_write, atomic_write_text, remove_stale_temporaries
-from fer_tf.preprocess.align import CROP_OFFSET, CROP_SCALE, FaceAligner
+from fer_tf.preprocess.align import FaceAligner
+from fer_tf.preprocess.crop import CROP_OFFSET, CROP_SCALE
 
 #: Datasets whose images are already tight face crops: resized, never detected.
 PRECROPPED = frozenset({"ckplus48", "fer2013", "fer2013-csv"})

@@ -7,7 +7,7 @@ import os
 import pathlib
 import sys
 
-from fer_tf.preprocess.align import CROP_OFFSET, CROP_SCALE
+from fer_tf.preprocess.crop import CROP_OFFSET, CROP_SCALE
 from fer_tf.data.cache_format import CACHE_KIND, MANIFEST
 from fer_tf.data.cache_format import read_cache
 from fer_tf.preprocess.cache import PRECROPPED, build_cache

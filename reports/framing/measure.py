@@ -61,10 +61,10 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from fer_tf.files import quiet_native_stderr  # noqa: E402
-from fer_tf.preprocess import align  # noqa: E402
+from fer_tf.preprocess import align, crop  # noqa: E402
 
 OLD = {"crop_scale": 1.25, "crop_offset": 0.0}  # FaceAligner before this change
-NEW = {"crop_scale": align.CROP_SCALE, "crop_offset": align.CROP_OFFSET}
+NEW = {"crop_scale": crop.CROP_SCALE, "crop_offset": crop.CROP_OFFSET}
 UPSCALE = 4
 PAD = 0.25
 MOUTH = (0, 17, 61, 291)
