@@ -191,6 +191,59 @@ def test_js_pixels_are_opencvs(tmp_path, fn, src_shape, args, exact):
     assert diff.max() <= (0 if exact else 1) and (diff > 0).mean() < 5e-4, ((diff > 0).mean(), diff.max())
 
 
+_BASELINE_JS = """
+import {correctNeutral} from '%s';
+import fs from 'fs';
+const cases = JSON.parse(fs.readFileSync(process.argv.at(-2)));
+const out = cases.map((c) => correctNeutral(c.probs, c.persons, c.neutral, c.neutral_persons, c.options).probabilities);
+fs.writeFileSync(process.argv.at(-1), JSON.stringify(out));
+"""
+
+
+def test_js_neutral_correction_is_pythons(tmp_path):
+    """web/src/baseline.js's correctNeutral gives fer_tf.people.baseline.correct_neutral's
+    probabilities on the same inputs: its defaults, every space and reference (none, run, an
+    array), shrinkage, people without a neutral photo, unknown faces, probabilities of 0."""
+    import shutil
+    import subprocess
+
+    from fer_tf.people import baseline
+
+    node = shutil.which("node")
+    _need(node, "node is missing (make web installs it)")
+    rng = np.random.default_rng(3)
+    cases = []
+    options = [{}, {"space": "probabilities"}, {"shrinkage": 0.0, "reference": "none"}, {"shrinkage": 2.5},
+               {"reference": list(rng.normal(-2, 1, 7))}, {"space": "probabilities", "reference": "run", "shrinkage": 0.3}]
+    for i, opts in enumerate(options):
+        probs = rng.dirichlet(np.full(7, 0.5), size=6)
+        probs[0, 2] = 0.0  # an underflowed softmax: the floor under the log
+        neutral = rng.dirichlet(np.full(7, 0.5), size=4)
+        persons = ["a", "b", None, "c", "a", "b"]  # c has no neutral photo, None is unknown
+        neutral_persons = ["a", "a", "b", None] if i % 2 else ["a", "b", "a", "b"]
+        cases.append({"probs": probs.tolist(), "persons": persons, "neutral": neutral.tolist(),
+                      "neutral_persons": neutral_persons, "options": opts})
+    # the page's case: one face on camera, one enrolled person, the shipped reference
+    ref = json.loads((REPO / "web" / "src" / "neutral_reference.json").read_text())["reference"]
+    cases.append({"probs": rng.dirichlet(np.ones(7), 1).tolist(), "persons": ["enrolled"],
+                  "neutral": rng.dirichlet(np.ones(7), 2).tolist(), "neutral_persons": ["enrolled"] * 2,
+                  "options": {"reference": ref}})
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    script = tmp_path / "baseline.mjs"
+    script.write_text(_BASELINE_JS % (REPO / "web" / "src" / "baseline.js").as_uri())
+    subprocess.run([node, "--no-warnings", str(script), str(tmp_path / "cases.json"), str(tmp_path / "out.json")], check=True)
+    got = json.loads((tmp_path / "out.json").read_text())
+    moved = 0
+    for c, js in zip(cases, got):
+        opts = dict(c["options"])
+        if isinstance(opts.get("reference"), list):
+            opts["reference"] = np.array(opts["reference"])
+        want = baseline.correct_neutral(c["probs"], c["persons"], c["neutral"], c["neutral_persons"], **opts)
+        np.testing.assert_allclose(np.array(js), want.probabilities, rtol=0, atol=1e-12)
+        moved += int(np.abs(want.probabilities - want.raw_probabilities).max() > 1e-3)
+    assert moved >= len(cases) - 1  # the cases do correct something (not a pair of identities)
+
+
 def test_build_serves_everything_from_dist():
     """Every file the page loads is in dist/manifest.json: scripts, WASM and the four networks."""
     _need((DIST / "manifest.json").is_file(), "web/dist is not built: run `make web`")
@@ -199,7 +252,8 @@ def test_build_serves_everything_from_dist():
                  "vendor/litert/wasm/litert_wasm_internal.wasm", "models/face_landmark.tflite",
                  "models/face_detection_short_range.tflite", "models/face_detection_full_range_sparse.tflite",
                  "models/face_detection_short_range.scan.json",
-                 "models/fer_tf_basic7.tflite", "models/fer_tf_basic7.json"):
+                 "models/fer_tf_basic7.tflite", "models/fer_tf_basic7.json", "baseline.js",
+                 "neutral_reference.json"):
         assert name in manifest, name
     html = (DIST / "index.html").read_text()
     assert "http://" not in html.replace("http://localhost", "") and "https://" not in html
@@ -336,3 +390,62 @@ def test_video_file(session, site, tmp_path):
     assert int(s.page.get_attribute("#status", "data-frames")) >= 3
     faces = s.results()
     assert len(faces) == 1 and faces[0]["expression"] == "happiness"
+
+
+@pytest.mark.integration
+def test_camera_enrolled_neutral_face(session, site, tmp_path):
+    """?camera&enroll=1 enrols the first face on the fake camera (a Yale subject's normal photo) as the
+    person's neutral face; then the camera shows the same person happy: #results holds the
+    corrected expression and probabilities beside raw_expression and raw_probabilities (the fields
+    of fer-tf predict --baseline), the corrected ones being correct_neutral's on the raw ones. The
+    button and window.ferTf.enrollNeutral() enrol more frames; two faces in view: not corrected,
+    and enrolment refused with a message."""
+    from PIL import Image
+
+    from fer_tf.people import baseline
+
+    def frame(rel):
+        return browser.camera_frame(np.asarray(Image.open(site["datasets"] / "yalefaces" / rel).convert("RGB")))
+
+    neutral_frame, happy = frame("subject02.normal"), frame("subject02.happy")
+    # 3 s of the neutral face, then the happy one (Chromium plays the file in a loop)
+    y4m = browser.write_y4m(tmp_path / "camera.y4m", [neutral_frame] * 30 + [happy] * 30)
+    s = session(camera=str(y4m))
+    s.open("?camera&enroll=1")
+    s.page.wait_for_function("window.ferTf && window.ferTf.neutral.photos.length === 1", timeout=60_000)
+    enrolled = s.page.evaluate("window.ferTf.neutral.photos.slice()")
+    s.page.wait_for_function(
+        "(() => { const f = JSON.parse(document.getElementById('results').dataset.json);"
+        " return f.length === 1 && f[0].raw_expression === 'happiness'; })()", timeout=60_000)
+    faces = s.results()
+    assert set(faces[0]) == {"box", "expression", "probabilities", "raw_expression", "raw_probabilities"}
+    labels = list(faces[0]["probabilities"])
+    raw = [[faces[0]["raw_probabilities"][n] for n in labels]]
+    ref = json.loads((DIST / "neutral_reference.json").read_text())["reference"]
+    want = baseline.correct_neutral(raw, ["me"], enrolled, ["me"], reference=np.array(ref)).probabilities[0]
+    np.testing.assert_allclose([faces[0]["probabilities"][n] for n in labels], want, atol=2e-6)
+    assert faces[0]["expression"] == labels[int(np.argmax(want))]
+    assert "corrected and raw" in s.page.inner_text("#enrolment")
+    assert s.page.locator("#results .column h3").all_inner_texts() == ["corrected", "raw"]
+    _shot(s, "camera_enrolled")
+    s.page.click("#enroll")  # more frames (whatever the camera shows now: a test of the hooks only)
+    assert s.page.evaluate("window.ferTf.enrollNeutral().frames") == 3
+    s.page.click("#enroll-clear")
+    s.page.wait_for_function("JSON.parse(document.getElementById('results').dataset.json)"
+                             ".every((f) => !('raw_probabilities' in f))", timeout=30_000)
+    s.page.click("#camera-stop")
+    s.wait_state(("ready",))
+    # two faces in view: enrolment is refused, and an enrolled face is not applied to either
+    two = np.concatenate([browser.camera_frame(np.asarray(Image.open(site["datasets"] / "kdef-subset" / r).convert("RGB")),
+                                               size=(320, 480), face_height=200)
+                          for r in ("Happy/AF01HAS.JPG", "Happy/AM08HAS.JPG")], axis=1)
+    s2 = session(camera=str(browser.write_y4m(tmp_path / "two.y4m", [two] * 5)))
+    s2.open("?camera")
+    s2.page.wait_for_function("JSON.parse(document.getElementById('results').dataset.json).length === 2", timeout=60_000)
+    assert s2.page.evaluate("window.ferTf.enrollNeutral()") is None
+    assert "exactly one face" in s2.message()
+    s2.page.evaluate("window.ferTf.neutral.photos.push([.1, .1, .1, .1, .4, .1, .1])")
+    s2.page.wait_for_function("document.getElementById('enrolment').dataset.faces === '2'", timeout=30_000)
+    faces = s2.results()
+    assert all(f["probabilities"] == f["raw_probabilities"] for f in faces)
+    assert "not corrected" in s2.page.inner_text("#enrolment")

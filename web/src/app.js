@@ -2,6 +2,7 @@
 
 import {Recognizer, intBox} from './recognizer.js';
 import {fromImageData} from './imageops.js';
+import {correctNeutral, NEUTRAL_DEFAULTS} from './baseline.js';
 
 // Photos larger than this are decoded at this many pixels (faces keep enough detail; a 50 MP
 // photo whole would need 200 MB of canvas pixels for every copy).
@@ -14,6 +15,67 @@ const video = $('video');
 let recognizer = null;
 let stream = null, loopToken = 0;
 const timings = {detection: [], alignment: [], classification: [], frame: []};
+
+// -- enrolled neutral face (fer_tf/people/baseline.py correct_neutral, ported in baseline.js) -----
+// The person in front of the camera enrols one or more neutral frames; while exactly one face is
+// in view, its scores are corrected by them (no identity embedding in the page: with one face on
+// camera, the enrolled neutral is that face's). The reference is the one the measured setting had
+// (neutral_reference.json, pipelines/web_reference.py): with reference="run" a single enrolled
+// person would never be corrected.
+const neutral = {photos: [], reference: null, pending: false};
+let latestRaw = [];  // the latest live frame's faces, uncorrected
+let live = false;    // camera or video running
+
+function rounded(labels, probs) {
+  return Object.fromEntries(labels.map((name, j) => [name, Math.round(probs[j] * 1e6) / 1e6]));
+}
+
+/** Faces with the enrolled correction: expression/probabilities corrected, raw_* the model's own
+ *  (the fields of fer-tf predict --baseline). Without an enrolment, or off camera, faces as given. */
+function corrected(faces) {
+  if (!neutral.photos.length || !live) return faces;
+  const labels = recognizer.labels;
+  const raw = faces.map((f) => labels.map((n) => f.probabilities[n]));
+  // exactly one face: it is the enrolled person; several: nobody is corrected (no guessing)
+  const persons = faces.map(() => (faces.length === 1 ? 'enrolled' : null));
+  const result = correctNeutral(raw, persons, neutral.photos, neutral.photos.map(() => 'enrolled'),
+    {...NEUTRAL_DEFAULTS, reference: neutral.reference || NEUTRAL_DEFAULTS.reference});
+  return faces.map((f, i) => {
+    const probabilities = rounded(labels, result.probabilities[i]);
+    return {...f, probabilities, expression: labels.reduce((a, b) => (probabilities[b] > probabilities[a] ? b : a)),
+      raw_expression: f.expression, raw_probabilities: f.probabilities, corrected: persons[i] !== null};
+  });
+}
+
+function enrolmentNote(faces) {
+  if (!neutral.photos.length || !live) return;
+  const el = $('enrolment');
+  el.dataset.faces = String(faces.length);
+  el.textContent = faces.length > 1
+    ? `${faces.length} faces in view: the enrolled neutral face applies when exactly one face is in view, so these are not corrected.`
+    : `Neutral face enrolled (${neutral.photos.length} frame${neutral.photos.length === 1 ? '' : 's'}): corrected and raw results side by side.`;
+}
+
+/** Enrol the current live frame's face as the neutral face of the person in front of the camera. */
+function enrollNeutral() {
+  if (!live) throw new UserError('Start the camera (or a video) first: enrolment takes the face in view.');
+  if (latestRaw.length !== 1) {
+    throw new UserError(`Enrolment needs exactly one face in view; ${latestRaw.length} ${latestRaw.length === 1 ? 'is' : 'are'} there now. ` +
+      'Make sure only the person enrolling is in view, looking neutral, and press "Enrol my neutral face" again.');
+  }
+  neutral.photos.push(recognizer.labels.map((n) => latestRaw[0].probabilities[n]));
+  $('enroll-clear').disabled = false;
+  showMessage('');
+  enrolmentNote(latestRaw);
+  return {frames: neutral.photos.length, raw: latestRaw[0]};
+}
+
+function clearNeutral() {
+  neutral.photos.length = 0;
+  neutral.pending = false;
+  $('enroll-clear').disabled = true;
+  $('enrolment').textContent = '';
+}
 
 function setStatus(text, state) {
   $('status').textContent = text;
@@ -31,7 +93,8 @@ function showMessage(text, kind = 'error') {
 function setResults(faces, scale = 1, size = null) {
   const out = faces.map((f) => ({...f, box: scale === 1 ? f.box : intBox(f.box.map((v) => v / scale), size[0], size[1])}));
   const el = $('results');
-  el.dataset.json = JSON.stringify(out.map(({box, expression, probabilities}) => ({box, expression, probabilities})));
+  el.dataset.json = JSON.stringify(out.map(({box, expression, probabilities, raw_expression, raw_probabilities}) =>
+    (raw_probabilities ? {box, expression, probabilities, raw_expression, raw_probabilities} : {box, expression, probabilities})));
   el.replaceChildren();
   if (!out.length) {
     el.append(Object.assign(document.createElement('p'), {className: 'none', textContent: 'No face.'}));
@@ -43,18 +106,30 @@ function setResults(faces, scale = 1, size = null) {
     div.style.borderLeft = `4px solid ${COLOURS[i % COLOURS.length]}`;
     const head = document.createElement('div');
     head.innerHTML = `<span class="label"></span> <small></small>`;
-    head.querySelector('.label').textContent = `${i + 1}. ${f.expression}`;
+    head.querySelector('.label').textContent = `${i + 1}. ${f.expression}` +
+      (f.raw_probabilities ? (f.corrected ? ` (raw: ${f.raw_expression})` : ' (not corrected)') : '');
     head.querySelector('small').textContent = `box ${f.box.join(', ')}`;
     div.append(head);
-    Object.entries(f.probabilities).sort((a, b) => b[1] - a[1]).forEach(([name, p]) => {
-      const bar = document.createElement('div');
-      bar.className = 'bar';
-      bar.innerHTML = '<span></span><span class="fill"></span><span></span>';
-      bar.children[0].textContent = name;
-      bar.children[1].style.width = `${Math.round(p * 100)}px`;
-      bar.children[2].textContent = p.toFixed(2);
-      div.append(bar);
-    });
+    const columns = f.raw_probabilities && f.corrected
+      ? [['corrected', f.probabilities], ['raw', f.raw_probabilities]] : [[null, f.probabilities]];
+    const row = document.createElement('div');
+    row.className = 'columns';
+    for (const [title, probs] of columns) {
+      const col = document.createElement('div');
+      col.className = 'column';
+      if (title) col.append(Object.assign(document.createElement('h3'), {textContent: title}));
+      Object.entries(probs).sort((a, b) => b[1] - a[1]).forEach(([name, p]) => {
+        const bar = document.createElement('div');
+        bar.className = 'bar';
+        bar.innerHTML = '<span></span><span class="fill"></span><span></span>';
+        bar.children[0].textContent = name;
+        bar.children[1].style.width = `${Math.round(p * 100)}px`;
+        bar.children[2].textContent = p.toFixed(2);
+        col.append(bar);
+      });
+      row.append(col);
+    }
+    div.append(row);
     el.append(div);
   });
 }
@@ -95,6 +170,10 @@ function drawOverlay(faces) {
     ctx.strokeRect(x, y, w, h);
     const top = Object.entries(f.probabilities).sort((a, b) => b[1] - a[1]);
     const lines = [`${f.expression} ${top[0][1].toFixed(2)}`, ...top.slice(1, 3).map(([n, p]) => `${n} ${p.toFixed(2)}`)];
+    if (f.raw_probabilities && f.corrected) {  // corrected above, raw below: side by side in the overlay
+      lines[0] = `corrected: ${lines[0]}`;
+      lines.push(`raw: ${f.raw_expression} ${f.raw_probabilities[f.raw_expression].toFixed(2)}`);
+    }
     const lh = parseInt(ctx.font, 10) * 1.2;
     const block = lines.length * lh + 4; // above the box, else below it, else inside its top
     const ty = y >= block ? y - block : (y + h + block <= view.height ? y + h + 4 : Math.max(0, y) + 4);
@@ -113,10 +192,17 @@ async function analyseCanvas(options) {
   const t0 = performance.now();
   const rgb = fromImageData(ctx.getImageData(0, 0, view.width, view.height));
   const result = await recognizer.analyse(rgb, options);
-  drawOverlay(result.faces);
-  setResults(result.faces);
+  latestRaw = result.faces;
+  if (neutral.pending && result.faces.length === 1) {  // ?enroll=1: the first frame with one face
+    neutral.pending = false;
+    enrollNeutral();
+  }
+  const faces = corrected(result.faces);
+  drawOverlay(faces);
+  setResults(faces);
+  enrolmentNote(faces);
   record(result.timing, performance.now() - t0, result.faces.length);
-  return result;
+  return {...result, faces};
 }
 
 // -- photos --------------------------------------------------------------------------------------
@@ -185,6 +271,9 @@ async function analyseUrl(url, options = {}) {
 
 function stopAll() {
   loopToken++;
+  live = false;
+  latestRaw = [];
+  $('enroll').disabled = true;
   if (stream) { stream.getTracks().forEach((t) => t.stop()); stream = null; }
   video.pause();
   video.removeAttribute('src');
@@ -198,6 +287,8 @@ async function runVideo(label) {
   for (const k in timings) timings[k].length = 0;
   view.width = video.videoWidth; view.height = video.videoHeight;
   $('camera-stop').disabled = false;
+  live = true;
+  $('enroll').disabled = false;
   setStatus(`${label}: running.`, label === 'Camera' ? 'camera' : 'video');
   let frames = 0;
   while (token === loopToken && !video.ended) {
@@ -212,6 +303,8 @@ async function runVideo(label) {
   if (token === loopToken) {
     setStatus(`${label}: ended after ${frames} analysed frames.`, 'done');
     $('camera-stop').disabled = true;
+    live = false;
+    $('enroll').disabled = true;
   }
 }
 
@@ -289,11 +382,25 @@ async function main() {
   $('camera-stop').onclick = () => { stopAll(); setStatus('Stopped.', 'ready'); };
   $('photo').onchange = guarded(async (ev) => { const f = ev.target.files[0]; ev.target.value = ''; if (f) await analyseBlob(f, f.name); });
   $('video-file').onchange = guarded(async (ev) => { const f = ev.target.files[0]; ev.target.value = ''; if (f) await startVideoFile(f); });
-  window.ferTf = {recognizer, analyseUrl: guarded(analyseUrl), analyseBlob: guarded(analyseBlob), stop: stopAll, log: frameLog};
+  try {
+    const ref = await fetch('neutral_reference.json').then((r) => (r.ok ? r.json() : null));
+    if (ref && ref.labels.join() === recognizer.labels.join()) neutral.reference = ref.reference;
+  } catch (e) { /* none: reference "run" (see the note below) */ }
+  if (!neutral.reference) console.warn('neutral_reference.json is missing: an enrolled neutral face gives no correction (reference "run", one person)');
+  const enrol = () => {  // a failed enrolment is a message on the page, not an exception
+    try { return enrollNeutral(); } catch (e) { if (e instanceof UserError) { showMessage(e.message, 'error'); return null; } throw e; }
+  };
+  $('enroll').onclick = enrol;
+  $('enroll-clear').onclick = clearNeutral;
+  window.ferTf = {recognizer, analyseUrl: guarded(analyseUrl), analyseBlob: guarded(analyseBlob), stop: stopAll, log: frameLog,
+    enrollNeutral: enrol, clearNeutral, neutral};
   setStatus('Ready: start the camera or choose a photo or a video file.', 'ready');
   const params = new URLSearchParams(location.search);
   if (params.has('image')) await guarded(analyseUrl)(params.get('image'));
-  else if (params.has('camera')) await guarded(startCamera)();
+  else if (params.has('camera')) {
+    neutral.pending = ['1', 'true', ''].includes(params.get('enroll') ?? 'no');
+    await guarded(startCamera)();
+  }
 }
 
 window.ferTfReady = main();
