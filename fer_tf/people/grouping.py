@@ -140,21 +140,31 @@ def _first_appearance(labels):
     return order[inverse].astype(np.int64)
 
 
-def silhouette(d, labels):
-    """Mean silhouette of ``labels`` under distances ``d`` (singletons count 0; ``nan`` for one
-    cluster or for all singletons)."""
+def _own_and_nearest(d, labels):
+    """Per face: the mean of ``d`` to its own group (itself left out), to the nearest other group,
+    and its own group's size; ``None`` for one group or all singletons."""
     labels = np.asarray(labels)
     k = int(labels.max()) + 1
     if k < 2 or k == len(labels):
-        return float("nan")
+        return None
     onehot = np.eye(k)[labels]
     counts = onehot.sum(0)
-    sums = d @ onehot  # [n, k] summed distances to each cluster
+    sums = d @ onehot  # [n, k] summed distances to each group
     own = counts[labels]
-    a = sums[np.arange(len(labels)), labels] / np.maximum(own - 1, 1)
+    idx = np.arange(len(labels))
+    a = sums[idx, labels] / np.maximum(own - 1, 1)
     other = sums / counts
-    other[np.arange(len(labels)), labels] = np.inf
-    b = other.min(axis=1)
+    other[idx, labels] = np.inf
+    return a, other.min(axis=1), own
+
+
+def silhouette(d, labels):
+    """Mean silhouette of ``labels`` under distances ``d`` (singletons count 0; ``nan`` for one
+    cluster or for all singletons)."""
+    found = _own_and_nearest(d, labels)
+    if found is None:
+        return float("nan")
+    a, b, own = found
     s = np.where(own > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-12), 0.0)
     return float(s.mean())
 
@@ -239,19 +249,11 @@ def separation(p, labels):
     """Mean over faces of ``b - a``: ``a`` the mean of ``p`` (different-person probabilities) to
     the face's own group, ``b`` to the nearest other group (singletons count 0; ``nan`` for one
     group or all singletons)."""
-    labels = np.asarray(labels)
-    k = int(labels.max()) + 1
-    if k < 2 or k == len(labels):
+    found = _own_and_nearest(p, labels)
+    if found is None:
         return float("nan")
-    onehot = np.eye(k)[labels]
-    counts = onehot.sum(0)
-    sums = p @ onehot
-    own = counts[labels]
-    idx = np.arange(len(labels))
-    a = sums[idx, labels] / np.maximum(own - 1, 1)
-    other = sums / counts
-    other[idx, labels] = np.inf
-    return float(np.where(own > 1, other.min(axis=1) - a, 0.0).mean())
+    a, b, own = found
+    return float(np.where(own > 1, b - a, 0.0).mean())
 
 
 def _candidates(merges, cut_range):
