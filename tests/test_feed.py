@@ -122,3 +122,48 @@ def test_pydataset_crops_depend_only_on_the_seeds_per_slice(monkeypatch):
     np.testing.assert_array_equal(together, again)
     np.testing.assert_array_equal(together, np.concatenate(alone))
     assert not np.array_equal(alone[0], batches([(rows[:4], seeds[1:])])[0])
+
+
+def test_tf_data_under_op_determinism_logs_nothing(tmp_path):
+    """TensorFlow 2.19 rewrites a parallel map after a generator into a sequential one under op
+    determinism and logs an E-line about `use_unbounded_threadpool`; the feed builds the sequential
+    map itself, so stderr stays empty (and the batches match the non-deterministic pipeline's).
+    Export's Keras probabilities (Keras' own predict would build such a map) are silent too."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    script = (
+        "import sys\n"
+        "import numpy as np, tensorflow as tf\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from test_feed import _synthetic, LABELS\n"
+        "from fer_tf.data import feeders\n"
+        "def batches():\n"
+        "    table, faces = _synthetic()\n"
+        "    return [np.asarray(x) for x, _ in feeders.identity_aware_dataset(\n"
+        "        table, faces, LABELS, mode='tuple', num_positives=2, num_negatives=2,\n"
+        "        queries_per_batch=4, seed=3, augment=True, repeat=False, start_epoch=1)]\n"
+        "free = batches()\n"
+        "tf.config.experimental.enable_op_determinism()\n"
+        "fixed = batches()\n"
+        "assert len(free) == len(fixed) > 1\n"
+        "assert all(np.array_equal(a, b) for a, b in zip(free, fixed))\n"
+        "import keras\n"
+        "from fer_tf.deploy.choose import keras_probabilities\n"
+        "model = keras.Sequential([keras.Input((60, 60, 1)), keras.layers.Flatten(),\n"
+        "                          keras.layers.Dense(3, activation='softmax')])\n"
+        "faces = np.random.default_rng(0).random((10, 60, 60), np.float32)\n"
+        "p = keras_probabilities(model, faces, batch_size=4)\n"
+        "assert p.shape == (10, 3) and np.allclose(p, np.asarray(model(faces[..., None])), atol=1e-6)\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",)}
+    env.update(PYTHONPATH=str(repo), KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, "-c", script, str(repo / "tests")], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+    assert "node_def_util" not in done.stderr and "use_unbounded_threadpool" not in done.stderr, \
+        done.stderr[-3000:]

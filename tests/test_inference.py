@@ -201,7 +201,7 @@ def test_video_sliding_window(litert, astronaut, tmp_path):
     assert result["frames"][3]["faces"] == []
     history = []
     for i, frame in enumerate(result["frames"]):
-        assert frame["frame"] == i and frame["time"] == pytest.approx(i / 10, abs=1e-3)
+        assert frame["frame"] == i and frame["time_s"] == pytest.approx(i / 10, abs=1e-3)
         if not frame["faces"]:
             history = []
             continue

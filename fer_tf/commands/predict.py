@@ -11,10 +11,10 @@ expressions; a video prints one summary line (per-frame results: --csv, --jsonl 
 Outputs:
   --json       one JSON list at the end, one entry per input: {"path", "faces": [{"box",
                "expression", "probabilities"}]} for images, {"path", "fps", "frames": [{"frame",
-               "time", "faces"}], "summary"} for videos (the largest face's probabilities are
+               "time_s", "faces"}], "summary"} for videos (the largest face's probabilities are
                averaged over --window frames), {"path", "error"} for inputs that failed.
   --jsonl      the same as JSON lines, printed as they come (for large folders and long videos):
-               one line per image, one per video frame ({"path", "frame", "time", "faces"}) then
+               one line per image, one per video frame ({"path", "frame", "time_s", "faces"}) then
                one per video ({"path", "fps", "summary"}), one per failed input.
   --csv OUT    one row per (image or frame, face): path, frame, time_s, face, x, y, w, h,
                expression, then one probability column per label. Images have frame 0 and an
@@ -24,7 +24,10 @@ Outputs:
   --annotate OUT   annotated copies: OUT is a file when there is one input (an image name for an
                image, a video name for a video), else a folder of <name>_annotated.png and
                <name>_annotated.mp4 (H.264) or .webm (VP8, when this OpenCV has no H.264 encoder):
-               both play in web browsers. Inputs with the same name get distinct output names.
+               both play in web browsers. Inputs with the same name get distinct output names;
+               an input given twice is processed once. An input without any face gets no
+               annotated copy. A video's copy lasts as long as the video (with --every K, at
+               1/K of its frame rate) and appears once the video has been read.
   --timeline OUT   plots each video's expression probabilities over time (a file for one video,
                else a folder of <name>_timeline.png).
 
@@ -54,7 +57,10 @@ MediaPipe's face networks run directly in LiteRT; --engine mediapipe runs them i
 graphs instead, as the training caches are built (slower; reports/engines compares the two).
 
 Inputs that cannot be processed (missing, not an image, truncated, no face) are reported on stderr,
-one line each, and the others are still processed. Exit code: 0 when every input was processed, 3
+one line each, and the others are still processed. A video that ends before the frames its header
+announces (truncated or damaged) is processed up to there, and a note says where it stopped (the
+summary's "truncated": {"last_frame", "time_s", "frame_count"}). The README's "predict in detail"
+lists every JSON key. Exit code: 0 when every input was processed, 3
 when some were and some were not, 1 when none was, 2 for a model, option or output error (before
 any input is processed), 141 when the reader of the output went away (`| head`). Without --model
 the shipped model saved_models/fer_tf_basic7.tflite is used.
@@ -165,29 +171,51 @@ def _kind(path):
     return "video" if suffix in VIDEO_EXTENSIONS else "image"
 
 
-def expand_inputs(paths, skip_dirs=()):
+def _file_key(path):
+    """What makes two inputs the same file: its device and inode (links and ``./a`` vs ``a``
+    included), else its absolute path."""
+    try:
+        st = os.stat(path)
+        return st.st_dev, st.st_ino
+    except OSError:
+        return os.path.abspath(path)
+
+
+def expand_inputs(paths, skip_dirs=(), repeated=None):
     """The inputs in order: ``(path, kind, root)`` to process, or ``{"path", "error"}`` for a path
     that does not exist or a folder without images.
 
     Folders are walked recursively (sorted, hidden entries and ``skip_dirs``, the output folders,
     skipped); ``root`` is the folder an input came from (for naming annotated copies), or ``None``
-    for paths given directly.
+    for paths given directly. A file met twice (given twice, or given and inside a folder given)
+    is processed once, at its first place; the later paths are appended to ``repeated``.
     """
     items = []
+    seen = set()
+
+    def add(path, root):
+        key = _file_key(path)
+        if key in seen:
+            if repeated is not None:
+                repeated.append(str(path))
+            return
+        seen.add(key)
+        items.append((path, _kind(path), root))
+
     for arg in paths:
         p = pathlib.Path(arg)
         if not p.exists():
             items.append({"path": str(arg), "error": "file not found"})
             continue
         if not p.is_dir():
-            items.append((p, _kind(p), None))
+            add(p, None)
             continue
         found = False
         for f in walk_files(p, skip_dirs):
             suffix = f.suffix.lower()
             if suffix in IMAGE_EXTENSIONS or suffix in VIDEO_EXTENSIONS or suffix == "" \
                     or looks_like_image(f):
-                items.append((f, _kind(f), p))
+                add(f, p)
                 found = True
         if not found:
             items.append({"path": str(arg), "error": "folder holds no image or video files"})
@@ -294,8 +322,9 @@ def _error_text(exc):
 
 
 class _NoFaceInVideo(Exception):
-    def __init__(self, path, frames):
-        self.reason = f"no face found in any of {frames} frames"
+    def __init__(self, path, frames, annotate=False):
+        self.reason = f"no face found in {'the only frame' if frames == 1 else f'any of {frames} frames'}" + (
+            "; no annotated copy was written" if annotate else "")
         super().__init__(f"{path}: {self.reason}")
 
     def __str__(self):
@@ -313,7 +342,8 @@ def run(args):
     if args.csv == "-" and (args.json or args.jsonl):
         raise ConfigError("--csv - and --json/--jsonl would both write to stdout; give --csv a file")
     outputs = [d for d in (args.annotate, args.timeline) if d and os.path.isdir(d)]
-    items = expand_inputs(args.paths, skip_dirs=outputs)  # a rerun does not read its own outputs
+    repeated = []
+    items = expand_inputs(args.paths, skip_dirs=outputs, repeated=repeated)  # (not its own outputs)
     todo = [item for item in items if not isinstance(item, dict)]
     plan = plan_outputs(items, args)
     recognizer = annotate = csv_out = None
@@ -338,6 +368,8 @@ def run(args):
     def note(path, message):
         bar.message(f"fer-tf predict: {path}: {message}")
 
+    for path in repeated:
+        note(path, "given more than once; processed once")
     results = [] if args.json else None
     ok = failed = 0
     grouped = {}  # --people: every image's entry, grouped into people together
@@ -453,11 +485,11 @@ def _video(recognizer, path, args, outputs, csv_out, out, note, bar, people=None
 
     def emit(frame, fps):
         if csv_out is not None:
-            csv_out.faces(str(path), frame["frame"], frame["time"], frame["faces"])
+            csv_out.faces(str(path), frame["frame"], frame["time_s"], frame["faces"])
         if args.jsonl:
             out(json.dumps({"path": str(path), **frame}))
         if timeline is not None:
-            timeline.add(frame["time"] if fps else frame["frame"], frame["faces"])
+            timeline.add(frame["time_s"] if fps else frame["frame"], frame["faces"])
 
     with recognizer.open_video(path, every=args.every, annotate_to=target, people=tracker) as stream:
         if stream.note:
@@ -474,6 +506,8 @@ def _video(recognizer, path, args, outputs, csv_out, out, note, bar, people=None
             else:
                 bar.detail(f"{path.name} frame {frame['frame'] + 1}")
         summary = stream.summary
+        if stream.stopped():
+            note(path, stream.stopped())
         if stream.capped_frames:
             note(path, f"{stream.capped_frames} frames had more than {args.max_faces} faces; the "
                        f"{args.max_faces} largest were kept (--max-faces)")
@@ -488,7 +522,7 @@ def _video(recognizer, path, args, outputs, csv_out, out, note, bar, people=None
     if timeline is not None and summary["frames_with_face"]:
         timeline.draw(outputs["timeline"], path, "s" if fps else "frame")
     if not summary["frames_with_face"]:
-        raise _NoFaceInVideo(path, summary["frames"])
+        raise _NoFaceInVideo(path, summary["frames"], annotate=target is not None)
     if not args.json:
         del entry["frames"]
     return entry

@@ -124,6 +124,18 @@ def _tf_images(feed):
     return images_of
 
 
+def _map_calls(tf):
+    """``num_parallel_calls`` of the maps below: AUTOTUNE, or ``None`` (a sequential map) under
+    op determinism. There TensorFlow's MakeDeterministic rewrite turns a parallel map after the
+    generator into a sequential one anyway, and copies an attribute that the sequential op lacks,
+    so TensorFlow 2.19 logs an E-line ("NodeDef mentions attribute use_unbounded_threadpool") on
+    every pipeline; building the sequential map directly gives the same batches in silence."""
+    enabled = getattr(tf.config.experimental, "is_op_determinism_enabled", None)
+    if enabled is None:  # TensorFlow 2.19 exports enable_ but keeps the query private
+        from tensorflow.python.framework.config import is_op_determinism_enabled as enabled
+    return None if enabled() else tf.data.AUTOTUNE
+
+
 def _tf_dataset(feed, start_epoch, repeat):
     import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
 
@@ -155,7 +167,7 @@ def _tf_dataset(feed, start_epoch, repeat):
         return (images, rest[0]) if has_targets else images
 
     ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    ds = ds.map(assemble, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(assemble, num_parallel_calls=_map_calls(tf))
     steps = int(feed.steps_per_epoch)
     ds = ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY if repeat else steps))
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -176,7 +188,7 @@ def _tf_join(first, second, fill):
             targets[name] = tf.concat([value, other], 0)
         return tf.concat([xa, tf.cast(xb, xa.dtype)], 0), targets
 
-    ds = tf.data.Dataset.zip((first, second)).map(merge, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.zip((first, second)).map(merge, num_parallel_calls=_map_calls(tf))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

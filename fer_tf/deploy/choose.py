@@ -25,11 +25,16 @@ LATENCY_TIE = 0.05
 
 
 def keras_probabilities(model, faces, batch_size=64):
-    """Probabilities of an inference model (``[B,60,60,1]`` input) on ``faces``, batched."""
+    """Probabilities of an inference model (``[B,60,60,1]`` input) on ``faces``, batched.
+
+    Batches go through ``predict_on_batch``, not ``predict``: Keras' ``predict`` on arrays builds a
+    tf.data pipeline whose parallel map TensorFlow 2.19 rewrites under op determinism (as
+    ``fer-tf train`` runs) with an E-line log about ``use_unbounded_threadpool``."""
     faces = as_faces(faces)
     if len(faces) == 0:
         return np.zeros((0, int(model.outputs[0].shape[-1])), np.float32)
-    return np.asarray(model.predict(faces, batch_size=batch_size, verbose=0), dtype=np.float32)
+    return np.concatenate([np.asarray(model.predict_on_batch(faces[s:s + batch_size]), np.float32)
+                           for s in range(0, len(faces), batch_size)])
 
 
 def parity(keras_model, tflite_path, faces, num_threads=None):

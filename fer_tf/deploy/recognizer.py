@@ -338,8 +338,9 @@ class Recognizer:
         overlap with IoU >= :data:`TRACK_IOU`); its ``probabilities`` and ``expression`` are the
         mean over the last ``window`` frames of the track (``frame_probabilities`` keeps the frame's
         own) and it is marked ``"track": 0``. Other faces are per-frame. Returns ``{"path", "fps",
-        "frames": [{"frame", "time", "faces"}], "summary"}``; ``annotate_to`` also writes an
-        annotated copy of the video (codec from its suffix, see :func:`video_codec`).
+        "frames": [{"frame", "time_s", "faces"}], "summary"}``; ``annotate_to`` also writes an
+        annotated copy of the video (codec from its suffix, see :func:`video_codec`; as long as
+        the video, and only when a face was found: see :class:`VideoStream`).
 
         ``people=True`` (implied by ``baseline`` or ``enroll``, as in :meth:`predict_people`):
         every face is tracked (``track``) and named (``person``) by

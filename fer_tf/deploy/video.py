@@ -22,7 +22,7 @@ import numpy as np
 
 from fer_tf.deploy.annotate import annotate
 from fer_tf.errors import ConfigError, ImageError
-from fer_tf.files import quiet_native_stderr
+from fer_tf.files import fsync_dir, quiet_native_stderr, temporary_name
 from fer_tf.preprocess.boxes import iou
 
 #: A tracked face keeps its smoothing window while consecutive boxes overlap at least this much.
@@ -30,14 +30,23 @@ TRACK_IOU = 0.3
 
 
 class VideoStream:
-    """One video, recognised frame by frame: iterate for ``{"frame", "time", "faces"}`` dicts.
+    """One video, recognised frame by frame: iterate for ``{"frame", "time_s", "faces"}`` dicts
+    (``time_s``: the frame's time in seconds, ``None`` when the file has no frame rate).
 
     Attributes: ``path``, ``fps`` (0.0 when the file does not say), ``frame_count`` (the
     container's estimate, 0 when unknown), ``expected`` (frames this stream will yield, estimated),
     ``codec`` and ``note`` of the annotated copy (see :func:`video_codec`), and after the
-    iteration ``summary`` (``{"frames", "frames_with_face", "expressions"}``) and
-    ``capped_frames`` (frames where ``max_faces`` left faces out). Raises :class:`ImageError` when
-    the file cannot be opened, or when no frame at all could be decoded.
+    iteration ``summary`` (``{"frames", "frames_with_face", "expressions"}``, plus ``"truncated"``
+    when decoding stopped before the frames the container announces: see :meth:`stopped`),
+    ``capped_frames`` (frames where ``max_faces`` left faces out) and ``annotated`` (the path of
+    the annotated copy, or ``None``). Raises :class:`ImageError` when the file cannot be opened, or
+    when no frame at all could be decoded.
+
+    The annotated copy plays as long as the video: with ``every`` K its frame rate is the video's
+    divided by K. It is written to a temporary file beside ``annotate_to`` and renamed when the
+    video has been read to its end (or to ``max_frames``) and a face was found in at least one
+    frame: a video without any face, an error or an interruption leave no annotated copy (and an
+    existing file as it was).
     """
 
     def __init__(self, recognizer, path, window=None, every=1, max_frames=None, annotate_to=None,
@@ -61,6 +70,9 @@ class VideoStream:
             self._capture = cv2.VideoCapture(str(self.path))
         if not self._capture.isOpened():
             self._capture.release()
+            if _mp4_without_index(self.path):
+                raise ImageError(self.path, "an MP4 without its index (no 'moov' box): the file is "
+                                            "truncated, or its recording was never finished")
             raise ImageError(self.path, "cannot open as a video (not a video, or a codec OpenCV lacks)")
         fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if np.isfinite(fps) and fps > 0 else 0.0
@@ -75,7 +87,9 @@ class VideoStream:
         self.people = people or None
         self.summary = None
         self.capped_frames = 0
+        self.annotated = None
         self._writer = None
+        self._partial = None  # the annotated copy's temporary file while it is written
 
     def __iter__(self):
         import cv2  # deferred: OpenCV, only where images are warped or videos read
@@ -87,10 +101,13 @@ class VideoStream:
         yielded = with_face = 0
         index = -1
         rec = self.recognizer
+        ended = False  # decoding stopped (end of file, or damage), not max_frames
         try:
             while self.max_frames is None or yielded < self.max_frames:
-                ok, bgr = self._capture.read()
+                with quiet_native_stderr():  # FFmpeg's own words on damaged data; see stopped()
+                    ok, bgr = self._capture.read()
                 if not ok or bgr is None:
+                    ended = True
                     break
                 index += 1
                 if index % self.every:
@@ -120,25 +137,56 @@ class VideoStream:
                 else:
                     history.clear()
                     last_box = None
-                frame = {"frame": index, "time": round(index / self.fps, 4) if self.fps else None,
-                         "faces": faces}
+                frame = {"frame": index, "time_s": self._time(index), "faces": faces}
                 if self.annotate_to is not None:
                     drawn = annotate(rgb, frame)
                     if self._writer is None:
-                        self._writer = _video_writer(self.annotate_to, self.codec, self.fps or 25.0,
-                                                     drawn.shape)
+                        self._partial = temporary_name(self.annotate_to)
+                        self._writer = _video_writer(self._partial, self.codec,
+                                                     (self.fps or 25.0) / self.every, drawn.shape)
                     self._writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
                 yielded += 1
                 yield frame
+            if self._writer is not None and with_face:
+                self._writer.release()
+                self._writer = None
+                os.replace(self._partial, self.annotate_to)
+                self._partial = None
+                fsync_dir(self.annotate_to.parent)
+                self.annotated = self.annotate_to
         finally:
             self.close()
         if not yielded:
             raise ImageError(self.path, "no frames could be decoded (not a video, or a codec OpenCV lacks)")
         self.summary = {"frames": yielded, "frames_with_face": with_face,
                         "expressions": dict(counts.most_common())}
+        last = index if ended else None
+        if last is not None and self.frame_count and self.frame_count - (last + 1) > \
+                max(1, self.frame_count // 100):  # (a container's estimate may be a frame off)
+            self.summary["truncated"] = {"last_frame": last, "time_s": self._time(last),
+                                         "frame_count": self.frame_count}
         if self.people is not None:
             seconds = self.every / self.fps if self.fps else None
             self.summary.update(self.people.summary(rec.labels, seconds))
+
+    def _time(self, index):
+        return round(index / self.fps, 4) if self.fps else None
+
+    def stopped(self):
+        """One sentence saying where decoding stopped when the video ended before the frames its
+        container announces (a truncated or damaged file), else ``None``. Call after iterating."""
+        cut = (self.summary or {}).get("truncated")
+        if cut is None:
+            return None
+        last, time_s = cut["last_frame"], cut["time_s"]
+        where = f"frame {last}" if last >= 0 else "its first frame"
+        if last >= 0 and time_s is not None:
+            where += f" ({time_s:.2f} s)"
+        total = f"{cut['frame_count']} frames"
+        if self.fps:
+            total += f", {cut['frame_count'] / self.fps:.2f} s"
+        return (f"decoding stopped after {where} of the {total} its header announces: the file is "
+                f"truncated or damaged, and the rest was not processed")
 
     def _smooth(self, history, face):
         """``face`` with its probabilities averaged over ``history`` (its track's last frames,
@@ -156,6 +204,12 @@ class VideoStream:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+        if self._partial is not None:  # not finished, or no face: no annotated copy
+            try:
+                os.unlink(self._partial)
+            except OSError:
+                pass
+            self._partial = None
 
     def __enter__(self):
         return self
@@ -211,6 +265,34 @@ def can_encode(fourcc):
                 writer.write(np.zeros((64, 64, 3), np.uint8))
             writer.release()
         return bool(ok and os.path.isfile(target) and os.path.getsize(target) > 0)
+
+
+def _mp4_without_index(path):
+    """Whether ``path`` is an MP4/MOV (ISO media file: an ``ftyp`` box first) whose top-level boxes
+    end without the ``moov`` box that indexes its frames, as a truncated recording does."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            offset, first = 0, True
+            while offset + 8 <= size:
+                fh.seek(offset)
+                head = fh.read(16)
+                length, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                if first and kind != b"ftyp":
+                    return False
+                first = False
+                if kind == b"moov":
+                    return False
+                if length == 1 and len(head) >= 16:
+                    length = int.from_bytes(head[8:16], "big")
+                elif length == 0:  # the last box, to the end of the file
+                    break
+                if length < 8:
+                    break
+                offset += length
+            return not first
+    except OSError:
+        return False
 
 
 def _video_writer(path, fourcc, fps, shape):

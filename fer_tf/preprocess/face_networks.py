@@ -35,6 +35,8 @@ import pathlib
 
 import numpy as np
 
+from fer_tf.files import quiet_native_stderr
+
 #: The networks, relative to the ``mediapipe/modules`` folder of the installed wheel.
 SHORT_RANGE = "face_detection/face_detection_short_range.tflite"
 FULL_RANGE = "face_detection/face_detection_full_range_sparse.tflite"
@@ -139,10 +141,13 @@ def _interpreter(model, num_threads, shape=None):
     """A LiteRT interpreter of ``model`` (bytes), its image input resized to ``shape`` (H, W)."""
     from ai_edge_litert.interpreter import Interpreter  # deferred: the LiteRT runtime
 
-    interpreter = Interpreter(model_content=model, num_threads=num_threads)
-    if shape is not None:
-        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [1, *shape, 3])
-    interpreter.allocate_tensors()
+    # LiteRT writes "INFO: Created TensorFlow Lite XNNPACK delegate" to fd 2 (no setting turns
+    # it off); its errors come as Python exceptions, which the silencer lets through.
+    with quiet_native_stderr():
+        interpreter = Interpreter(model_content=model, num_threads=num_threads)
+        if shape is not None:
+            interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [1, *shape, 3])
+        interpreter.allocate_tensors()
     return interpreter
 
 
