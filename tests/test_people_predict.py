@@ -33,12 +33,13 @@ def photos(datasets_dir):
 
 @pytest.fixture(scope="module")
 def bad_faces(datasets_dir):
-    """Subject 2's happy face too small for identity (eyes about 18 px apart) and blurred."""
+    """Subject 2's happy face too small for identity (eyes about 10 px apart, under MIN_EYE_DISTANCE)
+    and blurred (sharpness under MIN_SHARPNESS)."""
     import cv2
     from PIL import Image
 
     rgb = np.asarray(Image.open(_yale(datasets_dir, "subject02.happy")).convert("RGB"))
-    small = cv2.resize(rgb, None, fx=0.35, fy=0.35, interpolation=cv2.INTER_AREA)
+    small = cv2.resize(rgb, None, fx=0.2, fy=0.2, interpolation=cv2.INTER_AREA)
     tiny = np.full((240, 320, 3), 128, np.uint8)
     tiny[:small.shape[0], :small.shape[1]] = small
     return {"tiny": tiny, "blurred": cv2.GaussianBlur(rgb, (0, 0), 3)}
