@@ -7,8 +7,9 @@
    background, 640x480 at 25 frames/s, written as MP4 to runs/people_tracking/ (never committed) and
    read back, so the detector sees compressed frames. Scenes: two people crossing (one passes
    behind the other), a board hiding one face for half a second, one person leaving and coming
-   back 3 seconds later, four people (crossings, one leaving and returning), a face too small for
-   an identity beside a normal one, and one face alone (for speed).
+   back 3 seconds later, four people (crossings, one leaving and returning), a small face (eyes
+   about 17 px apart: above the identity cut-off ``MIN_EYE_DISTANCE`` of 12 px since it was measured,
+   so it is tracked with an identity) beside a normal one, and one face alone (for speed).
 2. Ground truth: each visible person's face box, placed from the detector's box on that photo
    alone (so that a good detection covers it at IoU >= 0.5); a face less than half visible (behind
    a face or the board, or cut by the border) is "don't care": neither a miss nor, when detected,
@@ -483,7 +484,7 @@ def report_md(r):
             "occlusion": "a board hides one face for about half a second",
             "leave_reenter": "one of three leaves on the left and comes back about 3 s later (other session's photos)",
             "four_people": "two cross, one leaves on the right and comes back 3 s later, one moves slowly",
-            "small_face": "a face too small for an identity (eye distance under 20 px) beside a normal one",
+            "small_face": "a small face (eyes about 17 px apart, above the identity cut-off of 12 px) beside a normal one",
             "one_face": "one face moving slowly (speed)"}
     for name, sc in r["scenes"].items():
         lines.append(f"| {name} | {sc['frames']} | {', '.join(sc['people'])} | {what.get(name, '')} |")
