@@ -132,6 +132,7 @@ def _map_calls(tf):
     every pipeline; building the sequential map directly gives the same batches in silence."""
     enabled = getattr(tf.config.experimental, "is_op_determinism_enabled", None)
     if enabled is None:  # TensorFlow 2.19 exports enable_ but keeps the query private
+        # deferred: tensorflow (its private config module; only reached under TensorFlow)
         from tensorflow.python.framework.config import is_op_determinism_enabled as enabled
     return None if enabled() else tf.data.AUTOTUNE
 
