@@ -70,7 +70,7 @@ def train_once(workdir, tiny=True, epochs=3, seed=0, steps=None, queries=None, v
     final_weights.npz there and returns the result dict."""
     from fer_tf.training import loop
     from fer_tf.config import TrainConfig
-    from fer_tf.research.evaluation import accuracy, predict_probabilities
+    from fer_tf.model.predict import accuracy, predict_probabilities
     from fer_tf.preprocess.normalize import normalize_faces
     from fer_tf.data.feeders import identity_aware_dataset
 

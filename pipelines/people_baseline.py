@@ -49,7 +49,7 @@ def predictions(datasets, cache):
     from fer_tf.data.table import FaceTable
     from fer_tf.model import saving
     from fer_tf.preprocess.normalize import normalize_many
-    from fer_tf.research.evaluation import predict_probabilities
+    from fer_tf.model.predict import predict_probabilities
     from fer_tf.research.experiments import identity_training_set
 
     table, faces = identity_training_set(datasets, LABELS)

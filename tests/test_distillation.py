@@ -87,6 +87,6 @@ def test_teacher_targets_temper_the_teacher_once(tmp_path):
     labels = np.array([0, 3, 6, -1])
     targets, summary = distillation.teacher_targets(path, faces, labels, list("abcdefg"), weight=0.5,
                                                     temperature=2.0)
-    probabilities = distillation.evaluation.predict_probabilities(teacher, faces, flip=True)
+    probabilities = distillation.predict.predict_probabilities(teacher, faces, flip=True)
     np.testing.assert_allclose(targets, distillation.soft_targets(labels, probabilities, 0.5, 2.0), atol=1e-5)
     assert summary["temperature"] == 2.0

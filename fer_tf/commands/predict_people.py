@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import sys
 
 from fer_tf.errors import ConfigError
 
@@ -87,6 +88,7 @@ class People:
         self.summary = {"people": result["people"], "unmatched": result["unmatched"]}
         if self.baseline is not None:
             self.summary["baseline"] = result["baseline"]
+            _say_note(result["baseline"])
         return entries
 
     def video_tracker(self):
@@ -96,6 +98,13 @@ class People:
         """Correct a video's collected frames by the baseline (nothing without one)."""
         self.who.finish_video(entry, self.labels, tracker, self.neutral or self.baseline, self.neutral,
                               every)
+        _say_note((entry.get("summary") or {}).get("baseline") or {})
+
+
+def _say_note(info):
+    """Print why a baseline corrected nothing, when it says so."""
+    if info.get("note"):
+        print(f"note: {info['note']}", file=sys.stderr)
 
 
 def summary_lines(people, prefix="  "):

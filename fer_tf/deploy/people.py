@@ -143,12 +143,14 @@ def require_faces(refs, what):
     says why each photo gave none (the first few)."""
     if len(refs):
         return refs
+    from fer_tf.people.embedding import MIN_EYE_DISTANCE  # deferred: PIL (through embedding)
+
     if not refs.problems:
         raise NoUsableFaceError(f"{what}: no photos given")
     why = "; ".join(f"{label}: {reason}" for label, reason in refs.problems[:3])
     more = f" (and {len(refs.problems) - 3} more)" if len(refs.problems) > 3 else ""
     raise NoUsableFaceError(f"{what}: no face usable for identity ({why}{more}); give photos where the face is clear and its "
-                            f"eyes at least 20 pixels apart")
+                            f"eyes at least {MIN_EYE_DISTANCE:g} pixels apart")
 
 
 def enrolment_folder(folder):
@@ -234,7 +236,8 @@ def correct_records(records, labels, baseline, neutral=None, people_vectors=None
     offsets. Every record keeps the model's values as ``raw_<key>`` (and ``raw_expression``
     beside ``expression``, which follows ``probabilities``); faces without a person, and people
     without evidence or a matched neutral photo, keep their raw values. Returns what was done:
-    ``{"baseline", "people_corrected"[, "neutral_photos"]}``.
+    ``{"baseline", "people_corrected"[, "neutral_photos", "note"]}`` (``note``: why nothing was
+    corrected when one person alone had a baseline).
     """
     from fer_tf.people import baseline as correction  # deferred: only with a baseline
 
@@ -251,7 +254,15 @@ def correct_records(records, labels, baseline, neutral=None, people_vectors=None
         info = {"baseline": "neutral", "neutral_photos": dict(zip(neutral.sources, matched))}
         result = correction.correct_neutral(raw, persons, neutral.probabilities[use],
                                             [matched[i] for i in use]) if use else None
-    info["people_corrected"] = [] if result is None else [p for p, w in result.weights.items() if w > 0]
+    # a person counts as corrected only when their shift is not zero: against the run's own
+    # reference (the default), a run whose only evidence is one person's has nothing to correct
+    info["people_corrected"] = [] if result is None else [
+        p for p, w in result.weights.items() if w > 0 and np.any(result.offsets[p] != 0)]
+    with_evidence = [] if result is None else [p for p, w in result.weights.items() if w > 0]
+    if len(with_evidence) == 1 and not info["people_corrected"]:
+        info["note"] = (f"{with_evidence[0]} is the only person with a baseline in this run: the "
+                        "correction is relative to the run's people, so nothing was corrected; run "
+                        "the faces of two or more people together")
     corrected = {key: raw if result is None else result.probabilities}
     for name in also:
         probs = np.array([[r[name][n] for n in labels] for r in records], np.float64)

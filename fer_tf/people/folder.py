@@ -5,7 +5,7 @@ and pseudo subject ids from grouping (``fer-tf data identities``, reports/people
 (:class:`fer_tf.preprocess.align.FaceAligner`); :func:`embed_all` embeds them
 (:class:`~fer_tf.people.embedding.IdentityEmbedder`); :func:`pseudo_subjects` groups the vectors
 (:func:`fer_tf.people.grouping.group`) into ``person-1``, ``person-2``, ...;
-:func:`write_manifest` writes the manifest that ``--format manifest`` reads.
+:func:`manifest_text` gives the manifest that ``--format manifest`` reads.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from fer_tf.errors import ImageError
 from fer_tf.people.embedding import DIMENSIONS
 from fer_tf.people.grouping import group
 
-#: Columns of the manifest that :func:`write_manifest` writes (those ``--format manifest`` reads).
+#: Columns of the manifest that :func:`manifest_text` gives (those ``--format manifest`` reads).
 MANIFEST_COLUMNS = ("path", "expression", "subject")
 
 

@@ -1,4 +1,4 @@
-"""Predictions, accuracies, sequence voting and confusion matrices, and the training of one
+"""Sequence voting and confusion matrices, and the training of one
 variant on one fold (:func:`train_variant`, with model selection on an inner split of the
 training subjects). Campaigns of many runs are :mod:`fer_tf.research.crossval`; their report is
 :mod:`fer_tf.research.finetune_report`.
@@ -21,6 +21,7 @@ from fer_tf.training import loop
 from fer_tf.config import ModelConfig, TrainConfig, to_dict, variant_slug
 from fer_tf.data.splits import subject_kfold
 from fer_tf.data.feeders import eval_dataset, identity_aware_dataset
+from fer_tf.model.predict import predict_probabilities
 from fer_tf.data.sampling import DEFAULT_QUERIES_PER_BATCH
 
 #: Table 3 of the paper: CK+ sequence-level accuracy (8-fold, subject-independent, 7 expressions).
@@ -28,33 +29,6 @@ PAPER_CKPLUS = {"softmax": None, "1B(N+1)": 0.9321, "2B(N+1)": 0.943, "1B(N+M)":
 
 
 slug = variant_slug  # the name it always had here
-
-
-def predict_probabilities(model, faces, batch_size=256, flip=False):
-    """Class probabilities of the EC branch on centre-cropped faces (batched, not per image).
-
-    ``flip=True`` averages them with those of the mirrored crops (test-time flip averaging)."""
-    ec = model.ec_model() if hasattr(model, "ec_model") else model
-    p = ec.predict(eval_dataset(faces, batch_size=batch_size), verbose=0)
-    if flip:
-        p = 0.5 * (p + ec.predict(eval_dataset(np.asarray(faces)[:, :, ::-1], batch_size=batch_size),
-                                  verbose=0))
-    return p
-
-
-def per_label_recall(probabilities, label_ids, labels):
-    """``{label: fraction of its images predicted as it}`` (labels with no image are left out)."""
-    label_ids = np.asarray(label_ids)
-    predicted = np.argmax(probabilities, axis=1)
-    return {name: float(np.mean(predicted[label_ids == i] == i))
-            for i, name in enumerate(labels) if np.any(label_ids == i)}
-
-
-def accuracy(probabilities, label_ids):
-    """Fraction of the rows with a label (``label_ids >= 0``) whose arg-max is that label."""
-    label_ids = np.asarray(label_ids)
-    keep = label_ids >= 0
-    return float(np.mean(np.argmax(probabilities[keep], axis=1) == label_ids[keep]))
 
 
 def sequence_scores(probabilities, sequence, labels_ids):

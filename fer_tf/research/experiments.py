@@ -30,7 +30,7 @@ from fer_tf.data.table import FaceTable
 from fer_tf.preprocess.normalize import normalize_many
 from fer_tf.data.feeders import classification_dataset, eval_dataset, identity_aware_dataset, joint_dataset
 from fer_tf.data.sampling import steps_per_epoch
-from fer_tf.research.evaluation import accuracy, per_label_recall, predict_probabilities
+from fer_tf.model.predict import accuracy, per_label_recall, predict_probabilities
 from fer_tf.preprocess.prepared import prepared_dataset
 
 BACKBONE_DIR = pathlib.Path("pretrained")

@@ -2,11 +2,11 @@
 
 The steps, each usable alone::
 
-    table, faces = load_faces("photos/manifest.csv")          # aligned 60x60 faces (the usual cache)
+    table, _ = load_faces("photos/manifest.csv")              # aligned 60x60 faces (the usual cache)
     start = starting_model("backbone")                         # shipped | backbone | scratch | PATH
     table, labels = choose_labels(table, "anger,happiness")    # or None: every label of the data
     train_rows, test_rows = subject_split(table, test_subjects=2, seed=0)
-    run = fine_tune(table, faces, train_rows, test_rows, labels, start)
+    run = fine_tune(table, table.pixels, train_rows, test_rows, labels, start)  # the kept rows' faces
     run["evaluation"]["accuracy"]                              # held-out subjects only
 
 :func:`train` runs them all for `fer-tf train` (one split, or ``folds`` subject-disjoint folds of
@@ -223,14 +223,15 @@ def evaluate(model, faces, label_ids, labels):
     ``{"accuracy", "recall": {label: fraction}, "confusion": [[count]] (rows = true), "images"}``."""
     # deferred: keras and the backend
     from fer_tf.preprocess.normalize import normalize_many
-    from fer_tf.research.evaluation import predict_probabilities
+    from fer_tf.model.predict import predict_probabilities
 
     probabilities = predict_probabilities(model, normalize_many(faces))
     return _scores(probabilities, label_ids, labels)
 
 
 def _scores(probabilities, label_ids, labels):
-    from fer_tf.research.evaluation import accuracy, confusion, per_label_recall  # deferred: keras
+    from fer_tf.model.predict import accuracy, per_label_recall  # deferred: keras
+    from fer_tf.research.evaluation import confusion
 
     label_ids = np.asarray(label_ids)
     return {"accuracy": accuracy(probabilities, label_ids),
@@ -247,6 +248,9 @@ def fine_tune(table, faces, train_rows, test_rows, labels, start=None, variant="
 
     Returns ``{"model", "history", "evaluation", "train_seconds", "transferred_layers",
     "new_classes"}`` (``evaluation`` is ``None`` without ``test_rows``)."""
+    if len(faces) != len(table):
+        raise DatasetError(f"{len(faces)} faces for a table of {len(table)} rows: pass the faces of the "
+                           "same rows (table.pixels after choose_labels)")
     # deferred: keras and the backend
     from fer_tf.preprocess.normalize import normalize_many
     from fer_tf.research.evaluation import train_variant

@@ -24,7 +24,7 @@ import sys
 
 import numpy as np
 
-from fer_tf.research import evaluation
+from fer_tf.model import predict
 from fer_tf.training import loop
 from fer_tf.errors import ConfigError
 
@@ -74,14 +74,14 @@ def teacher_targets(path, faces, label_ids, labels, weight=0.5, temperature=1.0,
         raise ConfigError(f"the teacher {path} predicts {teacher_labels}, but this run trains {list(labels)}; "
                           f"distil from a network with the same labels in the same order")
     print(f"distillation: predicting {len(faces)} training faces with the teacher {path}", file=sys.stderr)
-    probabilities = evaluation.predict_probabilities(teacher, faces, flip=True)
+    probabilities = predict.predict_probabilities(teacher, faces, flip=True)
     label_ids = np.asarray(label_ids)
     tempered = temper(probabilities, temperature)
     summary = {
         "teacher": str(path),
         "weight": float(weight),
         "temperature": float(temperature),
-        "teacher_train_accuracy": evaluation.accuracy(probabilities, label_ids),
+        "teacher_train_accuracy": predict.accuracy(probabilities, label_ids),
         "teacher_mean_top_probability": float(np.mean(np.max(tempered, axis=1))),
     }
     # already tempered: soft_targets' own temper(..., 1.0) only renormalises
