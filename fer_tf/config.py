@@ -29,6 +29,10 @@ class ModelConfig:
     labels: tuple = ("anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise")
     input_size: int = 48
     batch_norm: bool = True  # not in the paper: lets short CPU schedules converge; folded at export
+    # Capacity (not in the paper; fer_tf.model.network.build_backbone): a multiplier of every
+    # convolution's filters, and 0-4 extra inception blocks (GoogLeNet's 4b-4e) after 4a.
+    width: float = 1.0
+    extra_blocks: int = 0
     # FC sizes: the paper does not fix them; these keep the shipped .keras + .tflite under 10 MB.
     ec_units: tuple = (512, 256)  # FC1, FC2 of the expression-classification branch
     ml_units: int = 256  # FC3, the metric branch's first layer

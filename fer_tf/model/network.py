@@ -29,19 +29,49 @@ from fer_tf.model.blocks import conv_prelu, inception_block
 PACKAGE = "fer_tf"
 
 
-def build_backbone(input_size=48, batch_norm=True, name="backbone"):
+#: The inception blocks of the paper's network: (name, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool
+#: projection), GoogLeNet's sizes (Szegedy et al. 2015, Table 1).
+BLOCKS = {"inception3a": (64, 96, 128, 16, 32, 32), "inception3b": (128, 128, 192, 32, 96, 64),
+          "inception4a": (192, 96, 208, 16, 48, 64)}
+#: Blocks the ``extra_blocks`` option appends after inception 4a, at the same 3x3 resolution and
+#: in this order (GoogLeNet's 4b to 4e). Not in the paper.
+EXTRA_BLOCKS = (("inception4b", (160, 112, 224, 24, 64, 64)),
+                ("inception4c", (128, 128, 256, 24, 64, 64)),
+                ("inception4d", (112, 144, 288, 32, 64, 64)),
+                ("inception4e", (256, 160, 320, 32, 128, 128)))
+
+
+def build_backbone(input_size=48, batch_norm=True, name="backbone", width=1.0, extra_blocks=0):
     """Convolutional groups: conv 7x7/2, pool, conv 1x1, conv 3x3, pool, inception 3a, 3b, pool,
-    inception 4a, global average pool. 48x48 input -> 512 features (about 50 MMAC per image)."""
+    inception 4a, global average pool. 48x48 input -> 512 features (about 50 MMAC per image).
+
+    Two named deviations, off by default (``ModelConfig.width`` / ``extra_blocks``): ``width``
+    multiplies every convolution's filter count (rounded to a multiple of 8), and ``extra_blocks``
+    (0-4) appends GoogLeNet's inception 4b, 4c, 4d, 4e after 4a (3x3 maps: few multiply-accumulates
+    per parameter)."""
+    if not 0 <= int(extra_blocks) <= len(EXTRA_BLOCKS):
+        raise ConfigError(f"model option extra_blocks={extra_blocks}: use 0 to {len(EXTRA_BLOCKS)}")
+    if not 0.25 <= float(width) <= 4.0:
+        raise ConfigError(f"model option width={width}: use a multiplier between 0.25 and 4")
+
+    def w(filters):
+        return filters if width == 1.0 else max(8, int(round(filters * width / 8.0)) * 8)
+
+    def block(x, block_name, sizes):
+        return inception_block(x, *(w(f) for f in sizes), batch_norm, name=block_name)
+
     inputs = keras.Input((input_size, input_size, 1), name="face")
-    x = conv_prelu(inputs, 64, 7, strides=2, batch_norm=batch_norm, name="conv1")
+    x = conv_prelu(inputs, w(64), 7, strides=2, batch_norm=batch_norm, name="conv1")
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
-    x = conv_prelu(x, 64, 1, batch_norm=batch_norm, name="conv2a")
-    x = conv_prelu(x, 192, 3, batch_norm=batch_norm, name="conv2b")
+    x = conv_prelu(x, w(64), 1, batch_norm=batch_norm, name="conv2a")
+    x = conv_prelu(x, w(192), 3, batch_norm=batch_norm, name="conv2b")
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)
-    x = inception_block(x, 64, 96, 128, 16, 32, 32, batch_norm, name="inception3a")
-    x = inception_block(x, 128, 128, 192, 32, 96, 64, batch_norm, name="inception3b")
+    x = block(x, "inception3a", BLOCKS["inception3a"])
+    x = block(x, "inception3b", BLOCKS["inception3b"])
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool3")(x)
-    x = inception_block(x, 192, 96, 208, 16, 48, 64, batch_norm, name="inception4a")
+    x = block(x, "inception4a", BLOCKS["inception4a"])
+    for block_name, sizes in EXTRA_BLOCKS[:int(extra_blocks)]:
+        x = block(x, block_name, sizes)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     return keras.Model(inputs, x, name=name)
 
@@ -111,7 +141,8 @@ class JointModel(keras.Model):
         if isinstance(config, dict):
             config = ModelConfig(**config)
         config = config or ModelConfig()
-        backbone = backbone or build_backbone(config.input_size, config.batch_norm)
+        backbone = backbone or build_backbone(config.input_size, config.batch_norm,
+                                               width=config.width, extra_blocks=config.extra_blocks)
         two_branch = config.variant.startswith("2B")
         adaptive = config.variant == "2B(N+M)" or config.variant == "1B(N+M)"
         adaptive = adaptive and config.adaptive

@@ -183,8 +183,9 @@ LATER_OPTIONS = ("distill_from", "distill_weight", "distill_temperature", "selec
                  "swa_learning_rate", "init_from")
 _TRAIN_DEFAULTS = defaults(TrainConfig)
 #: Model options added after runs were committed, likewise (the metric loss's parts: at their
-#: defaults, the paper's, they build the loss the runs used).
-MODEL_LATER_OPTIONS = ("miner", "distance", "reducer")
+#: defaults, the paper's, they build the loss the runs used; the capacity options: at their
+#: defaults, the paper's network).
+MODEL_LATER_OPTIONS = ("miner", "distance", "reducer", "width", "extra_blocks")
 _MODEL_DEFAULTS = defaults(ModelConfig)
 
 
