@@ -31,7 +31,8 @@ def headline(r):
     if inf:
         h.update({k: inf["headline"].get(k) for k in (
             "tflite_ms", "tflite_variant", "fer_package_ms", "fer_own_call_ms", "tflite_vs_fer_ratio",
-            "tflite_vs_fer_speedup", "end_to_end_ratio_to_fer")})
+            "tflite_vs_fer_speedup", "end_to_end_ratio_to_fer", "flip_average_ms",
+            "flip_average_vs_default_ratio", "flip_average_vs_fer_ratio")})
         h["recognizer_end_to_end_ms"] = {size: _get(row, "times_ms", "ours", "median")
                                          for size, row in (inf.get("end_to_end") or {}).items()}
     people = r.get("people")
@@ -102,6 +103,11 @@ def _inference_section(r):
         L.append(f"| fer_tf `model.tflite` (the default, timed again as its own file) | LiteRT | 1 | "
                  f"{ms('fer_tf_default')} | | |")
         L.append(f"| fer_tf default, 2 threads | LiteRT | 2 | {ms('fer_tf_default_2threads')} | | |")
+    if "fer_tf_default_flip_average" in pf:
+        fa = ours.get("flip_average") or {}
+        agree = _get(fa, "parity", "top1_agreement")
+        L.append(f"| fer_tf default with `--flip-average` (face and mirror image, averaged) | LiteRT | 1 | "
+                 f"{ms('fer_tf_default_flip_average')} | {_f(agree and 100 * agree, 1, '%')} | |")
         L.append(f"| fer_tf default, batch of 64 (per face) | LiteRT | 1 | "
                  f"{ms('fer_tf_default_batch64_per_face')} | | |")
     if "fer_tf_shipped_file" in pf:
@@ -123,6 +129,12 @@ def _inference_section(r):
                  f"the same runtime: **{_f(h.get('tflite_vs_fer_ratio'))}x** its time "
                  f"(`tflite_vs_fer_ratio`; `tflite_vs_fer_speedup` = {_f(h.get('tflite_vs_fer_speedup'))}); "
                  f"against `fer`'s own call: {_f(_get(inf, 'headline', 'tflite_vs_fer_own_call_ratio'))}x.")
+    if h.get("flip_average_ms"):
+        L.append(f"With test-time flip averaging (`fer-tf export --flip-average`: the network also "
+                 f"runs on the mirror image): {_f(h['flip_average_ms'], 3)} ms per face, "
+                 f"{_f(h.get('flip_average_vs_default_ratio'))}x the default's time and "
+                 f"{_f(h.get('flip_average_vs_fer_ratio'))}x `fer`'s. What it buys in accuracy is "
+                 f"measured on FER2013 (`reports/fer2013`, the flip-averaged columns).")
     macs = inf.get("macs_per_face", {})
     if macs.get("fer_tf") and macs.get("fer"):
         L.append(f"Work per face, counted from the TFLite graphs: ours {macs['fer_tf'] / 1e6:.1f} M "

@@ -151,13 +151,17 @@ def test_readme_renders_a_full_results_dict():
                      "variants": {"dynamic": {"status": "ok", "note": "dynamic range",
                                               "parity": {"top1_agreement": 1.0},
                                               "xnnpack": {"fallback_ops": {"CUMSUM": 1}}}},
-                     "default": {"variant": "dynamic", "reason": "fastest"}},
+                     "default": {"variant": "dynamic", "reason": "fastest"},
+                     "flip_average": {"note": "dynamic range", "parity": {"top1_agreement": 0.99}}},
             "per_face_ms": {k: timing for k in ("fer_tf_dynamic", "fer_tf_default", "fer_litert",
-                                                "fer_own", "fer_tf_preprocessing_only")},
+                                                "fer_own", "fer_tf_preprocessing_only",
+                                                "fer_tf_default_flip_average")},
             "macs_per_face": {"fer_tf": 42e6, "fer": 10e6},
             "fer": {"fer_version": "x", "versions": {"tensorflow": "y"}, "installed": ["fer==x"]},
             "headline": {"tflite_ms": 0.4, "tflite_variant": "dynamic", "fer_package_ms": 0.5,
                          "tflite_vs_fer_ratio": 0.8, "tflite_vs_fer_speedup": 1.25,
+                         "flip_average_ms": 0.7, "flip_average_vs_default_ratio": 1.75,
+                         "flip_average_vs_fer_ratio": 1.4,
                          "end_to_end_ratio_to_fer": {"256x256": 0.6, "512x512": 0.4}},
             "end_to_end": {size: {"times_ms": {k: timing for k in ("ours", "ours_mediapipe_graphs", "fer")},
                                   "stages_ms": {"detection": 1.0, "alignment": 0.1,
@@ -177,9 +181,11 @@ def test_readme_renders_a_full_results_dict():
     text = report.readme(r)
     for needle in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "10.00x", "| yes |", "| no (see 3) |", "**0.80x**",
                    "256x256: 0.60x, 512x512: 0.40x", "4: det0 2, mesh 1, scan 1 (9: det0 7, det1 1, mesh 1)",
-                   "(**default**)", "| 1.50 |"):
+                   "(**default**)", "| 1.50 |", "`--flip-average` (face and mirror image, averaged)",
+                   "0.700 ms per face, 1.75x the default's time and 1.40x `fer`'s", "| 99.0% |"):
         assert needle in text, needle
     assert r["headline"]["tflite_vs_fer_ratio"] == 0.8
+    assert r["headline"]["flip_average_vs_fer_ratio"] == 1.4
 
 
 def test_interleaved_timing_and_tflite_macs(tmp_path):

@@ -11,6 +11,11 @@ The input and output of every variant, int8 included, are float32: ``[B, 60, 60,
 An earlier export in DIR is replaced only with ``--overwrite`` (then all of its files, so that none
 mixes with the new ones), never the checkpoint being exported; the export is built beside DIR and
 moved in when complete, so a failure (a full disk) leaves DIR as it was.
+
+``--flip-average`` (test-time augmentation, not in the paper) builds every artefact to average each
+face's probabilities with those of its mirror image: about twice the network's cost per face (the
+export report times every variant; `make bench` compares both); the sidecars say
+``"flip_average": true``.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ def register(subparsers):
                         help="parity faces drawn at random (default 300)")
     parser.add_argument("--variants", default=",".join(_VARIANTS),
                         help=f"comma-separated TFLite variants (default {','.join(_VARIANTS)})")
+    parser.add_argument("--flip-average", action="store_true",
+                        help="average each face's probabilities with its mirror image's (about "
+                             "twice the cost per face; not in the paper)")
     parser.add_argument("--json", action="store_true", help="print the export report as JSON")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier export in DIR (all of its files)")
@@ -102,7 +110,8 @@ def run(args):
         parity_faces = load_faces(args.parity_data, args.parity_format or args.format,
                                   args.parity_size, seed=1)
     report = export_model(args.checkpoint, args.output, calibration_faces=calibration,
-                          variants=variants, parity_faces=parity_faces, overwrite=args.overwrite)
+                          variants=variants, parity_faces=parity_faces, overwrite=args.overwrite,
+                          flip_average=args.flip_average)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

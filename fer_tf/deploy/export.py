@@ -39,7 +39,8 @@ from fer_tf.deploy.convert import VARIANTS, convert_variant, short_error, xnnpac
 from fer_tf.errors import ConfigError, ModelFileError, OutputError
 from fer_tf.files import atomic_write_bytes, atomic_write_text, fsync_dir, quiet_native_stderr
 from fer_tf.model import saving
-from fer_tf.model.inference_model import FACE_SHAPE, build_inference_model, check_classifier
+from fer_tf.model.inference_model import (FACE_SHAPE, build_inference_model, check_classifier,
+                                          is_flip_averaged)
 
 #: The default TFLite model's file name in the export folder.
 DEFAULT_TFLITE = "model.tflite"
@@ -70,6 +71,7 @@ def export_model(
     parity_faces=None,
     source=None,
     overwrite=True,
+    flip_average=False,
 ):
     """Export a checkpoint (path to ``.keras``) or a model; return a report dict.
 
@@ -87,6 +89,10 @@ def export_model(
     removes what a failed one left. An earlier export's files in ``output_dir`` are all removed
     first (none mixes with the new ones); without ``overwrite`` they are refused
     (:class:`~fer_tf.errors.OutputError`), as is an export that would replace its own input.
+
+    ``flip_average`` (not in the paper): every artefact averages each face's probabilities with
+    those of its mirror image (:func:`~fer_tf.model.inference_model.build_inference_model`), at
+    about twice the network's cost per face; the sidecars and the report say ``flip_average``.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf  # deferred: TensorFlow (the converter)
@@ -107,7 +113,7 @@ def export_model(
         model = checkpoint_or_model
         kind = check_classifier(model)
     labels = _labels_of(model, labels)
-    inference = build_inference_model(model, labels, kind=kind)
+    inference = build_inference_model(model, labels, kind=kind, flip_average=flip_average)
 
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(final)
@@ -201,13 +207,18 @@ def _paths_in(value, staging, final):
 
 def _export_into(out, final, inference, labels, source, variants, calibration_faces, parity_faces, tf):
     """The body of :func:`export_model`: every artefact into ``out`` (the staging folder)."""
+    flip = is_flip_averaged(inference)
     report = {"output_dir": str(out), "labels": list(labels), "source": source,
-              "artefacts": {}, "variants": {}}
+              "flip_average": flip, "artefacts": {}, "variants": {}}
+    if flip:  # the sidecars say it too (those of models without it stay as they were)
+        source_and_flip = {"source": source, "flip_average": True}
+    else:
+        source_and_flip = {"source": source}
 
     # inference.keras
     keras_path = out / "inference.keras"
     saving.save_model(inference, keras_path)
-    saving.write_metadata(keras_path, labels, source=source, format="keras")
+    saving.write_metadata(keras_path, labels, format="keras", **source_and_flip)
     report["artefacts"]["inference.keras"] = {"path": str(keras_path), "size": _size(keras_path)}
 
     # SavedModel
@@ -218,8 +229,8 @@ def _export_into(out, final, inference, labels, source, variants, calibration_fa
         verbose=False,
         input_signature=[tf.TensorSpec([None, *FACE_SHAPE], tf.float32, name="face")],
     )
-    saving.write_metadata(sm_dir, labels, source=source, format="tf_saved_model",
-                            signature="serving_default")
+    saving.write_metadata(sm_dir, labels, format="tf_saved_model", signature="serving_default",
+                          **source_and_flip)
     report["artefacts"]["saved_model"] = {"path": str(sm_dir), "size": _size(sm_dir)}
 
     fp32_flatbuffer = None
@@ -243,7 +254,7 @@ def _export_into(out, final, inference, labels, source, variants, calibration_fa
         if variant == "fp32":
             fp32_flatbuffer = flatbuffer
         info["seconds"] = round(time.perf_counter() - started, 2)
-        saving.write_metadata(path, labels, source=source, format="tflite", **info)
+        saving.write_metadata(path, labels, format="tflite", **info, **source_and_flip)
         entry.update(size=_size(path), quantization=info.get("quantization"),
                      note=info.get("quantization", ""))
         if "int8_only_error" in info:
@@ -271,8 +282,8 @@ def _export_into(out, final, inference, labels, source, variants, calibration_fa
     target = out / DEFAULT_TFLITE
     if default is not None:
         atomic_write_bytes(target, pathlib.Path(converted[default]).read_bytes())
-        saving.write_metadata(target, labels, source=source, format="tflite", **infos[default],
-                              default_of=default, default_reason=reason)
+        saving.write_metadata(target, labels, format="tflite", **infos[default],
+                              default_of=default, default_reason=reason, **source_and_flip)
         report["default"]["path"] = str(target)
     report = _paths_in(report, out, final)
     atomic_write_text(out / "export_report.json", json.dumps(report, indent=2) + "\n")

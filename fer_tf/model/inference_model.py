@@ -64,7 +64,17 @@ def check_classifier(model, path="model"):
     )
 
 
-def build_inference_model(model, labels=None, name="fer_tf_inference", kind=None):
+#: The layer that marks a flip-averaged inference model (:func:`build_inference_model`).
+FLIP_AVERAGE = "flip_average"
+
+
+def is_flip_averaged(model):
+    """Whether an inference model averages each face's probabilities with its mirror image's."""
+    return any(layer.name == FLIP_AVERAGE for layer in getattr(model, "layers", ()))
+
+
+def build_inference_model(model, labels=None, name="fer_tf_inference", kind=None,
+                          flip_average=False):
     """Wrap an expression classifier into the inference model that export and inference run.
 
     ``model`` is a JointModel (its ``ec_model()`` is used), an EC network (``[B,48,48,1]``
@@ -75,6 +85,11 @@ def build_inference_model(model, labels=None, name="fer_tf_inference", kind=None
 
     ``kind`` is what :func:`check_classifier` returned for ``model``, when the caller has checked it
     already (a loader that checks once); ``None`` checks here.
+
+    ``flip_average`` (test-time augmentation, not in the paper): the EC network also runs on the
+    mirror image of each normalised face and the two probability vectors are averaged (layer
+    ``flip_average``), at twice the network's cost per face. An inference model given as it is
+    must then be one this function built (preprocessing followed by one network).
     """
     import keras  # deferred: loads the backend (TensorFlow by default)
 
@@ -84,6 +99,8 @@ def build_inference_model(model, labels=None, name="fer_tf_inference", kind=None
         kind = check_classifier(model)
     labels = labels if labels is not None else getattr(model, "labels", None)
     network = model.ec_model() if kind == "joint" else model
+    if kind == "face" and flip_average and not is_flip_averaged(model):
+        kind, network = "network", _network_of(model)
     if kind == "face":
         inference = model
     else:
@@ -94,7 +111,13 @@ def build_inference_model(model, labels=None, name="fer_tf_inference", kind=None
         face = keras.Input(FACE_SHAPE, dtype="float32", name="face")
         # named "face_preprocessing": export keeps this layer in float32 when it quantises
         x = FacePreprocessing(name="face_preprocessing")(face)
-        inference = keras.Model(face, network(x), name=name)
+        probabilities = network(x)
+        if flip_average:
+            from fer_tf.preprocess.normalize import HorizontalFlip  # deferred with keras
+
+            mirrored = network(HorizontalFlip(name="mirror")(x))
+            probabilities = keras.layers.Average(name=FLIP_AVERAGE)([probabilities, mirrored])
+        inference = keras.Model(face, probabilities, name=name)
     if labels is not None:
         labels = tuple(str(x) for x in labels)
         classes = int(inference.outputs[0].shape[-1])
@@ -102,6 +125,20 @@ def build_inference_model(model, labels=None, name="fer_tf_inference", kind=None
             raise ConfigError(f"{len(labels)} labels given for a model with {classes} outputs")
         object.__setattr__(inference, "labels", labels)
     return inference
+
+
+def _network_of(inference):
+    """The EC network inside an inference model built by :func:`build_inference_model`."""
+    import keras  # deferred: the backend
+
+    names = [layer.name for layer in inference.layers]
+    networks = [layer for layer in inference.layers if isinstance(layer, keras.Model)]
+    if "face_preprocessing" not in names or len(networks) != 1:
+        raise ModelFileError(
+            "flip averaging needs the EC network inside the model, but this model is not "
+            "preprocessing followed by one network; export the training checkpoint (.keras) instead"
+        )
+    return networks[0]
 
 
 def as_faces(faces):

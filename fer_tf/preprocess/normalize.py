@@ -258,3 +258,17 @@ class FacePreprocessing(keras.layers.Layer):
         config = super().get_config()
         config.update(crop_size=self.crop_size, histogram=self.histogram)
         return config
+
+
+@keras.saving.register_keras_serializable(package="fer_tf")
+class HorizontalFlip(keras.layers.Layer):
+    """Mirror images left to right: ``[B, H, W, C]`` -> the same with the width axis reversed.
+
+    Test-time flip averaging (``fer-tf export --flip-average``; not in the paper) runs the network
+    on a face and on its mirror image and averages the two probability vectors."""
+
+    def call(self, inputs):
+        return ops.flip(ops.convert_to_tensor(inputs), axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
