@@ -136,6 +136,12 @@ class TrainConfig:
     # Start from the weights of this .keras network of the same shape (e.g. a finished run, so
     # that swa_epochs = epochs adds a weight-averaged tail to it) instead of random ones.
     init_from: str | None = None
+    # Mixing augmentation (not in the paper; fer_tf.data.mixing): "mixup" or "CutMix" of the
+    # classification batches of FER2013 pretraining, lam ~ Beta(mixing_alpha, mixing_alpha), each
+    # row mixed with probability mixing_probability. "none": off.
+    mixing: str = "none"
+    mixing_alpha: float = 1.0
+    mixing_probability: float = 1.0
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "adamw", "sgd"):
@@ -159,6 +165,20 @@ class TrainConfig:
                               "which would undo the averaging)")
         if self.swa_epochs and not self.swa_learning_rate > 0.0:
             raise ConfigError(f"swa_learning_rate must be > 0, got {self.swa_learning_rate}")
+        self.mixing_settings()  # checks the mixing options
+
+    def mixing_settings(self):
+        """The :class:`fer_tf.data.mixing.Mixing` these settings describe."""
+        from fer_tf.data.mixing import Mixing  # deferred: numpy (configs load before the data code)
+
+        return Mixing(self.mixing, self.mixing_alpha, self.mixing_probability)
+
+    def refuse_mixing(self, where):
+        """Raise :class:`ConfigError` when mixing is on: ``where`` trains on batches it cannot mix."""
+        if self.mixing != "none":
+            raise ConfigError(f"mixing: {self.mixing} applies to classification batches only (FER2013 "
+                              f"pretraining, `make pretrain`); {where} trains on identity-aware "
+                              "batches, whose tuples need unmixed faces: set train.mixing to none")
 
     def augmentation(self, crop_size=48):
         """The :class:`fer_tf.data.augment.Augmentation` these settings describe."""

@@ -485,6 +485,26 @@ def scaled_learning_rate():
         assert clone.lr_scale == scale and list(clone.scaled_paths) == list(opt.scaled_paths)
 
 
+@check
+def mixing_matches_numpy():
+    """mixup and CutMix pixels (fer_tf.data.mixing.mix_images, in keras.ops) against NumPy."""
+    from fer_tf.data.mixing import BOX, LAMBDA, PARTNER, Mixing, mix_images, mix_plan
+
+    images = np.random.default_rng(0).normal(size=(12, 48, 48, 1)).astype("float32")
+    for kind in ("mixup", "cutmix"):
+        plan = mix_plan(Mixing(kind, alpha=0.5), 12, [1, 2])
+        expected = np.empty_like(images)
+        for i, (j, lam, (top, left, bottom, right)) in enumerate(
+                zip(plan[PARTNER], plan[LAMBDA], plan[BOX])):
+            if bottom > top and right > left:
+                expected[i] = images[i]
+                expected[i, top:bottom, left:right] = images[j, top:bottom, left:right]
+            else:
+                expected[i] = lam * images[i] + (1 - lam) * images[j]
+        close(to_np(mix_images(images, plan)), expected, atol=1e-6)
+        close(to_np(jit(lambda x, p: mix_images(x, p))(images, plan)), expected, atol=1e-6)
+
+
 def main():
     results = {}
     for name, fn in CHECKS.items():

@@ -35,9 +35,10 @@ CHECKS = [
     "miners_and_reducers_swappable",
     "compiled_equals_eager",
     "scaled_learning_rate",
+    "mixing_matches_numpy",
 ]
 CORE_MODULES = ["metric/distances", "metric/reducers", "metric/parts", "metric/mining", "metric/losses", "metric/layers",
-                "training/optimizers", "research/stats", "research/probes"]
+                "training/optimizers", "research/stats", "research/probes", "data/mixing"]
 
 
 @functools.lru_cache(maxsize=None)

@@ -31,6 +31,7 @@ from keras import ops
 
 from fer_tf.data.augment import NUM_UNIFORMS, Augmentation, augment_faces
 from fer_tf.data.face_tensors import CROP
+from fer_tf.data.mixing import mix_images, split_plan
 from fer_tf.preprocess.normalize import center_crop
 
 
@@ -60,6 +61,9 @@ class Feed:
         slices: ``k``, the augmentation seeds per batch (``batch_rows`` divisible by it).
         top_up: on backends that compile one step shape (PyDataset), fill a short last batch up
             with the epoch's first batch's leading rows and targets.
+        finish: ``Batch -> Batch``, applied to every batch last (after topping up), e.g. to add a
+            mixing plan (:mod:`fer_tf.data.mixing`; the backends then mix the augmented images
+            and drop the plan's keys from the targets).
     """
 
     faces: object
@@ -70,6 +74,15 @@ class Feed:
     batch_rows: int | None = None
     slices: int = 1
     top_up: bool = False
+    finish: Callable[[Batch], Batch] | None = None
+
+    def batches(self, epoch):
+        """The batches of ``epoch`` as the backend serves them: topped up (PyDataset) and
+        finished."""
+        batches = self.epoch_batches(epoch)
+        if self.top_up and not uses_tf_data():
+            batches = _topped_up(list(batches))
+        return batches if self.finish is None else (self.finish(b) for b in batches)
 
     def dataset(self, start_epoch=0, repeat=True, min_batches=None):
         """The batches from ``start_epoch`` on, for ``model.fit``/``predict``.
@@ -145,7 +158,7 @@ def _tf_dataset(feed, start_epoch, repeat):
     def generate():
         epoch = int(start_epoch)
         while True:
-            for b in feed.epoch_batches(epoch):
+            for b in feed.batches(epoch):
                 yield (b.rows, b.targets, b.seeds) if has_targets else (b.rows, b.seeds)
             if not repeat:
                 return
@@ -165,7 +178,10 @@ def _tf_dataset(feed, start_epoch, repeat):
         else:
             x = b // k
             images = tf.concat([images_of(rows[i * x:(i + 1) * x], seeds[i]) for i in range(k)], axis=0)
-        return (images, rest[0]) if has_targets else images
+        if not has_targets:
+            return images
+        targets, plan = split_plan(rest[0])
+        return (images, targets) if plan is None else (mix_images(images, plan), targets)
 
     ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
     ds = ds.map(assemble, num_parallel_calls=_map_calls(tf))
@@ -252,11 +268,13 @@ class FeedBatches(keras.utils.PyDataset):
             images = self._images(self.faces, rows)
         else:
             images = self._images(self.faces, rows, _uniforms(batch.seeds, len(rows)))
-        return (images, batch.targets) if self.feed.targets else (images,)
+        if not self.feed.targets:
+            return (images,)
+        targets, plan = split_plan(batch.targets)
+        return (images, targets) if plan is None else (mix_images(images, plan), targets)
 
     def _epoch(self, epoch):
-        batches = list(self.feed.epoch_batches(epoch))
-        return _topped_up(batches) if self.feed.top_up else batches
+        return list(self.feed.batches(epoch))
 
     def _load(self):
         self._batches = self._epoch(self.epoch)

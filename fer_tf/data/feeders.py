@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from fer_tf.data.augment import as_augmentation
-from fer_tf.data.face_tensors import face_tensor
+from fer_tf.data.face_tensors import CROP, face_tensor
 from fer_tf.data.feed import Batch, Feed, join
+from fer_tf.data.mixing import BOX, LAMBDA, PARTNER, mix_plan, mixed_targets
 from fer_tf.data.sampling import (PAD, IdentitySampler, augment_seed, classification_batches, steps_per_epoch,
                                   to_global_indices)
 from fer_tf.errors import ConfigError, DatasetError
@@ -89,7 +90,8 @@ def index_batch_dataset(sampler, faces, epoch_groups, steps_per_epoch, group_siz
 
 
 def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuffle=True, seed=0,
-                           start_epoch=0, repeat=True, preprocess=None, soft_targets=None):
+                           start_epoch=0, repeat=True, preprocess=None, soft_targets=None,
+                           mixing=None, num_classes=None, label_smoothing=0.0):
     """``(images [B,48,48,1], {"expression": int32 [B]})`` batches for softmax training.
 
     ``soft_targets``: optional float ``[n, C]`` cross-entropy targets, one row per face (e.g.
@@ -97,6 +99,11 @@ def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuff
 
     ``augment``: True (the paper's random crop and flip), False (centre crop) or an
     :class:`fer_tf.data.augment.Augmentation` (rotation, zoom, shift, random erasing too).
+
+    ``mixing``: a :class:`fer_tf.data.mixing.Mixing` (mixup or CutMix, not in the paper): the
+    augmented images are mixed within each batch and ``"expression_target"`` holds the mixed
+    targets: of ``soft_targets`` when given, else of the one-hot labels over ``num_classes``
+    smoothed by ``label_smoothing`` (the cross-entropy applies no smoothing to given targets).
 
     Rows whose label id is negative are dropped. The faces are normalised once and kept in memory;
     epoch k's order depends only on ``(seed, k)``. One epoch has ``steps_per_epoch(n, batch_size)``
@@ -125,6 +132,22 @@ def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuff
     specs = {"expression": (np.int32, ())}
     if soft_targets is not None:
         specs["expression_target"] = (np.float32, soft_targets.shape[1:])
+    augmentation = as_augmentation(augment)
+    finish = None
+    if mixing is not None and mixing.active:
+        size = CROP if augmentation is None else augmentation.crop_size
+        if soft_targets is None and not num_classes:
+            raise ConfigError("mixing needs num_classes (the width of the mixed one-hot targets)")
+        classes = soft_targets.shape[1] if soft_targets is not None else int(num_classes)
+        specs.update({"expression_target": (np.float32, (classes,)), PARTNER: (np.int32, ()),
+                      LAMBDA: (np.float32, ()), BOX: (np.int32, (4,))})
+
+        def finish(batch):
+            plan = mix_plan(mixing, len(batch.rows), batch.seeds[0], size=size)
+            targets = dict(batch.targets)
+            targets["expression_target"] = mixed_targets(
+                plan, targets["expression"], classes, label_smoothing, targets.get("expression_target"))
+            return Batch(batch.rows, {**targets, **plan}, batch.seeds)
 
     def epoch_batches(epoch):
         for rows, seed_ in classification_batches(n, batch_size, shuffle, seed, epoch, repeat=False):
@@ -134,7 +157,7 @@ def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuff
             yield Batch(rows, targets, seed_[None])
 
     feed = Feed(face_tensor(faces, preprocess), epoch_batches, steps_per_epoch(n, batch_size), targets=specs,
-                augmentation=as_augmentation(augment), top_up=True)
+                augmentation=augmentation, top_up=True, finish=finish)
     return feed.dataset(start_epoch, repeat)
 
 

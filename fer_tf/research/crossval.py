@@ -180,7 +180,7 @@ NOT_PROTOCOL = ("seed", "time_limit_minutes", "checkpoint_every")
 #: before the option existed, so they enter the digest only when set otherwise (else every
 #: committed run would count as stale and be trained again).
 LATER_OPTIONS = ("distill_from", "distill_weight", "distill_temperature", "select_epoch", "swa_epochs",
-                 "swa_learning_rate", "init_from")
+                 "swa_learning_rate", "init_from", "mixing", "mixing_alpha", "mixing_probability")
 _TRAIN_DEFAULTS = defaults(TrainConfig)
 #: Model options added after runs were committed, likewise (the metric loss's parts: at their
 #: defaults, the paper's, they build the loss the runs used; the capacity options: at their

@@ -91,6 +91,7 @@ def train_variant(variant, table, faces, train_rows, test_rows, model_config: Mo
     fold's accuracy after every epoch is recorded as ``fold_accuracy`` for the curves only.
     ``extra_faces``: other faces whose FC2 features are returned too (``extra_features``).
     """
+    train_config.refuse_mixing("fine-tuning (make finetune, fer-tf train)")
     labels = model_config.labels
     ids = table.expression_ids(labels)
     values = {k: v for k, v in to_dict(model_config).items() if k != "variant"}

@@ -89,7 +89,9 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
     def make_train(start_epoch):
         return classification_dataset(train_faces, train_ids, train_config.batch_size,
                                       augment=augmentation, seed=train_config.seed,
-                                      start_epoch=start_epoch, soft_targets=targets)
+                                      start_epoch=start_epoch, soft_targets=targets,
+                                      mixing=train_config.mixing_settings(), num_classes=len(labels),
+                                      label_smoothing=model_config.label_smoothing)
 
     val = split["PublicTest"]
     val_ds = eval_dataset(faces[val], batch_size=512, targets={"expression": ids[val]})
@@ -191,6 +193,7 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
     top-1 agreement with Keras, :func:`fer_tf.deploy.export.choose_default`) are copied into
     ``saved_models/`` with their label/preprocessing sidecars.
     """
+    train_config.refuse_mixing("the shipped model (make ship)")
     started, commit = time.time(), reporting.git_commit()  # before this run writes its artefacts
     loop.set_seed(train_config.seed)
     labels = model_config.labels
