@@ -23,7 +23,7 @@ from fer_tf.deploy import export
 from fer_tf.model import network, saving
 from fer_tf.research import pretrain_report
 from fer_tf.research import reporting
-from fer_tf.training import loop
+from fer_tf.training import loop, precision
 from fer_tf.config import ModelConfig, TrainConfig, to_dict
 from fer_tf.data.splits import subject_kfold
 from fer_tf.data.table import FaceTable
@@ -96,6 +96,10 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
     val = split["PublicTest"]
     val_ds = eval_dataset(faces[val], batch_size=512, targets={"expression": ids[val]})
     previous_policy = keras.mixed_precision.global_policy()
+    warning = precision.bfloat16_warning(train_config.mixed_precision,
+                                         accelerators=reporting.machine().get("gpus", 0))
+    if warning:
+        print(warning, file=sys.stderr)
     if train_config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
