@@ -259,6 +259,30 @@ def test_build_serves_everything_from_dist():
     assert "http://" not in html.replace("http://localhost", "") and "https://" not in html
 
 
+def test_build_never_replaces_a_folder_it_did_not_build(tmp_path, monkeypatch):
+    """--dist pointing at a user's folder: refused, nothing removed; an earlier build or an empty
+    folder is replaced."""
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"not ours")
+    assert not build._is_build(mine)
+    (tmp_path / "empty").mkdir()
+    assert build._is_build(tmp_path / "empty")
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "manifest.json").write_text(json.dumps({"index.html": {"bytes": 1}}))
+    assert build._is_build(earlier)
+    monkeypatch.setattr(build, "LITERT", tmp_path / "litert")  # past the npm check
+    (tmp_path / "litert" / "dist").mkdir(parents=True)
+    (tmp_path / "litert" / "dist" / "index.js").write_text("")
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    model.with_suffix(".json").write_text("{}")
+    with pytest.raises(SystemExit, match="not a page this script built"):
+        build.build(mine, model)
+    assert (mine / "holiday.jpg").read_bytes() == b"not ours"
+
+
 @pytest.mark.integration
 def test_image_hook_matches_python(session, site, python_recognizer):
     """?image=URL analyses the photo; #results holds fer-tf predict's fields, and the page finds

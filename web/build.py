@@ -134,6 +134,17 @@ def patched(model: bytes, template: dict, rows: int, cols: int) -> bytes:
     return bytes(out)
 
 
+def _is_build(folder: pathlib.Path):
+    """Whether ``folder`` is empty or an earlier output of :func:`build` (its manifest.json)."""
+    if folder.is_dir() and not any(folder.iterdir()):
+        return True
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "index.html" in manifest
+
+
 def build(dist: pathlib.Path, model: pathlib.Path):
     if not (LITERT / "dist" / "index.js").is_file():
         sys.exit("web/build.py: web/node_modules/@litertjs/core is missing: run `npm ci` in web/ (make web)")
@@ -141,6 +152,9 @@ def build(dist: pathlib.Path, model: pathlib.Path):
     for path in (model, sidecar):
         if not path.is_file():
             sys.exit(f"web/build.py: {path} is missing (the shipped model: make ship, or pass --model)")
+    if dist.exists() and not _is_build(dist):
+        sys.exit(f"web/build.py: {dist} exists and is not a page this script built (no manifest.json "
+                 "in it): nothing was replaced; pass --dist with a new folder, or remove it yourself")
     tmp = dist.with_name(dist.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(WEB / "src", tmp)

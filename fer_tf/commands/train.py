@@ -1,9 +1,10 @@
 """`fer-tf train DATA -o OUT`: fine-tune on your own identity-labelled faces, evaluate, export.
 
 DATA is any dataset the readers take (a folder, or a manifest CSV ``path,expression,subject``).
-The faces are aligned into the usual cache (runs/cache; a progress bar on a terminal), a few
-subjects are held out (all their images: ``--test-subjects``, by default about 1/8 of the subjects,
-at least 2; ``--folds K`` cross-validates instead, then trains the kept model on every subject),
+The faces are aligned into the usual cache (runs/cache, or $FER_TF_CACHE; a progress bar on a
+terminal), a few subjects are held out (all their images: ``--test-subjects``, by default about 1/8
+of the subjects, at least 2; ``--folds K`` cross-validates instead, then trains the kept model on
+every subject),
 the ``--variant`` is fine-tuned ``--from`` the shipped model (default), the FER2013-pretrained
 backbone, random weights or a .keras file, evaluated on the held-out subjects, and exported.
 
@@ -86,7 +87,9 @@ def run(args):
     from fer_tf.research import own_data
 
     log = sys.stderr
-    print(f"reading and aligning {args.data} (cached in runs/cache)", file=log)
+    from fer_tf.preprocess.prepared import DEFAULT_CACHE  # deferred: OpenCV, MediaPipe (aligning next)
+
+    print(f"reading and aligning {args.data} (cached in {DEFAULT_CACHE})", file=log)
     table, faces = own_data.load_faces(args.data, args.format)
     read = len(table)
     table, labels = own_data.choose_labels(table, args.labels)
