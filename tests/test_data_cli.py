@@ -62,10 +62,31 @@ def test_parse_options():
 
 
 def test_format_choices_match_readers():
-    from fer_tf.commands.data import _FORMATS
-    from fer_tf.data.readers import FORMATS
+    """One list of layouts: every command's --format choices come from fer_tf.data.formats, and
+    the readers read each of them."""
+    import inspect
 
-    assert _FORMATS == FORMATS
+    from fer_tf.commands import data, export, preprocess, train
+    from fer_tf.data import readers
+    from fer_tf.data.formats import FORMATS, IMAGE_FORMATS
+
+    assert readers.FORMATS is FORMATS
+    for module in (data, export, train):
+        assert module._FORMATS is FORMATS
+    assert preprocess._FORMATS is IMAGE_FORMATS and "cache" not in IMAGE_FORMATS
+    source = inspect.getsource(readers)
+    for name in FORMATS:
+        assert f'"{name}"' in source, name
+
+
+def test_cli_choices_that_stay_copies_match_their_homes():
+    """Names the light command modules keep a copy of (their homes load NumPy or YAML)."""
+    from fer_tf.commands import export, train
+    from fer_tf.config import VARIANTS
+    from fer_tf.deploy.convert import VARIANTS as TFLITE_VARIANTS
+
+    assert train._VARIANTS == VARIANTS
+    assert export._VARIANTS == TFLITE_VARIANTS
 
 
 def test_manifest_outside_paths_need_allow_outside(tmp_path, capsys):

@@ -19,11 +19,11 @@ import os
 import pathlib
 from collections import Counter
 
+from fer_tf.data.formats import FORMATS as _FORMATS
 from fer_tf.errors import ConfigError, DatasetError, OutputError
 from fer_tf.files import atomic_write_text
 from fer_tf.progress import Bar
 
-_FORMATS = ("ckplus48", "ckplus", "fer2013", "fer2013-csv", "jaffe", "kdef", "yale", "manifest", "cache")
 
 
 def register(subparsers):

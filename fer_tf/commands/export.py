@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 
+from fer_tf.data.formats import FORMATS as _FORMATS
 from fer_tf.errors import ConfigError, DatasetError
 
-_FORMATS = ("ckplus48", "ckplus", "fer2013", "fer2013-csv", "jaffe", "kdef", "yale", "manifest", "cache")
 _VARIANTS = ("fp32", "float16", "dynamic", "int8")
 
 

@@ -16,9 +16,9 @@ import re
 import sys
 
 from fer_tf.commands.data import add_reader_options, reader_options
+from fer_tf.data.formats import IMAGE_FORMATS as _FORMATS
 from fer_tf.errors import ConfigError, DatasetError
 
-_FORMATS = ("ckplus48", "ckplus", "fer2013", "fer2013-csv", "jaffe", "kdef", "yale", "manifest")
 
 
 def register(subparsers):

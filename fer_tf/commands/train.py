@@ -26,10 +26,10 @@ import shutil
 import sys
 import time
 
+from fer_tf.data.formats import FORMATS as _FORMATS
 from fer_tf.errors import ConfigError, OutputError
 from fer_tf.files import atomic_write_bytes, atomic_write_text
 
-_FORMATS = ("ckplus48", "ckplus", "fer2013", "fer2013-csv", "jaffe", "kdef", "yale", "manifest", "cache")
 _VARIANTS = ("softmax", "1B(N+1)", "2B(N+1)", "1B(N+M)", "2B(N+M)")
 
 

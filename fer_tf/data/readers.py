@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from fer_tf.data.cache_format import read_cache
+from fer_tf.data.formats import FORMATS
 from fer_tf.data.labels import canonical_expression
 from fer_tf.data.table import FaceTable
 from fer_tf.errors import DatasetError, DatasetWarning
 
-FORMATS = ("ckplus48", "ckplus", "fer2013", "fer2013-csv", "jaffe", "kdef", "yale", "manifest", "cache")
 
 #: Expected layout of each format, quoted in error messages.
 LAYOUTS = {
