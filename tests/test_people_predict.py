@@ -222,3 +222,23 @@ def test_cli_video_people_jsonl_and_timeline(capsys, two_people_video, tmp_path)
         rows = list(csv.DictReader(f))
     assert len(rows) == 34 and {r["track"] for r in rows} == {"1", "2"}
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.integration
+def test_cli_unmatched_counts_names_matched_in_videos(capsys, folders, two_people_video, tmp_path):
+    """alice (subject 1) is in the video only, zed in no input: the run's "unmatched" is zed
+    alone, though the images (bob's) matched neither."""
+    images = tmp_path / "bob_only"
+    images.mkdir()
+    for p in sorted((folders / "in").iterdir())[3:6]:  # subject 2's photos
+        shutil.copy(p, images / p.name)
+    enroll = tmp_path / "enroll"
+    shutil.copytree(folders / "enroll", enroll)
+    code, out, err = run(capsys, images, two_people_video, "--enroll", enroll, "--json", "-q")
+    assert code == 0, err
+    result = json.loads(out)
+    assert set(result["people"]) == {"bob"}  # the images' people
+    video = next(entry for entry in result["inputs"] if entry["path"] == str(two_people_video))
+    assert "alice" in video["summary"]["people"] and "alice" not in video["summary"]["unmatched"]
+    assert result["unmatched"] == ["zed"]
+    assert "alice matched no face in the images" in err  # true of the images; the video has her

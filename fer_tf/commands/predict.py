@@ -38,8 +38,9 @@ People (--people; --enroll and --baseline imply it):
   are grouped into people together (the number of people comes from the faces), so their lines
   come once every image is read; each video has its own tracks and people. A per-person summary
   (faces, share, count and share of each expression; in videos the seconds in each) follows:
-  {"inputs": [...], "people": {...}, "unmatched": [...]} for --json, a last {"people", "unmatched"}
-  line for --jsonl, and "people" in each video's summary. --enroll DIR: one subfolder of photos
+  {"inputs": [...], "people": {...}, "unmatched": [...]} for --json (the images' people; the
+  enrolled names that matched no face in any input), a last {"people", "unmatched"} line for
+  --jsonl, and "people" and "unmatched" in each video's summary. --enroll DIR: one subfolder of photos
   or one photo per name (the name is the subfolder's name or the file's stem); names that match
   no face are reported. --baseline self corrects each face by its person's own faces in the run;
   --baseline DIR by the neutral photos in DIR, matched to the people by face (no names needed;
@@ -380,7 +381,7 @@ def run(args):
                 bar.detail(f"people in {len(images)} image{'s' if len(images) != 1 else ''}")
                 grouped = people.images(images, progress=bar)
                 for name in people.summary["unmatched"]:
-                    note(f"--enroll {args.enroll}", f"{name} matched no face")
+                    note(f"--enroll {args.enroll}", f"{name} matched no face in the images")
         if todo and args.csv:
             try:
                 csv_out = _CsvOut(args.csv, recognizer.labels, args.overwrite,
@@ -443,7 +444,7 @@ def run(args):
                 pass
         if recognizer is not None:
             recognizer.close()
-    summary = people.summary if people is not None else None
+    summary = people.run_summary() if people is not None else None
     if results is not None:
         print(json.dumps(results if summary is None else {"inputs": results, **summary}, indent=2))
     elif summary is not None and args.jsonl:
@@ -517,6 +518,8 @@ def _video(recognizer, path, args, outputs, csv_out, out, note, bar, people=None
         people.finish_video(entry, tracker, args.every)
         for frame in frames:
             emit(frame, fps)
+    if people is not None:
+        people.saw_video(summary)
     for name in summary.get("unmatched", ()):
         note(path, f"--enroll {args.enroll}: {name} matched no face")
     if timeline is not None and summary["frames_with_face"]:

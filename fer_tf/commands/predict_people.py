@@ -67,6 +67,8 @@ class People:
             self.enrolled = who.enrolment(recognizer, enroll, self.embedder)
         #: The images' people (replaced by :meth:`images`; with no image, no one matched a name).
         self.summary = {"people": {}, "unmatched": sorted(self.enrolled)}
+        #: Enrolled names that some video's faces matched (:meth:`saw_video`).
+        self.matched_in_videos = set()
 
     def images(self, paths, progress=None):
         """``{path: entry}`` of the run's images, grouped together; keeps the run's people
@@ -90,6 +92,17 @@ class People:
             self.summary["baseline"] = result["baseline"]
             _say_note(result["baseline"])
         return entries
+
+    def saw_video(self, summary):
+        """Keep which enrolled names a video's faces matched (its summary's ``unmatched`` lists the
+        others)."""
+        self.matched_in_videos |= set(self.enrolled) - set(summary.get("unmatched", ()))
+
+    def run_summary(self):
+        """The run's summary: the images' people, and the enrolled names that matched no face in
+        any input, images or videos."""
+        return {**self.summary, "unmatched": [name for name in self.summary["unmatched"]
+                                              if name not in self.matched_in_videos]}
 
     def video_tracker(self):
         return self.who.VideoPeople(self.embedder, self.enrolled)
