@@ -124,7 +124,9 @@ class TrainConfig:
     # published backbone ("born-again" training). Each training face's target becomes
     # (1 - distill_weight) x its (smoothed) one-hot label + distill_weight x the teacher's
     # flip-averaged probabilities on its centre crop at distill_temperature (>1 softens them).
-    distill_from: str | None = None
+    # Several networks (a list, or paths separated by commas) make an ensemble teacher: their
+    # probabilities are averaged.
+    distill_from: str | list | None = None
     distill_weight: float = 0.5
     distill_temperature: float = 1.0
     # Weight averaging (not in the paper; SWA, Izmailov et al., UAI 2018): the last swa_epochs

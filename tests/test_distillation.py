@@ -90,3 +90,31 @@ def test_teacher_targets_temper_the_teacher_once(tmp_path):
     probabilities = distillation.predict.predict_probabilities(teacher, faces, flip=True)
     np.testing.assert_allclose(targets, distillation.soft_targets(labels, probabilities, 0.5, 2.0), atol=1e-5)
     assert summary["temperature"] == 2.0
+
+
+def test_an_ensemble_teacher_averages_its_networks_probabilities(tmp_path):
+    """Three networks (a list, or paths separated by commas): the targets are those of the mean of
+    their flip-averaged probabilities, computed here network by network."""
+    import keras
+
+    labels = list("abcdefg")
+    paths, each = [], []
+    faces = np.random.default_rng(1).normal(size=(5, 60, 60)).astype(np.float32)
+    for seed in range(3):
+        keras.utils.set_random_seed(seed)
+        teacher = network.build_model("softmax", labels=labels)
+        paths.append(tmp_path / f"t{seed}.keras")
+        teacher.save(paths[-1])
+        each.append(distillation.predict.predict_probabilities(teacher, faces, flip=True))
+    ids = np.array([0, 1, 2, 3, 4])
+    expected = distillation.soft_targets(ids, np.mean(each, axis=0), 0.7, 1.5, 0.1)
+    for value in (paths, ",".join(map(str, paths))):
+        targets, summary = distillation.teacher_targets(value, faces, ids, labels, weight=0.7,
+                                                        temperature=1.5, label_smoothing=0.1)
+        np.testing.assert_allclose(targets, expected, atol=1e-5)
+        assert summary["teacher"] == [str(p) for p in paths] and len(summary["ensemble"]) == 3
+    assert np.abs(each[0] - each[1]).max() > 1e-3  # the members differ
+    with pytest.raises(ConfigError, match="not found"):
+        distillation.teacher_targets([paths[0], tmp_path / "missing.keras"], faces, ids, labels)
+    with pytest.raises(ConfigError, match="names no teacher"):
+        distillation.teacher_paths(" , ")

@@ -185,7 +185,10 @@ def _other_runs_section(results, others):
                  f"PrivateTest {dt:+.2f} points.")
         distilled = r.get("distillation")
         if distilled:
-            text += (f" Distilled from `{distilled['teacher']}` (weight {distilled['weight']:g}, temperature "
+            teacher = distilled["teacher"]
+            teacher = (f"an ensemble of {len(teacher)} networks ({', '.join(f'`{t}`' for t in teacher)})"
+                       if isinstance(teacher, list) else f"`{teacher}`")
+            text += (f" Distilled from {teacher} (weight {distilled['weight']:g}, temperature "
                      f"{distilled['temperature']:g}); the teacher scores "
                      f"{_pct(distilled['teacher_train_accuracy'])} on the training faces (flip-averaged centre "
                      f"crops).")

@@ -60,29 +60,53 @@ def soft_targets(label_ids, teacher_probabilities, weight=0.5, temperature=1.0, 
     return targets.astype(np.float32)
 
 
+def teacher_paths(value):
+    """The teacher files ``train.distill_from`` names: one path, a list of paths, or paths
+    separated by commas (an ensemble: their probabilities are averaged)."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    paths = [pathlib.Path(str(item).strip()) for item in items if str(item).strip()]
+    if not paths:
+        raise ConfigError("train.distill_from names no teacher: give a .keras network, or several "
+                          "(a list, or paths separated by commas) for an ensemble")
+    return paths
+
+
 def teacher_targets(path, faces, label_ids, labels, weight=0.5, temperature=1.0, label_smoothing=0.0):
-    """Load the ``.keras`` teacher at ``path``, predict the normalised 60x60 ``faces`` (centre crop,
-    flip-averaged) and return ``(soft_targets, summary)``; ``summary`` says how the teacher fares
-    on these faces (for the run's results)."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise ConfigError(f"distillation teacher {path} not found: train.distill_from must name a "
-                          f".keras network, e.g. pretrained/fer2013_backbone.keras")
-    teacher = loop.load_checkpoint(path, compile=False)
-    teacher_labels = list(getattr(teacher, "labels", labels))
-    if teacher_labels != list(labels):
-        raise ConfigError(f"the teacher {path} predicts {teacher_labels}, but this run trains {list(labels)}; "
-                          f"distil from a network with the same labels in the same order")
-    print(f"distillation: predicting {len(faces)} training faces with the teacher {path}", file=sys.stderr)
-    probabilities = predict.predict_probabilities(teacher, faces, flip=True)
+    """Load the ``.keras`` teacher(s) at ``path`` (:func:`teacher_paths`: an ensemble when there
+    are several), predict the normalised 60x60 ``faces`` (centre crop, flip-averaged; an
+    ensemble's probabilities are averaged over its networks) and return ``(soft_targets,
+    summary)``; ``summary`` says how the teacher fares on these faces (for the run's results)."""
+    paths = teacher_paths(path)
+    for teacher_path in paths:
+        if not teacher_path.is_file():
+            raise ConfigError(f"distillation teacher {teacher_path} not found: train.distill_from must "
+                              "name .keras networks, e.g. pretrained/fer2013_backbone.keras")
     label_ids = np.asarray(label_ids)
+    each, members = [], []
+    for teacher_path in paths:
+        teacher = loop.load_checkpoint(teacher_path, compile=False)
+        teacher_labels = list(getattr(teacher, "labels", labels))
+        if teacher_labels != list(labels):
+            raise ConfigError(f"the teacher {teacher_path} predicts {teacher_labels}, but this run trains "
+                              f"{list(labels)}; distil from networks with the same labels in the same order")
+        print(f"distillation: predicting {len(faces)} training faces with the teacher {teacher_path}",
+              file=sys.stderr)
+        probabilities = predict.predict_probabilities(teacher, faces, flip=True)
+        each.append(probabilities)
+        members.append({"teacher": str(teacher_path),
+                        "train_accuracy": predict.accuracy(probabilities, label_ids)})
+    probabilities = np.mean(each, axis=0)
     tempered = temper(probabilities, temperature)
     summary = {
-        "teacher": str(path),
+        "teacher": str(paths[0]) if len(paths) == 1 else [str(p) for p in paths],
         "weight": float(weight),
         "temperature": float(temperature),
         "teacher_train_accuracy": predict.accuracy(probabilities, label_ids),
         "teacher_mean_top_probability": float(np.mean(np.max(tempered, axis=1))),
     }
+    if len(paths) > 1:
+        summary["ensemble"] = members
     # already tempered: soft_targets' own temper(..., 1.0) only renormalises
     return soft_targets(label_ids, tempered, weight, 1.0, label_smoothing), summary
