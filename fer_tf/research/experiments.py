@@ -65,12 +65,8 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
 
     started = time.time()
     loop.set_seed(train_config.seed)
-    table, faces = prepared_dataset(data_root, "fer2013")
     labels = model_config.labels
-    ids = table.expression_ids(labels)
-    faces = normalize_many(faces)
-    split = {name: np.flatnonzero((table.split == name) & (ids >= 0))
-             for name in ("Training", "PublicTest", "PrivateTest")}
+    table, faces, ids, split = fer2013_splits(data_root, labels)
     train_rows = split["Training"]
     if max_train_images:
         train_rows = np.random.default_rng(train_config.seed).permutation(train_rows)[:max_train_images]
@@ -82,7 +78,8 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
     if train_config.distill_from:
         targets, distilled = distillation.teacher_targets(
             train_config.distill_from, train_faces, train_ids, labels, train_config.distill_weight,
-            train_config.distill_temperature, model_config.label_smoothing)
+            train_config.distill_temperature, model_config.label_smoothing,
+            keys=face_keys(table, data_root, train_rows))
         print(f"distillation: the teacher scores {distilled['teacher_train_accuracy']:.4f} on the training "
               f"faces; mean top probability {distilled['teacher_mean_top_probability']:.3f}", file=sys.stderr)
 
@@ -131,6 +128,27 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
                       and v is not None)
     print(f"FER2013 {shown}; saved {out / 'pretrained.keras'}", file=sys.stderr)
     return results
+
+
+def fer2013_splits(data_root, labels):
+    """FER2013 as pretraining reads it: ``(table, normalised faces, label ids, {split: rows})``
+    for the splits Training, PublicTest and PrivateTest (rows of faces with a label)."""
+    table, faces = prepared_dataset(data_root, "fer2013")
+    ids = table.expression_ids(labels)
+    split = {name: np.flatnonzero((table.split == name) & (ids >= 0))
+             for name in ("Training", "PublicTest", "PrivateTest")}
+    return table, normalize_many(faces), ids, split
+
+
+def face_keys(table, data_root, rows):
+    """Each row's image path under ``data_root`` (``/``-separated): names the faces the same way on
+    every machine (stored teacher probabilities are checked against them)."""
+    root = pathlib.Path(data_root).resolve()
+    keys = []
+    for path in table.path[rows]:
+        path = pathlib.Path(str(path)).resolve()
+        keys.append(path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name)
+    return keys
 
 
 def split_accuracies(model, faces, ids, split):

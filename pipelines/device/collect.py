@@ -2,8 +2,9 @@
 
     python pipelines/device/collect.py WORK OUT
 
-OUT/results.json: {run name: its results.json (or ablation row file)}; OUT/<run>.keras for the
-paper's full schedule and the CPU recipe; a table of the finished runs on stdout.
+OUT/results.json: {run name: its results.json (or ablation row file)}; OUT/<run>.keras for each
+full run (the paper's schedule, the CPU recipe, or the Accuracy III runs); a table of the finished
+runs on stdout.
 """
 
 import json
@@ -20,10 +21,8 @@ def main(work, out):
     for path in sorted((work / "ablation").glob("*.json")):
         merged[f"ablation_{path.stem}"] = json.loads(path.read_text())
     (out / "results.json").write_text(json.dumps(merged, indent=1) + "\n")
-    for name in ("paper_full", "recipe"):
-        model = work / "runs" / name / "pretrained.keras"
-        if model.is_file():
-            shutil.copyfile(model, out / f"{name}.keras")
+    for model in sorted((work / "runs").glob("*/pretrained.keras"))[:6]:  # not the ablation's
+        shutil.copyfile(model, out / f"{model.parent.name}.keras")
 
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.2f}"

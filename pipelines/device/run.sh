@@ -14,12 +14,15 @@
 # A probe first times the compile and 20 steps (printed at once, so a cut-short call still says
 # how fast the machine trains). Every run stops training after TIME_LIMIT minutes; at DEADLINE
 # seconds after the start any run still going is interrupted, and whatever finished is collected.
-# Writes to $OUT: results.json (every finished run: results and history), log.txt, two models.
+# MODE=accuracy3 instead runs, side by side and on their full schedule, the runs of
+# pipelines/accuracy3.py that need no other run's network (the widest option first).
+# Writes to $OUT: results.json (every finished run: results and history), log.txt, the models.
 set -uo pipefail
 PACK=${PACK:-$PWD/.device}  # images, wheels, SOURCE_COMMIT (run from the repository root)
 cd "$(dirname "$0")/../.."    # the code: .device/src, a snapshot of the packed commit
 OUT=${OUT:?set OUT to the folder for the results}
 SMOKE=${SMOKE:-0}
+MODE=${MODE:-paper}  # paper: the paper's schedule, the ablation, the recipe; accuracy3: issue 27's runs
 WORK=${WORK:-/tmp/fer_device}
 TIME_LIMIT=${TIME_LIMIT:-6}
 DEADLINE=${DEADLINE:-540}
@@ -48,7 +51,19 @@ launch() {  # name, command...: run in the background, its lines prefixed with i
     ( "$@" 2>&1 | sed -u "s/^/[$name] /" | grep --line-buffered -v "^\[$name\] *$" > "$WORK/$name.log" ) &
     PIDS[$name]=$!
 }
-if [ "$SMOKE" != 1 ]; then
+if [ "$MODE" = accuracy3 ]; then  # issue 27: the campaign's runs that need no other run, full schedule
+    ROWS=""
+    [ "$SMOKE" = 1 ] && A3=(--set train.epochs=1 --set train.warmup_epochs=0 --max-train-images 256) || A3=()
+    while read -r name sets; do
+        args=(); for s in $sets; do args+=(--set "$s"); done
+        launch "$name" $PY pipelines/pretrain.py "${COMMON[@]}" \
+            "${args[@]}" "${A3[@]}" --output "$WORK/runs/$name" --report "$WORK/reports/$name" \
+            --publish "$WORK/pub/$name" --no-resume
+    done < <($PY -c "import sys; sys.path.insert(0, 'pipelines'); import accuracy3 as a
+for n, sets in a.RUNS.items():
+    if not a.needs(n): print(n, ' '.join(sets))")
+fi
+if [ "$SMOKE" != 1 ] && [ "$MODE" != accuracy3 ]; then
     launch paper_full $PY pipelines/pretrain.py --config configs/pretrain-paper.yaml "${COMMON[@]}" \
         --output "$WORK/runs/paper_full" --report "$WORK/reports/paper_full" --publish "$WORK/pub/paper_full" --no-resume
     launch recipe $PY pipelines/pretrain.py "${COMMON[@]}" \

@@ -1,0 +1,134 @@
+"""The "Accuracy III" campaign (issue 27): its full FER2013 runs, one at a time, resumable.
+
+    python pipelines/accuracy3.py [--work /work/acc3] [--list] [--run NAME]
+
+Each run is ``configs/pretrain.yaml`` (75 epochs) plus the named options below. Without ``--run``
+the first run whose result is not committed yet (``reports/fer2013/runs/NAME.json``) is started,
+or resumed from ``WORK/NAME-work`` (its checkpoint: rerun the same command after an interruption).
+A finished run leaves, to commit:
+
+- ``reports/fer2013/runs/NAME.json`` (its results, history and provenance), then rebuild
+  ``reports/fer2013/README.md`` with ``python pipelines/report_fer2013.py`` at a clean commit;
+- ``reports/fer2013/teachers/NAME.npz``: what the network predicts on the training faces
+  (0.3 MB; the ensemble run distils from these, so the 6-12 MB networks stay out of the
+  repository, whose tracked files must leave room for the GPU pack's 43 MiB of images). The
+  network itself stays in ``WORK/NAME-publish``.
+
+On a CPU without native bfloat16 the runs train in float32 (``train.mixed_precision=false``; the
+committed recipe's bfloat16 is several times slower there: fer_tf/training/precision.py). A run
+that needs other runs' networks (the ensemble) waits until they are committed.
+"""
+
+import argparse
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+from _common import DATASETS, REPO, run
+
+TEACHERS = REPO / "reports" / "fer2013" / "teachers"
+RESULTS = REPO / "reports" / "fer2013" / "runs"
+
+BACKBONE = "pretrained/fer2013_backbone.keras"
+
+#: name -> the options it adds to configs/pretrain.yaml (issue 27's list), in the order they run.
+RUNS = {
+    # capacity: GoogLeNet's inception 4b, 4c, 4d after 4a (3.0M parameters, 55.6 M MACs per face)
+    "extra-blocks-3-75-epochs": ["model.extra_blocks=3"],
+    # mixup (Zhang et al.) with the small alpha usual for noisy labels
+    "mixup-0.2-75-epochs": ["train.mixing=mixup", "train.mixing_alpha=0.2"],
+    # the paper-size network distilled from three independently trained networks: the committed
+    # backbone and the two runs above (their stored predictions)
+    "ensemble-distilled-75-epochs": [
+        f"train.distill_from={BACKBONE},reports/fer2013/teachers/extra-blocks-3-75-epochs.npz,"
+        "reports/fer2013/teachers/mixup-0.2-75-epochs.npz"],
+}
+
+
+def needs(name):
+    """The committed files a run's options name (distillation teachers)."""
+    paths = []
+    for item in RUNS[name]:
+        key, _, value = item.partition("=")
+        if key == "train.distill_from":
+            paths += [REPO / p for p in value.split(",")]
+    return paths
+
+
+def status(name):
+    if (RESULTS / f"{name}.json").is_file():
+        return "done"
+    missing = [p for p in needs(name) if not p.is_file()]
+    return f"waits for {', '.join(p.name for p in missing)}" if missing else "to run"
+
+
+def store_teacher(name, network):
+    """``reports/fer2013/teachers/NAME.npz``: the network's predictions on the training faces."""
+    from fer_tf.data.labels import BASIC7
+    from fer_tf.research.experiments import face_keys, fer2013_splits
+    from fer_tf.training.distillation import save_teacher_probabilities
+
+    labels = json.loads(pathlib.Path(network).with_suffix(".json").read_text()).get("labels") or BASIC7
+    table, faces, _, split = fer2013_splits(DATASETS / "fer2013", labels)
+    rows = split["Training"]
+    keys = face_keys(table, DATASETS / "fer2013", rows)
+    out = save_teacher_probabilities(network, faces[rows], keys, labels, TEACHERS / f"{name}.npz")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+
+
+def command(name, work):
+    """The pretrain command of run ``name`` (float32 where the CPU lacks native bfloat16)."""
+    from fer_tf.training.precision import bfloat16_warning
+
+    sets = list(RUNS[name])
+    if bfloat16_warning(True) is not None:
+        sets.append("train.mixed_precision=false")
+    folder = pathlib.Path(work)
+    return [sys.executable, "pipelines/pretrain.py", "--config", "configs/pretrain.yaml",
+            *[arg for item in sets for arg in ("--set", item)],
+            "--output", str(folder / f"{name}-work"), "--report", str(folder / f"{name}-report"),
+            "--publish", str(folder / f"{name}-publish")]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", default="runs/accuracy3", help="folder of the runs' checkpoints")
+    parser.add_argument("--list", action="store_true", help="say where each run stands, run nothing")
+    parser.add_argument("--run", choices=sorted(RUNS), help="this run (default: the first not done)")
+    parser.add_argument("--teacher", nargs=2, metavar=("NAME", "KERAS"),
+                        help="only write reports/fer2013/teachers/NAME.npz from the network KERAS")
+    args = parser.parse_args()
+    if args.teacher:
+        store_teacher(*args.teacher)
+        return 0
+    for name in RUNS:
+        print(f"{name}: {status(name)}")
+    if args.list:
+        return 0
+    name = args.run or next((n for n in RUNS if status(n) == "to run"), None)
+    if name is None:
+        print("nothing to run: every run is done or waits for a network that is not committed")
+        return 0
+    if status(name) != "to run":
+        print(f"{name}: {status(name)}", file=sys.stderr)
+        return 2
+    cmd = command(name, args.work)
+    print("running:", " ".join(cmd[1:]), flush=True)
+    code = subprocess.call(cmd, cwd=REPO)
+    if code:
+        return code
+    work = pathlib.Path(args.work)
+    report, publish = work / f"{name}-report", work / f"{name}-publish"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(report / "results.json", RESULTS / f"{name}.json")
+    store_teacher(name, publish / "fer2013_backbone.keras")
+    print(f"finished {name}: commit reports/fer2013/runs/{name}.json and reports/fer2013/teachers/"
+          f"{name}.npz, then run python pipelines/report_fer2013.py at that clean commit and commit "
+          "its README")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

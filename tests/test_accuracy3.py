@@ -1,0 +1,45 @@
+"""pipelines/accuracy3.py, the Accuracy III campaign driver: every run's options make a valid
+config, the ensemble waits for its teachers, and finished runs are not started again."""
+
+import pathlib
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "pipelines"))
+
+import accuracy3  # noqa: E402
+from _common import load_configs, parse_settings  # noqa: E402
+
+
+@pytest.mark.parametrize("name", list(accuracy3.RUNS))
+def test_every_run_is_a_valid_config_off_the_recipe_only_where_named(name):
+    base_model, base_train, _ = load_configs(REPO / "configs" / "pretrain.yaml")
+    model, train, _ = load_configs(REPO / "configs" / "pretrain.yaml", parse_settings(accuracy3.RUNS[name]))
+    changed = {f"model.{k}" for k, v in vars(model).items() if v != getattr(base_model, k)}
+    changed |= {f"train.{k}" for k, v in vars(train).items() if v != getattr(base_train, k)}
+    assert changed == {item.partition("=")[0] for item in accuracy3.RUNS[name]}
+    assert train.epochs == 75
+
+
+def test_the_ensemble_has_three_teachers_and_waits_for_the_two_runs(monkeypatch, tmp_path):
+    teachers = accuracy3.needs("ensemble-distilled-75-epochs")
+    assert len(teachers) == 3 and teachers[0] == REPO / accuracy3.BACKBONE
+    assert {p.stem for p in teachers[1:]} == {"extra-blocks-3-75-epochs", "mixup-0.2-75-epochs"}
+    monkeypatch.setattr(accuracy3, "RESULTS", tmp_path)
+    assert accuracy3.status("ensemble-distilled-75-epochs").startswith("waits for")
+    assert accuracy3.status("mixup-0.2-75-epochs") == "to run"
+    (tmp_path / "mixup-0.2-75-epochs.json").write_text("{}")
+    assert accuracy3.status("mixup-0.2-75-epochs") == "done"
+
+
+def test_command_trains_in_float32_where_the_cpu_lacks_bfloat16(monkeypatch):
+    from fer_tf.training import precision
+
+    monkeypatch.setattr(precision, "bfloat16_warning", lambda *a, **k: "slow")
+    cmd = accuracy3.command("extra-blocks-3-75-epochs", "/w")
+    assert cmd[cmd.index("--output") + 1] == "/w/extra-blocks-3-75-epochs-work"
+    assert "train.mixed_precision=false" in cmd and "model.extra_blocks=3" in cmd
+    monkeypatch.setattr(precision, "bfloat16_warning", lambda *a, **k: None)
+    assert "train.mixed_precision=false" not in accuracy3.command("extra-blocks-3-75-epochs", "/w")
