@@ -3,7 +3,8 @@
     python pipelines/ship.py [--config configs/ship.yaml] [--pretrained pretrained/fer2013_backbone.keras]
 
 Starts from the committed FER2013 backbone (`make pretrain` reproduces it). Writes saved_models/fer_tf_basic7.{keras,tflite,json} and
-reports/shipped/results.json (held-out subjects, FER2013 test splits, export parity, sizes).
+reports/shipped/results.json (held-out subjects, FER2013 test splits, export parity, sizes), then
+the model's neutral reference (pipelines/web_reference.py: into its sidecar and the web page).
 """
 
 import argparse
@@ -35,6 +36,14 @@ def main():
                                   output=args.output, saved_models=args.saved_models,
                                   report_dir=args.report)
     print({k: results[k] for k in ("held_out_subjects", "fer2013", "sizes_bytes")})
+    # the new model's neutral reference (its sidecar, and the web page's copy)
+    from web_reference import OUT, reference_report, store_in_sidecar
+    from fer_tf.files import atomic_write_text
+
+    model = __import__("pathlib").Path(args.saved_models) / "fer_tf_basic7.tflite"
+    report = reference_report(model, args.datasets)
+    store_in_sidecar(model, report)
+    atomic_write_text(OUT, __import__("json").dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -104,6 +104,68 @@ def test_neutral_photos_match_people_by_face(recognizer, photos, datasets_dir):
     assert all(f["probabilities"] == f["raw_probabilities"] for f in person2)  # no neutral photo
 
 
+def test_one_person_with_a_neutral_photo_is_corrected_against_the_stored_reference():
+    """Against the run's own people one person has nothing to correct against (their offset is
+    the reference); the model's stored reference corrects them, as correct_neutral with that
+    reference does, and the summary says which reference it was."""
+    from fer_tf.deploy.people import References, correct_records, stored_reference
+    from fer_tf.people import baseline as correction
+
+    labels = ["anger", "happiness", "neutral"]
+    rng = np.random.default_rng(0)
+    raw = rng.dirichlet(np.ones(3), 4)
+    neutral = References(vectors=np.zeros((1, 128), np.float32), probabilities=np.array([[0.2, 0.2, 0.6]]),
+                         sources=["me.jpg"], problems=[])
+    r = np.array([-1.0, -1.5, -0.4])
+    meta = {"neutral_reference": {"labels": labels, "space": "logits", "reference": r.tolist(),
+                                  "description": "15 test people"}}
+
+    def records():
+        return [{"person": "person-1", "expression": "anger",
+                 "probabilities": dict(zip(labels, row))} for row in raw]
+
+    people = {"person-1": [np.zeros(128, np.float32)]}
+    plain = records()
+    info = correct_records(plain, labels, "neutral", neutral, people, threshold=0.5)
+    assert info["people_corrected"] == [] and "only person" in info["note"]
+    assert "stored neutral reference" in info["note"]
+    stored = records()
+    info = correct_records(stored, labels, "neutral", neutral, people, threshold=0.5,
+                           reference=stored_reference(meta, labels))
+    assert info["people_corrected"] == ["person-1"] and "note" not in info
+    assert info["reference"] == "stored with the model: 15 test people"
+    want = correction.correct_neutral(raw, ["person-1"] * 4, neutral.probabilities, ["person-1"],
+                                      reference=r).probabilities
+    got = np.array([[f["probabilities"][n] for n in labels] for f in stored])
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    assert all(f["raw_probabilities"] != f["probabilities"] for f in stored)
+    # a reference over other labels, or another space, is not used
+    assert stored_reference(meta, ["anger", "neutral", "happiness"]) == (None, None)
+    other = {"neutral_reference": {**meta["neutral_reference"], "space": "probabilities"}}
+    assert stored_reference(other, labels) == (None, None)
+    assert stored_reference({}, labels) == (None, None)
+
+
+@pytest.mark.integration
+def test_cli_one_person_and_their_neutral_photo(capsys, datasets_dir, tmp_path):
+    """The app user's case: photos of one person and one neutral photo of them, with the shipped
+    model (its sidecar has the reference): corrected, raw scores kept."""
+    photos, neutral = tmp_path / "me", tmp_path / "neutral"
+    photos.mkdir()
+    neutral.mkdir()
+    for e in ("happy", "sad", "surprised"):
+        shutil.copy(_yale(datasets_dir, f"subject04.{e}"), photos / f"{e}.gif")
+    shutil.copy(_yale(datasets_dir, "subject04.normal"), neutral / "normal.gif")
+    code, out, err = run(capsys, photos, "--baseline", neutral, "--json", "-q")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["baseline"]["people_corrected"] == ["person-1"]
+    assert result["baseline"]["reference"].startswith("stored with the model: the mean offset of 15")
+    faces = [entry["faces"][0] for entry in result["inputs"]]
+    assert all(f["probabilities"] != f["raw_probabilities"] for f in faces)
+    assert "note:" not in err
+
+
 @pytest.mark.integration
 def test_neutral_photos_without_a_face_are_an_error(recognizer, photos, tmp_path):
     from fer_tf.deploy.people import NoUsableFaceError

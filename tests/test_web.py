@@ -473,3 +473,16 @@ def test_camera_enrolled_neutral_face(session, site, tmp_path):
     faces = s2.results()
     assert all(f["probabilities"] == f["raw_probabilities"] for f in faces)
     assert "not corrected" in s2.page.inner_text("#enrolment")
+
+
+def test_the_page_and_python_use_the_same_stored_reference():
+    """web/src/neutral_reference.json and the shipped model's sidecar hold the same reference (both
+    written by pipelines/web_reference.py for the same .tflite)."""
+    page = json.loads((REPO / "web" / "src" / "neutral_reference.json").read_text())
+    sidecar = json.loads((REPO / "saved_models" / "fer_tf_basic7.json").read_text())["neutral_reference"]
+    assert page["reference"] == sidecar["reference"] and page["labels"] == sidecar["labels"]
+    assert page["model_sha256"] == sidecar["model_sha256"]
+    import hashlib
+
+    shipped = (REPO / "saved_models" / "fer_tf_basic7.tflite").read_bytes()
+    assert sidecar["model_sha256"] == hashlib.sha256(shipped).hexdigest()

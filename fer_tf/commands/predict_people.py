@@ -110,7 +110,7 @@ class People:
     def finish_video(self, entry, tracker, every):
         """Correct a video's collected frames by the baseline (nothing without one)."""
         self.who.finish_video(entry, self.labels, tracker, self.neutral or self.baseline, self.neutral,
-                              every)
+                              every, self.who.stored_reference(self.recognizer.metadata, self.labels))
         _say_note((entry.get("summary") or {}).get("baseline") or {})
 
 

@@ -21,7 +21,9 @@ decided on their first embedding: an enrolled name when one is within the tracke
 in the run (:func:`fer_tf.people.baseline.correct_self`); neutral photos are matched to the people
 of the run by embedding (no names needed: each photo goes to the person whose mean vector is
 nearest, when closer than the grouping's cut) and correct that person's faces
-(:func:`~fer_tf.people.baseline.correct_neutral`). With a baseline, ``expression`` and
+(:func:`~fer_tf.people.baseline.correct_neutral`; its reference is the mean offset of the run's
+people with a neutral photo, or, when fewer than two have one, the model's stored reference:
+:func:`stored_reference`). With a baseline, ``expression`` and
 ``probabilities`` are the corrected ones and ``raw_expression`` / ``raw_probabilities`` keep the
 model's own; faces without a person are never corrected.
 
@@ -225,8 +227,30 @@ def _rounded(labels, probs):
     return {name: round(float(p), 6) for name, p in zip(labels, probs)}
 
 
+#: The sidecar key of a model's stored neutral reference (pipelines/web_reference.py writes it).
+NEUTRAL_REFERENCE = "neutral_reference"
+
+
+def stored_reference(metadata, labels):
+    """The reference offset ``r`` stored with a model (its sidecar's ``neutral_reference``: the
+    mean offset of a population's neutral photos, e.g. the 15 Yale subjects', scored by that
+    model), as ``(r [C], description)``; ``(None, None)`` when the model has none for these labels
+    in the correction's space."""
+    from fer_tf.people.baseline import NEUTRAL_DEFAULTS  # deferred: only with a baseline
+
+    ref = (metadata or {}).get(NEUTRAL_REFERENCE)
+    if not isinstance(ref, dict) or list(ref.get("labels") or ()) != list(labels):
+        return None, None
+    if ref.get("space") != NEUTRAL_DEFAULTS["space"]:
+        return None, None
+    values = np.asarray(ref.get("reference") or (), np.float64)
+    if values.shape != (len(labels),) or not np.all(np.isfinite(values)):
+        return None, None
+    return values, ref.get("description") or "stored with the model"
+
+
 def correct_records(records, labels, baseline, neutral=None, people_vectors=None, threshold=None,
-                    key="probabilities", also=()):
+                    key="probabilities", also=(), reference=None):
     """Apply a baseline to face ``records`` (dicts with ``person`` and ``key``), in place.
 
     ``baseline``: ``None`` (nothing done), ``"self"``, or neutral photos whose
@@ -236,8 +260,13 @@ def correct_records(records, labels, baseline, neutral=None, people_vectors=None
     offsets. Every record keeps the model's values as ``raw_<key>`` (and ``raw_expression``
     beside ``expression``, which follows ``probabilities``); faces without a person, and people
     without evidence or a matched neutral photo, keep their raw values. Returns what was done:
-    ``{"baseline", "people_corrected"[, "neutral_photos", "note"]}`` (``note``: why nothing was
-    corrected when one person alone had a baseline).
+    ``{"baseline", "people_corrected"[, "neutral_photos", "reference", "note"]}`` (``note``: why
+    nothing was corrected when one person alone had a baseline).
+
+    Neutral photos correct against the mean offset of the run's people that have one; with one
+    such person that mean is their own offset and would correct nothing, so ``reference`` (a
+    model's :func:`stored_reference`, ``(r, description)``) is used instead when given, and
+    ``"reference"`` in the result says which.
     """
     from fer_tf.people import baseline as correction  # deferred: only with a baseline
 
@@ -252,8 +281,15 @@ def correct_records(records, labels, baseline, neutral=None, people_vectors=None
         matched = match_people(neutral.vectors, people_vectors or {}, threshold)
         use = [i for i, p in enumerate(matched) if p is not None]
         info = {"baseline": "neutral", "neutral_photos": dict(zip(neutral.sources, matched))}
+        options = {}
+        stored, description = reference if reference is not None else (None, None)
+        if use and stored is not None and len({matched[i] for i in use}) < 2:
+            options["reference"] = stored
+            info["reference"] = f"stored with the model: {description}"
+        elif use:
+            info["reference"] = "the run's people with a neutral photo"
         result = correction.correct_neutral(raw, persons, neutral.probabilities[use],
-                                            [matched[i] for i in use]) if use else None
+                                            [matched[i] for i in use], **options) if use else None
     # a person counts as corrected only when their shift is not zero: against the run's own
     # reference (the default), a run whose only evidence is one person's has nothing to correct
     info["people_corrected"] = [] if result is None else [
@@ -262,7 +298,9 @@ def correct_records(records, labels, baseline, neutral=None, people_vectors=None
     if len(with_evidence) == 1 and not info["people_corrected"]:
         info["note"] = (f"{with_evidence[0]} is the only person with a baseline in this run: the "
                         "correction is relative to the run's people, so nothing was corrected; run "
-                        "the faces of two or more people together")
+                        "the faces of two or more people together"
+                        + ("" if info.get("baseline") == SELF else
+                           ", or use a model with a stored neutral reference (the shipped one has it)"))
     corrected = {key: raw if result is None else result.probabilities}
     for name in also:
         probs = np.array([[r[name][n] for n in labels] for r in records], np.float64)
@@ -379,7 +417,8 @@ def predict_people(recognizer, inputs, baseline=None, enroll=None, embedder=None
     people_vectors = collections.OrderedDict()
     for name, v in zip(names, vectors):
         people_vectors.setdefault(name, []).append(v)
-    info = correct_records(records, recognizer.labels, baseline, neutral, people_vectors, threshold)
+    info = correct_records(records, recognizer.labels, baseline, neutral, people_vectors, threshold,
+                           reference=stored_reference(recognizer.metadata, recognizer.labels))
     if neutral is not None and neutral.problems:
         info["neutral_problems"] = dict(neutral.problems)
     return {"images": images, "faces": records, "people": person_summary(records, recognizer.labels),
@@ -488,21 +527,22 @@ def _reason_text(reason):
             "no embedder": "no identity embedder"}.get(reason, reason or "no identity yet")
 
 
-def finish_video(entry, labels, people, baseline=None, neutral=None, every=1):
+def finish_video(entry, labels, people, baseline=None, neutral=None, every=1, reference=None):
     """Correct a whole video's ``entry`` (``{"fps", "frames", "summary"}``, every frame) by a
     baseline, in place, once all its frames are known, and recount ``summary["people"]``.
 
     Offsets come from each face's own ``frame_probabilities``; the smoothed ``probabilities``
     are shifted by the same offsets. Neutral photos are matched to the video's people
     (``people``: its :class:`VideoPeople`) within the tracker's ``same_person`` distance;
-    ``every``: the frames' spacing (for the seconds in each expression).
+    ``every``: the frames' spacing (for the seconds in each expression); ``reference``: the
+    model's :func:`stored_reference`, for a video with one person.
     """
     if baseline is None:
         return entry
     records = [face for frame in entry["frames"] for face in frame["faces"]]
     info = correct_records(records, labels, baseline, neutral, people.vectors,
                            people.tracker.same_person, key="frame_probabilities",
-                           also=("probabilities",))
+                           also=("probabilities",), reference=reference)
     summary = entry["summary"]
     seconds = every / entry["fps"] if entry.get("fps") else None
     summary["people"] = person_summary(records, labels, seconds)
