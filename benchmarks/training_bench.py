@@ -116,7 +116,8 @@ def throughput(table, faces, settings, log=print):
 def _val_images(faces):
     import tensorflow as tf
 
-    from fer_tf.preprocess.normalize import center_crop, normalize_faces
+    from fer_tf.data.crops import center_crop
+    from fer_tf.preprocess.normalize import normalize_faces
 
     x = normalize_faces(tf.constant(faces))
     x = center_crop(x, size=48)

@@ -7,6 +7,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from fer_tf.preprocess import normalize as nz  # noqa: E402
+from fer_tf.data.crops import center_crop  # noqa: E402
 
 
 def reference(img):
@@ -98,16 +99,16 @@ def test_unknown_spatial_size_is_rejected():
 
 def test_center_crop():
     x = np.arange(2 * 60 * 60).reshape(2, 60, 60, 1)
-    out = nz.center_crop(x)
+    out = center_crop(x)
     assert isinstance(out, np.ndarray) and out.shape == (2, 48, 48, 1)  # NumPy in, NumPy out
     np.testing.assert_array_equal(out, x[:, 6:54, 6:54])
-    tensor = nz.center_crop(keras.ops.convert_to_tensor(x))  # a tensor stays a tensor
+    tensor = center_crop(keras.ops.convert_to_tensor(x))  # a tensor stays a tensor
     assert keras.ops.is_tensor(tensor)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(tensor), x[:, 6:54, 6:54])
-    np.testing.assert_array_equal(nz.center_crop(x[:, 1:, 2:, 0], 48), x[:, 6:54, 7:55, 0])  # 59x58
-    assert nz.center_crop(x[0, :, :, 0]).shape == (48, 48)
+    np.testing.assert_array_equal(center_crop(x[:, 1:, 2:, 0], 48), x[:, 6:54, 7:55, 0])  # 59x58
+    assert center_crop(x[0, :, :, 0]).shape == (48, 48)
     with pytest.raises(ValueError):
-        nz.center_crop(np.zeros((40, 40)))
+        center_crop(np.zeros((40, 40)))
 
 
 def test_resize_face():

@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from fer_tf.data.augment import NUM_UNIFORMS, augment_faces
-from fer_tf.preprocess.normalize import center_crop, normalize_faces
+from fer_tf.data.crops import center_crop
+from fer_tf.preprocess.normalize import normalize_faces
 
 FACES = arrays(np.uint8, (2, 60, 60), elements=st.integers(0, 200))
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

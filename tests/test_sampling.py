@@ -254,7 +254,8 @@ def test_eval_dataset_centre_crop_in_order():
 
 
 def test_uint8_faces_are_normalised():
-    from fer_tf.preprocess.normalize import center_crop, normalize_faces
+    from fer_tf.data.crops import center_crop
+    from fer_tf.preprocess.normalize import normalize_faces
 
     faces = np.random.default_rng(0).integers(0, 256, size=(5, 60, 60), dtype=np.uint8)
     out = next(iter(feeders.eval_dataset(faces))).numpy()

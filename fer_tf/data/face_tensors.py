@@ -12,10 +12,11 @@ import weakref
 
 import numpy as np
 
+from fer_tf.data.crops import CROP_SIZE
 from fer_tf.errors import DatasetError
 
 #: The smallest face side a feeder accepts: the 48x48 crop of the paper.
-CROP = 48
+CROP = CROP_SIZE
 
 
 def normalised_faces(faces, preprocess=None, chunk=128):

@@ -30,9 +30,9 @@ import numpy as np
 from keras import ops
 
 from fer_tf.data.augment import NUM_UNIFORMS, Augmentation, augment_faces
+from fer_tf.data.crops import center_crop
 from fer_tf.data.face_tensors import CROP
 from fer_tf.data.mixing import mix_images, split_plan
-from fer_tf.preprocess.normalize import center_crop
 
 
 @dataclasses.dataclass(frozen=True)

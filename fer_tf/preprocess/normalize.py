@@ -23,9 +23,8 @@ import keras
 import numpy as np
 from keras import ops
 
-#: Faces are stored at this size; the network sees centre (or random) crops of CROP_SIZE.
-FACE_SIZE = 60
-CROP_SIZE = 48
+from fer_tf.data.crops import CROP_SIZE, FACE_SIZE, as_nhwc, center_crop
+
 #: Floor of the per-image standard deviation in step 3 (equalised levels are in 0..1).
 MIN_STD = 1e-3
 HISTOGRAMS = ("segment", "onehot", "segment_flat")
@@ -166,36 +165,6 @@ def normalize_faces_numpy(x):
     return out.reshape(x.shape)
 
 
-def _as_nhwc(x, keep_numpy=False):
-    """-> (tensor [B, H, W, C], restore function); a NumPy array stays one with ``keep_numpy``."""
-    if not (keep_numpy and isinstance(x, np.ndarray)):
-        x = ops.convert_to_tensor(x)
-    rank = len(x.shape)
-    if rank == 2:  # [H, W]
-        return x[None, :, :, None], lambda y: y[0, :, :, 0]
-    if rank == 3:
-        if x.shape[-1] == 1:  # [H, W, 1]
-            return x[None], lambda y: y[0]
-        return x[..., None], lambda y: y[..., 0]  # [B, H, W]
-    if rank == 4:
-        return x, lambda y: y
-    raise ValueError(f"faces must be [H, W], [H, W, 1], [B, H, W] or [B, H, W, 1], got {tuple(x.shape)}")
-
-
-def center_crop(x, size=CROP_SIZE):
-    """Central ``size`` x ``size`` crop of ``[H,W]``, ``[H,W,1]``, ``[B,H,W]`` or ``[B,H,W,1]``.
-
-    The one centre crop of fer_tf: a NumPy array gives a NumPy view (feeders without TensorFlow),
-    anything else a backend tensor (inside the model, tf.data).
-    """
-    x4, restore = _as_nhwc(x, keep_numpy=True)
-    h, w = int(x4.shape[1]), int(x4.shape[2])
-    if size > h or size > w:
-        raise ValueError(f"cannot crop {size}x{size} from {h}x{w} faces")
-    top, left = (h - size) // 2, (w - size) // 2
-    return restore(x4[:, top:top + size, left:left + size, :])
-
-
 def resize_face(img, size=FACE_SIZE):
     """Bilinear resize of a grey face (e.g. a 48x48 FER2013 crop) to ``size`` x ``size``.
 
@@ -203,7 +172,7 @@ def resize_face(img, size=FACE_SIZE):
     uses ``keras.ops.image.resize`` and returns float32 with the input's layout.
     """
     if not isinstance(img, np.ndarray) and keras.ops.is_tensor(img):
-        x4, restore = _as_nhwc(img)
+        x4, restore = as_nhwc(img)
         y = ops.image.resize(ops.cast(x4, "float32"), (size, size), interpolation="bilinear",
                              data_format="channels_last")
         return restore(y)
