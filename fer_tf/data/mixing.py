@@ -11,8 +11,9 @@
 augmentation seed, so both feed backends and a resumed run mix the same rows the same way; the
 pixels are mixed after augmentation by :func:`mix_images`, in ``keras.ops``. Targets
 (:func:`mixed_targets`) are mixed in NumPy: the (smoothed) one-hot labels, or the soft targets of
-distillation when there are some. The integer labels stay the unmixed ones (the training accuracy
-Keras logs counts the dominant face).
+distillation when there are some. The integer labels stay the rows' own (the training accuracy
+Keras logs compares them with the prediction for the mixed image, so it reads lower than without
+mixing; validation is unmixed).
 
 Only classification batches are mixed (FER2013 pretraining): a mixed face has no single identity or
 expression for the metric loss's tuples.
