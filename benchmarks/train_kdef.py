@@ -74,8 +74,9 @@ def main():
     folder = REPO / args.report
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "kdef.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(folder / "README.md", readme(report))
-    print(readme(report))
+    text = readme(report) + tuning_section(folder / "tuning.json")
+    atomic_write_text(folder / "README.md", text)
+    print(text)
 
 
 def readme(r):
@@ -97,6 +98,31 @@ def readme(r):
         + (" (other jobs shared the cores: the wall time overstates what the command needs on an idle "
            "machine)." if busy else "."), "",
         "Held-out recall: " + ", ".join(f"{k} {v:.1%}" for k, v in r["recall"].items()) + ".", ""])
+
+
+def tuning_section(path):
+    """How the training defaults were chosen (benchmarks/train_kdef_tuning.py's report), or ""."""
+    if not pathlib.Path(path).is_file():
+        return ""
+    t = json.loads(pathlib.Path(path).read_text())
+    lines = ["## How the defaults were chosen", "",
+             f"`python benchmarks/train_kdef_tuning.py`: {t['inner_folds']}-fold subject-disjoint "
+             f"cross-validation on the {t['inner_subjects']} training subjects ({t['inner_images']} "
+             f"images) of the split above; its {len(t['outer_held_out_subjects'])} held-out subjects "
+             "never enter it. Each setting overrides `fer-tf train`'s defaults "
+             "(`fer_tf.research.own_data.TRAIN_DEFAULTS`):", "",
+             f"| setting | inner accuracy | correct | training time ({t['inner_folds']} folds, shared cores) |",
+             "|---|---|---|---|"]
+    chosen = (t.get("chosen") or {}).get("settings")
+    for row in t["settings"]:
+        settings = row.get("settings") or {"learning_rate": row["learning_rate"], "epochs": row["epochs"]}
+        name = ", ".join(f"{k} {v}" for k, v in settings.items())
+        mark = " (**chosen**)" if settings == chosen else ""
+        lines.append(f"| {name}{mark} | {row['inner_accuracy']:.1%} | {row['inner_correct']} of "
+                     f"{row['inner_images']} | {row['train_seconds']:.0f} s |")
+    if chosen:
+        lines += ["", f"Rule: {t['chosen']['rule']}."]
+    return "\n".join(["", *lines, ""])
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ The held-out subjects of `fer-tf train`'s default split are removed first (the s
 :func:`fer_tf.research.own_data.subject_split`), the remaining subjects are cut into ``--folds``
 subject-disjoint folds, and every setting of the grid is fine-tuned on each fold's training side and
 scored on its held-out side. The report lists, per setting, the pooled inner accuracy, the fold
-accuracies and the training seconds; the chosen setting is the most accurate one, ties (within one
-inner image) going to the cheaper one. Rerunning skips settings already in the report.
+accuracies, the training seconds and the commit that trained it (``--recheck N`` trains the first
+N rows again and records whether the current commit gives the same fold accuracies). The chosen
+setting is the most accurate one, ties (within one inner image) going to the cheaper one.
+Rerunning skips settings already in the report.
 """
 
 import argparse
@@ -45,11 +47,15 @@ def main():
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", default="reports/train/tuning.json")
+    parser.add_argument("--recheck", type=int, default=0, metavar="N",
+                        help="train the first N settings already in the report again and record "
+                             "whether this commit gives the same inner predictions")
     args = parser.parse_args()
 
     import numpy as np
     from fer_tf.files import atomic_write_text
     from fer_tf.research import own_data
+    from fer_tf.research.reporting import git_commit
 
     table, _ = own_data.load_faces(args.data)
     table, labels = own_data.choose_labels(table)
@@ -64,10 +70,9 @@ def main():
                   inner_subjects=int(len(np.unique(inner.subject.astype(str)))),
                   inner_images=int(len(inner)),
                   outer_held_out_subjects=sorted(np.unique(table.subject[test_rows].astype(str)).tolist()))
-    done = [settings_of(row) for row in report["settings"]]
-    for settings in GRID:
-        if settings in done:
-            continue
+    commit = git_commit(REPO)
+
+    def cross_validate(settings):
         model_cfg, train_cfg = own_data.configs("2B(N+M)", labels, seed=args.seed, **settings)
         started, confusion, accs, seconds = time.time(), 0, [], 0.0
         for tr, te in plan:
@@ -76,11 +81,25 @@ def main():
             confusion = confusion + np.asarray(run["evaluation"]["confusion"])
             accs.append(run["evaluation"]["accuracy"])
             seconds += run["train_seconds"]
-        row = {"settings": settings, "learning_rate": settings["learning_rate"], "epochs": settings["epochs"],
-               "inner_accuracy": float(np.trace(confusion) / confusion.sum()),
-               "inner_correct": int(np.trace(confusion)), "inner_images": int(confusion.sum()),
-               "fold_accuracies": accs, "train_seconds": round(seconds, 1),
-               "wall_seconds": round(time.time() - started, 1)}
+        return {"settings": settings, "learning_rate": settings["learning_rate"], "epochs": settings["epochs"],
+                "inner_accuracy": float(np.trace(confusion) / confusion.sum()),
+                "inner_correct": int(np.trace(confusion)), "inner_images": int(confusion.sum()),
+                "confusion": confusion.tolist(), "fold_accuracies": accs,
+                "train_seconds": round(seconds, 1), "wall_seconds": round(time.time() - started, 1),
+                "commit": commit}
+
+    for row in report["settings"][:args.recheck]:
+        again = cross_validate(settings_of(row))
+        row["recheck"] = {"commit": commit, "inner_correct": again["inner_correct"],
+                          "fold_accuracies": again["fold_accuracies"],
+                          "same": again["fold_accuracies"] == row["fold_accuracies"]}
+        print("recheck:", json.dumps(row["recheck"]), flush=True)
+        atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+    done = [settings_of(row) for row in report["settings"]]
+    for settings in GRID:
+        if settings in done:
+            continue
+        row = cross_validate(settings)
         print(json.dumps(row), flush=True)
         report["settings"].append(row)
         atomic_write_text(path, json.dumps(report, indent=2) + "\n")
