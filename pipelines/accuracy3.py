@@ -1,8 +1,10 @@
-"""The "Accuracy III" campaign (issue 27): its full FER2013 runs, one at a time, resumable.
+"""The "Accuracy III" campaign (issue 27, configs/accuracy3.yaml): its full FER2013 runs, one at a
+time, resumable.
 
     python pipelines/accuracy3.py [--work /work/acc3] [--list] [--run NAME]
 
-Each run is ``configs/pretrain.yaml`` (75 epochs) plus the named options below. Without ``--run``
+Each run is ``configs/pretrain.yaml`` (75 epochs) plus the options configs/accuracy3.yaml names
+for it. Without ``--run``
 the first run whose result is not committed yet (``reports/fer2013/runs/NAME.json``) is started,
 or resumed from ``WORK/NAME-work`` (its checkpoint: rerun the same command after an interruption).
 A finished run leaves, to commit:
@@ -33,18 +35,17 @@ RESULTS = REPO / "reports" / "fer2013" / "runs"
 
 BACKBONE = "pretrained/fer2013_backbone.keras"
 
-#: name -> the options it adds to configs/pretrain.yaml (issue 27's list), in the order they run.
-RUNS = {
-    # capacity: GoogLeNet's inception 4b, 4c, 4d after 4a (3.0M parameters, 55.6 M MACs per face)
-    "extra-blocks-3-75-epochs": ["model.extra_blocks=3"],
-    # mixup (Zhang et al.) with the small alpha usual for noisy labels
-    "mixup-0.2-75-epochs": ["train.mixing=mixup", "train.mixing_alpha=0.2"],
-    # the paper-size network distilled from three independently trained networks: the committed
-    # backbone and the two runs above (their stored predictions)
-    "ensemble-distilled-75-epochs": [
-        f"train.distill_from={BACKBONE},reports/fer2013/teachers/extra-blocks-3-75-epochs.npz,"
-        "reports/fer2013/teachers/mixup-0.2-75-epochs.npz"],
-}
+PLAN = REPO / "configs" / "accuracy3.yaml"
+
+
+def _runs():
+    """name -> the options it adds to configs/pretrain.yaml (configs/accuracy3.yaml), in order."""
+    from fer_tf.config import load_yaml
+
+    return {name: list(run["set"]) for name, run in load_yaml(PLAN)["runs"].items()}
+
+
+RUNS = _runs()
 
 
 def needs(name):

@@ -53,3 +53,27 @@ def test_no_other_runs_section_without_other_runs(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(_results(0.65, 0.671, 75, "a" * 40)))
     text = write_readme(tmp_path).read_text()
     assert "## Other full runs" not in text and "met." in text and "not met." not in text
+
+
+def test_the_campaign_section_lists_planned_runs_with_results_or_not_run_yet(tmp_path):
+    from fer_tf.research.pretrain_report import _campaign_section
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("target_private_test: 0.70\nruns:\n"
+                    "  wide: {what: wider, set: [model.width=1.25]}\n"
+                    "  mixed: {what: mixup, set: [train.mixing=mixup]}\n")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "wide.json").write_text(json.dumps(_results(0.69, 0.705, 75, "e" * 40)))
+    text = _campaign_section(tmp_path, plan)
+    assert "target: PrivateTest at least 70.00%" in text
+    assert "| `runs/wide.json` | wider | `model.width=1.25` | 69.00% | 70.50% | 71.50% | yes |" in text
+    assert "| `mixed` | mixup | `train.mixing=mixup` | not run yet | | | |" in text
+    assert _campaign_section(tmp_path, tmp_path / "missing.yaml") == ""
+
+
+def test_the_committed_plan_is_in_the_report():
+    text = (REPO / "reports" / "fer2013" / "README.md").read_text()
+    from fer_tf.config import load_yaml
+
+    for name in load_yaml(REPO / "configs" / "accuracy3.yaml")["runs"]:
+        assert f"`{name}`" in text or f"`runs/{name}.json`" in text, name

@@ -204,6 +204,44 @@ def _other_runs_section(results, others):
     return "## Other full runs\n" + text + "\n"
 
 
+#: The Accuracy III campaign's plan (issue 27): its runs and target.
+CAMPAIGN = pathlib.Path(__file__).resolve().parents[2] / "configs" / "accuracy3.yaml"
+
+
+def _campaign_section(report_dir, plan_path=CAMPAIGN):
+    """Where the stronger-network campaign stands: each planned run with its result or "not run
+    yet", and the options measured another way (a weight-averaged tail, flip averaging)."""
+    from fer_tf.config import load_yaml
+
+    if not pathlib.Path(plan_path).is_file():
+        return ""
+    plan = load_yaml(plan_path)
+    target = plan.get("target_private_test")
+    lines = ["## Accuracy III: a stronger network", "",
+             f"The runs of `{pathlib.Path(plan_path).name}` (`python pipelines/accuracy3.py` runs the "
+             f"next one; target: PrivateTest at least {_pct(target)}, single network, centre crop), "
+             "each a full 75-epoch run of the recipe with the options named:", "",
+             "| run | what | options | PublicTest | PrivateTest | PrivateTest, flip-averaged | target met |",
+             "|---|---|---|---|---|---|---|"]
+    for name, run in (plan.get("runs") or {}).items():
+        r = _load(pathlib.Path(report_dir) / "runs" / f"{name}.json")
+        options = ", ".join(f"`{item}`" for item in run.get("set", []))
+        if r is None:
+            lines.append(f"| `{name}` | {run.get('what', '')} | {options} | not run yet | | | |")
+            continue
+        private = r.get("private_test_accuracy")
+        met = "yes" if private is not None and target is not None and private >= target else "no"
+        lines.append(f"| `runs/{name}.json` | {run.get('what', '')} | {options} | "
+                     f"{_pct(r.get('public_test_accuracy'))} | {_pct(private)} | "
+                     f"{_pct(r.get('private_test_accuracy_flip'))} | {met} |")
+    lines += ["", "Measured another way: weight averaging over a constant-rate tail as a 6-epoch "
+              "tail on the published backbone (`runs/swa-tail-6-epochs.json`, above), and "
+              "test-time flip averaging as an export option (`fer-tf export --flip-average`): its "
+              "accuracy is the flip-averaged column of every run, its cost per face is in "
+              "`reports/bench` (section 3)."]
+    return "\n".join(lines) + "\n"
+
+
 def write_readme(report_dir):
     """Write ``report_dir/README.md`` from ``results.json`` (+ speed.json, ablation/*.json)."""
     report_dir = pathlib.Path(report_dir)
@@ -257,6 +295,7 @@ Recipe (`configs/pretrain.yaml`): {_recipe(train_cfg, model_cfg)}
 {_speed_section(speed, results["train_images"], train_cfg.get("epochs"), train_cfg.get("mixed_precision"))}
 
 {_other_runs_section(results, others)}
+{_campaign_section(report_dir)}
 ## Ablation at equal budget
 {_ablation_section(ablation, len(history))}
 
