@@ -111,17 +111,26 @@ def tuning_section(path):
              f"images) of the split above; its {len(t['outer_held_out_subjects'])} held-out subjects "
              "never enter it. Each setting overrides `fer-tf train`'s defaults "
              "(`fer_tf.research.own_data.TRAIN_DEFAULTS`):", "",
-             f"| setting | inner accuracy | correct | training time ({t['inner_folds']} folds, shared cores) |",
-             "|---|---|---|---|"]
+             f"| setting | inner accuracy | correct | training time ({t['inner_folds']} folds, shared cores) "
+             "| commit |", "|---|---|---|---|---|"]
     chosen = (t.get("chosen") or {}).get("settings")
     for row in t["settings"]:
         settings = row.get("settings") or {"learning_rate": row["learning_rate"], "epochs": row["epochs"]}
         name = ", ".join(f"{k} {v}" for k, v in settings.items())
         mark = " (**chosen**)" if settings == chosen else ""
         lines.append(f"| {name}{mark} | {row['inner_accuracy']:.1%} | {row['inner_correct']} of "
-                     f"{row['inner_images']} | {row['train_seconds']:.0f} s |")
+                     f"{row['inner_images']} | {row['train_seconds']:.0f} s | "
+                     f"{'`' + row['commit'][:7] + '`' if row.get('commit') else 'not recorded'} |")
     if chosen:
         lines += ["", f"Rule: {t['chosen']['rule']}."]
+    rechecked = [row for row in t["settings"] if row.get("recheck")]
+    if any(not row.get("commit") for row in t["settings"]):
+        lines += ["", "Rows without a commit were trained before the script recorded one (and "
+                  "before it was committed, on the fer_tf code it then ran on); "
+                  + (", ".join(f"the first, trained again at `{row['recheck']['commit'][:7]}` "
+                               f"(`--recheck`), gave {'the same' if row['recheck']['same'] else 'other'} "
+                               "fold accuracies" for row in rechecked[:1]) or "none was trained again")
+                  + "."]
     return "\n".join(["", *lines, ""])
 
 

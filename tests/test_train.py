@@ -72,6 +72,18 @@ def test_configs_from_yaml_and_flags(tmp_path):
         own_data.configs("2B(N+M)", ("anger", "sadness"), config)
 
 
+def test_batch_norm_stays_frozen_only_from_trained_weights():
+    """The defaults chosen by inner cross-validation (reports/train/tuning.json) keep the trained
+    batch-norm statistics; from scratch there are none, and batch norm learns."""
+    _, t = own_data.configs("2B(N+M)", ("anger", "sadness"))
+    assert t.freeze_batch_norm and (t.learning_rate, t.epochs) == (5e-4, 15)
+    assert not own_data.for_start(t, None).freeze_batch_norm
+    assert own_data.for_start(t, object()).freeze_batch_norm
+    chosen = json.loads((REPO / "reports" / "train" / "tuning.json").read_text())["chosen"]["settings"]
+    for key, value in chosen.items():
+        assert own_data.TRAIN_DEFAULTS[key] == value, key
+
+
 def _args(tmp_path, **extra):
     values = dict(data=str(tmp_path / "data"), output=str(tmp_path / "out"), format=None,
                   start="shipped", variant="2B(N+M)", labels=None, test_subjects=None, folds=None,

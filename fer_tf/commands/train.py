@@ -97,6 +97,7 @@ def run(args):
     model_cfg, train_cfg = own_data.configs(args.variant, labels, args.config, epochs=args.epochs,
                                             seed=args.seed)
     start = own_data.starting_model(args.start)
+    train_cfg = own_data.for_start(train_cfg, start)
     aligned = time.time()
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoint").mkdir(exist_ok=True)

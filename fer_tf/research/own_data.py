@@ -40,9 +40,12 @@ BACKBONE = REPO / "pretrained" / "fer2013_backbone.keras"
 STARTS = ("shipped", "backbone", "scratch")
 
 #: `fer-tf train`'s training settings where they differ from :class:`fer_tf.config.TrainConfig`.
+#: The rate, the epochs and frozen batch-norm statistics were chosen by inner cross-validation on
+#: the KDEF subset's training subjects (benchmarks/train_kdef_tuning.py, reports/train/); batch
+#: norm is frozen only when training starts from trained weights (from scratch it learns).
 TRAIN_DEFAULTS = {"optimizer": "adam", "learning_rate": 5e-4, "schedule": "cosine",
                   "warmup_epochs": 1.0, "epochs": 15, "select_epoch": "last",
-                  "checkpoint_every": 1, "seed": 0}
+                  "freeze_batch_norm": True, "checkpoint_every": 1, "seed": 0}
 #: Held out by default: about this fraction of the subjects (at least :data:`MIN_TEST_SUBJECTS`).
 TEST_FRACTION = 1 / 8
 MIN_TEST_SUBJECTS = 2
@@ -216,6 +219,14 @@ def configs(variant="2B(N+M)", labels=(), config_path=None, **train_overrides):
             train_config(train_values, where=where))
 
 
+def for_start(train_cfg, start):
+    """``train_cfg`` for training from ``start``: batch-norm statistics are kept frozen only when
+    there are trained ones (``start`` a model); from scratch (``None``) batch norm learns."""
+    if start is None and train_cfg.freeze_batch_norm:
+        return dataclasses.replace(train_cfg, freeze_batch_norm=False)
+    return train_cfg
+
+
 # --- training and evaluation ---------------------------------------------------------------------
 
 def evaluate(model, faces, label_ids, labels):
@@ -259,6 +270,7 @@ def fine_tune(table, faces, train_rows, test_rows, labels, start=None, variant="
         m, t = configs(variant, labels)
         model_cfg, train_cfg = model_cfg or m, train_cfg or t
     model_cfg = dataclasses.replace(model_cfg, labels=tuple(labels))
+    train_cfg = for_start(train_cfg, start)
     normalised = normalize_many(faces)
     train_rows = np.asarray(train_rows, dtype=np.int64)
     test_rows = np.asarray(test_rows, dtype=np.int64)
