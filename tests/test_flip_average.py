@@ -98,3 +98,26 @@ def test_a_foreign_face_model_is_refused_with_advice():
     model = keras.Model(face, keras.layers.Dense(7, activation="softmax")(x))
     with pytest.raises(ModelFileError, match="export the training checkpoint"):
         build_inference_model(model, BASIC7, flip_average=True)
+
+
+def test_export_command_flip_average_with_an_int8_variant(tmp_path, ckplus48_dir, capsys):
+    """`fer-tf export --flip-average`, int8 included (its float islands are found in a model that
+    runs the network twice); every variant keeps the average and says so."""
+    from fer_tf.cli import main
+    from fer_tf.model.network import build_model
+
+    ckpt = tmp_path / "softmax.keras"
+    build_model("softmax", labels=BASIC7).save(ckpt)  # a checkpoint knows its labels
+    rc = main(["export", str(ckpt), "--output", str(tmp_path / "out"), "--flip-average",
+               "--calibration", str(ckplus48_dir), "--parity-data", str(ckplus48_dir),
+               "--format", "ckplus48", "--calibration-size", "16", "--parity-size", "16",
+               "--variants", "fp32,int8", "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    report = json.loads(out)
+    assert report["flip_average"] is True
+    for variant in ("fp32", "int8"):
+        assert report["variants"][variant]["status"] == "ok", report["variants"][variant]
+        meta = saving.read_metadata(tmp_path / "out" / f"model_{variant}.tflite")
+        assert meta["flip_average"] is True
+    assert report["variants"]["fp32"]["parity"]["top1_agreement"] == 1.0
