@@ -50,11 +50,13 @@ RUNS = _runs()
 
 def needs(name):
     """The committed files a run's options name (distillation teachers)."""
+    from fer_tf.training.distillation import teacher_paths  # deferred: keras (its one reading of them)
+
     paths = []
     for item in RUNS[name]:
         key, _, value = item.partition("=")
         if key == "train.distill_from":
-            paths += [REPO / p for p in value.split(",")]
+            paths += [REPO / p for p in teacher_paths(value)]
     return paths
 
 

@@ -36,14 +36,9 @@ def main():
                                   output=args.output, saved_models=args.saved_models,
                                   report_dir=args.report)
     print({k: results[k] for k in ("held_out_subjects", "fer2013", "sizes_bytes")})
-    # the new model's neutral reference (its sidecar, and the web page's copy)
-    from web_reference import OUT, reference_report, store_in_sidecar
-    from fer_tf.files import atomic_write_text
+    from web_reference import write_reference  # the new model's neutral reference
 
-    model = __import__("pathlib").Path(args.saved_models) / "fer_tf_basic7.tflite"
-    report = reference_report(model, args.datasets)
-    store_in_sidecar(model, report)
-    atomic_write_text(OUT, __import__("json").dumps(report, indent=1) + "\n")
+    write_reference(__import__("pathlib").Path(args.saved_models) / "fer_tf_basic7.tflite", args.datasets)
 
 
 if __name__ == "__main__":

@@ -82,18 +82,24 @@ def store_in_sidecar(model, report):
     return sidecar
 
 
+def write_reference(model, datasets, out=OUT):
+    """Make ``model``'s reference and write it to ``out`` (the page's copy) and into the model's
+    sidecar; returns ``(report, sidecar path)``."""
+    from fer_tf.files import atomic_write_text
+
+    report = reference_report(model, datasets)
+    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(report, indent=1) + "\n")
+    return report, store_in_sidecar(model, report)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", type=pathlib.Path, default=DATASETS)
     parser.add_argument("--model", type=pathlib.Path, default=REPO / "saved_models" / "fer_tf_basic7.tflite")
     parser.add_argument("--out", type=pathlib.Path, default=OUT)
     args = parser.parse_args(argv)
-    from fer_tf.files import atomic_write_text
-
-    report = reference_report(args.model, args.datasets)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
-    sidecar = store_in_sidecar(args.model, report)
+    report, sidecar = write_reference(args.model, args.datasets, args.out)
     print(json.dumps(report, indent=1))
     print(f"wrote {args.out} and the neutral_reference of {sidecar}")
 

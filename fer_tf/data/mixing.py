@@ -67,11 +67,10 @@ def mix_plan(mixing: Mixing, rows, seed, size=48):
     lam = np.where(mixed & (partner != np.arange(rows)), lam, 1.0)
     box = np.zeros((rows, 4), np.int32)
     if mixing.kind == "cutmix":
-        side = np.sqrt(1.0 - lam)  # the box's side as a share of the crop's
-        height, width = np.round(side * size), np.round(side * size)
+        side = np.round(np.sqrt(1.0 - lam) * size)  # a square box, its area the partner's share
         cy, cx = rng.integers(0, size, rows), rng.integers(0, size, rows)
-        top, bottom = np.clip(cy - height // 2, 0, size), np.clip(cy + height - height // 2, 0, size)
-        left, right = np.clip(cx - width // 2, 0, size), np.clip(cx + width - width // 2, 0, size)
+        top, bottom = np.clip(cy - side // 2, 0, size), np.clip(cy + side - side // 2, 0, size)
+        left, right = np.clip(cx - side // 2, 0, size), np.clip(cx + side - side // 2, 0, size)
         box = np.stack([top, left, bottom, right], 1).astype(np.int32)
         box[(bottom <= top) | (right <= left)] = 0  # nothing pasted: no box
         lam = 1.0 - (bottom - top) * (right - left) / float(size * size)

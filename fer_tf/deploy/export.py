@@ -210,15 +210,12 @@ def _export_into(out, final, inference, labels, source, variants, calibration_fa
     flip = is_flip_averaged(inference)
     report = {"output_dir": str(out), "labels": list(labels), "source": source,
               "flip_average": flip, "artefacts": {}, "variants": {}}
-    if flip:  # the sidecars say it too (those of models without it stay as they were)
-        source_and_flip = {"source": source, "flip_average": True}
-    else:
-        source_and_flip = {"source": source}
+    flip_meta = {"flip_average": True} if flip else {}  # (sidecars of plain exports stay as they were)
 
     # inference.keras
     keras_path = out / "inference.keras"
     saving.save_model(inference, keras_path)
-    saving.write_metadata(keras_path, labels, format="keras", **source_and_flip)
+    saving.write_metadata(keras_path, labels, source=source, format="keras", **flip_meta)
     report["artefacts"]["inference.keras"] = {"path": str(keras_path), "size": _size(keras_path)}
 
     # SavedModel
@@ -229,8 +226,8 @@ def _export_into(out, final, inference, labels, source, variants, calibration_fa
         verbose=False,
         input_signature=[tf.TensorSpec([None, *FACE_SHAPE], tf.float32, name="face")],
     )
-    saving.write_metadata(sm_dir, labels, format="tf_saved_model", signature="serving_default",
-                          **source_and_flip)
+    saving.write_metadata(sm_dir, labels, source=source, format="tf_saved_model",
+                          signature="serving_default", **flip_meta)
     report["artefacts"]["saved_model"] = {"path": str(sm_dir), "size": _size(sm_dir)}
 
     fp32_flatbuffer = None
@@ -254,7 +251,7 @@ def _export_into(out, final, inference, labels, source, variants, calibration_fa
         if variant == "fp32":
             fp32_flatbuffer = flatbuffer
         info["seconds"] = round(time.perf_counter() - started, 2)
-        saving.write_metadata(path, labels, format="tflite", **info, **source_and_flip)
+        saving.write_metadata(path, labels, source=source, format="tflite", **info, **flip_meta)
         entry.update(size=_size(path), quantization=info.get("quantization"),
                      note=info.get("quantization", ""))
         if "int8_only_error" in info:
@@ -282,8 +279,8 @@ def _export_into(out, final, inference, labels, source, variants, calibration_fa
     target = out / DEFAULT_TFLITE
     if default is not None:
         atomic_write_bytes(target, pathlib.Path(converted[default]).read_bytes())
-        saving.write_metadata(target, labels, format="tflite", **infos[default],
-                              default_of=default, default_reason=reason, **source_and_flip)
+        saving.write_metadata(target, labels, source=source, format="tflite", **infos[default],
+                              default_of=default, default_reason=reason, **flip_meta)
         report["default"]["path"] = str(target)
     report = _paths_in(report, out, final)
     atomic_write_text(out / "export_report.json", json.dumps(report, indent=2) + "\n")

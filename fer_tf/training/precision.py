@@ -4,7 +4,7 @@
 computes in bfloat16: CPUs with AVX512-BF16 or AMX-BF16, or an accelerator. On a CPU without them
 TensorFlow emulates bfloat16 and training runs several times slower than in float32 (measured with
 ``benchmarks/pretrain_speed.py`` on an AVX2-only 2-core EPYC: float32 250 images/s, mixed bfloat16
-30). :func:`bfloat16_warning` says so before a long run starts.
+30; reports/fer2013/speed-avx2.json). :func:`bfloat16_warning` says so before a long run starts.
 """
 
 from __future__ import annotations
