@@ -233,9 +233,10 @@ def test_report_leaves_out_runs_of_another_protocol(tmp_path):
 
 
 @pytest.mark.integration
-def test_campaign_on_ckplus48_writes_one_file_per_run_and_resumes(ckplus48_dir, tmp_path):
+def test_campaign_on_ckplus48_writes_one_file_per_run_and_resumes(ckplus48_dir, tmp_path, capfd):
     """A tiny run on real CK+48 (1 epoch of 2 steps) writes its JSON with the fields the report
-    reads; the second call trains nothing; a changed protocol trains again."""
+    reads; the second call trains nothing; a changed protocol trains again, afresh even where an
+    unfinished run of other settings left its checkpoint."""
     from fer_tf.data.labels import CKPLUS7
 
     model = ModelConfig(labels=CKPLUS7)
@@ -254,7 +255,24 @@ def test_campaign_on_ckplus48_writes_one_file_per_run_and_resumes(ckplus48_dir, 
     assert not (tmp_path / "work" / "2b_npm" / "seed0-fold3").exists()  # checkpoints removed
     assert crossval.run_campaign(ckplus48_dir, "ckplus48", model, train, data, runs, **kwargs) == (0, 0)
     changed = TrainConfig(epochs=1, steps_per_epoch=2, inner_validation=0.125, learning_rate=1e-3)
+    # an unfinished run's checkpoint of other settings left in the work folder is not resumed
+    _stale_checkpoint(tmp_path / "work" / "2b_npm" / "seed0-fold3")
+    capfd.readouterr()
     assert crossval.run_campaign(ckplus48_dir, "ckplus48", model, changed, data, runs, **kwargs) == (1, 0)
+    assert "starting this run afresh" in capfd.readouterr().err
+
+
+def _stale_checkpoint(workdir):
+    """A one-epoch checkpoint of a tiny network in ``workdir`` (another run's settings)."""
+    import numpy as np
+    from fixtures_training import tiny_model
+
+    from fer_tf.data.feeders import classification_dataset
+    from fer_tf.training import loop
+
+    faces = np.zeros((4, 60, 60, 1), np.float32)
+    loop.fit(tiny_model("softmax"), lambda epoch: classification_dataset(faces, np.zeros(4, int), 4),
+             TrainConfig(epochs=1), 1, workdir=workdir, verbose=0)
 
 
 def test_a_campaign_rewriting_its_report_still_records_a_clean_commit(tmp_path):

@@ -27,7 +27,7 @@ def _run(workdir, epochs, seed=0, constant_validation=False, **train):
     table, faces = synthetic_data(subjects=4, seed=seed)
     faces = np.asarray(normalize_faces(faces), np.float32)
     model = tiny_model(labels=LABELS)  # a new object; ignored when a checkpoint exists
-    config = TrainConfig(optimizer="adam", learning_rate=3e-3, epochs=epochs, seed=seed, **train)
+    config = TrainConfig(**{"optimizer": "adam", "learning_rate": 3e-3, "epochs": epochs, "seed": seed, **train})
 
     def make_train(epoch):
         return identity_aware_dataset(table, faces, LABELS, num_positives=3, num_negatives=3,
@@ -115,3 +115,74 @@ def test_kill_9_and_resume_gives_the_uninterrupted_result(tmp_path):
     assert diff["history_max_abs_diff"] <= 1e-6
     assert diff["weights_max_abs_diff"] <= 1e-6
     assert (tmp_path / "report" / "README.md").read_text().startswith("# Reliability")
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
+    """A resume continues the run its checkpoint belongs to, or refuses and says what differs."""
+    from fer_tf.training import loop
+
+    _run(tmp_path, epochs=1)
+    with pytest.raises(loop.CheckpointMismatch, match=r"train\.learning_rate: 0\.003 in the checkpoint, 0\.01 now"):
+        _run(tmp_path, epochs=2, learning_rate=1e-2)
+    with pytest.raises(loop.CheckpointMismatch, match="train.flip"):
+        _run(tmp_path, epochs=2, flip=False)
+    # only how the run is carried out changes: resumed
+    _, history = _run(tmp_path, epochs=2, time_limit_minutes=60, checkpoint_every=1)
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert loop.read_state(tmp_path)["settings"]["train"]["learning_rate"] == 3e-3
+
+
+def test_another_network_or_schedule_length_is_not_resumed(tmp_path):
+    from fer_tf.config import TrainConfig
+    from fer_tf.training import loop
+
+    def fit(model, workdir, **train):
+        config = TrainConfig(optimizer="adam", learning_rate=3e-3, **train)
+        return loop.fit(model, _batches, config, steps_per_epoch=1, workdir=workdir, verbose=0)
+
+    fit(tiny_model("softmax", labels=LABELS), tmp_path / "a", epochs=1)
+    with pytest.raises(loop.CheckpointMismatch, match="the network"):
+        fit(tiny_model("softmax", labels=LABELS + ("sadness",)), tmp_path / "a", epochs=1)
+    # under a schedule that depends on the run's length, more epochs are another run
+    fit(tiny_model("softmax", labels=LABELS), tmp_path / "b", epochs=1, schedule="cosine")
+    with pytest.raises(loop.CheckpointMismatch, match=r"train\.epochs: 1 in the checkpoint, 2 now"):
+        fit(tiny_model("softmax", labels=LABELS), tmp_path / "b", epochs=2, schedule="cosine")
+    # the caller's own settings (e.g. its data) are compared too
+    config = TrainConfig(optimizer="adam", learning_rate=3e-3, epochs=1)
+    loop.fit(tiny_model("softmax", labels=LABELS), _batches, config, 1, workdir=tmp_path / "c", verbose=0,
+             settings={"data": "one"})
+    with pytest.raises(loop.CheckpointMismatch, match='extra.data: "one" in the checkpoint, "two" now'):
+        loop.fit(tiny_model("softmax", labels=LABELS), _batches, config, 1, workdir=tmp_path / "c", verbose=0,
+                 settings={"data": "two"})
+
+
+def test_a_checkpoint_without_stored_settings_is_resumed_with_a_note(tmp_path, capfd):
+    """Checkpoints of older versions carry no settings: they resume as before, and say so."""
+    import zipfile
+
+    from fer_tf.training import loop
+
+    _run(tmp_path, epochs=1)
+    path = tmp_path / loop.CHECKPOINT
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    state = json.loads(members[loop.EMBEDDED_STATE])
+    del state["settings"]
+    members[loop.EMBEDDED_STATE] = json.dumps(state).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    capfd.readouterr()
+    _, history = _run(tmp_path, epochs=2, learning_rate=1e-2)
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert "did not store its settings" in capfd.readouterr().err
+    assert loop.read_state(tmp_path)["settings"]["train"]["learning_rate"] == 1e-2
+
+
+def _batches(epoch):
+    """Two batches of a tiny classification set (for runs whose only point is their settings)."""
+    from fer_tf.data.feeders import classification_dataset
+
+    rng = np.random.default_rng(epoch)
+    faces = rng.normal(size=(8, 60, 60, 1)).astype(np.float32)
+    return classification_dataset(faces, rng.integers(0, len(LABELS), 8), 4, seed=0, start_epoch=epoch)

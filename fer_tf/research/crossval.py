@@ -325,9 +325,17 @@ def run_campaign(root, fmt, model_config: ModelConfig, train_config: TrainConfig
               file=sys.stderr)
         train_rows, test_rows = splits[run.fold]
         workdir = work_dir / run.group / f"seed{run.seed}-fold{run.fold}"
-        result = evaluation.train_variant(
-            run.variant, table, faces, train_rows, test_rows, m, t, pretrained, workdir=workdir,
-            mode=run.mode, verbose=verbose, extra_faces=None if probe_set is None else probe_set["faces"])
+        arguments = dict(workdir=workdir, mode=run.mode, verbose=verbose,
+                         extra_faces=None if probe_set is None else probe_set["faces"])
+        try:
+            result = evaluation.train_variant(run.variant, table, faces, train_rows, test_rows, m, t,
+                                              pretrained, **arguments)
+        except loop.CheckpointMismatch as error:
+            # an unfinished run of an earlier protocol: its checkpoint is of no use to this one
+            print(f"    {error}\n    starting this run afresh", file=sys.stderr)
+            shutil.rmtree(workdir)
+            result = evaluation.train_variant(run.variant, table, faces, train_rows, test_rows, m, t,
+                                              pretrained, **arguments)
         summary = _summary(run, result, table, test_rows, m.labels, protocol, probe_set,
                            embedding=run.fold == 0 and run.seed == first_seed and not run.option
                            and run.mode == "in_batch")

@@ -11,6 +11,7 @@ test-fold accuracy is recorded for the curves (and the report's bound on epoch c
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import keras
@@ -80,6 +81,11 @@ def inner_split(table, train_rows, fraction, seed=0):
     return train_rows[fit], train_rows[inner]
 
 
+def _rows_digest(rows):
+    """A short digest of which rows a fold trains or tests on (for the checkpoint's settings)."""
+    return hashlib.sha256(np.asarray(rows, np.int64).tobytes()).hexdigest()[:16]
+
+
 def train_variant(variant, table, faces, train_rows, test_rows, model_config: ModelConfig,
                   train_config: TrainConfig, pretrained=None, workdir=None, mode="in_batch",
                   verbose=2, extra_faces=None):
@@ -123,7 +129,9 @@ def train_variant(variant, table, faces, train_rows, test_rows, model_config: Mo
     started = time.time()
     model, history = loop.fit(
         model, make_train, train_config, steps, validation_data=validation, workdir=workdir,
-        verbose=verbose, callbacks=[FoldAccuracy(faces[test_rows], ids[test_rows])])
+        verbose=verbose, callbacks=[FoldAccuracy(faces[test_rows], ids[test_rows])],
+        settings={"variant": variant, "mode": mode, "model": values,
+                  "train_rows": _rows_digest(train_rows), "test_rows": _rows_digest(test_rows)})
     selected = _selected_epoch(history, len(inner_rows) > 0, train_config.schedule != "halve_reload",
                                rule=train_config.select_epoch)
     probabilities = predict_probabilities(model, faces[test_rows])

@@ -103,8 +103,10 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
         model = network.build_model(model_config.variant, **{k: v for k, v in to_dict(model_config).items()
                                                             if k != "variant"})
         steps = train_config.steps_per_epoch or steps_per_epoch(len(train_rows), train_config.batch_size)
+        settings = {"model": to_dict(model_config), "data": str(pathlib.Path(data_root).resolve()),
+                    "training_faces": len(train_rows)}
         model, history = loop.fit(model, make_train, train_config, steps, validation_data=val_ds,
-                                      workdir=output, resume=resume, verbose=verbose)
+                                  workdir=output, resume=resume, verbose=verbose, settings=settings)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     model = float32_copy(model)
@@ -262,7 +264,9 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
           f"{len(copied)} layers from {pretrained_path}", file=sys.stderr)
     model, history = loop.fit(
         model, make_train, train_config, steps, workdir=pathlib.Path(output) / "train", verbose=verbose,
-        callbacks=[evaluation.FoldAccuracy(faces[test_rows], ids[test_rows])])
+        callbacks=[evaluation.FoldAccuracy(faces[test_rows], ids[test_rows])],
+        settings={"model": to_dict(model_config), "pretrained": str(pretrained_path),
+                  "training_faces": len(train_rows)})
     p = predict_probabilities(model, faces[test_rows])
     held_out = {"images": int(len(test_rows)),
                 "image_accuracy": accuracy(p, ids[test_rows]),

@@ -34,6 +34,7 @@ Determinism
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -309,6 +310,79 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 
 # ----------------------------------------------------------------------------------------------
+# The settings a checkpoint was written with (checked on resume)
+# ----------------------------------------------------------------------------------------------
+
+#: TrainConfig fields that only say how a run is carried out, not what it computes: a resumed run
+#: may change them.
+RESUMABLE_FIELDS = frozenset({"time_limit_minutes", "checkpoint_every"})
+
+
+def run_settings(model, config: TrainConfig, steps_per_epoch, extra=None):
+    """What a checkpoint must have been trained with for a resume to continue the same run: the
+    training options (all but :data:`RESUMABLE_FIELDS`), the shapes of the network's weights (its
+    architecture, widths and labels), the steps per epoch, and the caller's ``extra`` (JSON-able:
+    e.g. the data it trains on). Stored in the run state as ``settings``."""
+    train = {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_FIELDS}
+    settings = {"train": json.loads(json.dumps(train, default=str)),
+                "weights": [list(map(int, w.shape)) for w in model.weights],
+                "steps_per_epoch": int(steps_per_epoch)}
+    if extra:
+        settings["extra"] = json.loads(json.dumps(extra, default=str))
+    return settings
+
+
+def _differences(before, now, prefix=""):
+    """``[(key, before, now)]`` for every leaf where two settings mappings differ."""
+    found = []
+    for key in sorted(set(before) | set(now), key=str):
+        a, b = before.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append((f"{prefix}{key}", a, b))
+    return found
+
+
+class CheckpointMismatch(TrainingError):
+    """A checkpoint was written with other settings than the run that would resume it."""
+
+
+def check_resume_settings(workdir, state, settings, config: TrainConfig):
+    """Refuse to resume the checkpoint in ``workdir`` when it was written with other settings than
+    ``settings`` (:func:`run_settings`): a resume would silently continue another run. Under the
+    paper's schedule without weight averaging, ``epochs`` may grow (train a finished run further).
+    Checkpoints written before settings were stored are resumed with a note."""
+    before = state.get("settings")
+    if before is None:
+        print(f"note: {workdir / CHECKPOINT} was written by an older fer_tf that did not store its "
+              "settings, so they cannot be checked; resuming it as it is", file=sys.stderr)
+        return
+    changed = _differences(before, settings)
+    if config.schedule == "halve_reload" and not config.swa_epochs:
+        changed = [c for c in changed if c[0] != "train.epochs"]
+    if not changed:
+        return
+    shown = []
+    for key, a, b in changed[:6]:
+        if key == "weights":
+            shown.append("the network (its weights have other shapes: another variant, width, "
+                         "number of blocks or labels)")
+        else:
+            shown.append(f"{key}: {_short(a)} in the checkpoint, {_short(b)} now")
+    more = f"; and {len(changed) - 6} more" if len(changed) > 6 else ""
+    raise CheckpointMismatch(
+        f"{workdir / CHECKPOINT} is the checkpoint of a run with other settings ({'; '.join(shown)}"
+        f"{more}). Resume it with the settings it was started with, start afresh (--no-resume, or "
+        "fit(resume=False)), or pass another work folder.")
+
+
+def _short(value, limit=60):
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# ----------------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------------
 
@@ -454,7 +528,7 @@ def _sigterm_as_interrupt():
 
 
 def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validation_data=None,
-        workdir=None, resume=True, verbose=2, callbacks=()):
+        workdir=None, resume=True, verbose=2, callbacks=(), settings=None):
     """Train ``model`` with the joint loss; returns ``(model, history)``.
 
     Epoch ``e`` trains on the first ``steps_per_epoch`` batches of ``make_train_dataset(e)`` (a
@@ -465,7 +539,9 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
     learning rate, optimizer state, schedule state and best weights, and the random state continue
     as in an uninterrupted run. The best weights (by validation accuracy, or training loss without
     validation) are loaded at the end, unless ``config.select_epoch`` is ``"last"``. A NaN/Inf loss
-    raises :class:`TrainingError`.
+    raises :class:`TrainingError`. A checkpoint written with other settings (:func:`run_settings`
+    of ``model``, ``config``, ``steps_per_epoch`` and the caller's JSON-able ``settings``, e.g. its
+    data) is not resumed: a :class:`TrainingError` says which differ.
 
     Under a ``tf.distribute`` strategy, call :func:`fer_tf.training.distribute.fit` instead.
     """
@@ -480,7 +556,9 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
         workdir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(workdir)
         state = read_state(workdir) if resume and (workdir / CHECKPOINT).is_file() else None
+        ours = run_settings(model, config, steps_per_epoch, settings)
         if state:
+            check_resume_settings(workdir, state, ours, config)
             model = load_checkpoint(workdir / CHECKPOINT, compile=True)
             start_epoch, history = int(state["epoch"]), list(state["history"])
             schedule.state = dict(state["schedule"])
@@ -509,7 +587,8 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
         cbs.append(average)
     if workdir is not None:
         cbs.append(EpochCheckpoint(workdir, schedule, config.seed, history,
-                                   extra_state={"steps_per_epoch": int(steps_per_epoch)},
+                                   extra_state={"steps_per_epoch": int(steps_per_epoch),
+                                                "settings": ours},
                                    every=config.checkpoint_every, last_epoch=config.epochs,
                                    average=average))
     one_epoch = _OneEpoch()
