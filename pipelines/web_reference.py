@@ -52,8 +52,7 @@ def reference_report(model, datasets):
     probs = np.asarray(probs, np.float64)
     space = baseline.NEUTRAL_DEFAULTS["space"]
     # reference="run" of these people, each enrolled with their one photo
-    offsets = np.stack([baseline.offset(p[None], space=space) for p in probs])
-    reference = offsets.mean(axis=0)
+    reference = baseline.people_reference(probs, used, space=space)
     return {
         "command": "python pipelines/web_reference.py",
         "commit": git_commit(REPO),

@@ -155,6 +155,24 @@ def test_unknown_person_is_not_corrected():
     assert set(result.offsets) == {"a", "b"}
 
 
+def test_people_reference_is_the_runs_reference_of_those_people():
+    """The reference a model stores (one person's correction) is what reference="run" gives the
+    same people enrolled together: the mean over people of their mean log-probabilities."""
+    neutral = random_probabilities(5, seed=14)
+    persons = ["a", "a", "b", "c", "c"]
+    r = baseline.people_reference(neutral, persons)
+    logn = np.log(neutral)
+    expected = np.mean([logn[:2].mean(0), logn[2], logn[3:].mean(0)], axis=0)
+    np.testing.assert_allclose(r, expected, rtol=1e-12)
+    faces = random_probabilities(3, seed=15)
+    run = baseline.correct_neutral(faces, ["a", "b", "c"], neutral, persons)
+    np.testing.assert_allclose(run.reference, r, rtol=1e-12)
+    with pytest.raises(FerTfError, match="no faces"):
+        baseline.people_reference(np.zeros((0, 7)), [])
+    with pytest.raises(FerTfError, match="2 person id"):
+        baseline.people_reference(neutral, ["a", "b"])
+
+
 def test_reference_array():
     p = random_probabilities(4, seed=12)
     ref = baseline.reference_offset(random_probabilities(50, seed=13))

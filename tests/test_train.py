@@ -176,6 +176,8 @@ def test_train_a_tiny_subset_end_to_end(tmp_path, datasets_dir):
     assert results["seed"] == 0 and results["git_commit"] and results["command"].startswith("fer-tf train")
     assert "Held-out accuracy" in (out / "report.md").read_text()
     assert json.loads((out / "model.json").read_text())["labels"] == ["anger", "happiness", "sadness"]
+    assert "neutral_reference" not in json.loads((out / "model.json").read_text())
+    assert results["neutral_reference"] == {"reason": "the labels have no neutral class"}
 
     reload = subprocess.run([sys.executable, "-c", RELOAD, str(out / "model.keras")], env=env,
                             capture_output=True, text=True, timeout=600)
@@ -254,6 +256,51 @@ def test_folds_then_a_final_model_on_every_subject(monkeypatch, tmp_path):
     assert result["evaluation"]["images"] == len(table) and len(result["test_faces"]) == len(table)
     with pytest.raises(ConfigError, match="at least 2 folds"):
         own_data.train(table, faces, labels, None, m, t, n_folds=1)
+
+
+def test_the_neutral_reference_comes_from_held_out_subjects_neutral_faces(monkeypatch, tmp_path):
+    """The reference stored with a `fer-tf train` model: reference="run" of the held-out subjects
+    with neutral faces, scored by the fold's network that did not train on them."""
+    labels = ("happiness", "neutral", "sadness")
+    table = _table(subjects=6, labels=labels)
+    rng = np.random.default_rng(0)
+    scored = {}
+
+    def fake_fine_tune(table, faces, train_rows, test_rows, labels, start, model_cfg, train_cfg,
+                       workdir, verbose):
+        z = rng.normal(size=(len(test_rows), len(labels)))
+        p = np.exp(z) / np.exp(z).sum(1, keepdims=True) if len(test_rows) else None
+        for row, probs in zip(test_rows, p if p is not None else ()):
+            scored[int(row)] = probs
+        ids = table.expression_ids(labels)[np.asarray(test_rows, dtype=int)]
+        return {"model": workdir.name, "history": [], "probabilities": p,
+                "evaluation": own_data._scores(p, ids, labels) if len(test_rows) else None,
+                "train_seconds": 0.0, "transferred_layers": 0, "new_classes": []}
+
+    monkeypatch.setattr(own_data, "fine_tune", fake_fine_tune)
+    m, t = own_data.configs("2B(N+M)", labels)
+    faces = np.zeros((len(table), 60, 60), np.uint8)
+    result = own_data.train(table, faces, labels, None, m, t, n_folds=3, workdir=tmp_path)
+    neutral = result["neutral_reference"]
+    rows = np.flatnonzero(table.expression == "neutral")  # one per subject
+    expected = np.mean([np.log(scored[int(i)]) for i in rows], axis=0)
+    np.testing.assert_allclose(neutral["reference"], expected, atol=1e-7)
+    assert neutral["labels"] == list(labels) and neutral["space"] == "logits"
+    assert (neutral["subjects"], neutral["images"]) == (6, 6) and "each fold's network" in neutral["description"]
+    # what the model's sidecar then gives fer-tf predict --baseline
+    from fer_tf.deploy.people import stored_reference
+
+    r, description = stored_reference({"neutral_reference": neutral}, labels)
+    np.testing.assert_allclose(r, neutral["reference"])
+    assert description == neutral["description"]
+    # no neutral class, or no held-out neutral face: no reference, and why
+    assert own_data.neutral_reference(_table(), ("anger", "happiness", "sadness"), []) == {
+        "reason": "the labels have no neutral class"}
+    happy = np.flatnonzero(table.expression == "happiness")
+    assert "no held-out subject" in own_data.neutral_reference(table, labels, [(happy, np.eye(3)[[0] * 6])])["reason"]
+    results = own_data.results_of(result, labels, "data/", table, len(table), "shipped", m, t)
+    assert results["neutral_reference"] == neutral
+    assert "corrects one person by their neutral photo" in own_data.report_markdown(results)
 
 
 def test_the_backbones_description_gives_its_labels(tmp_path):

@@ -122,6 +122,11 @@ def run(args):
     atomic_write_bytes(out / "model.tflite", pathlib.Path(default).read_bytes())
     sidecar = json.loads(saving.metadata_path(default).read_text(encoding="utf-8"))
     sidecar["source"] = str(out / "model.keras")
+    neutral = result["neutral_reference"]
+    if "reference" in neutral:  # one person's neutral photo corrects against it (fer-tf predict --baseline)
+        from fer_tf.deploy.people import NEUTRAL_REFERENCE  # deferred: numpy (the command starts light)
+
+        sidecar[NEUTRAL_REFERENCE] = neutral
     atomic_write_text(out / "model.json", json.dumps(sidecar, indent=2) + "\n")
     results = own_data.results_of(
         result, labels, args.data, table, read, start_name=args.start, model_cfg=model_cfg,

@@ -151,6 +151,19 @@ def reference_offset(probabilities, space="logits", estimator="balanced"):
     return offset(probabilities, space=space, estimator=estimator)
 
 
+def people_reference(probabilities, persons, space=NEUTRAL_DEFAULTS["space"]):
+    """The reference ``r`` that ``reference="run"`` gives these people enrolled together: the mean,
+    over the people, of :func:`offset` of each one's faces (e.g. their neutral photos). A model
+    stores it (``neutral_reference``) to correct one person, whose own offset would be the run's."""
+    p = _probabilities(probabilities, "people_reference")
+    persons = _persons(persons, len(p), "people_reference")
+    _check_options(space, "mean")
+    names, index = _index(persons)
+    if not names:
+        raise BaselineError("people_reference: no faces; it needs at least one person's faces")
+    return np.mean([offset(p[index == j], space, "mean") for j in range(len(names))], axis=0)
+
+
 def evidence_weight(evidence, shrinkage):
     """``e / (e + k)``, 0 where ``e <= 0`` (no evidence: no correction), 1 where ``k == 0 < e``."""
     e = np.maximum(np.asarray(evidence, np.float64), 0.0)

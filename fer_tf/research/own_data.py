@@ -32,6 +32,7 @@ from fer_tf.data.readers import detect_format
 from fer_tf.data.splits import subject_kfold
 from fer_tf.errors import ConfigError, DatasetError, ModelFileError
 from fer_tf.files import atomic_path, atomic_write_text
+from fer_tf.people.baseline import NEUTRAL_DEFAULTS, people_reference
 
 #: Where the shipped model and the pretrained backbone live (the repository root).
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -257,8 +258,9 @@ def fine_tune(table, faces, train_rows, test_rows, labels, start=None, variant="
     ``train_rows``; evaluate on ``test_rows``. ``faces``: uint8 ``[n, 60, 60]`` as
     :func:`load_faces` gives them. ``workdir``: the checkpoint folder (a rerun resumes).
 
-    Returns ``{"model", "history", "evaluation", "train_seconds", "transferred_layers",
-    "new_classes"}`` (``evaluation`` is ``None`` without ``test_rows``)."""
+    Returns ``{"model", "history", "evaluation", "probabilities", "train_seconds",
+    "transferred_layers", "new_classes"}`` (``evaluation`` and the held-out faces'
+    ``probabilities`` are ``None`` without ``test_rows``)."""
     if len(faces) != len(table):
         raise DatasetError(f"{len(faces)} faces for a table of {len(table)} rows: pass the faces of the "
                            "same rows (table.pixels after choose_labels)")
@@ -288,6 +290,7 @@ def fine_tune(table, faces, train_rows, test_rows, labels, start=None, variant="
         history = [{k: v for k, v in row.items() if k != "fold_accuracy"} for row in history]
     old = tuple(getattr(start, "labels", None) or ())
     return {"model": result["model"], "history": history, "evaluation": evaluation,
+            "probabilities": result["probabilities"] if held_out else None,
             "train_seconds": result["train_seconds"],
             "transferred_layers": result["transferred_layers"],
             "new_classes": [n for n in labels if start is not None and n not in old]}
@@ -313,7 +316,8 @@ def train(table, faces, labels, start=None, model_cfg=None, train_cfg=None, test
 
     Returns ``{"model": the model to keep, "runs": [per split: "name", "train", "test",
     "evaluation", "history", "train_seconds"], "evaluation": held-out scores (pooled over
-    folds), "test_faces": uint8 faces of the held-out subjects (for export's parity check)}``."""
+    folds), "test_faces": uint8 faces of the held-out subjects (for export's parity check),
+    "neutral_reference": :func:`neutral_reference` of the held-out subjects}``."""
     if model_cfg is None or train_cfg is None:
         m, t = configs("2B(N+M)", labels)
         model_cfg, train_cfg = model_cfg or m, train_cfg or t
@@ -324,7 +328,7 @@ def train(table, faces, labels, start=None, model_cfg=None, train_cfg=None, test
     else:
         tr, te = subject_split(table, test_subjects, seed)
         plan = [("split", tr, te)]
-    runs, kept = [], None
+    runs, kept, held_out = [], None, []
     for i, (name, tr, te) in enumerate(plan, 1):
         print(f"[{i}/{len(plan) + bool(n_folds)}] {name}: training on {len(tr)} images of "
               f"{len(np.unique(table.subject[tr]))} subjects, testing on {len(te)} images of "
@@ -338,6 +342,7 @@ def train(table, faces, labels, start=None, model_cfg=None, train_cfg=None, test
                      "new_classes": run["new_classes"]})
         print(f"    held-out accuracy {run['evaluation']['accuracy']:.1%} "
               f"({run['train_seconds']:.0f} s)", file=log)
+        held_out.append((te, run.get("probabilities")))
         kept = run
     test_rows = np.concatenate([te for _, _, te in plan])
     if n_folds:  # the model to keep learns from every subject, for as many epochs
@@ -354,7 +359,46 @@ def train(table, faces, labels, start=None, model_cfg=None, train_cfg=None, test
         accs = [r["evaluation"]["accuracy"] for r in runs]
         evaluation.update(fold_mean=float(np.mean(accs)), fold_std=float(np.std(accs)))
     return {"model": kept["model"], "runs": runs, "evaluation": evaluation,
-            "test_faces": np.asarray(faces[test_rows], dtype=np.uint8)}
+            "test_faces": np.asarray(faces[test_rows], dtype=np.uint8),
+            "neutral_reference": neutral_reference(table, labels, held_out, folds=bool(n_folds))}
+
+
+def neutral_reference(table, labels, held_out, folds=False):
+    """The reference of the neutral-photo correction stored with the model (its sidecar's
+    ``neutral_reference``, :func:`fer_tf.deploy.people.stored_reference`), so that ``fer-tf predict
+    --baseline DIR`` corrects one person by their neutral photo as it does with the shipped model.
+
+    It is what ``reference="run"`` gives people the network never trained on, enrolled together:
+    the mean, over the held-out subjects with neutral faces, of the offset of those faces
+    (:func:`fer_tf.people.baseline.people_reference`), scored by the network that did not train
+    on them (with ``folds``: each fold's network; the kept model then learns from every subject).
+    Training subjects would not do: the network is surer of faces it trained on.
+    ``held_out``: ``[(rows, probabilities [len(rows), C])]``, one per split. Returns
+    ``{"space", "labels", "reference", "subjects", "images", "description"}``, or ``{"reason"}``
+    saying why there is none."""
+    if "neutral" not in labels:
+        return {"reason": "the labels have no neutral class"}
+    neutral = list(labels).index("neutral")
+    ids = table.expression_ids(labels)
+    probabilities, persons = [], []
+    for rows, probs in held_out:
+        rows = np.asarray(rows, dtype=np.int64)
+        if probs is None or not len(rows):
+            continue
+        mine = ids[rows] == neutral
+        probabilities.append(np.asarray(probs, np.float64)[mine])
+        persons += table.subject[rows][mine].astype(str).tolist()
+    if not persons:
+        return {"reason": "no held-out subject has a neutral face"}
+    space = NEUTRAL_DEFAULTS["space"]
+    reference = people_reference(np.concatenate(probabilities), persons, space)
+    subjects = len(set(persons))
+    scored = "each fold's network, which did not train on them" if folds else "this network, which did not train on them"
+    return {"space": space, "labels": list(labels),
+            "reference": [round(float(v), 8) for v in reference],
+            "subjects": subjects, "images": len(persons),
+            "description": f"the mean offset of {subjects} held-out subjects' neutral faces "
+                           f"({len(persons)} images), scored by {scored}"}
 
 
 # --- results and report ----------------------------------------------------------------------------
@@ -382,6 +426,7 @@ def results_of(result, labels, data, table, images_read, start_name, model_cfg, 
         "data": {"source": str(data), **data_summary(table, labels, images_read - len(table))},
         "seconds": {k: round(float(v), 1) for k, v in (seconds or {}).items()},
         "export": export,
+        "neutral_reference": result.get("neutral_reference"),
         "command": command or info["command"],
         "seed": train_cfg.seed,
         "git_commit": info["git_commit"],
@@ -413,6 +458,16 @@ def _machine(info):
     if not isinstance(info, dict):
         return str(info)
     return f"{info.get('cpu', '?')} ({info.get('cores', '?')} cores, {info.get('backend', '?')})"
+
+
+def _neutral_line(neutral):
+    if not neutral:
+        return "- one person's neutral photo: not measured by this version of fer-tf train"
+    if "reference" not in neutral:
+        return (f"- one person's neutral photo (`fer-tf predict --baseline DIR`) cannot correct "
+                f"this model: {neutral['reason']}")
+    return (f"- `model.json` holds the reference with which `fer-tf predict --baseline DIR` corrects "
+            f"one person by their neutral photo: {neutral['description']}")
 
 
 def report_markdown(results):
@@ -458,6 +513,7 @@ def report_markdown(results):
               "- `model.tflite` + `model.json`: the TFLite model for `fer-tf predict -m` and phones "
               + (f"(variant {results['export']['default']})" if results.get("export") else ""),
               "- `export/`: every exported variant, the SavedModel and `export_report.json`",
+              _neutral_line(results.get("neutral_reference")),
               "- `results.json`: everything above, with the per-epoch history",
               "- `checkpoint/`: the training checkpoint (the same command resumes an interrupted run)",
               ""]
