@@ -26,6 +26,7 @@ def test_every_run_is_a_valid_config_off_the_recipe_only_where_named(name):
 def test_the_ensemble_has_three_teachers_and_waits_for_the_two_runs(monkeypatch, tmp_path):
     teachers = accuracy3.needs("ensemble-distilled-75-epochs")
     assert len(teachers) == 3 and teachers[0] == REPO / accuracy3.BACKBONE
+    assert accuracy3.needs("width-0.5-distilled-75-epochs") == teachers  # the same ensemble
     assert {p.stem for p in teachers[1:]} == {"extra-blocks-3-75-epochs", "mixup-0.2-75-epochs"}
     monkeypatch.setattr(accuracy3, "RESULTS", tmp_path)
     assert accuracy3.status("ensemble-distilled-75-epochs").startswith("waits for")
