@@ -33,6 +33,30 @@ from benchmarks.common import summary
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PHOTO_SIZES = (256, 512, 1024)
+#: The Accuracy III campaign's plan: the runs that change the network are timed untrained.
+CAMPAIGN = REPO / "configs" / "accuracy3.yaml"
+
+
+def campaign_architectures(plan=CAMPAIGN):
+    """``{run name: {model option: value}}``: the runs of the Accuracy III plan that change the
+    network (``model.*`` options), one per distinct network, so that their cost per face is known
+    before they are trained (the weights do not change it)."""
+    import yaml
+
+    from fer_tf.config import load_yaml
+
+    if not pathlib.Path(plan).is_file():
+        return {}
+    found = {}
+    for name, run in (load_yaml(plan).get("runs") or {}).items():
+        options = {}
+        for item in run.get("set", []):
+            key, _, value = str(item).partition("=")
+            if key.startswith("model."):
+                options[key[len("model."):]] = yaml.safe_load(value)
+        if options and options not in found.values():
+            found[name] = options
+    return found
 
 
 def interleaved_ms(fns, items, calls, repeats):
@@ -229,8 +253,10 @@ def _photos():
 def run(faces, settings, workdir, log=print):
     """``faces``: uint8 [n, 60, 60] aligned crops (CK+48)."""
     import cv2
+    import keras
 
     from fer_tf.deploy.export import export_model
+    from fer_tf.model.network import build_model
     from fer_tf.deploy.recognizer import Recognizer, shipped_model_path
     from fer_tf.deploy.runners import KerasRunner, TFLiteRunner
     from fer_tf.model.inference_model import build_inference_model
@@ -281,6 +307,24 @@ def run(faces, settings, workdir, log=print):
     shipped = shipped_model_path()
     if shipped.is_file():
         paths["fer_tf_shipped_file"] = shipped
+    # the networks of the campaign's runs, untrained, exported as the default variant
+    results["architectures"] = {}
+    for name, options in campaign_architectures().items():
+        keras.utils.set_random_seed(0)
+        network = build_model("2B(N+M)", labels=labels, **options)
+        variant = default or "fp32"
+        exported = export_model(network, workdir / f"architecture-{name}", labels=labels,
+                                calibration_faces=calibration, variants=(variant,),
+                                source=f"an untrained 2B(N+M) network with {options}")
+        path = exported["variants"][variant].get("path")
+        if exported["variants"][variant].get("status") != "ok" or not path:
+            results["architectures"][name] = {"options": options, "error": exported["variants"][variant].get("note")}
+            continue
+        paths[f"architecture_{name}"] = pathlib.Path(path)
+        results["architectures"][name] = {"options": options, "variant": variant,
+                                          # what the exported classifier holds
+                                          "parameters": int(build_inference_model(network, labels).count_params()),
+                                          "macs_per_face": tflite_macs(path)}
     for name, path in paths.items():
         fns[name] = TFLiteRunner(path, num_threads=1)
         items[name] = crops
@@ -315,6 +359,12 @@ def run(faces, settings, workdir, log=print):
 
     ours = per_face.get("fer_tf_default", {}).get("median")
     fer_ms = per_face.get("fer_litert", {}).get("median")
+    for name, entry in results["architectures"].items():
+        timed = per_face.get(f"architecture_{name}", {}).get("median")
+        if timed:
+            entry["ms_per_face"] = timed
+            entry["vs_fer_ratio"] = timed / fer_ms if fer_ms else None
+            entry["vs_default_ratio"] = timed / ours if ours else None
     headline = {"tflite_ms": ours, "tflite_variant": default, "fer_package_ms": fer_ms,
                 "fer_own_call_ms": per_face.get("fer_own", {}).get("median")}
     if ours and fer_ms:

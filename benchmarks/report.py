@@ -135,6 +135,23 @@ def _inference_section(r):
                  f"{_f(h.get('flip_average_vs_default_ratio'))}x the default's time and "
                  f"{_f(h.get('flip_average_vs_fer_ratio'))}x `fer`'s. What it buys in accuracy is "
                  f"measured on FER2013 (`reports/fer2013`, the flip-averaged columns).")
+    architectures = inf.get("architectures") or {}
+    if architectures:
+        L.append("\nThe networks of the Accuracy III runs that change the architecture "
+                 "(`configs/accuracy3.yaml`; `reports/fer2013` has their accuracy), timed untrained "
+                 "in the same rounds (the weights do not change the time), as the default's variant:\n")
+        L.append("| run | options | parameters | M MACs per face | ms/face | / the default | / `fer`'s |")
+        L.append("|---|---|---|---|---|---|---|")
+        for name, e in architectures.items():
+            options = ", ".join(f"`model.{k}={v}`" for k, v in e.get("options", {}).items())
+            if "error" in e:
+                L.append(f"| `{name}` | {options} | could not be exported: {e['error']} | | | | |")
+                continue
+            L.append(f"| `{name}` | {options} | {e.get('parameters', 0) / 1e6:.2f}M | "
+                     f"{_f(e.get('macs_per_face') and e['macs_per_face'] / 1e6, 1)} | "
+                     f"{_f(e.get('ms_per_face'), 3)} | {_f(e.get('vs_default_ratio'))}x | "
+                     f"**{_f(e.get('vs_fer_ratio'))}x** |")
+        L.append("")
     macs = inf.get("macs_per_face", {})
     if macs.get("fer_tf") and macs.get("fer"):
         L.append(f"Work per face, counted from the TFLite graphs: ours {macs['fer_tf'] / 1e6:.1f} M "

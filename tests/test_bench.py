@@ -157,6 +157,10 @@ def test_readme_renders_a_full_results_dict():
                                                 "fer_own", "fer_tf_preprocessing_only",
                                                 "fer_tf_default_flip_average")},
             "macs_per_face": {"fer_tf": 42e6, "fer": 10e6},
+            "architectures": {"wide": {"options": {"width": 0.5}, "variant": "dynamic", "parameters": 530000,
+                                       "macs_per_face": 11.1e6, "ms_per_face": 0.35,
+                                       "vs_fer_ratio": 0.7, "vs_default_ratio": 0.875},
+                              "broken": {"options": {"extra_blocks": 3}, "error": "no converter"}},
             "fer": {"fer_version": "x", "versions": {"tensorflow": "y"}, "installed": ["fer==x"]},
             "headline": {"tflite_ms": 0.4, "tflite_variant": "dynamic", "fer_package_ms": 0.5,
                          "tflite_vs_fer_ratio": 0.8, "tflite_vs_fer_speedup": 1.25,
@@ -182,10 +186,25 @@ def test_readme_renders_a_full_results_dict():
     for needle in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "10.00x", "| yes |", "| no (see 3) |", "**0.80x**",
                    "256x256: 0.60x, 512x512: 0.40x", "4: det0 2, mesh 1, scan 1 (9: det0 7, det1 1, mesh 1)",
                    "(**default**)", "| 1.50 |", "`--flip-average` (face and mirror image, averaged)",
-                   "0.700 ms per face, 1.75x the default's time and 1.40x `fer`'s", "| 99.0% |"):
+                   "0.700 ms per face, 1.75x the default's time and 1.40x `fer`'s", "| 99.0% |",
+                   "| `wide` | `model.width=0.5` | 0.53M | 11.1 | 0.350 | 0.88x | **0.70x** |",
+                   "| `broken` | `model.extra_blocks=3` | could not be exported: no converter |"):
         assert needle in text, needle
     assert r["headline"]["tflite_vs_fer_ratio"] == 0.8
     assert r["headline"]["flip_average_vs_fer_ratio"] == 1.4
+
+
+def test_the_campaigns_networks_are_read_from_its_plan(tmp_path):
+    from benchmarks import inference_bench
+
+    found = inference_bench.campaign_architectures()
+    assert found == {"extra-blocks-3-75-epochs": {"extra_blocks": 3},
+                     "width-0.5-distilled-75-epochs": {"width": 0.5}}
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("runs:\n  a: {set: [model.width=0.5, train.mixing=mixup]}\n"
+                    "  b: {set: [model.width=0.5]}\n  c: {set: [train.epochs=3]}\n")
+    assert inference_bench.campaign_architectures(plan) == {"a": {"width": 0.5}}
+    assert inference_bench.campaign_architectures(tmp_path / "none.yaml") == {}
 
 
 def test_interleaved_timing_and_tflite_macs(tmp_path):
