@@ -156,6 +156,23 @@ def test_another_network_or_schedule_length_is_not_resumed(tmp_path):
                  settings={"data": "two"})
 
 
+def test_an_option_added_or_removed_since_the_checkpoint_at_its_default_is_the_same_run(tmp_path):
+    from fer_tf.config import TrainConfig
+    from fer_tf.training import loop
+
+    config = TrainConfig(optimizer="adam", learning_rate=3e-3, epochs=1)
+    model = tiny_model("softmax", labels=LABELS)
+    ours = loop.run_settings(model, config, 2)
+    older = json.loads(json.dumps(ours))
+    del older["train"]["mixing"]  # written before the option existed
+    older["train"]["retired_option"] = 1  # an option this version no longer has
+    loop.check_resume_settings(tmp_path, {"settings": older}, ours, config)
+    mixed = loop.run_settings(model, TrainConfig(optimizer="adam", learning_rate=3e-3, epochs=1,
+                                                 mixing="mixup"), 2)
+    with pytest.raises(loop.CheckpointMismatch, match='train.mixing: null in the checkpoint, "mixup" now'):
+        loop.check_resume_settings(tmp_path, {"settings": older}, mixed, config)
+
+
 def test_a_checkpoint_without_stored_settings_is_resumed_with_a_note(tmp_path, capfd):
     """Checkpoints of older versions carry no settings: they resume as before, and say so."""
     import zipfile

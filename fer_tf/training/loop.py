@@ -361,6 +361,13 @@ def check_resume_settings(workdir, state, settings, config: TrainConfig):
     changed = _differences(before, settings)
     if config.schedule == "halve_reload" and not config.swa_epochs:
         changed = [c for c in changed if c[0] != "train.epochs"]
+    # an option that a later version added, at its default, or one that it removed: the same run
+    defaults = {f"train.{f.name}": f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    stored = {f"train.{k}" for k in before.get("train", {})}
+    current = {f"train.{k}" for k in settings.get("train", {})}
+    changed = [c for c in changed if not (c[0].startswith("train.") and (
+        (c[0] not in stored and c[0] in defaults and c[2] == defaults[c[0]]) or c[0] not in current))]
     if not changed:
         return
     shown = []
