@@ -91,3 +91,24 @@ def test_capacity_options_enter_the_protocol_digest_only_off_their_defaults():
     assert base == crossval.protocol_digest(ModelConfig(width=1.0, extra_blocks=0), TrainConfig(), "abc", data)
     assert base != crossval.protocol_digest(ModelConfig(extra_blocks=3), TrainConfig(), "abc", data)
     assert base != crossval.protocol_digest(ModelConfig(width=1.25), TrainConfig(), "abc", data)
+
+
+def test_a_starting_network_of_other_capacity_is_refused_or_followed():
+    """Fine-tuning from a network of another width or depth would copy almost nothing and silently
+    train from scratch: transfer_weights refuses and names the options; fer-tf train builds its
+    network like the one it starts from."""
+    from fer_tf.config import ModelConfig
+    from fer_tf.data.labels import BASIC7
+    from fer_tf.errors import ConfigError
+    from fer_tf.model import network
+    from fer_tf.research.own_data import with_start_capacity
+
+    narrow = network.build_model("softmax", labels=BASIC7, width=0.5)
+    with pytest.raises(ConfigError, match=r"width 0\.5 there, 1\.0 here.*model\.width=0\.5"):
+        network.transfer_weights(narrow, network.build_model("2B(N+M)", labels=BASIC7))
+    config = with_start_capacity(ModelConfig(labels=BASIC7), narrow)
+    assert (config.width, config.extra_blocks) == (0.5, 0)
+    assert with_start_capacity(config, None) is config
+    target = network.build_model("2B(N+M)", labels=BASIC7, width=config.width, extra_blocks=config.extra_blocks)
+    copied = network.transfer_weights(narrow, target)
+    assert len(copied) == sum(1 for layer in network._all_layers(narrow) if layer.weights)

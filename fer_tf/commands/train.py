@@ -98,6 +98,7 @@ def run(args):
                                             seed=args.seed)
     start = own_data.starting_model(args.start)
     train_cfg = own_data.for_start(train_cfg, start)
+    model_cfg = own_data.with_start_capacity(model_cfg, start)
     aligned = time.time()
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoint").mkdir(exist_ok=True)

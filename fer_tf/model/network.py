@@ -265,13 +265,35 @@ def _slug(variant):
     return variant.lower().replace("(", "_").replace(")", "").replace("+", "p")
 
 
+#: The model options that change the backbone's layers (not in the paper, off by default).
+CAPACITY_OPTIONS = ("width", "extra_blocks")
+
+
+def capacity_of(model):
+    """``{"width", "extra_blocks"}`` of a :class:`JointModel` (``None`` for other models)."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        return None
+    return {name: getattr(config, name) for name in CAPACITY_OPTIONS}
+
+
 def transfer_weights(source: keras.Model, target: keras.Model) -> list:
     """Copy weights layer by layer (matched by name and shape) from a pretrained model.
 
     The classifier is matched class by class when the label sets differ (e.g. FER2013's seven
     basic expressions -> CK+'s seven, which share six): rows for shared classes are copied, new
     classes keep their fresh initialisation. Returns the names of the layers that were copied.
+    A source of other capacity options (:data:`CAPACITY_OPTIONS`) is refused with a
+    :class:`ConfigError`: most of its layers would not fit, and the target would silently train
+    from scratch.
     """
+    ours, theirs = capacity_of(target), capacity_of(source)
+    if ours is not None and theirs is not None and ours != theirs:
+        differ = [f"{k} {theirs[k]} there, {ours[k]} here" for k in CAPACITY_OPTIONS if ours[k] != theirs[k]]
+        setting = ", ".join(f"model.{k}={theirs[k]}" for k in CAPACITY_OPTIONS if ours[k] != theirs[k])
+        raise ConfigError(
+            f"the starting network has another architecture ({'; '.join(differ)}); build the same "
+            f"one: set {setting} (a pipeline's --set, or under model: in a config file)")
     copied = []
     source_layers = {layer.name: layer for layer in _all_layers(source)}
     for layer in _all_layers(target):

@@ -220,6 +220,21 @@ def configs(variant="2B(N+M)", labels=(), config_path=None, **train_overrides):
             train_config(train_values, where=where))
 
 
+def with_start_capacity(model_cfg, start):
+    """``model_cfg`` with the capacity options (width, extra blocks) of the starting network
+    ``start``: the network trained here is built like the one it starts from (a note says so
+    where they differ), so that every layer's weights carry over."""
+    from fer_tf.model.network import capacity_of  # deferred: keras
+
+    theirs = capacity_of(start) if start is not None else None
+    changed = {k: v for k, v in (theirs or {}).items() if getattr(model_cfg, k) != v}
+    if not changed:
+        return model_cfg
+    print("building the network like the starting one: "
+          + ", ".join(f"{k} {v}" for k, v in changed.items()), file=sys.stderr)
+    return dataclasses.replace(model_cfg, **changed)
+
+
 def for_start(train_cfg, start):
     """``train_cfg`` for training from ``start``: batch-norm statistics are kept frozen only when
     there are trained ones (``start`` a model); from scratch (``None``) batch norm learns."""
@@ -271,7 +286,7 @@ def fine_tune(table, faces, train_rows, test_rows, labels, start=None, variant="
     if model_cfg is None or train_cfg is None:
         m, t = configs(variant, labels)
         model_cfg, train_cfg = model_cfg or m, train_cfg or t
-    model_cfg = dataclasses.replace(model_cfg, labels=tuple(labels))
+    model_cfg = with_start_capacity(dataclasses.replace(model_cfg, labels=tuple(labels)), start)
     train_cfg = for_start(train_cfg, start)
     normalised = normalize_many(faces)
     train_rows = np.asarray(train_rows, dtype=np.int64)
