@@ -16,6 +16,13 @@ A finished run leaves, to commit:
   repository, whose tracked files must leave room for the GPU pack's 43 MiB of images). The
   network itself stays in ``WORK/NAME-publish``.
 
+A run whose PrivateTest beats the committed backbone's leads to the rest of issue 27: the shipped
+model remade from its network (``python pipelines/ship.py --pretrained WORK/NAME-publish/
+fer2013_backbone.keras`` with the run's ``model.*`` options as ``--set``: a starting network of
+other capacity options is refused otherwise) and the CK+ study from it (``pipelines/finetune.py
+--pretrained ... --runs reports/ckplus48/backbones/NAME --variants softmax,2B(N+M)``, the
+same ``--set``; reports/ckplus48/backbones/README.md shows the commands of the earlier studies).
+
 On a CPU without native bfloat16 the runs train in float32 (``train.mixed_precision=false``; the
 committed recipe's bfloat16 is several times slower there: fer_tf/training/precision.py). A run
 that needs other runs' networks (the ensemble) waits until they are committed.
