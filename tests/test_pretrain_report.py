@@ -68,7 +68,10 @@ def test_the_campaign_section_lists_planned_runs_with_results_or_not_run_yet(tmp
     assert "target: PrivateTest at least 70.00%" in text
     assert "| `runs/wide.json` | wider | `model.width=1.25` | 69.00% | 70.50% | 71.50% | yes |" in text
     assert "| `mixed` | mixup | `train.mixing=mixup` | not run yet | | | |" in text
+    assert "](accuracy3_curves.png)" in text and (tmp_path / "accuracy3_curves.png").stat().st_size > 0
     assert _campaign_section(tmp_path, tmp_path / "missing.yaml") == ""
+    (tmp_path / "runs" / "wide.json").unlink()  # no finished run: no figure
+    assert "accuracy3_curves.png" not in _campaign_section(tmp_path, plan)
 
 
 def test_the_committed_plan_is_in_the_report():

@@ -208,6 +208,10 @@ def _other_runs_section(results, others):
 CAMPAIGN = pathlib.Path(__file__).resolve().parents[2] / "configs" / "accuracy3.yaml"
 
 
+#: The figure of the campaign's finished runs (written beside the README once a run is in).
+CAMPAIGN_FIGURE = "accuracy3_curves.png"
+
+
 def _campaign_section(report_dir, plan_path=CAMPAIGN):
     """Where the stronger-network campaign stands: each planned run with its result or "not run
     yet", and the options measured another way (a weight-averaged tail, flip averaging)."""
@@ -221,9 +225,12 @@ def _campaign_section(report_dir, plan_path=CAMPAIGN):
              "each a full 75-epoch run of the recipe with the options named:", "",
              "| run | what | options | PublicTest | PrivateTest | PrivateTest, flip-averaged | target met |",
              "|---|---|---|---|---|---|---|"]
+    histories = {}
     for name, run in (plan.get("runs") or {}).items():
         r = _load(pathlib.Path(report_dir) / "runs" / f"{name}.json")
         options = ", ".join(f"`{item}`" for item in run.get("set", []))
+        if r is not None and r.get("history"):
+            histories[name] = r["history"]
         if r is None:
             lines.append(f"| `{name}` | {run.get('what', '')} | {options} | not run yet | | | |")
             continue
@@ -237,6 +244,14 @@ def _campaign_section(report_dir, plan_path=CAMPAIGN):
               "test-time flip averaging as an export option (`fer-tf export --flip-average`): its "
               "accuracy is the flip-averaged column of every run, its cost per face is in "
               "`reports/bench` (section 3)."]
+    if histories:
+        from fer_tf.research import plots  # deferred: matplotlib
+
+        published = _load(pathlib.Path(report_dir) / "results.json") or {}
+        curves = {"the published backbone": published.get("history") or [], **histories}
+        plots.training_curves({k: v for k, v in curves.items() if v}, pathlib.Path(report_dir) / CAMPAIGN_FIGURE,
+                              title="Accuracy III runs against the published backbone")
+        lines += ["", f"![Accuracy III: training loss and PublicTest accuracy per epoch]({CAMPAIGN_FIGURE})"]
     return "\n".join(lines) + "\n"
 
 
