@@ -74,6 +74,21 @@ def status(name):
     return f"waits for {', '.join(p.name for p in missing)}" if missing else "to run"
 
 
+def progress(name, work):
+    """Where an unfinished run's checkpoint in ``work`` stands ("" when it has none)."""
+    import json
+
+    folder = pathlib.Path(work) / f"{name}-work"
+    try:  # the human-readable copy of the checkpoint's state (fer_tf.training.loop.STATE)
+        state = json.loads((folder / "state.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    history = state.get("history") or [{}]
+    last = history[-1].get("val_accuracy")
+    shown = f", PublicTest {100 * last:.2f}% after it" if last is not None else ""
+    return f" (checkpoint after epoch {state.get('epoch')} in {folder}{shown}: the same command resumes it)"
+
+
 def store_teacher(name, network):
     """``reports/fer2013/teachers/NAME.npz``: the network's predictions on the training faces."""
     from fer_tf.data.labels import BASIC7
@@ -114,7 +129,7 @@ def main():
         store_teacher(*args.teacher)
         return 0
     for name in RUNS:
-        print(f"{name}: {status(name)}")
+        print(f"{name}: {status(name)}" + (progress(name, args.work) if status(name) == "to run" else ""))
     if args.list:
         return 0
     name = args.run or next((n for n in RUNS if status(n) == "to run"), None)

@@ -44,3 +44,12 @@ def test_command_trains_in_float32_where_the_cpu_lacks_bfloat16(monkeypatch):
     assert "train.mixed_precision=false" in cmd and "model.extra_blocks=3" in cmd
     monkeypatch.setattr(precision, "bfloat16_warning", lambda *a, **k: None)
     assert "train.mixed_precision=false" not in accuracy3.command("extra-blocks-3-75-epochs", "/w")
+
+
+def test_list_says_where_an_unfinished_run_stands(tmp_path):
+    assert accuracy3.progress("mixup-0.2-75-epochs", tmp_path) == ""
+    folder = tmp_path / "mixup-0.2-75-epochs-work"
+    folder.mkdir()
+    (folder / "state.json").write_text('{"epoch": 24, "history": [{"val_accuracy": 0.5815}]}')
+    assert accuracy3.progress("mixup-0.2-75-epochs", tmp_path) == (
+        f" (checkpoint after epoch 24 in {folder}, PublicTest 58.15% after it: the same command resumes it)")
