@@ -74,6 +74,12 @@ def status(name):
     return f"waits for {', '.join(p.name for p in missing)}" if missing else "to run"
 
 
+def runnable():
+    """The runs that can start now, in the plan's order: not committed yet, and every network they
+    need committed (what the GPU pack, pipelines/device/run.sh MODE=accuracy3, runs)."""
+    return [name for name in RUNS if status(name) == "to run"]
+
+
 def progress(name, work):
     """Where an unfinished run's checkpoint in ``work`` stands ("" when it has none)."""
     import json

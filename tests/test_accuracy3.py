@@ -31,8 +31,10 @@ def test_the_ensemble_has_three_teachers_and_waits_for_the_two_runs(monkeypatch,
     monkeypatch.setattr(accuracy3, "RESULTS", tmp_path)
     assert accuracy3.status("ensemble-distilled-75-epochs").startswith("waits for")
     assert accuracy3.status("mixup-0.2-75-epochs") == "to run"
+    assert accuracy3.runnable()[:2] == ["extra-blocks-3-75-epochs", "mixup-0.2-75-epochs"]
     (tmp_path / "mixup-0.2-75-epochs.json").write_text("{}")
     assert accuracy3.status("mixup-0.2-75-epochs") == "done"
+    assert "mixup-0.2-75-epochs" not in accuracy3.runnable()
 
 
 def test_command_trains_in_float32_where_the_cpu_lacks_bfloat16(monkeypatch):

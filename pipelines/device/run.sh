@@ -15,7 +15,7 @@
 # how fast the machine trains). Every run stops training after TIME_LIMIT minutes; at DEADLINE
 # seconds after the start any run still going is interrupted, and whatever finished is collected.
 # MODE=accuracy3 instead runs, side by side and on their full schedule, the runs of
-# pipelines/accuracy3.py that need no other run's network (the widest option first).
+# pipelines/accuracy3.py that can start now (not committed yet; the networks they need committed).
 # Writes to $OUT: results.json (every finished run: results and history), log.txt, the models.
 set -uo pipefail
 PACK=${PACK:-$PWD/.device}  # images, wheels, SOURCE_COMMIT (run from the repository root)
@@ -60,8 +60,7 @@ if [ "$MODE" = accuracy3 ]; then  # issue 27: the campaign's runs that need no o
             "${args[@]}" "${A3[@]}" --output "$WORK/runs/$name" --report "$WORK/reports/$name" \
             --publish "$WORK/pub/$name" --no-resume
     done < <($PY -c "import sys; sys.path.insert(0, 'pipelines'); import accuracy3 as a
-for n, sets in a.RUNS.items():
-    if not a.needs(n): print(n, ' '.join(sets))")
+for n in a.runnable(): print(n, ' '.join(a.RUNS[n]))")
 fi
 if [ "$SMOKE" != 1 ] && [ "$MODE" != accuracy3 ]; then
     launch paper_full $PY pipelines/pretrain.py --config configs/pretrain-paper.yaml "${COMMON[@]}" \
