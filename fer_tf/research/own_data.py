@@ -477,7 +477,7 @@ def _machine(info):
 
 def _neutral_line(neutral):
     if not neutral:
-        return "- one person's neutral photo: not measured by this version of fer-tf train"
+        return "- one person's neutral photo: no reference recorded (a run of an older fer-tf train)"
     if "reference" not in neutral:
         return (f"- one person's neutral photo (`fer-tf predict --baseline DIR`) cannot correct "
                 f"this model: {neutral['reason']}")
