@@ -71,7 +71,8 @@ def _timing(history):
         return None
     ordered = sorted(seconds)
     return {"total_minutes": sum(seconds) / 60, "median": ordered[len(ordered) // 2], "fastest": ordered[0],
-            "slowest": ordered[-1], "epochs": len(seconds)}
+            "slowest": ordered[-1], "epochs": len(seconds),
+            "paused_minutes": sum(r.get("paused_seconds", 0) for r in history) / 60}
 
 
 def _speed_section(speed, train_images, epochs=None, mixed=False):
@@ -279,8 +280,10 @@ def write_readme(report_dir):
     timing_text = ("Per-epoch times were not recorded for this run." if timing is None else
                    f"Training took {timing['total_minutes']:.0f} minutes for {timing['epochs']} epochs: median "
                    f"{timing['median']:.0f} s per epoch (fastest {timing['fastest']:.0f} s, slowest "
-                   f"{timing['slowest']:.0f} s), validation included. Epochs run slower while other jobs "
-                   "share the two cores.")
+                   f"{timing['slowest']:.0f} s), validation included"
+                   + (f", not counting {timing['paused_minutes']:.0f} minutes for which the run was paused"
+                      if timing["paused_minutes"] >= 0.5 else "")
+                   + ". Epochs run slower while other jobs share the two cores.")
     fp32 = ((speed or {}).get("policies") or {}).get("float32", {}).get("images_per_s")
     paper_time = (f": up to {300 * results['train_images'] / fp32 / 3600:.1f} hours of training at the "
                   "float32 speed above" if fp32 else "")

@@ -55,6 +55,7 @@ from fer_tf.config import TrainConfig
 from fer_tf.errors import TrainingError
 from fer_tf.files import atomic_write_text, remove_stale_temporaries
 from fer_tf.training.schedules import WarmupCosine
+from fer_tf.training.timing import TIMING_KEYS, EpochTimer
 
 CHECKPOINT = "last.keras"
 INTERRUPTED = "interrupted.keras"
@@ -480,24 +481,10 @@ class _EpochSeed(keras.callbacks.Callback):
         reset_random_state(self.model, self.seed, epoch)
 
 
-#: History keys that measure the run rather than the model; they differ between identical runs.
-TIMING_KEYS = frozenset({"epoch_seconds"})
-
-
 def metrics_only(history):
-    """The history without :data:`TIMING_KEYS`: what must match between identical runs."""
+    """The history without :data:`~fer_tf.training.timing.TIMING_KEYS`: what must match between
+    identical runs."""
     return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
-
-
-class _EpochTimer(keras.callbacks.Callback):
-    """Log each epoch's wall time as ``epoch_seconds`` (kept in the checkpointed history)."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["epoch_seconds"] = round(time.time() - self.started, 2)
 
 
 class _OneEpoch(keras.callbacks.Callback):
@@ -589,7 +576,7 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
         compile_model(model, config, steps_per_epoch)
     # The caller's callbacks run before the schedule and the checkpoint, so that what they add to
     # the epoch's logs (e.g. a held-out accuracy) is in the checkpointed history.
-    cbs = [_EpochSeed(config.seed), _EpochTimer(), *callbacks, schedule, NanGuard(workdir)]
+    cbs = [_EpochSeed(config.seed), EpochTimer(), *callbacks, schedule, NanGuard(workdir)]
     if average is not None:
         cbs.append(average)
     if workdir is not None:
