@@ -21,6 +21,11 @@ def variant_slug(variant):
     return variant.lower().replace("(", "_").replace(")", "").replace("+", "p")
 
 
+#: The model options that change the backbone's layers and so its work per face (not in the
+#: paper, off by default): :class:`ModelConfig` ``width`` and ``extra_blocks``.
+CAPACITY_OPTIONS = ("width", "extra_blocks")
+
+
 @dataclasses.dataclass
 class ModelConfig:
     """Network shape (Section 4, Fig. 4) and the metric loss of each variant."""

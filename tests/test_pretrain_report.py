@@ -59,19 +59,35 @@ def test_the_campaign_section_lists_planned_runs_with_results_or_not_run_yet(tmp
     from fer_tf.research.pretrain_report import _campaign_section
 
     plan = tmp_path / "plan.yaml"
-    plan.write_text("target_private_test: 0.70\nruns:\n"
+    plan.write_text("target_private_test: 0.70\ntarget_cost_vs_fer: 1.0\nruns:\n"
                     "  wide: {what: wider, set: [model.width=1.25]}\n"
-                    "  mixed: {what: mixup, set: [train.mixing=mixup]}\n")
+                    "  mixed: {what: mixup, set: [train.mixing=mixup]}\n"
+                    "  narrow: {what: narrower, set: [model.width=0.5]}\n")
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"inference": {
+        "headline": {"tflite_vs_fer_ratio": 2.5},
+        "architectures": {"wide": {"vs_fer_ratio": 3.25}}}}))
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "wide.json").write_text(json.dumps(_results(0.69, 0.705, 75, "e" * 40)))
-    text = _campaign_section(tmp_path, plan)
-    assert "target: PrivateTest at least 70.00%" in text
-    assert "| `runs/wide.json` | wider | `model.width=1.25` | 69.00% | 70.50% | 71.50% | yes |" in text
-    assert "| `mixed` | mixup | `train.mixing=mixup` | not run yet | | | |" in text
+    text = _campaign_section(tmp_path, plan, bench)
+    assert "PrivateTest at least 70.00%" in text and "at most 1x `fer`'s" in text
+    assert ("| `runs/wide.json` | wider | `model.width=1.25` | 69.00% | 70.50% | 71.50% | 3.25x | "
+            "accuracy yes, cost no |") in text
+    # no capacity option: the default network's time; a capacity bench has not timed: said so
+    assert "| `mixed` | mixup | `train.mixing=mixup` | not run yet | | | 2.50x | |" in text
+    assert "| `narrow` | narrower | `model.width=0.5` | not run yet | | | not measured yet (`make bench`) | |" in text
     assert "](accuracy3_curves.png)" in text and (tmp_path / "accuracy3_curves.png").stat().st_size > 0
     assert _campaign_section(tmp_path, tmp_path / "missing.yaml") == ""
     (tmp_path / "runs" / "wide.json").unlink()  # no finished run: no figure
-    assert "accuracy3_curves.png" not in _campaign_section(tmp_path, plan)
+    assert "accuracy3_curves.png" not in _campaign_section(tmp_path, plan, bench)
+
+
+def test_the_committed_plans_networks_all_have_a_measured_cost():
+    from fer_tf.config import load_yaml
+    from fer_tf.research.pretrain_report import _campaign_costs
+
+    costs = _campaign_costs(load_yaml(REPO / "configs" / "accuracy3.yaml"), REPO / "reports" / "bench" / "results.json")
+    assert costs and all(c is not None and c > 0 for c in costs.values()), costs
 
 
 def test_the_committed_plan_is_in_the_report():

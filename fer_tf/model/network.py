@@ -22,7 +22,7 @@ from keras import layers, ops
 from fer_tf.errors import ConfigError
 from fer_tf.metric import distances, mining, reducers
 from fer_tf.metric import losses as fer_losses
-from fer_tf.config import ModelConfig, to_dict
+from fer_tf.config import CAPACITY_OPTIONS, ModelConfig, to_dict
 from fer_tf.metric.layers import AdaptiveThreshold, ConnectingLayer
 from fer_tf.model.blocks import conv_prelu, inception_block
 
@@ -263,10 +263,6 @@ def build_model(variant="2B(N+M)", labels=None, **overrides) -> JointModel:
 
 def _slug(variant):
     return variant.lower().replace("(", "_").replace(")", "").replace("+", "p")
-
-
-#: The model options that change the backbone's layers (not in the paper, off by default).
-CAPACITY_OPTIONS = ("width", "extra_blocks")
 
 
 def capacity_of(model):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import pathlib
 
-from fer_tf.config import ModelConfig, TrainConfig, defaults, load_yaml
+from fer_tf.config import CAPACITY_OPTIONS, ModelConfig, TrainConfig, defaults, load_yaml
 
 #: The `fer` package's FER2013 PrivateTest accuracy (measured outside this repository, see the issue).
 FER_PACKAGE_PRIVATE_TEST = 0.660
@@ -213,33 +213,66 @@ CAMPAIGN = pathlib.Path(__file__).resolve().parents[2] / "configs" / "accuracy3.
 CAMPAIGN_FIGURE = "accuracy3_curves.png"
 
 
-def _campaign_section(report_dir, plan_path=CAMPAIGN):
+def _campaign_costs(plan, bench_path):
+    """Each planned run's TFLite time per face as a multiple of ``fer``'s, from ``make bench``
+    (``reports/bench/results.json``): the network of each run's capacity options, timed untrained
+    (weights do not change the time); a run without such options is the default network."""
+    bench = _load(bench_path) or {}
+    inference = bench.get("inference") or {}
+    measured = inference.get("architectures") or {}
+    default = (inference.get("headline") or {}).get("tflite_vs_fer_ratio")
+    costs = {}
+    for name, run in (plan.get("runs") or {}).items():
+        capacity = [item for item in run.get("set", []) if item.split("=")[0] in CAPACITY_SETTINGS]
+        costs[name] = (measured.get(name) or {}).get("vs_fer_ratio") if capacity else default
+    return costs
+
+
+#: The settings that change a network's work per face.
+CAPACITY_SETTINGS = tuple(f"model.{name}" for name in CAPACITY_OPTIONS)
+
+
+def _campaign_section(report_dir, plan_path=CAMPAIGN, bench_path=None):
     """Where the stronger-network campaign stands: each planned run with its result or "not run
-    yet", and the options measured another way (a weight-averaged tail, flip averaging)."""
+    yet", its cost per face against ``fer``'s (``make bench``, measured before training), and the
+    options measured another way (a weight-averaged tail, flip averaging)."""
     if not pathlib.Path(plan_path).is_file():
         return ""
     plan = load_yaml(plan_path)
     target = plan.get("target_private_test")
+    cost_target = plan.get("target_cost_vs_fer")
+    bench_path = pathlib.Path(report_dir).parent / "bench" / "results.json" if bench_path is None else bench_path
+    costs = _campaign_costs(plan, bench_path)
     lines = ["## Accuracy III: a stronger network", "",
              f"The runs of `{pathlib.Path(plan_path).name}` (`python pipelines/accuracy3.py` runs the "
-             f"next one; target: PrivateTest at least {_pct(target)}, single network, centre crop), "
-             "each a full 75-epoch run of the recipe with the options named:", "",
-             "| run | what | options | PublicTest | PrivateTest | PrivateTest, flip-averaged | target met |",
-             "|---|---|---|---|---|---|---|"]
+             f"next one), each a full 75-epoch run of the recipe with the options named. Target: "
+             f"PrivateTest at least {_pct(target)} (single network, centre crop)"
+             + ("" if cost_target is None else
+                f", and a TFLite time per face of at most {cost_target:g}x `fer`'s")
+             + ". The time per face is `make bench`'s (`reports/bench`, section 3), each network timed "
+             "before training, since its weights do not change its time.", "",
+             "| run | what | options | PublicTest | PrivateTest | PrivateTest, flip-averaged | "
+             "per face, x `fer`'s | targets met |",
+             "|---|---|---|---|---|---|---|---|"]
     histories = {}
     for name, run in (plan.get("runs") or {}).items():
         r = _load(pathlib.Path(report_dir) / "runs" / f"{name}.json")
         options = ", ".join(f"`{item}`" for item in run.get("set", []))
+        cost = costs.get(name)
+        cost_text = f"{cost:.2f}x" if cost is not None else "not measured yet (`make bench`)"
+        cost_met = None if cost is None or cost_target is None else cost <= cost_target
         if r is not None and r.get("history"):
             histories[name] = r["history"]
         if r is None:
-            lines.append(f"| `{name}` | {run.get('what', '')} | {options} | not run yet | | | |")
+            lines.append(f"| `{name}` | {run.get('what', '')} | {options} | not run yet | | | {cost_text} | |")
             continue
         private = r.get("private_test_accuracy")
-        met = "yes" if private is not None and target is not None and private >= target else "no"
+        accurate = private is not None and target is not None and private >= target
+        met = (f"accuracy {'yes' if accurate else 'no'}, cost "
+               + ("not measured" if cost_met is None else ("yes" if cost_met else "no")))
         lines.append(f"| `runs/{name}.json` | {run.get('what', '')} | {options} | "
                      f"{_pct(r.get('public_test_accuracy'))} | {_pct(private)} | "
-                     f"{_pct(r.get('private_test_accuracy_flip'))} | {met} |")
+                     f"{_pct(r.get('private_test_accuracy_flip'))} | {cost_text} | {met} |")
     lines += ["", "Measured another way: weight averaging over a constant-rate tail as a 6-epoch "
               "tail on the published backbone (`runs/swa-tail-6-epochs.json`, above), and "
               "test-time flip averaging as an export option (`fer-tf export --flip-average`): its "
