@@ -1,7 +1,7 @@
 """The "Accuracy III" campaign (issue 27, configs/accuracy3.yaml): its full FER2013 runs, one at a
 time, resumable.
 
-    python pipelines/accuracy3.py [--work /work/acc3] [--list] [--run NAME]
+    python pipelines/accuracy3.py [--work /work/acc3] [--list] [--run NAME | --all]
 
 Each run is ``configs/pretrain.yaml`` (75 epochs) plus the options configs/accuracy3.yaml names
 for it. Without ``--run``
@@ -25,7 +25,9 @@ same ``--set``; reports/ckplus48/backbones/README.md shows the commands of the e
 
 On a CPU without native bfloat16 the runs train in float32 (``train.mixed_precision=false``; the
 committed recipe's bfloat16 is several times slower there: fer_tf/training/precision.py). A run
-that needs other runs' networks (the ensemble) waits until they are committed.
+that needs other runs' networks (the ensemble) waits until their teacher files are there: committed,
+or written by a run that finished in this checkout. ``--all`` goes on from one run to the next
+until none can start, so an unattended machine trains the whole plan.
 """
 
 import argparse
@@ -128,6 +130,9 @@ def main():
     parser.add_argument("--work", default="runs/accuracy3", help="folder of the runs' checkpoints")
     parser.add_argument("--list", action="store_true", help="say where each run stands, run nothing")
     parser.add_argument("--run", choices=sorted(RUNS), help="this run (default: the first not done)")
+    parser.add_argument("--all", action="store_true",
+                        help="after a run, go on with the next one that can start (its teachers are "
+                             "in place once the runs they come from have finished), until none can")
     parser.add_argument("--teacher", nargs=2, metavar=("NAME", "KERAS"),
                         help="only write reports/fer2013/teachers/NAME.npz from the network KERAS")
     args = parser.parse_args()
@@ -138,6 +143,8 @@ def main():
         print(f"{name}: {status(name)}" + (progress(name, args.work) if status(name) == "to run" else ""))
     if args.list:
         return 0
+    if args.all and args.run:
+        parser.error("--all runs every run that can start, one after another; --run names one")
     name = args.run or next((n for n in RUNS if status(n) == "to run"), None)
     if name is None:
         print("nothing to run: every run is done or waits for a network that is not committed")
@@ -145,19 +152,31 @@ def main():
     if status(name) != "to run":
         print(f"{name}: {status(name)}", file=sys.stderr)
         return 2
-    cmd = command(name, args.work)
+    while name is not None:
+        code = train(name, args.work)
+        if code or not args.all:
+            return code
+        # a finished run's files are in place now: the next run may be one that needed them
+        name = next((n for n in RUNS if status(n) == "to run"), None)
+    print("nothing more to run: every run is done or waits for a network that is not there")
+    return 0
+
+
+def train(name, work):
+    """Train (or resume) one run, then put its results and teacher file in place."""
+    cmd = command(name, work)
     print("running:", " ".join(cmd[1:]), flush=True)
     code = subprocess.call(cmd, cwd=REPO)
     if code:
         return code
-    work = pathlib.Path(args.work)
+    work = pathlib.Path(work)
     report, publish = work / f"{name}-report", work / f"{name}-publish"
     RESULTS.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(report / "results.json", RESULTS / f"{name}.json")
     store_teacher(name, publish / "fer2013_backbone.keras")
     print(f"finished {name}: commit reports/fer2013/runs/{name}.json and reports/fer2013/teachers/"
           f"{name}.npz, then run python pipelines/report_fer2013.py at that clean commit and commit "
-          "its README")
+          "its README", flush=True)
     return 0
 
 

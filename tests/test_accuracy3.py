@@ -55,3 +55,30 @@ def test_list_says_where_an_unfinished_run_stands(tmp_path):
     (folder / "state.json").write_text('{"epoch": 24, "history": [{"val_accuracy": 0.5815}]}')
     assert accuracy3.progress("mixup-0.2-75-epochs", tmp_path) == (
         f" (checkpoint after epoch 24 in {folder}, PublicTest 58.15% after it: the same command resumes it)")
+
+
+def test_all_goes_on_to_the_runs_whose_teachers_a_finished_run_wrote(monkeypatch, tmp_path):
+    results, teachers = tmp_path / "runs", tmp_path / "teachers"
+    results.mkdir()
+    teachers.mkdir()
+    real_needs = accuracy3.needs
+    monkeypatch.setattr(accuracy3, "RESULTS", results)
+    monkeypatch.setattr(accuracy3, "needs", lambda name: [
+        p if p.name.endswith(".keras") else teachers / p.name for p in real_needs(name)])
+    trained = []
+
+    def train(name, work):  # what a finished run leaves: its results and its teacher file
+        trained.append(name)
+        (results / f"{name}.json").write_text("{}")
+        (teachers / f"{name}.npz").write_text("")
+        return 0
+
+    monkeypatch.setattr(accuracy3, "train", train)
+    monkeypatch.setattr(sys, "argv", ["accuracy3.py", "--work", str(tmp_path), "--all"])
+    assert accuracy3.main() == 0
+    assert trained == list(accuracy3.RUNS)  # the ensemble and the half width after their teachers
+    trained.clear()
+    for f in results.iterdir():
+        f.unlink()
+    monkeypatch.setattr(sys, "argv", ["accuracy3.py", "--work", str(tmp_path)])
+    assert accuracy3.main() == 0 and trained == ["extra-blocks-3-75-epochs"]  # without --all: one run

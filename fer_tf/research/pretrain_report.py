@@ -245,7 +245,7 @@ def _campaign_section(report_dir, plan_path=CAMPAIGN, bench_path=None):
     costs = _campaign_costs(plan, bench_path)
     lines = ["## Accuracy III: a stronger network", "",
              f"The runs of `{pathlib.Path(plan_path).name}` (`python pipelines/accuracy3.py` runs the "
-             f"next one), each a full 75-epoch run of the recipe with the options named. Target: "
+             f"next one, with `--all` each in turn), each a full 75-epoch run of the recipe with the options named. Target: "
              f"PrivateTest at least {_pct(target)} (single network, centre crop)"
              + ("" if cost_target is None else
                 f", and a TFLite time per face of at most {cost_target:g}x `fer`'s")
