@@ -26,14 +26,15 @@ def measure(policy, faces, labels, train_config, steps, warmup=10):
 
     from fer_tf.model import network
     from fer_tf.training import loop
-    from fer_tf.data.feeders import classification_dataset
+    from fer_tf.feeding.augment import Augmentation
+    from fer_tf.feeding.feeders import classification_dataset
 
     keras.mixed_precision.set_global_policy(policy)
     try:
         model = network.build_model("softmax", labels=list("abcdefg"))
         loop.compile_model(model, train_config, steps_per_epoch=steps + warmup)
         dataset = classification_dataset(faces, labels, train_config.batch_size,
-                                         augment=train_config.augmentation())
+                                         augment=Augmentation.from_config(train_config))
         marks = {}
 
         class Clock(keras.callbacks.Callback):

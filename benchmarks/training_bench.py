@@ -35,7 +35,7 @@ def _model(learning_rate=1e-3, seed=0):
 
 def _dataset(table, faces, mode, seed=0):
     from fer_tf.data.labels import CKPLUS7
-    from fer_tf.data.feeders import identity_aware_dataset
+    from fer_tf.feeding.feeders import identity_aware_dataset
 
     return identity_aware_dataset(table, faces, CKPLUS7, mode=mode, num_positives=6, num_negatives=6,
                                   seed=seed, augment=True, repeat=True, return_sampler=True)

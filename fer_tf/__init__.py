@@ -10,7 +10,8 @@ The public API, in the order data flows (each name is imported from its module o
     Recognizer("saved_models/fer_tf_basic7.tflite").predict_path("photo.jpg")
 
 Everything else is imported from its subpackage (``fer_tf.data``, ``fer_tf.preprocess``,
-``fer_tf.metric``, ``fer_tf.model``, ``fer_tf.training``, ``fer_tf.deploy``, ``fer_tf.research``).
+``fer_tf.feeding``, ``fer_tf.metric``, ``fer_tf.model``, ``fer_tf.training``, ``fer_tf.people``,
+``fer_tf.deploy``, ``fer_tf.research``).
 
 ``import fer_tf`` is cheap (no Keras, no TensorFlow), yet a ``.keras`` file that holds fer_tf's
 classes (``JointModel``, its layers, losses and schedules) loads with plain
@@ -35,7 +36,7 @@ _PUBLIC = {
     "CKPLUS7": "fer_tf.data.labels",
     "FaceTable": "fer_tf.data.table",
     "read_dataset": "fer_tf.data.readers",
-    "identity_aware_dataset": "fer_tf.data.feeders",
+    "identity_aware_dataset": "fer_tf.feeding.feeders",
     # preprocess
     "FaceAligner": "fer_tf.preprocess.align",
     "prepare_faces": "fer_tf.preprocess.cache",

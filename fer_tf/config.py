@@ -25,6 +25,19 @@ def variant_slug(variant):
 #: paper, off by default): :class:`ModelConfig` ``width`` and ``extra_blocks``.
 CAPACITY_OPTIONS = ("width", "extra_blocks")
 
+#: ``TrainConfig.mixing``: the mixing augmentations of :mod:`fer_tf.feeding.mixing`.
+MIXING_KINDS = ("none", "mixup", "cutmix")
+
+
+def check_mixing(kind, alpha, probability):
+    """Raise :class:`ConfigError` unless ``kind``, ``alpha`` and ``probability`` make a valid mixing."""
+    if kind not in MIXING_KINDS:
+        raise ConfigError(f"unknown mixing {kind!r}; use one of {', '.join(MIXING_KINDS)}")
+    if not alpha > 0.0:
+        raise ConfigError(f"mixing_alpha must be > 0, got {alpha}")
+    if not 0.0 <= probability <= 1.0:
+        raise ConfigError(f"mixing_probability must be in [0, 1], got {probability}")
+
 
 @dataclasses.dataclass
 class ModelConfig:
@@ -99,7 +112,7 @@ class TrainConfig:
     patience: int = 10  # ... or when validation accuracy has not improved for this many epochs
     min_learning_rate: float = 1e-6
     seed: int = 0
-    # Augmentation (fer_tf.data.augment): the paper's random 48x48 crop of the 60x60 face and flip,
+    # Augmentation (fer_tf.feeding.augment): the paper's random 48x48 crop of the 60x60 face and flip,
     # plus (not in the paper) rotation in degrees, zoom +-scale, extra shift in pixels and the
     # probability of random erasing.
     flip: bool = True
@@ -143,7 +156,7 @@ class TrainConfig:
     # Start from the weights of this .keras network of the same shape (e.g. a finished run, so
     # that swa_epochs = epochs adds a weight-averaged tail to it) instead of random ones.
     init_from: str | None = None
-    # Mixing augmentation (not in the paper; fer_tf.data.mixing): "mixup" or "CutMix" of the
+    # Mixing augmentation (not in the paper; fer_tf.feeding.mixing): "mixup" or "CutMix" of the
     # classification batches of FER2013 pretraining, lam ~ Beta(mixing_alpha, mixing_alpha), each
     # row mixed with probability mixing_probability. "none": off.
     mixing: str = "none"
@@ -172,13 +185,7 @@ class TrainConfig:
                               "which would undo the averaging)")
         if self.swa_epochs and not self.swa_learning_rate > 0.0:
             raise ConfigError(f"swa_learning_rate must be > 0, got {self.swa_learning_rate}")
-        self.mixing_settings()  # checks the mixing options
-
-    def mixing_settings(self):
-        """The :class:`fer_tf.data.mixing.Mixing` these settings describe."""
-        from fer_tf.data.mixing import Mixing  # deferred: numpy (configs load before the data code)
-
-        return Mixing(self.mixing, self.mixing_alpha, self.mixing_probability)
+        check_mixing(self.mixing, self.mixing_alpha, self.mixing_probability)
 
     def refuse_mixing(self, where):
         """Raise :class:`ConfigError` when mixing is on: ``where`` trains on batches it cannot mix."""
@@ -186,14 +193,6 @@ class TrainConfig:
             raise ConfigError(f"mixing: {self.mixing} applies to classification batches only (FER2013 "
                               f"pretraining, `make pretrain`); {where} trains on identity-aware "
                               "batches, whose tuples need unmixed faces: set train.mixing to none")
-
-    def augmentation(self, crop_size=48):
-        """The :class:`fer_tf.data.augment.Augmentation` these settings describe."""
-        from fer_tf.data.augment import Augmentation  # deferred: keras (configs load before the backend)
-
-        return Augmentation(crop_size=crop_size, flip=self.flip, rotation=self.rotation,
-                            scale=self.scale, translation=self.translation,
-                            erasing=self.random_erasing)
 
 
 def _build(cls, values, where):

@@ -72,7 +72,7 @@ def train_once(workdir, tiny=True, epochs=3, seed=0, steps=None, queries=None, v
     from fer_tf.config import TrainConfig
     from fer_tf.model.predict import accuracy, predict_probabilities
     from fer_tf.preprocess.normalize import normalize_faces
-    from fer_tf.data.feeders import identity_aware_dataset
+    from fer_tf.feeding.feeders import identity_aware_dataset
 
     started = time.time()
     workdir = pathlib.Path(workdir)

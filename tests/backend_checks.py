@@ -487,8 +487,8 @@ def scaled_learning_rate():
 
 @check
 def mixing_matches_numpy():
-    """mixup and CutMix pixels (fer_tf.data.mixing.mix_images, in keras.ops) against NumPy."""
-    from fer_tf.data.mixing import BOX, LAMBDA, PARTNER, Mixing, mix_images, mix_plan
+    """mixup and CutMix pixels (fer_tf.feeding.mixing.mix_images, in keras.ops) against NumPy."""
+    from fer_tf.feeding.mixing import BOX, LAMBDA, PARTNER, Mixing, mix_images, mix_plan
 
     images = np.random.default_rng(0).normal(size=(12, 48, 48, 1)).astype("float32")
     for kind in ("mixup", "cutmix"):

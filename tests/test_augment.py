@@ -1,9 +1,9 @@
-"""fer_tf.data.augment: the paper's crop and flip as a special case, the affine extras, determinism."""
+"""fer_tf.feeding.augment: the paper's crop and flip as a special case, the affine extras, determinism."""
 
 import numpy as np
 import pytest
 
-from fer_tf.data.augment import NUM_UNIFORMS, Augmentation, augment_faces, flip_horizontal
+from fer_tf.feeding.augment import NUM_UNIFORMS, Augmentation, augment_faces, flip_horizontal
 
 FULL = np.arange(60 * 60, dtype=np.float32).reshape(60, 60)
 

@@ -38,7 +38,7 @@ CHECKS = [
     "mixing_matches_numpy",
 ]
 CORE_MODULES = ["metric/distances", "metric/reducers", "metric/parts", "metric/mining", "metric/losses", "metric/layers",
-                "training/optimizers", "research/stats", "research/probes", "data/mixing"]
+                "training/optimizers", "research/stats", "research/probes", "feeding/mixing"]
 
 
 @functools.lru_cache(maxsize=None)

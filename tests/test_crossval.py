@@ -267,7 +267,7 @@ def _stale_checkpoint(workdir):
     import numpy as np
     from fixtures_training import tiny_model
 
-    from fer_tf.data.feeders import classification_dataset
+    from fer_tf.feeding.feeders import classification_dataset
     from fer_tf.training import loop
 
     faces = np.zeros((4, 60, 60, 1), np.float32)

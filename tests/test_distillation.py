@@ -6,7 +6,7 @@ import pytest
 
 from fer_tf.training import distillation
 from fer_tf.model import network
-from fer_tf.data import feeders
+from fer_tf.feeding import feeders
 from fer_tf.config import TrainConfig
 from fer_tf.errors import ConfigError
 

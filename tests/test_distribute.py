@@ -292,7 +292,7 @@ import jax
 import keras
 import numpy as np
 from fixtures_training import TINY_LABELS, synthetic_data, tiny_model
-from fer_tf.data.feeders import identity_aware_dataset
+from fer_tf.feeding.feeders import identity_aware_dataset
 
 assert len(jax.devices()) == 2, jax.devices()
 table, faces = synthetic_data(subjects=4)

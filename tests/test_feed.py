@@ -1,4 +1,4 @@
-"""fer_tf.data.feed: one Feed, two backends (tf.data and keras PyDataset) with the same batches.
+"""fer_tf.feeding.feed: one Feed, two backends (tf.data and keras PyDataset) with the same batches.
 
 The PyDataset backend is what JAX and PyTorch use; here it runs under TensorFlow (a PyDataset
 works on every backend), so both backends of the same feeder can be compared in one process.
@@ -7,8 +7,8 @@ works on every backend), so both backends of the same feeder can be compared in 
 import numpy as np
 import pytest
 
-from fer_tf.data import feed, feeders
-from fer_tf.data.augment import Augmentation
+from fer_tf.feeding import feed, feeders
+from fer_tf.feeding.augment import Augmentation
 
 LABELS = ("anger", "happiness", "surprise")
 
@@ -140,7 +140,7 @@ def test_tf_data_under_op_determinism_logs_nothing(tmp_path):
         "import numpy as np, tensorflow as tf\n"
         "sys.path.insert(0, sys.argv[1])\n"
         "from test_feed import _synthetic, LABELS\n"
-        "from fer_tf.data import feeders\n"
+        "from fer_tf.feeding import feeders\n"
         "def batches():\n"
         "    table, faces = _synthetic()\n"
         "    return [np.asarray(x) for x, _ in feeders.identity_aware_dataset(\n"

@@ -12,7 +12,7 @@ def test_2b_nm_lowers_its_loss_on_ckplus48(ckplus48_dir):
     from fer_tf.data.readers import read_dataset
     from fer_tf.model.network import build_model
     from fer_tf.preprocess.cache import prepare_faces
-    from fer_tf.data.feeders import identity_aware_dataset
+    from fer_tf.feeding.feeders import identity_aware_dataset
 
     keras.utils.set_random_seed(0)
     faces, table, _ = prepare_faces(read_dataset(ckplus48_dir, "ckplus48"), progress=False)

@@ -166,6 +166,49 @@ def test_the_graph_sees_function_level_and_relative_imports(tmp_path):
     assert sorted(map(sorted, cycles(graph))) == [["fer_tf", "fer_tf.a"], ["fer_tf.sub.c", "fer_tf.sub.d"]]
 
 
+# --- layers ----------------------------------------------------------------------------------------
+
+#: fer_tf's layers in the order data flows (README "Layout"): a module imports only modules of its
+#: own layer or of the layers before it. Rank 0 is the base every layer may use.
+LAYERS = [("errors", "files", "media", "progress", "config"), ("data",), ("preprocess",), ("feeding",),
+          ("metric",), ("model",), ("training",), ("people",), ("deploy",), ("research",), ("commands",),
+          ("cli",)]
+
+
+def layer_of(module):
+    """The rank of a fer_tf module's layer (``None`` for the package root)."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return None
+    for rank, names in enumerate(LAYERS):
+        if parts[1] in names:
+            return rank
+    raise AssertionError(f"{module} belongs to no layer of LAYERS: add its folder there and to README's Layout")
+
+
+def backward_imports(graph):
+    return [f"  {a} -> {b} (line {line})" for a, deps in sorted(graph.items()) for b, line in sorted(deps.items())
+            if layer_of(a) is not None and layer_of(b) is not None and layer_of(b) > layer_of(a)]
+
+
+def test_a_layer_imports_only_the_layers_before_it():
+    backward = backward_imports(import_graph())
+    assert not backward, ("imports of a later layer (the order is LAYERS, README's Layout):\n"
+                          + "\n".join(backward))
+
+
+def test_the_layer_check_sees_a_backward_import():
+    graph = {"fer_tf.data.table": {"fer_tf.preprocess.normalize": 3}, "fer_tf.model.network": {"fer_tf.metric.losses": 1}}
+    assert backward_imports(graph) == ["  fer_tf.data.table -> fer_tf.preprocess.normalize (line 3)"]
+
+
+def test_the_readme_lists_the_layers_in_their_order():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    layout = text[text.index("## Layout"):]
+    folders = [line.split("`")[1].rstrip("/") for line in layout.splitlines() if line.startswith("| `")]
+    assert folders == [names[0] for names in LAYERS[1:-1]], folders
+
+
 # --- function-level imports ------------------------------------------------------------------------
 
 #: What a function-level import may defer: packages that are slow to import or optional (numpy

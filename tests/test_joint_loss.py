@@ -15,7 +15,7 @@ M = N = 3
 @pytest.fixture(scope="module", params=["in_batch", "tuple"])
 def batch(request):
     """One identity-aware batch of synthetic faces in the given mode, as NumPy arrays."""
-    from fer_tf.data.feeders import identity_aware_dataset
+    from fer_tf.feeding.feeders import identity_aware_dataset
 
     table, faces = synthetic_data(subjects=5)
     ds = identity_aware_dataset(table, faces, TINY_LABELS, mode=request.param, num_positives=M,

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from fer_tf.config import ModelConfig, TrainConfig
-from fer_tf.data import feed, feeders
-from fer_tf.data.augment import Augmentation
-from fer_tf.data.mixing import BOX, LAMBDA, PARTNER, Mixing, mix_images, mix_plan, mixed_targets
+from fer_tf.feeding import feed, feeders
+from fer_tf.feeding.augment import Augmentation
+from fer_tf.feeding.mixing import BOX, LAMBDA, PARTNER, Mixing, mix_images, mix_plan, mixed_targets
 from fer_tf.data.sampling import classification_batches
 from fer_tf.errors import ConfigError
 

@@ -15,7 +15,7 @@ LABELS = ("anger", "happiness", "surprise")
 @pytest.fixture(scope="module")
 def batch():
     """One identity-aware batch (12 images, M = N = 3) of synthetic faces."""
-    from fer_tf.data.feeders import identity_aware_dataset
+    from fer_tf.feeding.feeders import identity_aware_dataset
 
     table, faces = synthetic_data(subjects=4)
     ds = identity_aware_dataset(table, faces, LABELS, num_positives=3, num_negatives=3,

@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fer_tf.data.augment import NUM_UNIFORMS, augment_faces
+from fer_tf.feeding.augment import NUM_UNIFORMS, augment_faces
 from fer_tf.data.crops import center_crop
 from fer_tf.preprocess.normalize import normalize_faces
 

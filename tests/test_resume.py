@@ -21,7 +21,7 @@ def _run(workdir, epochs, seed=0, constant_validation=False, **train):
     from fer_tf.training import loop
     from fer_tf.config import TrainConfig
     from fer_tf.preprocess.normalize import normalize_faces
-    from fer_tf.data.feeders import identity_aware_dataset
+    from fer_tf.feeding.feeders import identity_aware_dataset
 
     loop.set_seed(seed)
     table, faces = synthetic_data(subjects=4, seed=seed)
@@ -37,7 +37,7 @@ def _run(workdir, epochs, seed=0, constant_validation=False, **train):
     if constant_validation:
         import tensorflow as tf
 
-        from fer_tf.data.feeders import eval_dataset
+        from fer_tf.feeding.feeders import eval_dataset
 
         validation = tf.data.Dataset.zip((eval_dataset(faces[:4], batch_size=4),
                                           tf.data.Dataset.from_tensors({"expression": np.full(4, -1, np.int32)})))
@@ -198,7 +198,7 @@ def test_a_checkpoint_without_stored_settings_is_resumed_with_a_note(tmp_path, c
 
 def _batches(epoch):
     """Two batches of a tiny classification set (for runs whose only point is their settings)."""
-    from fer_tf.data.feeders import classification_dataset
+    from fer_tf.feeding.feeders import classification_dataset
 
     rng = np.random.default_rng(epoch)
     faces = rng.normal(size=(8, 60, 60, 1)).astype(np.float32)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from fer_tf.data import feeders, sampling
+from fer_tf.data import sampling
+from fer_tf.feeding import feeders
 from fer_tf.data.labels import CKPLUS7
 from fer_tf.data.table import FaceTable
 from fer_tf.errors import MiningError

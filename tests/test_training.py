@@ -17,7 +17,7 @@ def _setup(seed=0, epochs=2):
     from fer_tf.training import loop
     from fer_tf.config import TrainConfig
     from fer_tf.preprocess.normalize import normalize_faces
-    from fer_tf.data.feeders import identity_aware_dataset
+    from fer_tf.feeding.feeders import identity_aware_dataset
 
     loop.set_seed(seed)
     table, faces = synthetic_data(subjects=4, seed=seed)

@@ -2,7 +2,7 @@
 
 Faces are stored at ``FACE_SIZE`` x ``FACE_SIZE`` (60); the network sees ``CROP_SIZE`` x
 ``CROP_SIZE`` (48) crops of them: the centre one (:func:`center_crop`: evaluation, inference,
-``FacePreprocessing``) or random ones (:mod:`fer_tf.data.augment`: training).
+``FacePreprocessing``) or random ones (:mod:`fer_tf.feeding.augment`: training).
 """
 
 from __future__ import annotations

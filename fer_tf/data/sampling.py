@@ -5,7 +5,7 @@ Every pipeline is two stages:
 1. an *index sampler* in NumPy decides which table rows go into each batch and builds the tuple
    indices (:class:`IdentitySampler` for the two identity-aware modes); its batches are plain
    :class:`IndexBatch` objects, so tests and tools can check them against the table;
-2. a feeder (:mod:`fer_tf.data.feeders`) gathers the faces of those rows from an in-memory
+2. a feeder (:mod:`fer_tf.feeding.feeders`) gathers the faces of those rows from an in-memory
    float32 tensor, takes the random 48x48 crop and flip (training) or the centre crop
    (evaluation), and prefetches.
 
@@ -60,7 +60,7 @@ DEFAULT_QUERIES_PER_BATCH = {"tuple": 12, "in_batch": 64}
 
 @dataclasses.dataclass(frozen=True)
 class IndexBatch:
-    """One batch as table rows: what :func:`fer_tf.data.feeders.identity_aware_dataset` turns into images.
+    """One batch as table rows: what :func:`fer_tf.feeding.feeders.identity_aware_dataset` turns into images.
 
     ``rows[i]`` is the table row (= index into ``faces``) of image i of the batch; ``expression``
     and ``tuples`` are the targets of the contract (``tuples`` indexes positions in the batch).

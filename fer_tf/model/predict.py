@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fer_tf.data.feeders import eval_dataset
+from fer_tf.feeding.feeders import eval_dataset
 
 
 def predict_probabilities(model, faces, batch_size=256, flip=False):

@@ -21,7 +21,8 @@ from fer_tf.model import network
 from fer_tf.training import loop
 from fer_tf.config import ModelConfig, TrainConfig, to_dict, variant_slug
 from fer_tf.data.splits import subject_kfold
-from fer_tf.data.feeders import eval_dataset, identity_aware_dataset
+from fer_tf.feeding.augment import Augmentation
+from fer_tf.feeding.feeders import eval_dataset, identity_aware_dataset
 from fer_tf.model.predict import predict_probabilities
 from fer_tf.data.sampling import DEFAULT_QUERIES_PER_BATCH
 
@@ -115,7 +116,8 @@ def train_variant(variant, table, faces, train_rows, test_rows, model_config: Mo
     train_faces = faces[fit_rows]  # one array: its tensor is reused every epoch
     sampler_args = dict(mode=mode, num_positives=model_config.num_positives,
                         num_negatives=model_config.num_negatives, queries_per_batch=queries,
-                        seed=train_config.seed, augment=train_config.augmentation(model_config.input_size))
+                        seed=train_config.seed,
+                        augment=Augmentation.from_config(train_config, model_config.input_size))
 
     def make_train(start_epoch):
         return identity_aware_dataset(train_table, train_faces, labels, start_epoch=start_epoch,

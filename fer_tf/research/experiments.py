@@ -28,7 +28,9 @@ from fer_tf.config import ModelConfig, TrainConfig, to_dict
 from fer_tf.data.splits import subject_kfold
 from fer_tf.data.table import FaceTable
 from fer_tf.preprocess.normalize import normalize_many
-from fer_tf.data.feeders import classification_dataset, eval_dataset, identity_aware_dataset, joint_dataset
+from fer_tf.feeding.augment import Augmentation
+from fer_tf.feeding.mixing import Mixing
+from fer_tf.feeding.feeders import classification_dataset, eval_dataset, identity_aware_dataset, joint_dataset
 from fer_tf.data.sampling import steps_per_epoch
 from fer_tf.model.predict import accuracy, per_label_recall, predict_probabilities
 from fer_tf.preprocess.prepared import prepared_dataset
@@ -72,7 +74,7 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
         train_rows = np.random.default_rng(train_config.seed).permutation(train_rows)[:max_train_images]
     print(f"FER2013: {len(train_rows)} training, {len(split['PublicTest'])} validation, "
           f"{len(split['PrivateTest'])} test faces", file=sys.stderr)
-    augmentation = train_config.augmentation(model_config.input_size)
+    augmentation = Augmentation.from_config(train_config, model_config.input_size)
     train_faces, train_ids = faces[train_rows], ids[train_rows]  # one array: its tensor is reused
     targets, distilled = None, None
     if train_config.distill_from:
@@ -87,7 +89,7 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
         return classification_dataset(train_faces, train_ids, train_config.batch_size,
                                       augment=augmentation, seed=train_config.seed,
                                       start_epoch=start_epoch, soft_targets=targets,
-                                      mixing=train_config.mixing_settings(), num_classes=len(labels),
+                                      mixing=Mixing.from_config(train_config), num_classes=len(labels),
                                       label_smoothing=model_config.label_smoothing)
 
     val = split["PublicTest"]
@@ -235,7 +237,7 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
                                                         if k != "variant"})
     pretrained = loop.load_checkpoint(pretrained_path, compile=False)
     copied = network.transfer_weights(pretrained, model)
-    augmentation = train_config.augmentation(model_config.input_size)
+    augmentation = Augmentation.from_config(train_config, model_config.input_size)
     train_table = table.take(train_rows)
     identity_args = dict(mode="in_batch", num_positives=model_config.num_positives,
                          num_negatives=model_config.num_negatives,

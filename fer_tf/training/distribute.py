@@ -52,7 +52,7 @@ import pathlib
 
 from fer_tf.training import loop
 from fer_tf.errors import ConfigError, DatasetError
-from fer_tf.data.feeders import index_batch_dataset
+from fer_tf.feeding.feeders import index_batch_dataset
 from fer_tf.data.sampling import IdentitySampler
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -187,7 +187,7 @@ def _make_sampler(table, labels, mode, num_positives, num_negatives, queries_per
 
 def _dataset(batcher, faces, augment, start_epoch, repeat, preprocess, replicas, global_indices,
              together=True):
-    """The sub-batches of ``replicas`` through :func:`fer_tf.data.feeders.index_batch_dataset`, per
+    """The sub-batches of ``replicas`` through :func:`fer_tf.feeding.feeders.index_batch_dataset`, per
     global step: one element with all of them one after the other (``together``), or one element
     per sub-batch."""
 

@@ -21,7 +21,7 @@ def main(root, steps):
     from fer_tf.training import loop
     from fer_tf.config import TrainConfig
     from fer_tf.preprocess.prepared import prepared_dataset
-    from fer_tf.data.feeders import classification_dataset
+    from fer_tf.feeding.feeders import classification_dataset
 
     print("jax", jax.__version__, "devices:", jax.devices(), flush=True)
     started = time.time()

@@ -3,7 +3,7 @@
 A feed is backend-neutral and decided in NumPy: for every epoch, a list of :class:`Batch` (the
 table rows of the batch's images, their targets, one augmentation seed per slice of rows), plus
 the faces tensor to gather from and the augmentation to apply. Every feeder of
-:mod:`fer_tf.data.feeders` (identity-aware, classification, evaluation) is such a feed; only
+:mod:`fer_tf.feeding.feeders` (identity-aware, classification, evaluation) is such a feed; only
 :func:`Feed.dataset` and :func:`join` look at the backend:
 
 - **TensorFlow: ``tf.data``.** A generator yields each batch's rows, targets and seeds; a map
@@ -29,10 +29,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from fer_tf.data.augment import NUM_UNIFORMS, Augmentation, augment_faces
+from fer_tf.feeding.augment import NUM_UNIFORMS, Augmentation, augment_faces
 from fer_tf.data.crops import center_crop
-from fer_tf.data.face_tensors import CROP
-from fer_tf.data.mixing import mix_images, split_plan
+from fer_tf.feeding.face_tensors import CROP
+from fer_tf.feeding.mixing import mix_images, split_plan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,13 +56,13 @@ class Feed:
             ``(seed, epoch)`` alone.
         steps_per_epoch: how many batches ``epoch_batches`` gives per epoch.
         targets: ``{name: (dtype, shape of one row)}``, the targets every batch carries.
-        augmentation: an :class:`~fer_tf.data.augment.Augmentation`, or None for centre crops.
+        augmentation: an :class:`~fer_tf.feeding.augment.Augmentation`, or None for centre crops.
         batch_rows: the rows of every batch, or None when they vary (a short last batch).
         slices: ``k``, the augmentation seeds per batch (``batch_rows`` divisible by it).
         top_up: on backends that compile one step shape (PyDataset), fill a short last batch up
             with the epoch's first batch's leading rows and targets.
         finish: ``Batch -> Batch``, applied to every batch last (after topping up), e.g. to add a
-            mixing plan (:mod:`fer_tf.data.mixing`; the backends then mix the augmented images
+            mixing plan (:mod:`fer_tf.feeding.mixing`; the backends then mix the augmented images
             and drop the plan's keys from the targets).
     """
 

@@ -1,8 +1,8 @@
 """The feeders: identity-aware, classification, evaluation and joint batches for ``model.fit``.
 
-Each feeder is a :class:`fer_tf.data.feed.Feed` built from a NumPy index sampler of
+Each feeder is a :class:`fer_tf.feeding.feed.Feed` built from a NumPy index sampler of
 :mod:`fer_tf.data.sampling` (which rows, which augmentation seeds) and the faces tensor of
-:mod:`fer_tf.data.face_tensors`; :meth:`Feed.dataset` makes it a ``tf.data.Dataset`` under
+:mod:`fer_tf.feeding.face_tensors`; :meth:`Feed.dataset` makes it a ``tf.data.Dataset`` under
 TensorFlow and a ``keras.utils.PyDataset`` elsewhere, with the same rows and targets.
 
 Batches follow docs/architecture.md "Batches": ``(images [X,48,48,1] float32,
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from fer_tf.data.augment import as_augmentation
-from fer_tf.data.face_tensors import CROP, face_tensor
-from fer_tf.data.feed import Batch, Feed, join
-from fer_tf.data.mixing import BOX, LAMBDA, PARTNER, mix_plan, mixed_targets
+from fer_tf.feeding.augment import as_augmentation
+from fer_tf.feeding.face_tensors import CROP, face_tensor
+from fer_tf.feeding.feed import Batch, Feed, join
+from fer_tf.feeding.mixing import BOX, LAMBDA, PARTNER, mix_plan, mixed_targets
 from fer_tf.data.sampling import (PAD, IdentitySampler, augment_seed, classification_batches, steps_per_epoch,
                                   to_global_indices)
 from fer_tf.errors import ConfigError, DatasetError
@@ -75,7 +75,7 @@ def index_batch_dataset(sampler, faces, epoch_groups, steps_per_epoch, group_siz
     is augmented with its own seed from ``(seed, epoch, step)``. Tuple indices stay local to their
     own index batch (0..X-1; what a ``tf.distribute`` replica sees of its slice) or, with
     ``global_indices``, index the whole batch. ``steps_per_epoch`` elements make an epoch;
-    ``repeat`` and ``min_batches`` as in :meth:`fer_tf.data.feed.Feed.dataset`.
+    ``repeat`` and ``min_batches`` as in :meth:`fer_tf.feeding.feed.Feed.dataset`.
     """
     k, x, w = int(group_size), sampler.batch_size, sampler.tuple_width
 
@@ -98,9 +98,9 @@ def classification_dataset(faces, label_ids, batch_size=128, augment=True, shuff
     :func:`fer_tf.training.distillation.soft_targets`), served as ``"expression_target"`` beside the labels.
 
     ``augment``: True (the paper's random crop and flip), False (centre crop) or an
-    :class:`fer_tf.data.augment.Augmentation` (rotation, zoom, shift, random erasing too).
+    :class:`fer_tf.feeding.augment.Augmentation` (rotation, zoom, shift, random erasing too).
 
-    ``mixing``: a :class:`fer_tf.data.mixing.Mixing` (mixup or CutMix, not in the paper): the
+    ``mixing``: a :class:`fer_tf.feeding.mixing.Mixing` (mixup or CutMix, not in the paper): the
     augmented images are mixed within each batch and ``"expression_target"`` holds the mixed
     targets: of ``soft_targets`` when given, else of the one-hot labels over ``num_classes``
     smoothed by ``label_smoothing`` (the cross-entropy applies no smoothing to given targets).

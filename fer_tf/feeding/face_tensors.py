@@ -1,6 +1,6 @@
 """The faces a feeder gathers from: normalised once, held as one backend tensor, shared while alive.
 
-Every feeder of :mod:`fer_tf.data.feeders` gathers its batches' faces by table row from one
+Every feeder of :mod:`fer_tf.feeding.feeders` gathers its batches' faces by table row from one
 in-memory float32 tensor ``[n, 60, 60]``. This module makes that tensor (:func:`normalised_faces`,
 then :func:`face_tensor`) and keeps a weak cache of it, so the pipelines that training builds anew
 every epoch share one copy of the faces.

@@ -37,6 +37,14 @@ class Augmentation:
     erasing_area: tuple = (0.02, 0.2)  # fraction of the crop's area
     erasing_aspect: float = 3.0  # aspect ratio uniform in log space in [1/a, a]
 
+    @classmethod
+    def from_config(cls, train_config, crop_size=48):
+        """The augmentation a :class:`~fer_tf.config.TrainConfig` describes (``flip``, ``rotation``,
+        ``scale``, ``translation``, ``random_erasing``) for crops of ``crop_size``."""
+        return cls(crop_size=crop_size, flip=train_config.flip, rotation=train_config.rotation,
+                   scale=train_config.scale, translation=train_config.translation,
+                   erasing=train_config.random_erasing)
+
     @property
     def is_crop_flip_only(self):
         return not (self.rotation or self.scale or self.translation or self.erasing)

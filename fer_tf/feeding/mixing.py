@@ -25,9 +25,8 @@ import dataclasses
 
 import numpy as np
 
-from fer_tf.errors import ConfigError
-
-KINDS = ("none", "mixup", "cutmix")
+from fer_tf.config import MIXING_KINDS as KINDS
+from fer_tf.config import check_mixing
 #: The target keys a mixed batch carries to the feed backend; removed once the pixels are mixed.
 PARTNER, LAMBDA, BOX = "mix_partner", "mix_lambda", "mix_box"
 _SALT = 0x6D6978  # keeps the mixing draws apart from the augmentation's, which use the same seed
@@ -42,12 +41,13 @@ class Mixing:
     probability: float = 1.0
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ConfigError(f"unknown mixing {self.kind!r}; use one of {', '.join(KINDS)}")
-        if not self.alpha > 0.0:
-            raise ConfigError(f"mixing_alpha must be > 0, got {self.alpha}")
-        if not 0.0 <= self.probability <= 1.0:
-            raise ConfigError(f"mixing_probability must be in [0, 1], got {self.probability}")
+        check_mixing(self.kind, self.alpha, self.probability)
+
+    @classmethod
+    def from_config(cls, train_config):
+        """The mixing a :class:`~fer_tf.config.TrainConfig` describes (``mixing``, ``mixing_alpha``,
+        ``mixing_probability``)."""
+        return cls(train_config.mixing, train_config.mixing_alpha, train_config.mixing_probability)
 
     @property
     def active(self):
