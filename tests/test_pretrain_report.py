@@ -96,3 +96,13 @@ def test_the_committed_plan_is_in_the_report():
 
     for name in load_yaml(REPO / "configs" / "accuracy3.yaml")["runs"]:
         assert f"`{name}`" in text or f"`runs/{name}.json`" in text, name
+
+
+def test_a_run_s_training_time_names_epochs_that_were_paused():
+    from fer_tf.research.pretrain_report import _training_time
+
+    steady = [{"epoch_seconds": 60.0} for _ in range(10)]
+    assert _training_time(steady) == "10 min"
+    paused = steady[:9] + [{"epoch_seconds": 1860.0}]
+    assert _training_time(paused) == "40 min (of which 31 min in 1 epoch of over 3x the median 60 s: paused)"
+    assert _training_time([{"epoch": 1}]) == "not recorded"

@@ -154,6 +154,22 @@ def _changes(base, other):
     return ", ".join(out) or "-"
 
 
+def _training_time(history):
+    """A run's training time: the sum of its epochs' times. Runs recorded before pauses were left
+    out of ``epoch_seconds`` (:mod:`fer_tf.training.timing`) may hold paused epochs; an epoch of over
+    3x the median is named as such, since nothing else makes one take that long."""
+    seconds = [h["epoch_seconds"] for h in history if "epoch_seconds" in h]
+    if not seconds:
+        return "not recorded"
+    median = sorted(seconds)[len(seconds) // 2]
+    slow = [s for s in seconds if s > 3 * median]
+    text = f"{sum(seconds) / 60:.0f} min"
+    if slow:
+        text += (f" (of which {sum(slow) / 60:.0f} min in {len(slow)} epoch{'s' if len(slow) > 1 else ''} "
+                 f"of over 3x the median {median:.0f} s: paused)")
+    return text
+
+
 def _other_runs_section(results, others):
     """The committed run beside other full runs (``runs/*.json``: the same ``results.json`` layout,
     e.g. another number of epochs or less augmentation), so that each is reported with both splits
@@ -164,11 +180,10 @@ def _other_runs_section(results, others):
 
     def row(name, r, changes):
         history = r.get("history") or []
-        seconds = sum(h.get("epoch_seconds", 0) for h in history)
         epochs = r["run"].get("config", {}).get("train", {}).get("epochs", "?")
         return (f"| {name} | {changes} | {epochs} | {_best(history).get('epoch', '?')} | "
                 f"{_pct(r.get('public_test_accuracy'))} | {_pct(r.get('private_test_accuracy'))} | "
-                f"{_pct(r.get('private_test_accuracy_flip'))} | {seconds / 60:.0f} min | "
+                f"{_pct(r.get('private_test_accuracy_flip'))} | {_training_time(history)} | "
                 f"`{str(r['run'].get('git_commit', '?'))[:7]}` |")
 
     lines = ["| run | config changes | epochs | best epoch | PublicTest | PrivateTest | "
