@@ -8,6 +8,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# The checkout's own fer_tf, before any installed one: a second checkout (a campaign's clone) that
+# shares a virtual environment whose editable install points at the first must run its own code.
+if str(REPO) not in sys.path[:1]:
+    sys.path.insert(0, str(REPO))
 DATASETS = pathlib.Path(os.environ.get("FER_TF_DATASETS", REPO.parent / "shared" / "datasets"))
 
 

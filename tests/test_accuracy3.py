@@ -82,3 +82,20 @@ def test_all_goes_on_to_the_runs_whose_teachers_a_finished_run_wrote(monkeypatch
         f.unlink()
     monkeypatch.setattr(sys, "argv", ["accuracy3.py", "--work", str(tmp_path)])
     assert accuracy3.main() == 0 and trained == ["extra-blocks-3-75-epochs"]  # without --all: one run
+
+
+def test_pipelines_run_their_own_checkout_s_fer_tf(tmp_path):
+    """A second checkout that shares the virtual environment (whose editable install, if any,
+    points at this one) must import its own fer_tf: the campaign trains in a clone."""
+    import shutil
+    import subprocess
+
+    clone = tmp_path / "clone"
+    (clone / "pipelines").mkdir(parents=True)
+    (clone / "fer_tf").mkdir()
+    shutil.copy(REPO / "pipelines" / "_common.py", clone / "pipelines" / "_common.py")
+    (clone / "fer_tf" / "__init__.py").write_text("")
+    out = subprocess.run([sys.executable, "-c", "import _common, fer_tf; print(fer_tf.__file__)"],
+                         cwd=clone / "pipelines", capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(clone / "pipelines")})
+    assert pathlib.Path(out.stdout.strip()).resolve() == (clone / "fer_tf" / "__init__.py").resolve()
