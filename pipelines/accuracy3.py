@@ -145,7 +145,7 @@ def main():
         return 0
     if args.all and args.run:
         parser.error("--all runs every run that can start, one after another; --run names one")
-    name = args.run or next((n for n in RUNS if status(n) == "to run"), None)
+    name = args.run or next(iter(runnable()), None)
     if name is None:
         print("nothing to run: every run is done or waits for a network that is not committed")
         return 0
@@ -157,7 +157,7 @@ def main():
         if code or not args.all:
             return code
         # a finished run's files are in place now: the next run may be one that needed them
-        name = next((n for n in RUNS if status(n) == "to run"), None)
+        name = next(iter(runnable()), None)
     print("nothing more to run: every run is done or waits for a network that is not there")
     return 0
 

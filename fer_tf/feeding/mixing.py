@@ -25,7 +25,6 @@ import dataclasses
 
 import numpy as np
 
-from fer_tf.config import MIXING_KINDS as KINDS
 from fer_tf.config import check_mixing
 #: The target keys a mixed batch carries to the feed backend; removed once the pixels are mixed.
 PARTNER, LAMBDA, BOX = "mix_partner", "mix_lambda", "mix_box"

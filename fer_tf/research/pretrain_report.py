@@ -158,12 +158,12 @@ def _training_time(history):
     """A run's training time: the sum of its epochs' times. Runs recorded before pauses were left
     out of ``epoch_seconds`` (:mod:`fer_tf.training.timing`) may hold paused epochs; an epoch of over
     3x the median is named as such, since nothing else makes one take that long."""
-    seconds = [h["epoch_seconds"] for h in history if "epoch_seconds" in h]
-    if not seconds:
+    timing = _timing(history)
+    if timing is None:
         return "not recorded"
-    median = sorted(seconds)[len(seconds) // 2]
-    slow = [s for s in seconds if s > 3 * median]
-    text = f"{sum(seconds) / 60:.0f} min"
+    median = timing["median"]
+    slow = [h["epoch_seconds"] for h in history if h.get("epoch_seconds", 0) > 3 * median]
+    text = f"{timing['total_minutes']:.0f} min"
     if slow:
         text += (f" (of which {sum(slow) / 60:.0f} min in {len(slow)} epoch{'s' if len(slow) > 1 else ''} "
                  f"of over 3x the median {median:.0f} s: paused)")
@@ -228,6 +228,10 @@ CAMPAIGN = pathlib.Path(__file__).resolve().parents[2] / "configs" / "accuracy3.
 CAMPAIGN_FIGURE = "accuracy3_curves.png"
 
 
+#: The settings that change a network's work per face.
+CAPACITY_SETTINGS = tuple(f"model.{name}" for name in CAPACITY_OPTIONS)
+
+
 def _campaign_costs(plan, bench_path):
     """Each planned run's TFLite time per face as a multiple of ``fer``'s, from ``make bench``
     (``reports/bench/results.json``): the network of each run's capacity options, timed untrained
@@ -241,10 +245,6 @@ def _campaign_costs(plan, bench_path):
         capacity = [item for item in run.get("set", []) if item.split("=")[0] in CAPACITY_SETTINGS]
         costs[name] = (measured.get(name) or {}).get("vs_fer_ratio") if capacity else default
     return costs
-
-
-#: The settings that change a network's work per face.
-CAPACITY_SETTINGS = tuple(f"model.{name}" for name in CAPACITY_OPTIONS)
 
 
 def _campaign_section(report_dir, plan_path=CAMPAIGN, bench_path=None):
