@@ -1,17 +1,16 @@
 # Shared by run.sh and finetune.sh (sourced, not run). Uses SMOKE, PACK, DEADLINE and started.
 
-# Python for the run: on the device, python3 with the packed wheels installed into /tmp/site (Keras
-# and its pure-Python dependencies; JAX is there already); with SMOKE=1, PY (default python) on this
-# machine with the packages it has. Then the environment every run needs: the JAX backend, the
-# packed code first on the path, and the packed commit as the provenance of every result.
+# Python for the run: on the device, python3 with the packed site/ (Keras and the dependencies the
+# machine lacks, unpacked from their wheels by start.sh; JAX is there already); with SMOKE=1, PY
+# (default python) on this machine with the packages it has. Then the environment every run needs:
+# the JAX backend, the packed code first on the path, and the packed commit as the provenance of
+# every result.
 device_setup() {
     if [ "$SMOKE" = 1 ]; then
         PY=${PY:-python}
     else
         PY=python3
-        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-            --target /tmp/site "$PACK"/wheels/*.whl || return 1
-        export PYTHONPATH=/tmp/site
+        export PYTHONPATH=${FER_TF_DEVICE_SITE:?start the pack with bash .device/start.sh}
         nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     fi
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" KERAS_BACKEND=jax PYTHONUNBUFFERED=1

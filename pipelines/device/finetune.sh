@@ -5,11 +5,11 @@
 #
 # Here, first:   python pipelines/device/pack.py --task finetune   (CK+48 + KDEF face caches, wheels, code)
 # Then, with the device tool, from the repository root:
-#                run  command="bash .device/src/pipelines/device/finetune.sh"  carry=[".device"]
+#                run  command="bash .device/start.sh"  carry=[".device"]
 # Then here:     cp -r <files_at>/runs/. reports/ckplus48/runs/ (new runs, and runs retrained because
 #                their protocol changed, e.g. a new backbone), commit, and `make evaluate DATASET=ckplus48`.
 # Locally, as a smoke test:
-#   SMOKE=1 PY=.venv/bin/python OUT=/tmp/out PYTHONPATH=/tmp/notf bash .device/src/pipelines/device/finetune.sh
+#   SMOKE=1 PY=.venv/bin/python OUT=/tmp/out PYTHONPATH=/tmp/notf bash .device/start.sh
 #
 # Every process starts no new run after TIME_LIMIT minutes; at DEADLINE seconds after the start the
 # ones still going are interrupted (their finished runs are kept). Writes to $OUT: runs/ (one JSON
@@ -17,7 +17,7 @@
 set -uo pipefail
 PACK=${PACK:-$PWD/.device}
 REPO_ROOT=$PWD                # the working tree that travelled: committed run files, the backbone
-cd "$(dirname "$0")/../.."    # the code: .device/src, a snapshot of the packed commit
+cd "$(dirname "$0")/../.."    # the code: src/ of .device/code.tar.xz, the packed commit (start.sh)
 OUT=${OUT:?set OUT to the folder for the results}
 SMOKE=${SMOKE:-0}
 WORK=${WORK:-/tmp/fer_device_finetune}

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # FER2013 pretraining on the lent GPU machine (Keras JAX backend; no TensorFlow, no mediapipe there).
 #
-# Here, first:   python pipelines/device/pack.py   (writes .device/: images, wheels, code of HEAD)
+# Here, first:   python pipelines/device/pack.py   (writes .device/: images, the code of HEAD and Keras)
 # Then, with the device tool, from the repository root:
-#                run  command="bash .device/src/pipelines/device/run.sh"  carry=[".device"]
-# Locally, as a smoke test:  SMOKE=1 PY=.venv/bin/python OUT=/tmp/out bash .device/src/pipelines/device/run.sh
+#                run  command="bash .device/start.sh"  carry=[".device"]
+# Locally, as a smoke test:  SMOKE=1 PY=.venv/bin/python OUT=/tmp/out bash .device/start.sh
 #
 # Runs side by side on the one GPU, each its own process:
 # - paper_full: the paper's full schedule (configs/pretrain-paper.yaml: SGD 0.01, halve-and-reload,
@@ -19,7 +19,7 @@
 # Writes to $OUT: results.json (every finished run: results and history), log.txt, the models.
 set -uo pipefail
 PACK=${PACK:-$PWD/.device}  # images, wheels, SOURCE_COMMIT (run from the repository root)
-cd "$(dirname "$0")/../.."    # the code: .device/src, a snapshot of the packed commit
+cd "$(dirname "$0")/../.."    # the code: src/ of .device/code.tar.xz, the packed commit (start.sh)
 OUT=${OUT:?set OUT to the folder for the results}
 SMOKE=${SMOKE:-0}
 MODE=${MODE:-paper}  # paper: the paper's schedule, the ablation, the recipe; accuracy3: issue 27's runs

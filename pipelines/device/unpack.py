@@ -3,6 +3,7 @@
     python pipelines/device/unpack.py .device/fer2013-jpeg.npz /tmp/fer2013
 """
 
+import lzma
 import pathlib
 import sys
 
@@ -12,13 +13,18 @@ import numpy as np
 def unpack(archive, target):
     target = pathlib.Path(target)
     with np.load(archive, allow_pickle=False) as packed:
-        data, offsets, paths = packed["data"], packed["offsets"], packed["paths"]
+        if "data_xz" not in packed.files:
+            sys.exit(f"error: {archive} is not an archive of this pack.py (no data_xz); "
+                     "run python pipelines/device/pack.py again")
+        offsets, paths = packed["offsets"], packed["paths"]
+        data = lzma.decompress(packed["data_xz"].tobytes())
     for i, rel in enumerate(paths):
-        path = target / str(rel)
-        if ".." in pathlib.PurePosixPath(str(rel)).parts:
+        name = pathlib.PurePosixPath(str(rel))
+        if name.is_absolute() or ".." in name.parts:
             sys.exit(f"error: {archive}: refusing the path {rel!r}, which leaves the target folder")
+        path = target / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data[offsets[i]:offsets[i + 1]].tobytes())
+        path.write_bytes(data[offsets[i]:offsets[i + 1]])
     return len(paths)
 
 
