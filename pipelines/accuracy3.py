@@ -2,6 +2,7 @@
 time, resumable.
 
     python pipelines/accuracy3.py [--work /work/acc3] [--list] [--run NAME | --all]
+    python pipelines/accuracy3.py --ensemble [--work /work/acc3]
 
 Each run is ``configs/pretrain.yaml`` (75 epochs) plus the options configs/accuracy3.yaml names
 for it. Without ``--run``
@@ -13,7 +14,7 @@ A finished run leaves, to commit:
   ``reports/fer2013/README.md`` with ``python pipelines/report_fer2013.py`` at a clean commit;
 - ``reports/fer2013/teachers/NAME.npz``: what the network predicts on the training faces
   (0.3 MB; the ensemble run distils from these, so the 6-12 MB networks stay out of the
-  repository, whose tracked files must leave room for the GPU pack's 43 MiB of images). The
+  repository, whose tracked files must leave room for the GPU pack's 40 MiB of images). The
   network itself stays in ``WORK/NAME-publish``.
 
 A run whose PrivateTest beats the committed backbone's leads to the rest of issue 27: the shipped
@@ -22,6 +23,11 @@ fer2013_backbone.keras`` with the run's ``model.*`` options as ``--set``: a star
 other capacity options is refused otherwise) and the CK+ study from it (``pipelines/finetune.py
 --pretrained ... --runs reports/ckplus48/backbones/NAME --variants softmax,2B(N+M)``, the
 same ``--set``; reports/ckplus48/backbones/README.md shows the commands of the earlier studies).
+
+``--ensemble`` measures the networks the ensemble run distils from, each alone and as an ensemble
+(the mean of their class probabilities), on PublicTest and PrivateTest: ``reports/fer2013/
+ensemble.json``, shown in the report. It reads the networks from ``WORK/NAME-publish`` (those not
+there yet are listed as missing) and the committed backbone; a minute or two.
 
 On a CPU without native bfloat16 the runs train in float32 (``train.mixed_precision=false``; the
 committed recipe's bfloat16 is several times slower there: fer_tf/training/precision.py). A run
@@ -41,6 +47,7 @@ from _common import DATASETS, REPO, run
 
 TEACHERS = REPO / "reports" / "fer2013" / "teachers"
 RESULTS = REPO / "reports" / "fer2013" / "runs"
+ENSEMBLE = REPO / "reports" / "fer2013" / "ensemble.json"
 
 BACKBONE = "pretrained/fer2013_backbone.keras"
 
@@ -111,6 +118,62 @@ def store_teacher(name, network):
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
 
 
+def ensemble_members(work):
+    """The first planned run that distils from several networks, ``{member: network file}`` for
+    those on this machine (a teacher file ``NAME.npz`` stands for the network of run NAME, in
+    ``work/NAME-publish``), and the members whose network is not there."""
+    from fer_tf.research.experiments import BACKBONE_NAME
+    from fer_tf.training.distillation import teacher_paths
+
+    for name, sets in RUNS.items():
+        values = [item.partition("=")[2] for item in sets if item.partition("=")[0] == "train.distill_from"]
+        teachers = teacher_paths(values[0]) if values else []
+        if len(teachers) >= 2:
+            break
+    else:
+        raise SystemExit(f"error: no run of {PLAN.relative_to(REPO)} distils from several networks")
+    members, missing = {}, []
+    for teacher in teachers:
+        if teacher.suffix == ".keras":
+            members[teacher.as_posix()] = REPO / teacher
+            continue
+        network = pathlib.Path(work) / f"{teacher.stem}-publish" / BACKBONE_NAME
+        if network.is_file():
+            members[teacher.stem] = network
+        else:
+            missing.append(teacher.stem)
+    return name, members, missing
+
+
+def measure_ensemble(work):
+    """Write ENSEMBLE: each member of the ensemble run's teachers, and their ensemble, on the test
+    splits (:func:`fer_tf.research.ensembles.ensemble_results`)."""
+    from fer_tf.data.labels import BASIC7
+    from fer_tf.model import saving
+    from fer_tf.research import ensembles, reporting
+    from fer_tf.research.experiments import fer2013_splits
+
+    name, members, missing = ensemble_members(work)
+    if len(members) < 2:
+        raise SystemExit(f"error: {len(members)} of the networks {name} distils from are on this machine "
+                         f"(missing: {', '.join(missing)}); finish their runs first (--list)")
+    commit = reporting.git_commit()
+    _, faces, ids, split = fer2013_splits(DATASETS / "fer2013", BASIC7)
+    probabilities = {}
+    for member, network in members.items():
+        print(f"predicting with {member} ({network})", flush=True)
+        probabilities[member] = ensembles.split_probabilities(saving.load_model(network), faces, split)
+    result = {"what": f"the networks {name} distils from, alone and as an ensemble (the mean of their "
+                      "class probabilities)",
+              "distilled_by": name, "missing": missing,
+              **ensembles.ensemble_results(probabilities, ids, split),
+              "run": reporting.run_info(commit=commit)}
+    reporting.write_json(ENSEMBLE, result)
+    print(f"wrote {ENSEMBLE}: PrivateTest {100 * result['ensemble']['private_test_accuracy']:.2f}% "
+          f"({len(members)} networks" + (f"; missing {', '.join(missing)})" if missing else ")"))
+    return 0
+
+
 def command(name, work):
     """The pretrain command of run ``name`` (float32 where the CPU lacks native bfloat16)."""
     from fer_tf.training.precision import bfloat16_warning
@@ -135,7 +198,12 @@ def main():
                              "in place once the runs they come from have finished), until none can")
     parser.add_argument("--teacher", nargs=2, metavar=("NAME", "KERAS"),
                         help="only write reports/fer2013/teachers/NAME.npz from the network KERAS")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="only measure the ensemble run's networks, alone and together "
+                             "(reports/fer2013/ensemble.json)")
     args = parser.parse_args()
+    if args.ensemble:
+        return measure_ensemble(args.work)
     if args.teacher:
         store_teacher(*args.teacher)
         return 0
@@ -175,8 +243,9 @@ def train(name, work):
     shutil.copyfile(report / "results.json", RESULTS / f"{name}.json")
     store_teacher(name, publish / "fer2013_backbone.keras")
     print(f"finished {name}: commit reports/fer2013/runs/{name}.json and reports/fer2013/teachers/"
-          f"{name}.npz, then run python pipelines/report_fer2013.py at that clean commit and commit "
-          "its README", flush=True)
+          f"{name}.npz; at that clean commit, python pipelines/accuracy3.py --ensemble where the run is "
+          "one of the ensemble's networks (commit its JSON), then python pipelines/report_fer2013.py, "
+          "and commit the report", flush=True)
     return 0
 
 

@@ -106,3 +106,24 @@ def test_a_run_s_training_time_names_epochs_that_were_paused():
     paused = steady[:9] + [{"epoch_seconds": 1860.0}]
     assert _training_time(paused) == "40 min (of which 31 min in 1 epoch of over 3x the median 60 s: paused)"
     assert _training_time([{"epoch": 1}]) == "not recorded"
+
+
+def test_the_campaign_section_says_what_the_ensemble_scores_against_the_target(tmp_path):
+    from fer_tf.research.pretrain_report import _ensemble_lines
+
+    def acc(public, private):
+        return {"public_test_accuracy": public, "private_test_accuracy": private,
+                "public_test_accuracy_flip": public + 0.01, "private_test_accuracy_flip": private + 0.01}
+
+    ensemble = {"distilled_by": "ensemble-distilled", "missing": ["mixup"],
+                "members": {"pretrained/fer2013_backbone.keras": acc(0.65, 0.666), "extra": acc(0.655, 0.665)},
+                "ensemble": acc(0.67, 0.691), "run": {"git_commit": "c" * 40, "date": "2026-12-06"}}
+    text = "\n".join(_ensemble_lines(ensemble, 0.70))
+    assert "the published backbone, `extra`, 2 of its 3 (not yet: `mixup`)" in text
+    assert "67.00% on PublicTest and 69.10% on PrivateTest (70.10% flip-averaged)" in text
+    assert "the best of them alone, the published backbone, 66.60%" in text
+    assert text.endswith("below the target of 70.00%.") and "c" * 40 in text
+    ensemble.update(missing=[], ensemble=acc(0.7, 0.7))
+    text = "\n".join(_ensemble_lines(ensemble, 0.70))
+    assert "not yet" not in text and text.endswith("at or above the target of 70.00%.")
+    assert _ensemble_lines(None, 0.70) == []

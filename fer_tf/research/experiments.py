@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from fer_tf.training import distillation
-from fer_tf.research import evaluation
+from fer_tf.research import ensembles, evaluation
 from fer_tf.deploy import export
 from fer_tf.model import network, saving
 from fer_tf.research import pretrain_report
@@ -158,13 +158,7 @@ def face_keys(table, data_root, rows):
 def split_accuracies(model, faces, ids, split):
     """PublicTest / PrivateTest accuracy, centre crop and flip-averaged (None for an absent split,
     e.g. a copy of FER2013 without its PrivateTest images)."""
-    out = {}
-    for name, key in (("PublicTest", "public_test_accuracy"), ("PrivateTest", "private_test_accuracy")):
-        rows = split[name]
-        for flip, suffix in ((False, ""), (True, "_flip")):
-            out[key + suffix] = (accuracy(predict_probabilities(model, faces[rows], flip=flip), ids[rows])
-                                 if len(rows) else None)
-    return out
+    return ensembles.split_accuracies_of(ensembles.split_probabilities(model, faces, split), ids, split)
 
 
 def publish_backbone(model, results, folder):

@@ -247,6 +247,32 @@ def _campaign_costs(plan, bench_path):
     return costs
 
 
+def _ensemble_lines(ensemble, target):
+    """What the networks of the ensemble run score alone and together (``ensemble.json``,
+    ``python pipelines/accuracy3.py --ensemble``): the mark its distilled network aims at."""
+    if not ensemble:
+        return []
+    members = ensemble["members"]
+    names = {m: "the published backbone" if m.endswith(".keras") else f"`{m}`" for m in members}
+    together = ensemble["ensemble"]
+    best = max(members, key=lambda m: members[m]["private_test_accuracy"] or 0)
+    missing = ensemble.get("missing") or []
+    private = together["private_test_accuracy"]
+    return ["", f"The networks `{ensemble['distilled_by']}` distils from, as an ensemble (the mean of "
+            f"their class probabilities; `ensemble.json`, `python pipelines/accuracy3.py --ensemble` at "
+            f"commit `{ensemble['run'].get('git_commit', '?')}`, {ensemble['run'].get('date', '?')}): {', '.join(names[m] for m in members)}"
+            + (f", {len(members)} of its {len(members) + len(missing)} (not yet: "
+               f"{', '.join(f'`{m}`' for m in missing)})" if missing else "")
+            + f". Together they score {_pct(together['public_test_accuracy'])} on PublicTest and "
+            f"{_pct(private)} on PrivateTest ({_pct(together['private_test_accuracy_flip'])} "
+            f"flip-averaged); the best of them alone, {names[best]}, "
+            f"{_pct(members[best]['private_test_accuracy'])}. A network distilled from them learns "
+            "these averaged probabilities on the training faces, so the ensemble's PrivateTest is "
+            "about the most it can be expected to reach: "
+            + ("at or above" if target is not None and private >= target else "below")
+            + f" the target of {_pct(target)}."]
+
+
 def _campaign_section(report_dir, plan_path=CAMPAIGN, bench_path=None):
     """Where the stronger-network campaign stands: each planned run with its result or "not run
     yet", its cost per face against ``fer``'s (``make bench``, measured before training), and the
@@ -293,6 +319,7 @@ def _campaign_section(report_dir, plan_path=CAMPAIGN, bench_path=None):
               "test-time flip averaging as an export option (`fer-tf export --flip-average`): its "
               "accuracy is the flip-averaged column of every run, its cost per face is in "
               "`reports/bench` (section 3)."]
+    lines += _ensemble_lines(_load(pathlib.Path(report_dir) / "ensemble.json"), target)
     if histories:
         from fer_tf.research import plots  # deferred: matplotlib
 
