@@ -127,3 +127,23 @@ def test_the_campaign_section_says_what_the_ensemble_scores_against_the_target(t
     text = "\n".join(_ensemble_lines(ensemble, 0.70))
     assert "not yet" not in text and text.endswith("at or above the target of 70.00%.")
     assert _ensemble_lines(None, 0.70) == []
+
+
+def test_the_campaign_section_names_runs_trained_in_another_precision(tmp_path):
+    from fer_tf.research.pretrain_report import _precision_lines
+
+    def results(mixed, private=0.6, public=0.58):
+        return {"run": {"config": {"train": {"mixed_precision": mixed}}}, "budget_epochs": 15,
+                "private_test_accuracy": private, "public_test_accuracy": public}
+
+    (tmp_path / "results.json").write_text(json.dumps(results(True)))
+    assert _precision_lines(tmp_path, {"same": results(True)}) == []
+    text = "\n".join(_precision_lines(tmp_path, {"a": results(False), "b": results(True)}))
+    assert text.startswith("\n`a` trained in float32 and the published backbone in mixed bfloat16")
+    assert "ablation" not in text  # no ablation rows to measure the difference by
+    (tmp_path / "ablation").mkdir()
+    (tmp_path / "ablation" / "recipe.json").write_text(json.dumps(results(True, 0.6038, 0.5731)))
+    (tmp_path / "ablation" / "float32.json").write_text(json.dumps(results(False, 0.5988, 0.5829)))
+    text = "\n".join(_precision_lines(tmp_path, {"a": results(False)}))
+    assert "At the ablation's 15 epochs the float32 row scored -0.50 points on PrivateTest" in text
+    assert "(+0.98 on PublicTest)" in text

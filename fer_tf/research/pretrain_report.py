@@ -247,6 +247,33 @@ def _campaign_costs(plan, bench_path):
     return costs
 
 
+def _mixed_precision(results):
+    return (((results or {}).get("run") or {}).get("config") or {}).get("train", {}).get("mixed_precision")
+
+
+def _precision_lines(report_dir, finished):
+    """The finished runs that trained in another precision than the published backbone (float32
+    on a CPU without native bfloat16), with what the ablation measured that difference to be."""
+    published = _mixed_precision(_load(pathlib.Path(report_dir) / "results.json"))
+    other = [name for name, r in finished.items()
+             if published is not None and _mixed_precision(r) not in (None, published)]
+    if not other:
+        return []
+    kinds = {True: "mixed bfloat16", False: "float32"}
+    text = (f"{', '.join(f'`{n}`' for n in other)} trained in {kinds[not published]} and the published "
+            f"backbone in {kinds[published]} (`train.mixed_precision`; a CPU without native bfloat16 "
+            "trains several times slower in it), so each differs from it in precision as well as in "
+            "its named option.")
+    rows = {n: _load(pathlib.Path(report_dir) / "ablation" / f"{n}.json") for n in ("recipe", "float32")}
+    if all(rows.values()):
+        a, b = rows["recipe"], rows["float32"]
+        text += (f" At the ablation's {b.get('budget_epochs', 'equal')} epochs the float32 row scored "
+                 f"{100 * (b['private_test_accuracy'] - a['private_test_accuracy']):+.2f} points on "
+                 f"PrivateTest against mixed bfloat16 ({100 * (b['public_test_accuracy'] - a['public_test_accuracy']):+.2f}"
+                 " on PublicTest), one seed each.")
+    return ["", text]
+
+
 def _ensemble_lines(ensemble, target):
     """What the networks of the ensemble run score alone and together (``ensemble.json``,
     ``python pipelines/accuracy3.py --ensemble``): the mark its distilled network aims at."""
@@ -295,9 +322,11 @@ def _campaign_section(report_dir, plan_path=CAMPAIGN, bench_path=None):
              "| run | what | options | PublicTest | PrivateTest | PrivateTest, flip-averaged | "
              "per face, x `fer`'s | targets met |",
              "|---|---|---|---|---|---|---|---|"]
-    histories = {}
+    histories, finished = {}, {}
     for name, run in (plan.get("runs") or {}).items():
         r = _load(pathlib.Path(report_dir) / "runs" / f"{name}.json")
+        if r is not None:
+            finished[name] = r
         options = ", ".join(f"`{item}`" for item in run.get("set", []))
         cost = costs.get(name)
         cost_text = f"{cost:.2f}x" if cost is not None else "not measured yet (`make bench`)"
@@ -319,6 +348,7 @@ def _campaign_section(report_dir, plan_path=CAMPAIGN, bench_path=None):
               "test-time flip averaging as an export option (`fer-tf export --flip-average`): its "
               "accuracy is the flip-averaged column of every run, its cost per face is in "
               "`reports/bench` (section 3)."]
+    lines += _precision_lines(report_dir, finished)
     lines += _ensemble_lines(_load(pathlib.Path(report_dir) / "ensemble.json"), target)
     if histories:
         from fer_tf.research import plots  # deferred: matplotlib
