@@ -64,29 +64,49 @@ def _runs():
 RUNS = _runs()
 
 
-def needs(name):
-    """The committed files a run's options name (distillation teachers)."""
+def needs(name, root=None):
+    """The committed files a run's options name (distillation teachers), in ``root`` (default: this
+    checkout)."""
     from fer_tf.training.distillation import teacher_paths  # deferred: keras (its one reading of them)
 
+    root = REPO if root is None else pathlib.Path(root)
     paths = []
     for item in RUNS[name]:
         key, _, value = item.partition("=")
         if key == "train.distill_from":
-            paths += [REPO / p for p in teacher_paths(value)]
+            paths += [root / p for p in teacher_paths(value)]
     return paths
 
 
-def status(name):
-    if (RESULTS / f"{name}.json").is_file():
+def status(name, root=None):
+    """"done" (its result is committed in ``root``, default this checkout), "waits for ..." (a
+    network it needs is not), or "to run"."""
+    results = RESULTS if root is None else pathlib.Path(root) / RESULTS.relative_to(REPO)
+    if (results / f"{name}.json").is_file():
         return "done"
-    missing = [p for p in needs(name) if not p.is_file()]
+    missing = [p for p in needs(name, root) if not p.is_file()]
     return f"waits for {', '.join(p.name for p in missing)}" if missing else "to run"
 
 
-def runnable():
+def runnable(root=None):
     """The runs that can start now, in the plan's order: not committed yet, and every network they
     need committed (what the GPU pack, pipelines/device/run.sh MODE=accuracy3, runs)."""
-    return [name for name in RUNS if status(name) == "to run"]
+    return [name for name in RUNS if status(name, root) == "to run"]
+
+
+def settings_in(name, root):
+    """Run ``name``'s options with the files they name as absolute paths in ``root``: for a run
+    started from elsewhere, such as the code snapshot of the GPU pack, whose working tree holds
+    the committed teachers (pipelines/device/run.sh)."""
+    from fer_tf.training.distillation import teacher_paths
+
+    out = []
+    for item in RUNS[name]:
+        key, _, value = item.partition("=")
+        if key == "train.distill_from":
+            item = f"{key}={','.join(str(pathlib.Path(root).resolve() / p) for p in teacher_paths(value))}"
+        out.append(item)
+    return out
 
 
 def progress(name, work):
@@ -198,10 +218,19 @@ def main():
                              "in place once the runs they come from have finished), until none can")
     parser.add_argument("--teacher", nargs=2, metavar=("NAME", "KERAS"),
                         help="only write reports/fer2013/teachers/NAME.npz from the network KERAS")
+    parser.add_argument("--runnable", action="store_true",
+                        help="only print each run that can start, one a line: its name and options, "
+                             "files as absolute paths in --repo (for pipelines/device/run.sh)")
+    parser.add_argument("--repo", default=REPO, type=pathlib.Path,
+                        help="the checkout whose committed results and teachers count (default: this one)")
     parser.add_argument("--ensemble", action="store_true",
                         help="only measure the ensemble run's networks, alone and together "
                              "(reports/fer2013/ensemble.json)")
     args = parser.parse_args()
+    if args.runnable:
+        for name in runnable(args.repo):
+            print(name, *settings_in(name, args.repo))
+        return 0
     if args.ensemble:
         return measure_ensemble(args.work)
     if args.teacher:

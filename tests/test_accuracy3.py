@@ -63,7 +63,7 @@ def test_all_goes_on_to_the_runs_whose_teachers_a_finished_run_wrote(monkeypatch
     teachers.mkdir()
     real_needs = accuracy3.needs
     monkeypatch.setattr(accuracy3, "RESULTS", results)
-    monkeypatch.setattr(accuracy3, "needs", lambda name: [
+    monkeypatch.setattr(accuracy3, "needs", lambda name, root=None: [
         p if p.name.endswith(".keras") else teachers / p.name for p in real_needs(name)])
     trained = []
 
@@ -99,3 +99,29 @@ def test_pipelines_run_their_own_checkout_s_fer_tf(tmp_path):
                          cwd=clone / "pipelines", capture_output=True, text=True, check=True,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(clone / "pipelines")})
     assert pathlib.Path(out.stdout.strip()).resolve() == (clone / "fer_tf" / "__init__.py").resolve()
+
+
+def test_runnable_reads_another_checkout_and_names_its_teachers_by_absolute_paths(tmp_path):
+    """The GPU pack runs its code from a snapshot without reports/ or pretrained/: what can run,
+    and the teachers a run reads, come from the working tree that travelled (--repo)."""
+    import subprocess
+
+    assert accuracy3.runnable(tmp_path)[:2] == ["extra-blocks-3-75-epochs", "mixup-0.2-75-epochs"]
+    runs = tmp_path / "reports" / "fer2013" / "runs"
+    runs.mkdir(parents=True)
+    for name in ("extra-blocks-3-75-epochs", "mixup-0.2-75-epochs"):
+        (runs / f"{name}.json").write_text("{}")
+    assert accuracy3.runnable(tmp_path) == []  # their teachers are not in tmp_path
+    for path in accuracy3.needs("ensemble-distilled-75-epochs", tmp_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    assert accuracy3.runnable(tmp_path) == ["ensemble-distilled-75-epochs", "width-0.5-distilled-75-epochs"]
+    done = subprocess.run([sys.executable, str(REPO / "pipelines" / "accuracy3.py"), "--runnable",
+                           "--repo", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["ensemble-distilled-75-epochs", "width-0.5-distilled-75-epochs"]
+    teachers = lines[0].split()[1].partition("=")[2].split(",")
+    assert teachers == [str(p) for p in accuracy3.needs("ensemble-distilled-75-epochs", tmp_path)]
+    assert all(pathlib.Path(t).is_absolute() and pathlib.Path(t).is_file() for t in teachers)
+    assert lines[1].split()[1:] == ["model.width=0.5", lines[0].split()[1]]

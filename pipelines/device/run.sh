@@ -15,10 +15,12 @@
 # how fast the machine trains). Every run stops training after TIME_LIMIT minutes; at DEADLINE
 # seconds after the start any run still going is interrupted, and whatever finished is collected.
 # MODE=accuracy3 instead runs, side by side and on their full schedule, the runs of
-# pipelines/accuracy3.py that can start now (not committed yet; the networks they need committed).
+# pipelines/accuracy3.py that can start now (not committed yet; the networks they need committed),
+# as the working tree that travelled says: the code snapshot holds no results or teachers.
 # Writes to $OUT: results.json (every finished run: results and history), log.txt, the models.
 set -uo pipefail
-PACK=${PACK:-$PWD/.device}  # images, wheels, SOURCE_COMMIT (run from the repository root)
+PACK=${PACK:-$PWD/.device}  # images, code, SOURCE_COMMIT (run from the repository root)
+REPO_ROOT=$PWD                # the working tree that travelled: committed results and teachers
 cd "$(dirname "$0")/../.."    # the code: src/ of .device/code.tar.xz, the packed commit (start.sh)
 OUT=${OUT:?set OUT to the folder for the results}
 SMOKE=${SMOKE:-0}
@@ -51,7 +53,7 @@ launch() {  # name, command...: run in the background, its lines prefixed with i
     ( "$@" 2>&1 | sed -u "s/^/[$name] /" | grep --line-buffered -v "^\[$name\] *$" > "$WORK/$name.log" ) &
     PIDS[$name]=$!
 }
-if [ "$MODE" = accuracy3 ]; then  # issue 27: the campaign's runs that need no other run, full schedule
+if [ "$MODE" = accuracy3 ]; then  # issue 27: the campaign's runs that can start now, full schedule
     ROWS=""
     [ "$SMOKE" = 1 ] && A3=(--set train.epochs=1 --set train.warmup_epochs=0 --max-train-images 256) || A3=()
     while read -r name sets; do
@@ -59,8 +61,7 @@ if [ "$MODE" = accuracy3 ]; then  # issue 27: the campaign's runs that need no o
         launch "$name" $PY pipelines/pretrain.py "${COMMON[@]}" \
             "${args[@]}" "${A3[@]}" --output "$WORK/runs/$name" --report "$WORK/reports/$name" \
             --publish "$WORK/pub/$name" --no-resume
-    done < <($PY -c "import sys; sys.path.insert(0, 'pipelines'); import accuracy3 as a
-for n in a.runnable(): print(n, ' '.join(a.RUNS[n]))")
+    done < <($PY pipelines/accuracy3.py --runnable --repo "$REPO_ROOT")
 fi
 if [ "$SMOKE" != 1 ] && [ "$MODE" != accuracy3 ]; then
     launch paper_full $PY pipelines/pretrain.py --config configs/pretrain-paper.yaml "${COMMON[@]}" \
