@@ -77,7 +77,7 @@ def save_teacher_probabilities(model_path, faces, keys, labels, out):
     """Write what a trained network predicts on training faces, for later distillation without
     the network itself: ``out`` (``.npz``) holds ``probabilities`` ``[n, C]`` (float16; centre crop,
     flip-averaged, as :func:`teacher_targets` computes them), ``keys`` (one string per face, e.g.
-    its path under the dataset folder: a run checks it distils the same faces in the same order)
+    its path under the dataset folder: a run looks its faces up by them, and each must be there)
     and ``labels``. About 0.3 MB for FER2013's 28,709 training faces, against 6-12 MB for a
     network. Returns ``out``."""
     teacher = _load_teacher(pathlib.Path(model_path), labels)
@@ -100,7 +100,8 @@ def _load_teacher(path, labels):
 
 def _member_probabilities(path, faces, labels, keys):
     """A teacher's flip-averaged probabilities on ``faces``: predicted by a ``.keras`` network, or
-    read from a ``.npz`` of :func:`save_teacher_probabilities` (whose keys must be ``keys``)."""
+    read from a ``.npz`` of :func:`save_teacher_probabilities`, by face (every one of ``keys``
+    must be stored; a run on a subset, e.g. ``--max-train-images``, takes its rows)."""
     if path.suffix.lower() != ".npz":
         print(f"distillation: predicting {len(faces)} training faces with the teacher {path}",
               file=sys.stderr)
@@ -111,12 +112,18 @@ def _member_probabilities(path, faces, labels, keys):
     if stored_labels != list(labels):
         raise ConfigError(f"the teacher probabilities {path} are over {stored_labels}, but this run "
                           f"trains {list(labels)}")
-    if keys is None or len(stored_keys) != len(faces) or not np.array_equal(stored_keys, np.asarray(keys)):
+    if keys is None or len(keys) != len(faces):
+        raise ConfigError(f"the teacher probabilities {path} are stored by face, but this run's "
+                          f"{len(faces)} training faces are not named (keys)")
+    row = {str(k): i for i, k in enumerate(stored_keys.tolist())}
+    missing = [str(k) for k in keys if str(k) not in row]
+    if missing:
         raise ConfigError(f"the teacher probabilities {path} were computed on other faces than this "
-                          f"run's {len(faces)} training faces ({len(stored_keys)} stored); make them "
-                          "again from the network (fer_tf.training.distillation.save_teacher_probabilities)")
+                          f"run's training faces: {len(missing)} of its {len(faces)} are not among the "
+                          f"{len(stored_keys)} stored (e.g. {missing[0]}); make them again from the network "
+                          "(fer_tf.training.distillation.save_teacher_probabilities)")
     print(f"distillation: the teacher probabilities of {path}", file=sys.stderr)
-    return probabilities
+    return probabilities[[row[str(k)] for k in keys]]  # this run's faces, in its order (a subset too)
 
 
 def teacher_targets(path, faces, label_ids, labels, weight=0.5, temperature=1.0, label_smoothing=0.0,
