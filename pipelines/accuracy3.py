@@ -121,7 +121,14 @@ def progress(name, work):
     history = state.get("history") or [{}]
     last = history[-1].get("val_accuracy")
     shown = f", PublicTest {100 * last:.2f}% after it" if last is not None else ""
-    return f" (checkpoint after epoch {state.get('epoch')} in {folder}{shown}: the same command resumes it)"
+    epochs = ((state.get("settings") or {}).get("train") or {}).get("epochs")
+    recent = sorted(e["epoch_seconds"] for e in history[-10:] if e.get("epoch_seconds"))
+    if epochs and recent and state.get("epoch") is not None:
+        median = recent[len(recent) // 2]
+        left = (epochs - state["epoch"]) * median / 3600
+        shown += f"; {epochs - state['epoch']} epochs left, about {left:.1f} h at {median:.0f} s an epoch"
+    of = f" of {epochs}" if epochs else ""
+    return f" (checkpoint after epoch {state.get('epoch')}{of} in {folder}{shown}: the same command resumes it)"
 
 
 def store_teacher(name, network):

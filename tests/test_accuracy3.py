@@ -1,6 +1,7 @@
 """pipelines/accuracy3.py, the Accuracy III campaign driver: every run's options make a valid
 config, the ensemble waits for its teachers, and finished runs are not started again."""
 
+import json
 import pathlib
 import sys
 
@@ -55,6 +56,13 @@ def test_list_says_where_an_unfinished_run_stands(tmp_path):
     (folder / "state.json").write_text('{"epoch": 24, "history": [{"val_accuracy": 0.5815}]}')
     assert accuracy3.progress("mixup-0.2-75-epochs", tmp_path) == (
         f" (checkpoint after epoch 24 in {folder}, PublicTest 58.15% after it: the same command resumes it)")
+    # with the run's epochs and times: what is left, at the median of the last ten epochs
+    history = [{"val_accuracy": 0.5, "epoch_seconds": s} for s in [100] * 5 + [130, 140, 150, 160, 1000, 135]]
+    (folder / "state.json").write_text(json.dumps({"epoch": 11, "history": history,
+                                                    "settings": {"train": {"epochs": 75}}}))
+    assert accuracy3.progress("mixup-0.2-75-epochs", tmp_path) == (
+        f" (checkpoint after epoch 11 of 75 in {folder}, PublicTest 50.00% after it; 64 epochs left, "
+        "about 2.4 h at 135 s an epoch: the same command resumes it)")
 
 
 def test_all_goes_on_to_the_runs_whose_teachers_a_finished_run_wrote(monkeypatch, tmp_path):
