@@ -64,18 +64,20 @@ def _runs():
 RUNS = _runs()
 
 
+def _teachers(name):
+    """The teacher files run ``name``'s ``train.distill_from`` names, as relative paths ([] when it
+    distils from none)."""
+    from fer_tf.training.distillation import teacher_paths  # deferred: keras (its one reading of them)
+
+    values = [item.partition("=")[2] for item in RUNS[name] if item.partition("=")[0] == "train.distill_from"]
+    return teacher_paths(values[0]) if values else []
+
+
 def needs(name, root=None):
     """The committed files a run's options name (distillation teachers), in ``root`` (default: this
     checkout)."""
-    from fer_tf.training.distillation import teacher_paths  # deferred: keras (its one reading of them)
-
     root = REPO if root is None else pathlib.Path(root)
-    paths = []
-    for item in RUNS[name]:
-        key, _, value = item.partition("=")
-        if key == "train.distill_from":
-            paths += [root / p for p in teacher_paths(value)]
-    return paths
+    return [root / p for p in _teachers(name)]
 
 
 def status(name, root=None):
@@ -98,15 +100,9 @@ def settings_in(name, root):
     """Run ``name``'s options with the files they name as absolute paths in ``root``: for a run
     started from elsewhere, such as the code snapshot of the GPU pack, whose working tree holds
     the committed teachers (pipelines/device/run.sh)."""
-    from fer_tf.training.distillation import teacher_paths
-
-    out = []
-    for item in RUNS[name]:
-        key, _, value = item.partition("=")
-        if key == "train.distill_from":
-            item = f"{key}={','.join(str(pathlib.Path(root).resolve() / p) for p in teacher_paths(value))}"
-        out.append(item)
-    return out
+    teachers = ",".join(str(p) for p in needs(name, pathlib.Path(root).resolve()))
+    return [f"train.distill_from={teachers}" if item.startswith("train.distill_from=") else item
+            for item in RUNS[name]]
 
 
 def progress(name, work):
@@ -150,15 +146,11 @@ def ensemble_members(work):
     those on this machine (a teacher file ``NAME.npz`` stands for the network of run NAME, in
     ``work/NAME-publish``), and the members whose network is not there."""
     from fer_tf.research.experiments import BACKBONE_NAME
-    from fer_tf.training.distillation import teacher_paths
 
-    for name, sets in RUNS.items():
-        values = [item.partition("=")[2] for item in sets if item.partition("=")[0] == "train.distill_from"]
-        teachers = teacher_paths(values[0]) if values else []
-        if len(teachers) >= 2:
-            break
-    else:
+    name = next((n for n in RUNS if len(_teachers(n)) >= 2), None)
+    if name is None:
         raise SystemExit(f"error: no run of {PLAN.relative_to(REPO)} distils from several networks")
+    teachers = _teachers(name)
     members, missing = {}, []
     for teacher in teachers:
         if teacher.suffix == ".keras":

@@ -30,6 +30,7 @@ would travel and fails when it is too much.
 import argparse
 import importlib.metadata
 import io
+import lzma
 import pathlib
 import shutil
 import subprocess
@@ -55,8 +56,6 @@ def untracked_bytes():
 
 
 def pack_images(data, archive):
-    import lzma
-
     import numpy as np
 
     data = pathlib.Path(data)
