@@ -17,8 +17,9 @@ A finished run leaves, to commit:
   repository, whose tracked files must leave room for the GPU pack's 40 MiB of images). The
   network itself stays in ``WORK/NAME-publish``.
 
-A run whose PrivateTest beats the committed backbone's leads to the rest of issue 27: the shipped
-model remade from its network (``python pipelines/ship.py --pretrained WORK/NAME-publish/
+A run better than the committed backbone on both splits, PublicTest and PrivateTest (the report's
+rule: choosing by PrivateTest alone would tune on the test split), leads to the rest of issue 27:
+the shipped model remade from its network (``python pipelines/ship.py --pretrained WORK/NAME-publish/
 fer2013_backbone.keras`` with the run's ``model.*`` options as ``--set``: a starting network of
 other capacity options is refused otherwise) and the CK+ study from it (``pipelines/finetune.py
 --pretrained ... --runs reports/ckplus48/backbones/NAME --variants softmax,2B(N+M)``, the

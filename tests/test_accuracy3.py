@@ -24,18 +24,24 @@ def test_every_run_is_a_valid_config_off_the_recipe_only_where_named(name):
     assert train.epochs == 75
 
 
-def test_the_ensemble_has_three_teachers_and_waits_for_the_two_runs(monkeypatch, tmp_path):
+def test_the_ensemble_has_three_teachers_and_waits_for_the_two_runs(tmp_path):
     teachers = accuracy3.needs("ensemble-distilled-75-epochs")
     assert len(teachers) == 3 and teachers[0] == REPO / accuracy3.BACKBONE
     assert accuracy3.needs("width-0.5-distilled-75-epochs") == teachers  # the same ensemble
     assert {p.stem for p in teachers[1:]} == {"extra-blocks-3-75-epochs", "mixup-0.2-75-epochs"}
-    monkeypatch.setattr(accuracy3, "RESULTS", tmp_path)
-    assert accuracy3.status("ensemble-distilled-75-epochs").startswith("waits for")
-    assert accuracy3.status("mixup-0.2-75-epochs") == "to run"
-    assert accuracy3.runnable()[:2] == ["extra-blocks-3-75-epochs", "mixup-0.2-75-epochs"]
-    (tmp_path / "mixup-0.2-75-epochs.json").write_text("{}")
-    assert accuracy3.status("mixup-0.2-75-epochs") == "done"
-    assert "mixup-0.2-75-epochs" not in accuracy3.runnable()
+    # a stand-in checkout, whatever this one has committed: the backbone and no run finished yet
+    root = tmp_path / "checkout"
+    (root / accuracy3.BACKBONE).parent.mkdir(parents=True)
+    (root / accuracy3.BACKBONE).write_bytes(b"")
+    assert accuracy3.status("ensemble-distilled-75-epochs", root) == (
+        "waits for extra-blocks-3-75-epochs.npz, mixup-0.2-75-epochs.npz")
+    assert accuracy3.status("mixup-0.2-75-epochs", root) == "to run"
+    assert accuracy3.runnable(root) == ["extra-blocks-3-75-epochs", "mixup-0.2-75-epochs"]
+    results = root / accuracy3.RESULTS.relative_to(REPO)
+    results.mkdir(parents=True)
+    (results / "mixup-0.2-75-epochs.json").write_text("{}")  # finished, its result committed
+    assert accuracy3.status("mixup-0.2-75-epochs", root) == "done"
+    assert accuracy3.runnable(root) == ["extra-blocks-3-75-epochs"]
 
 
 def test_command_trains_in_float32_where_the_cpu_lacks_bfloat16(monkeypatch):
