@@ -3,6 +3,7 @@ time, resumable.
 
     python pipelines/accuracy3.py [--work /work/acc3] [--list] [--run NAME | --all]
     python pipelines/accuracy3.py --ensemble [--work /work/acc3]
+    python pipelines/accuracy3.py --ckplus [NAME] [--work /work/acc3]
 
 Each run is ``configs/pretrain.yaml`` (75 epochs) plus the options configs/accuracy3.yaml names
 for it. Without ``--run``
@@ -13,7 +14,7 @@ A finished run leaves, to commit:
 - ``reports/fer2013/runs/NAME.json`` (its results, history and provenance), then rebuild
   ``reports/fer2013/README.md`` with ``python pipelines/report_fer2013.py`` at a clean commit;
 - ``reports/fer2013/teachers/NAME.npz``: what the network predicts on the training faces
-  (0.3 MB; the ensemble run distils from these, so the 6-12 MB networks stay out of the
+  (0.5 MB; the ensemble run distils from these, so the 6-12 MB networks stay out of the
   repository, whose tracked files must leave room for the GPU pack's 40 MiB of images). The
   network itself stays in ``WORK/NAME-publish``.
 
@@ -24,6 +25,11 @@ fer2013_backbone.keras`` with the run's ``model.*`` options as ``--set``: a star
 other capacity options is refused otherwise) and the CK+ study from it (``pipelines/finetune.py
 --pretrained ... --runs reports/ckplus48/backbones/NAME --variants softmax,2B(N+M)``, the
 same ``--set``; reports/ckplus48/backbones/README.md shows the commands of the earlier studies).
+
+``--ckplus [NAME]`` runs (or resumes) that CK+48 study from run NAME's network in ``WORK/NAME-publish``
+(default: the finished run better than the committed backbone on both splits, best PublicTest
+first), writing ``reports/ckplus48/backbones/NAME/backbone.json`` (what the study starts from) and
+the run files beside it; ``--all`` goes on to it once no run is left to train.
 
 ``--ensemble`` measures the networks the ensemble run distils from, each alone and as an ensemble
 (the mean of their class probabilities), on PublicTest and PrivateTest: ``reports/fer2013/
@@ -49,6 +55,8 @@ from _common import DATASETS, REPO, run
 TEACHERS = REPO / "reports" / "fer2013" / "teachers"
 RESULTS = REPO / "reports" / "fer2013" / "runs"
 ENSEMBLE = REPO / "reports" / "fer2013" / "ensemble.json"
+STUDIES = REPO / "reports" / "ckplus48" / "backbones"
+COMMITTED = REPO / "reports" / "fer2013" / "results.json"
 
 BACKBONE = "pretrained/fer2013_backbone.keras"
 
@@ -194,6 +202,89 @@ def measure_ensemble(work):
     return 0
 
 
+def leaders(root=None):
+    """The finished runs better than the committed backbone on both splits (PublicTest and
+    PrivateTest, centre crop), best PublicTest first: the candidates for a new backbone."""
+    results = RESULTS if root is None else pathlib.Path(root) / RESULTS.relative_to(REPO)
+    committed = COMMITTED if root is None else pathlib.Path(root) / COMMITTED.relative_to(REPO)
+    base = json.loads(committed.read_text())
+    splits = ("public_test_accuracy", "private_test_accuracy")
+    better = {}
+    for name in RUNS:
+        path = results / f"{name}.json"
+        if path.is_file():
+            mine = json.loads(path.read_text())
+            if all(mine.get(k) is not None and mine[k] > base[k] for k in splits):
+                better[name] = mine["public_test_accuracy"]
+    return sorted(better, key=better.get, reverse=True)
+
+
+def _shown(path):
+    """A path as a message shows it: relative to the checkout where it is inside it."""
+    path = pathlib.Path(path)
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
+def ckplus_start(name, work):
+    """Check that run ``name`` is finished and its network is in ``work``, and write (or check)
+    ``reports/ckplus48/backbones/NAME/backbone.json``, which says what the study starts from.
+    Returns the network's path and the study's folder."""
+    from fer_tf.research.crossval import file_digest
+    from fer_tf.research.experiments import BACKBONE_NAME
+
+    result = RESULTS / f"{name}.json"
+    network = pathlib.Path(work) / f"{name}-publish" / BACKBONE_NAME
+    if not result.is_file():
+        raise SystemExit(f"error: {name} has no committed result ({_shown(result)}): "
+                         f"finish its run first (python pipelines/accuracy3.py --run {name})")
+    if not network.is_file():
+        raise SystemExit(f"error: the network of {name} is not at {network}: the networks stay on the "
+                         "machine that trained them; pass the --work folder it trained in, or retrain it")
+    from fer_tf.config import load_yaml
+
+    accuracy = json.loads(result.read_text())
+    info = {"what": f"Accuracy III run `{name}`: {load_yaml(PLAN)['runs'][name]['what']}",
+            "fer2013_private_test_accuracy": accuracy["private_test_accuracy"],
+            "fer2013_public_test_accuracy": accuracy["public_test_accuracy"],
+            "sha256_12": file_digest(network),
+            "made_by": f"python pipelines/accuracy3.py --run {name} (configs/accuracy3.yaml; its result: "
+                       f"reports/fer2013/runs/{name}.json)"}
+    folder = STUDIES / name
+    path = folder / "backbone.json"
+    if path.is_file():
+        before = json.loads(path.read_text()).get("sha256_12")
+        if before != info["sha256_12"]:
+            raise SystemExit(f"error: {_shown(path)} says its runs started from network "
+                             f"{before}, but {network} is {info['sha256_12']}: the runs of one study "
+                             "start from one network; move that folder aside to start the study over")
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(info, indent=1) + "\n")
+    return network, folder
+
+
+def ckplus_commands(name, network, folder):
+    """The finetune.py commands of the CK+48 study from run ``name``'s network: 2B(N+M) and
+    softmax, the config's seeds and folds, with the run's ``model.*`` options (the network's shape)."""
+    sets = [arg for item in RUNS[name] if item.startswith("model.") for arg in ("--set", item)]
+    return [[sys.executable, "pipelines/finetune.py", "--dataset", "ckplus48", "--parts", "main",
+             "--variants", variant, "--no-probe", "--pretrained", str(network), "--runs", str(folder), *sets]
+            for variant in ("2B(N+M)", "softmax")]
+
+
+def ckplus_study(name, work):
+    """Run (or resume) the CK+48 study from run ``name``'s network."""
+    network, folder = ckplus_start(name, work)
+    for cmd in ckplus_commands(name, network, folder):
+        print("running:", " ".join(cmd[1:]), flush=True)
+        code = subprocess.call(cmd, cwd=REPO)
+        if code:
+            return code
+    print(f"finished the CK+48 study from {name}: commit {_shown(folder)}, then rebuild the "
+          "CK+48 report with make evaluate DATASET=ckplus48 at that clean commit", flush=True)
+    return 0
+
+
 def command(name, work):
     """The pretrain command of run ``name`` (float32 where the CPU lacks native bfloat16)."""
     from fer_tf.training.precision import bfloat16_warning
@@ -226,7 +317,19 @@ def main():
     parser.add_argument("--ensemble", action="store_true",
                         help="only measure the ensemble run's networks, alone and together "
                              "(reports/fer2013/ensemble.json)")
+    parser.add_argument("--ckplus", nargs="?", const="", metavar="NAME",
+                        help="only run (or resume) the CK+48 study from a finished run's network "
+                             "(default: the run better than the committed backbone on both splits, "
+                             "best PublicTest first): reports/ckplus48/backbones/NAME")
     args = parser.parse_args()
+    if args.ckplus is not None:
+        name = args.ckplus or next(iter(leaders()), None)
+        if name is None:
+            raise SystemExit("error: no finished run is better than the committed backbone on both "
+                             "PublicTest and PrivateTest; name one with --ckplus NAME to study it anyway")
+        if name not in RUNS:
+            parser.error(f"--ckplus {name}: not a run of {PLAN.relative_to(REPO)} ({', '.join(RUNS)})")
+        return ckplus_study(name, args.work)
     if args.runnable:
         for name in runnable(args.repo):
             print(name, *settings_in(name, args.repo))
@@ -245,7 +348,7 @@ def main():
     name = args.run or next(iter(runnable()), None)
     if name is None:
         print("nothing to run: every run is done or waits for a network that is not committed")
-        return 0
+        return then_the_study(args.all, args.work)
     if status(name) != "to run":
         print(f"{name}: {status(name)}", file=sys.stderr)
         return 2
@@ -256,7 +359,17 @@ def main():
         # a finished run's files are in place now: the next run may be one that needed them
         name = next(iter(runnable()), None)
     print("nothing more to run: every run is done or waits for a network that is not there")
-    return 0
+    return then_the_study(args.all, args.work)
+
+
+def then_the_study(go_on, work):
+    """With ``--all``, once no run can train: the CK+48 study from the leading run, if one is better
+    than the committed backbone on both splits (and its network is in ``work``)."""
+    lead = next(iter(leaders()), None) if go_on else None
+    if lead is None:
+        return 0
+    print(f"{lead} is better than the committed backbone on both splits: its CK+48 study", flush=True)
+    return ckplus_study(lead, work)
 
 
 def train(name, work):

@@ -139,3 +139,59 @@ def test_runnable_reads_another_checkout_and_names_its_teachers_by_absolute_path
     assert teachers == [str(p) for p in accuracy3.needs("ensemble-distilled-75-epochs", tmp_path)]
     assert all(pathlib.Path(t).is_absolute() and pathlib.Path(t).is_file() for t in teachers)
     assert lines[1].split()[1:] == ["model.width=0.5", lines[0].split()[1]]
+
+
+def _result(folder, name, public, private):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps({"public_test_accuracy": public,
+                                                     "private_test_accuracy": private}))
+
+
+def test_a_new_backbone_must_be_better_on_both_splits_and_the_best_on_publictest_leads(tmp_path):
+    results = tmp_path / accuracy3.RESULTS.relative_to(REPO)
+    _result(results.parent, "results", 0.65, 0.66)  # the committed backbone
+    assert accuracy3.leaders(tmp_path) == []
+    _result(results, "extra-blocks-3-75-epochs", 0.67, 0.655)  # better on PublicTest only
+    _result(results, "mixup-0.2-75-epochs", 0.66, 0.67)
+    _result(results, "ensemble-distilled-75-epochs", 0.68, 0.665)
+    assert accuracy3.leaders(tmp_path) == ["ensemble-distilled-75-epochs", "mixup-0.2-75-epochs"]
+
+
+def test_the_ckplus_study_starts_from_a_finished_run_s_network_and_keeps_to_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(accuracy3, "RESULTS", tmp_path / "runs")
+    monkeypatch.setattr(accuracy3, "STUDIES", tmp_path / "backbones")
+    name, work = "width-0.5-distilled-75-epochs", tmp_path / "work"
+    with pytest.raises(SystemExit, match="no committed result.*--run width-0.5-distilled-75-epochs"):
+        accuracy3.ckplus_start(name, work)
+    _result(tmp_path / "runs", name, 0.66, 0.67)
+    with pytest.raises(SystemExit, match="network of width-0.5-distilled-75-epochs is not at"):
+        accuracy3.ckplus_start(name, work)
+    network = work / f"{name}-publish" / "fer2013_backbone.keras"
+    network.parent.mkdir(parents=True)
+    network.write_bytes(b"one network")
+    assert accuracy3.ckplus_start(name, work) == (network, tmp_path / "backbones" / name)
+    info = json.loads((tmp_path / "backbones" / name / "backbone.json").read_text())
+    assert info["fer2013_private_test_accuracy"] == 0.67 and info["what"].startswith(f"Accuracy III run `{name}`")
+    assert accuracy3.ckplus_start(name, work)[0] == network  # resuming: the same network
+    network.write_bytes(b"another network")
+    with pytest.raises(SystemExit, match="move that folder aside"):
+        accuracy3.ckplus_start(name, work)
+    commands = accuracy3.ckplus_commands(name, network, tmp_path / "backbones" / name)
+    assert [c[c.index("--variants") + 1] for c in commands] == ["2B(N+M)", "softmax"]
+    for c in commands:  # the network's shape, not its distillation, goes to fine-tuning
+        assert c[c.index("--set") + 1:] == ["model.width=0.5"] and c[c.index("--pretrained") + 1] == str(network)
+
+
+def test_all_goes_on_to_the_study_of_the_leading_run_once_nothing_is_left_to_train(monkeypatch, tmp_path):
+    studied = []
+    monkeypatch.setattr(accuracy3, "runnable", lambda root=None: [])
+    monkeypatch.setattr(accuracy3, "leaders", lambda root=None: ["mixup-0.2-75-epochs"])
+    monkeypatch.setattr(accuracy3, "ckplus_study", lambda name, work: studied.append((name, work)) or 0)
+    monkeypatch.setattr(sys, "argv", ["accuracy3.py", "--work", str(tmp_path)])
+    assert accuracy3.main() == 0 and studied == []  # without --all: nothing to train, nothing else
+    monkeypatch.setattr(sys, "argv", ["accuracy3.py", "--work", str(tmp_path), "--all"])
+    assert accuracy3.main() == 0 and studied == [("mixup-0.2-75-epochs", str(tmp_path))]
+    monkeypatch.setattr(accuracy3, "leaders", lambda root=None: [])
+    monkeypatch.setattr(sys, "argv", ["accuracy3.py", "--ckplus"])
+    with pytest.raises(SystemExit, match="better than the committed backbone on both"):
+        accuracy3.main()
