@@ -235,7 +235,7 @@ def ckplus_start(name, work):
     result = RESULTS / f"{name}.json"
     network = pathlib.Path(work) / f"{name}-publish" / BACKBONE_NAME
     if not result.is_file():
-        raise SystemExit(f"error: {name} has no committed result ({_shown(result)}): "
+        raise SystemExit(f"error: {name} has no result ({_shown(result)}): "
                          f"finish its run first (python pipelines/accuracy3.py --run {name})")
     if not network.is_file():
         raise SystemExit(f"error: the network of {name} is not at {network}: the networks stay on the "
@@ -364,7 +364,7 @@ def main():
 
 def then_the_study(go_on, work):
     """With ``--all``, once no run can train: the CK+48 study from the leading run, if one is better
-    than the committed backbone on both splits (and its network is in ``work``)."""
+    than the committed backbone on both splits (its network must be in ``work``: else it stops, saying so)."""
     lead = next(iter(leaders()), None) if go_on else None
     if lead is None:
         return 0

@@ -161,7 +161,7 @@ def test_the_ckplus_study_starts_from_a_finished_run_s_network_and_keeps_to_it(m
     monkeypatch.setattr(accuracy3, "RESULTS", tmp_path / "runs")
     monkeypatch.setattr(accuracy3, "STUDIES", tmp_path / "backbones")
     name, work = "width-0.5-distilled-75-epochs", tmp_path / "work"
-    with pytest.raises(SystemExit, match="no committed result.*--run width-0.5-distilled-75-epochs"):
+    with pytest.raises(SystemExit, match="no result.*--run width-0.5-distilled-75-epochs"):
         accuracy3.ckplus_start(name, work)
     _result(tmp_path / "runs", name, 0.66, 0.67)
     with pytest.raises(SystemExit, match="network of width-0.5-distilled-75-epochs is not at"):
