@@ -89,11 +89,15 @@ def needs(name, root=None):
     return [root / p for p in _teachers(name)]
 
 
+def _in(root, path):
+    """``path``, a file of this checkout, in the checkout ``root`` instead (itself when ``root`` is None)."""
+    return path if root is None else pathlib.Path(root) / path.relative_to(REPO)
+
+
 def status(name, root=None):
     """"done" (its result is committed in ``root``, default this checkout), "waits for ..." (a
     network it needs is not), or "to run"."""
-    results = RESULTS if root is None else pathlib.Path(root) / RESULTS.relative_to(REPO)
-    if (results / f"{name}.json").is_file():
+    if (_in(root, RESULTS) / f"{name}.json").is_file():
         return "done"
     missing = [p for p in needs(name, root) if not p.is_file()]
     return f"waits for {', '.join(p.name for p in missing)}" if missing else "to run"
@@ -205,9 +209,8 @@ def measure_ensemble(work):
 def leaders(root=None):
     """The finished runs better than the committed backbone on both splits (PublicTest and
     PrivateTest, centre crop), best PublicTest first: the candidates for a new backbone."""
-    results = RESULTS if root is None else pathlib.Path(root) / RESULTS.relative_to(REPO)
-    committed = COMMITTED if root is None else pathlib.Path(root) / COMMITTED.relative_to(REPO)
-    base = json.loads(committed.read_text())
+    results = _in(root, RESULTS)
+    base = json.loads(_in(root, COMMITTED).read_text())
     splits = ("public_test_accuracy", "private_test_accuracy")
     better = {}
     for name in RUNS:
