@@ -35,6 +35,10 @@ class OutputError(FerTfError):
     """An output file exists already (and ``--overwrite`` was not given) or cannot be written."""
 
 
+class FolderInUse(OutputError):
+    """Another process is writing to the folder (a training run's checkpoint folder)."""
+
+
 class ModelFileError(FerTfError):
     """A model file is missing, truncated, or not a fer_tf model."""
 

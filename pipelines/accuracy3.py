@@ -9,6 +9,8 @@ Each run is ``configs/pretrain.yaml`` (75 epochs) plus the options configs/accur
 for it. Without ``--run``
 the first run whose result is not committed yet (``reports/fer2013/runs/NAME.json``) is started,
 or resumed from ``WORK/NAME-work`` (its checkpoint: rerun the same command after an interruption).
+While a run trains, its process holds that folder (fer_tf.locking): ``--list`` says "training now"
+with the process, and a second command refuses to start the run again.
 A finished run leaves, to commit:
 
 - ``reports/fer2013/runs/NAME.json`` (its results, history and provenance), then rebuild
@@ -140,6 +142,17 @@ def progress(name, work):
     return f" (checkpoint after epoch {state.get('epoch')}{of} in {folder}{shown}: the same command resumes it)"
 
 
+def training_now(name, work):
+    """The process training run ``name`` in ``work`` now, in words ("" when none: the checkpoint
+    folder's lock, fer_tf.locking, is free)."""
+    from fer_tf import locking
+
+    info = locking.holder(pathlib.Path(work) / f"{name}-work")
+    if info is None:
+        return ""
+    return f"process {info.get('pid', '?')}" + (f" since {info['since']}" if info.get("since") else "")
+
+
 def store_teacher(name, network):
     """``reports/fer2013/teachers/NAME.npz``: the network's predictions on the training faces."""
     from fer_tf.data.labels import BASIC7
@@ -209,15 +222,16 @@ def measure_ensemble(work):
 def leaders(root=None):
     """The finished runs better than the committed backbone on both splits (PublicTest and
     PrivateTest, centre crop), best PublicTest first: the candidates for a new backbone."""
+    from fer_tf.research.pretrain_report import against  # the report's rule, in one place
+
     results = _in(root, RESULTS)
     base = json.loads(_in(root, COMMITTED).read_text())
-    splits = ("public_test_accuracy", "private_test_accuracy")
     better = {}
     for name in RUNS:
         path = results / f"{name}.json"
         if path.is_file():
             mine = json.loads(path.read_text())
-            if all(mine.get(k) is not None and mine[k] > base[k] for k in splits):
+            if against(mine, base) == "better":
                 better[name] = mine["public_test_accuracy"]
     return sorted(better, key=better.get, reverse=True)
 
@@ -343,7 +357,10 @@ def main():
         store_teacher(*args.teacher)
         return 0
     for name in RUNS:
-        print(f"{name}: {status(name)}" + (progress(name, args.work) if status(name) == "to run" else ""))
+        now = status(name)
+        busy = training_now(name, args.work) if now == "to run" else ""
+        print(f"{name}: " + (f"training now, in {busy}" if busy else now)
+              + (progress(name, args.work) if now == "to run" else ""))
     if args.list:
         return 0
     if args.all and args.run:
@@ -354,6 +371,10 @@ def main():
         return then_the_study(args.all, args.work)
     if status(name) != "to run":
         print(f"{name}: {status(name)}", file=sys.stderr)
+        return 2
+    if training_now(name, args.work):
+        print(f"error: {name} is training now, in {training_now(name, args.work)}; --list says how "
+              "far it is (a second run would overwrite its checkpoints)", file=sys.stderr)
         return 2
     while name is not None:
         code = train(name, args.work)

@@ -2,6 +2,7 @@
 config, the ensemble waits for its teachers, and finished runs are not started again."""
 
 import json
+import os
 import pathlib
 import sys
 
@@ -96,6 +97,27 @@ def test_all_goes_on_to_the_runs_whose_teachers_a_finished_run_wrote(monkeypatch
         f.unlink()
     monkeypatch.setattr(sys, "argv", ["accuracy3.py", "--work", str(tmp_path)])
     assert accuracy3.main() == 0 and trained == ["extra-blocks-3-75-epochs"]  # without --all: one run
+
+
+def test_a_run_that_is_training_is_listed_so_and_not_started_twice(monkeypatch, tmp_path, capsys):
+    """The checkpoint folder's lock (fer_tf.locking) says a run is training: --list says so, and a
+    second campaign refuses to start it, rather than overwrite its checkpoints."""
+    from fer_tf import locking
+
+    monkeypatch.setattr(accuracy3, "RESULTS", tmp_path / "runs")
+    monkeypatch.setattr(accuracy3, "train", lambda name, work: pytest.fail(f"{name} started twice"))
+    name = "ensemble-distilled-75-epochs"
+    monkeypatch.setattr(accuracy3, "runnable", lambda root=None: [name])
+    monkeypatch.setattr(accuracy3, "status", lambda n, root=None: "to run")
+    assert accuracy3.training_now(name, tmp_path) == ""
+    with locking.holding(tmp_path / f"{name}-work"):
+        assert accuracy3.training_now(name, tmp_path).startswith(f"process {os.getpid()} since ")
+        monkeypatch.setattr(sys, "argv", ["accuracy3.py", "--work", str(tmp_path), "--list"])
+        assert accuracy3.main() == 0
+        assert f"{name}: training now, in process " in capsys.readouterr().out
+        monkeypatch.setattr(sys, "argv", ["accuracy3.py", "--work", str(tmp_path), "--all"])
+        assert accuracy3.main() == 2
+        assert f"error: {name} is training now, in process " in capsys.readouterr().err
 
 
 def test_pipelines_run_their_own_checkout_s_fer_tf(tmp_path):

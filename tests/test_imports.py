@@ -170,7 +170,7 @@ def test_the_graph_sees_function_level_and_relative_imports(tmp_path):
 
 #: fer_tf's layers in the order data flows (README "Layout"): a module imports only modules of its
 #: own layer or of the layers before it. Rank 0 is the base every layer may use.
-LAYERS = [("errors", "files", "media", "progress", "config"), ("data",), ("preprocess",), ("feeding",),
+LAYERS = [("errors", "files", "locking", "media", "progress", "config"), ("data",), ("preprocess",), ("feeding",),
           ("metric",), ("model",), ("training",), ("people",), ("deploy",), ("research",), ("commands",),
           ("cli",)]
 

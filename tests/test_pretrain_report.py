@@ -147,3 +147,49 @@ def test_the_campaign_section_names_runs_trained_in_another_precision(tmp_path):
     text = "\n".join(_precision_lines(tmp_path, {"a": results(False)}))
     assert "At the ablation's 15 epochs the float32 row scored -0.50 points on PrivateTest" in text
     assert "(+0.98 on PublicTest)" in text
+
+
+def test_one_rule_decides_a_run_against_the_published_backbone():
+    from fer_tf.research.pretrain_report import against
+
+    base = {"public_test_accuracy": 0.65, "private_test_accuracy": 0.666}
+    assert against({"public_test_accuracy": 0.66, "private_test_accuracy": 0.67}, base) == "better"
+    assert against({"public_test_accuracy": 0.64, "private_test_accuracy": 0.66}, base) == "worse"
+    assert against({"public_test_accuracy": 0.66, "private_test_accuracy": 0.66}, base) == "disagree"
+    assert against({"public_test_accuracy": 0.65, "private_test_accuracy": 0.70}, base) == "disagree"  # a tie
+    assert against({"public_test_accuracy": 0.70, "private_test_accuracy": None}, base) == "disagree"
+
+
+def test_the_campaign_section_says_where_each_target_stands(tmp_path):
+    from fer_tf.research.pretrain_report import _campaign_section
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("target_private_test: 0.70\ntarget_cost_vs_fer: 1.0\nruns:\n"
+                    "  wide: {what: wider, set: [model.width=1.25]}\n"
+                    "  narrow: {what: narrower, set: [model.width=0.5]}\n")
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"inference": {"headline": {"tflite_vs_fer_ratio": 2.5}, "architectures": {
+        "wide": {"vs_fer_ratio": 3.25}, "narrow": {"vs_fer_ratio": 0.83}}}}))
+    (tmp_path / "runs").mkdir()
+    published = _results(0.6509, 0.6662, 75, "b" * 40)
+    (tmp_path / "results.json").write_text(json.dumps(published))
+    (tmp_path / "runs" / "wide.json").write_text(json.dumps(_results(0.6553, 0.6654, 75, "e" * 40)))
+    text = _campaign_section(tmp_path, plan, bench)
+    assert "Where the targets stand (1 of 2 runs finished; still to run: `narrow`):" in text
+    assert ("- Accuracy (PrivateTest at least 70.00%, one network): not met yet; the best finished run, "
+            "`wide`, scores 66.54%, 3.46 points short (the published backbone 66.62%).") in text
+    assert ("- Cost (at most 1x `fer`'s time per face): `narrow` (0.83x; PrivateTest not run yet); "
+            "the other 3.25x.") in text
+    assert "- Both in one network: no finished run yet." in text
+    assert "- A new backbone: no finished run is better than the published backbone on both splits yet." in text
+    # finished: the narrow network better on both splits, but short of the target
+    (tmp_path / "runs" / "narrow.json").write_text(json.dumps(_results(0.6560, 0.6700, 75, "f" * 40)))
+    text = _campaign_section(tmp_path, plan, bench)
+    assert "(2 of 2 runs finished):" in text and "not met; the best finished run, `narrow`, scores 67.00%" in text
+    assert "`narrow` (0.83x; PrivateTest 67.00%)" in text and "- Both in one network: no run." in text
+    assert ("- A new backbone: `narrow` is better than the published backbone on both splits: the CK+48 "
+            "study from it (`python pipelines/accuracy3.py --ckplus`, `reports/ckplus48/backbones/narrow/`)") in text
+    (tmp_path / "runs" / "narrow.json").write_text(json.dumps(_results(0.6400, 0.7012, 75, "f" * 40)))
+    text = _campaign_section(tmp_path, plan, bench)
+    assert "met by `narrow` (70.12%)" in text and "- Both in one network: `narrow`." in text
+    assert "no finished run is better than the published backbone on both splits, so it stays" in text

@@ -26,6 +26,7 @@ import shutil
 import sys
 import time
 
+from fer_tf import locking
 from fer_tf.data.formats import FORMATS as _FORMATS
 from fer_tf.errors import ConfigError, OutputError
 from fer_tf.files import atomic_write_bytes, atomic_write_text
@@ -82,6 +83,8 @@ def run(args):
     started = time.time()
     out = pathlib.Path(args.output)
     settings = _settings(args)
+    # a run training into -o now: neither resume it a second time nor clear it (--overwrite)
+    locking.ensure_free(out / "checkpoint", "the checkpoint folder")
     _check_output(out, settings, args.overwrite)
     # deferred: numpy, OpenCV and MediaPipe (alignment), keras and TensorFlow (training, export)
     from fer_tf.research import own_data

@@ -17,6 +17,7 @@ import time
 import keras
 import numpy as np
 
+from fer_tf import locking
 from fer_tf.training import distillation
 from fer_tf.research import ensembles, evaluation
 from fer_tf.deploy import export
@@ -62,7 +63,17 @@ def pretrain(data_root, model_config: ModelConfig, train_config: TrainConfig, ou
     ``publish``: a folder that receives the float32 network as :data:`BACKBONE_NAME` with a JSON
     sidecar (labels, accuracies, provenance): the artifact `make finetune` and `make ship` start
     from.
+
+    ``output`` is held by this process from the start (:mod:`fer_tf.locking`), so that a second
+    run on it stops before it spends minutes reading the data.
     """
+    with locking.holding(output, "the output folder"):
+        return _pretrain(data_root, model_config, train_config, output, report_dir, resume, verbose,
+                         max_train_images, publish)
+
+
+def _pretrain(data_root, model_config, train_config, output, report_dir, resume, verbose,
+              max_train_images, publish):
     from fer_tf.research import plots  # deferred: matplotlib
 
     started = time.time()

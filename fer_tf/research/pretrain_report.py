@@ -170,6 +170,23 @@ def _training_time(history):
     return text
 
 
+SPLITS = ("public_test_accuracy", "private_test_accuracy")
+
+
+def against(run, base):
+    """How a run compares with ``base`` (the published backbone) on both test splits, centre crop:
+    "better" (on both), "worse" (on both) or "disagree" (the splits differ, or a split is missing
+    or tied). Only a run better on both may replace the backbone: choosing by PrivateTest alone
+    would tune on the test split (pipelines/accuracy3.py's leaders use this rule too)."""
+    if any(run.get(k) is None or base.get(k) is None for k in SPLITS):
+        return "disagree"
+    if all(run[k] > base[k] for k in SPLITS):
+        return "better"
+    if all(run[k] < base[k] for k in SPLITS):
+        return "worse"
+    return "disagree"
+
+
 def _other_runs_section(results, others):
     """The committed run beside other full runs (``runs/*.json``: the same ``results.json`` layout,
     e.g. another number of epochs or less augmentation), so that each is reported with both splits
@@ -208,15 +225,14 @@ def _other_runs_section(results, others):
                      f"{distilled['temperature']:g}); the teacher scores "
                      f"{_pct(distilled['teacher_train_accuracy'])} on the training faces (flip-averaged centre "
                      f"crops).")
-        if dp > 0 > dt or dp < 0 < dt:
+        verdict = against(r, results)
+        if verdict == "disagree" and dp * dt < 0:
             text += (" The two splits disagree, so the run shows no clear gain; the published backbone "
                      "stays (replacing it would retrain everything that starts from it: the CK+ "
                      "campaign and the shipped model). Choosing between runs by their PrivateTest "
                      "accuracy would tune on the test split, so that is not done either way.")
-        elif dp < 0 and dt < 0:
-            text += " Worse on both splits."
-        elif dp > 0 and dt > 0:
-            text += " Better on both splits."
+        elif verdict != "disagree":
+            text += f" {verdict.capitalize()} on both splits."
     return "## Other full runs\n" + text + "\n"
 
 
@@ -300,6 +316,63 @@ def _ensemble_lines(ensemble, target):
             + f" the target of {_pct(target)}."]
 
 
+def _other_costs(costs):
+    if not costs:
+        return "."
+    low, high = min(costs), max(costs)
+    return (f"; the other {low:.2f}x." if len(costs) == 1 else
+            f"; the others {low:.2f}x." if low == high else f"; the others {low:.2f}x to {high:.2f}x.")
+
+
+def _campaign_outcome(plan, finished, costs, published):
+    """Where the campaign's targets stand: accuracy, cost, both in one network, and whether a run
+    is better than the published backbone on both splits (what leads to a new backbone)."""
+    target, cost_target = plan.get("target_private_test"), plan.get("target_cost_vs_fer")
+    names = list((plan.get("runs") or {}))
+    left = [n for n in names if n not in finished]
+    done = all(n in finished for n in names)
+    lines = ["", f"Where the targets stand ({len(names) - len(left)} of {len(names)} runs finished"
+             + (f"; still to run: {', '.join(f'`{n}`' for n in left)}" if left else "") + "):", ""]
+    private = {n: r.get("private_test_accuracy") for n, r in finished.items()
+               if r.get("private_test_accuracy") is not None}
+    if target is not None:
+        accurate = [n for n in private if private[n] >= target]
+        if accurate:
+            lines.append(f"- Accuracy (PrivateTest at least {_pct(target)}, one network): met by "
+                         + ", ".join(f"`{n}` ({_pct(private[n])})" for n in accurate) + ".")
+        elif private:
+            best = max(private, key=private.get)
+            lines.append(f"- Accuracy (PrivateTest at least {_pct(target)}, one network): "
+                         + ("not met" if done else "not met yet")
+                         + f"; the best finished run, `{best}`, scores {_pct(private[best])}, "
+                         f"{100 * (target - private[best]):.2f} points short (the published backbone "
+                         f"{_pct(published.get('private_test_accuracy'))}).")
+    cheap = [n for n in names if costs.get(n) is not None and cost_target is not None
+             and costs[n] <= cost_target]
+    if cost_target is not None:
+        lines.append(f"- Cost (at most {cost_target:g}x `fer`'s time per face): "
+                     + (", ".join(f"`{n}` ({costs[n]:.2f}x; PrivateTest "
+                                  + (f"{_pct(private[n])})" if n in private else "not run yet)")
+                                  for n in cheap) if cheap else "no planned network")
+                     + _other_costs([costs[n] for n in names if n not in cheap and costs.get(n)]))
+    if target is not None and cost_target is not None:
+        both = [n for n in cheap if n in private and private[n] >= target]
+        lines.append("- Both in one network: " + (", ".join(f"`{n}`" for n in both) if both else
+                     ("no run" if done else "no finished run yet")) + ".")
+    better = sorted((n for n, r in finished.items() if against(r, published) == "better"),
+                    key=lambda n: finished[n]["public_test_accuracy"], reverse=True)
+    if better:
+        lines.append(f"- A new backbone: `{better[0]}` is better than the published backbone on both "
+                     "splits" + (f" (so are {', '.join(f'`{n}`' for n in better[1:])})" if better[1:] else "")
+                     + f": the CK+48 study from it (`python pipelines/accuracy3.py --ckplus`, "
+                     f"`reports/ckplus48/backbones/{better[0]}/`) and the shipped model remade from it follow.")
+    elif finished:
+        lines.append("- A new backbone: no finished run is better than the published backbone on both "
+                     "splits" + (", so it stays; no CK+48 study or remade shipped model follows from "
+                                 "this campaign." if done else " yet."))
+    return lines
+
+
 def _campaign_section(report_dir, plan_path=CAMPAIGN, bench_path=None):
     """Where the stronger-network campaign stands: each planned run with its result or "not run
     yet", its cost per face against ``fer``'s (``make bench``, measured before training), and the
@@ -350,6 +423,7 @@ def _campaign_section(report_dir, plan_path=CAMPAIGN, bench_path=None):
               "`reports/bench` (section 3)."]
     lines += _precision_lines(report_dir, finished)
     lines += _ensemble_lines(_load(pathlib.Path(report_dir) / "ensemble.json"), target)
+    lines += _campaign_outcome(plan, finished, costs, _load(pathlib.Path(report_dir) / "results.json") or {})
     if histories:
         from fer_tf.research import plots  # deferred: matplotlib
 

@@ -48,6 +48,7 @@ import zipfile
 import keras
 import numpy as np
 
+from fer_tf import locking
 from fer_tf.model import saving
 from fer_tf.training import optimizers
 from fer_tf.training.averaging import WeightAverage, recompute_batch_norm
@@ -537,8 +538,21 @@ def fit(model, make_train_dataset, config: TrainConfig, steps_per_epoch, validat
     of ``model``, ``config``, ``steps_per_epoch`` and the caller's JSON-able ``settings``, e.g. its
     data) is not resumed: a :class:`TrainingError` says which differ.
 
+    While it trains, ``workdir`` is held by this process (:mod:`fer_tf.locking`): a second run on
+    the same folder raises :class:`~fer_tf.errors.FolderInUse` instead of overwriting its checkpoints.
+
     Under a ``tf.distribute`` strategy, call :func:`fer_tf.training.distribute.fit` instead.
     """
+    if workdir is None:
+        return _fit(model, make_train_dataset, config, steps_per_epoch, validation_data, None, resume,
+                    verbose, callbacks, settings)
+    with locking.holding(workdir, "the checkpoint folder"):
+        return _fit(model, make_train_dataset, config, steps_per_epoch, validation_data, workdir, resume,
+                    verbose, callbacks, settings)
+
+
+def _fit(model, make_train_dataset, config, steps_per_epoch, validation_data, workdir, resume, verbose,
+         callbacks, settings):
     set_seed(config.seed)
     schedule = HalveAndReload(config.loss_rise, config.patience, config.min_learning_rate,
                               monitor="val_accuracy" if validation_data is not None else "loss",
