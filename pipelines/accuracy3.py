@@ -15,10 +15,11 @@ A finished run leaves, to commit:
 
 - ``reports/fer2013/runs/NAME.json`` (its results, history and provenance), then rebuild
   ``reports/fer2013/README.md`` with ``python pipelines/report_fer2013.py`` at a clean commit;
-- ``reports/fer2013/teachers/NAME.npz``: what the network predicts on the training faces
-  (0.5 MB; the ensemble run distils from these, so the 6-12 MB networks stay out of the
-  repository, whose tracked files must leave room for the GPU pack's 40 MiB of images). The
-  network itself stays in ``WORK/NAME-publish``.
+- ``reports/fer2013/teachers/NAME.npz``, for a run that another run distils from: what the network
+  predicts on the training faces (0.5 MB; the ensemble run distils from these, so the 6-12 MB
+  networks stay out of the repository, whose tracked files must leave room for the GPU pack's
+  40 MiB of images; ``--teacher NAME KERAS`` writes one for any network). The network itself stays
+  in ``WORK/NAME-publish``.
 
 A run better than the committed backbone on both splits, PublicTest and PrivateTest (the report's
 rule: choosing by PrivateTest alone would tune on the test split), leads to the rest of issue 27:
@@ -82,6 +83,11 @@ def _teachers(name):
 
     values = [item.partition("=")[2] for item in RUNS[name] if item.partition("=")[0] == "train.distill_from"]
     return teacher_paths(values[0]) if values else []
+
+
+def distilled_by(name):
+    """The planned runs that distil from run ``name``'s network (through its teacher file)."""
+    return [other for other in RUNS if any(t.stem == name and t.suffix == ".npz" for t in _teachers(other))]
 
 
 def needs(name, root=None):
@@ -407,11 +413,13 @@ def train(name, work):
     report, publish = work / f"{name}-report", work / f"{name}-publish"
     RESULTS.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(report / "results.json", RESULTS / f"{name}.json")
-    store_teacher(name, publish / "fer2013_backbone.keras")
-    print(f"finished {name}: commit reports/fer2013/runs/{name}.json and reports/fer2013/teachers/"
-          f"{name}.npz; at that clean commit, python pipelines/accuracy3.py --ensemble where the run is "
-          "one of the ensemble's networks (commit its JSON), then python pipelines/report_fer2013.py, "
-          "and commit the report", flush=True)
+    students = distilled_by(name)
+    if students:  # only a teacher's predictions are kept: each file uses up the GPU pack's room
+        store_teacher(name, publish / "fer2013_backbone.keras")
+    print(f"finished {name}: commit reports/fer2013/runs/{name}.json"
+          + (f" and reports/fer2013/teachers/{name}.npz ({', '.join(students)} distil from it); at that "
+             "clean commit, python pipelines/accuracy3.py --ensemble (commit its JSON)" if students else "")
+          + "; then python pipelines/report_fer2013.py at a clean commit, and commit the report", flush=True)
     return 0
 
 

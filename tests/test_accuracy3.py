@@ -217,3 +217,19 @@ def test_all_goes_on_to_the_study_of_the_leading_run_once_nothing_is_left_to_tra
     monkeypatch.setattr(sys, "argv", ["accuracy3.py", "--ckplus"])
     with pytest.raises(SystemExit, match="better than the committed backbone on both"):
         accuracy3.main()
+
+
+def test_only_the_runs_another_run_distils_from_keep_a_teacher_file(monkeypatch, tmp_path):
+    """Each teacher file uses up room in the GPU pack: the distilled runs' predictions are not kept."""
+    assert accuracy3.distilled_by("extra-blocks-3-75-epochs") == [
+        "ensemble-distilled-75-epochs", "width-0.5-distilled-75-epochs"]
+    assert accuracy3.distilled_by("ensemble-distilled-75-epochs") == []
+    stored = []
+    monkeypatch.setattr(accuracy3, "RESULTS", tmp_path / "runs")
+    monkeypatch.setattr(accuracy3, "subprocess", type("S", (), {"call": staticmethod(lambda cmd, cwd: 0)}))
+    monkeypatch.setattr(accuracy3, "store_teacher", lambda name, network: stored.append(name))
+    for name in ("mixup-0.2-75-epochs", "ensemble-distilled-75-epochs"):
+        (tmp_path / f"{name}-report").mkdir()
+        (tmp_path / f"{name}-report" / "results.json").write_text("{}")
+        assert accuracy3.train(name, tmp_path) == 0 and (tmp_path / "runs" / f"{name}.json").is_file()
+    assert stored == ["mixup-0.2-75-epochs"]
