@@ -341,3 +341,46 @@ def test_graph_operation_count_follows_nested_functions():
     assert sum(counts.values()) > top_level  # the graphs outer calls are counted too
 
 
+
+
+def _fer2013_sample(tmp_path, per_folder=2):
+    """A FER2013 image-folder layout of a few real test images of each split and label."""
+    source = REPO.parent / "shared" / "datasets" / "fer2013" / "test"
+    if not source.is_dir():
+        pytest.skip("needs ../shared/datasets/fer2013")
+    import shutil
+
+    for folder in sorted(source.iterdir()):
+        for split in ("PublicTest", "PrivateTest"):
+            for path in sorted(folder.glob(f"{split}_*"))[:per_folder]:
+                (tmp_path / "test" / folder.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, tmp_path / "test" / folder.name / path.name)
+    return tmp_path
+
+
+def test_fer_accuracy_reads_the_test_splits_as_fer_preprocesses_a_face(tmp_path):
+    from benchmarks import fer_accuracy
+
+    data = _fer2013_sample(tmp_path / "fer2013")
+    found = fer_accuracy.test_images(data)
+    assert {len(v) for v in found.values()} == {14} and all(p.name.startswith(s) for s, v in found.items()
+                                                            for p, _ in v)
+    faces = fer_accuracy.fer_inputs([p for p, _ in found["PublicTest"]])
+    assert faces.shape == (14, 64, 64) and faces.dtype == np.float32
+    assert -1.0 <= faces.min() < 0 < faces.max() <= 1.0
+    with pytest.raises(SystemExit, match="no PublicTest or PrivateTest images in .*pass the FER2013 image folders"):
+        fer_accuracy.test_images(tmp_path / "empty")
+
+
+@pytest.mark.skipif(not __import__("benchmarks.fer_env").fer_env.is_ready(),
+                    reason="fer is not installed in .venv-bench (python benchmarks/fer_env.py)")
+def test_fer_accuracy_writes_both_splits(tmp_path, monkeypatch):
+    from benchmarks import fer_accuracy
+
+    data = _fer2013_sample(tmp_path / "fer2013")
+    monkeypatch.setattr(sys, "argv", ["fer_accuracy.py", "--data", str(data), "--output", str(tmp_path / "fer.json")])
+    assert fer_accuracy.main() == 0
+    result = json.loads((tmp_path / "fer.json").read_text())
+    assert result["public_test_images"] == result["private_test_images"] == 14
+    assert all(0 <= result[f"{s}_accuracy"] <= 1 for s in ("public_test", "private_test"))
+    assert result["labels"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
