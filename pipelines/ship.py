@@ -2,8 +2,11 @@
 
     python pipelines/ship.py [--config configs/ship.yaml] [--pretrained pretrained/fer2013_backbone.keras]
 
-Starts from the committed FER2013 backbone (`make pretrain` reproduces it). Writes saved_models/fer_tf_basic7.{keras,tflite,json} and
-reports/shipped/results.json (held-out subjects, FER2013 test splits, export parity, sizes), then
+Starts from the committed FER2013 backbone (`make pretrain` reproduces it), or from the network
+``--pretrained`` names (with its capacity options as ``--set model.width=...``). Writes
+saved_models/fer_tf_basic7.{keras,tflite,json}, reports/shipped/results.json (held-out subjects,
+FER2013 test splits, export parity, sizes, and the starting network: file, digest, how it was made
+and its FER2013 accuracy, from its JSON sidecar) and the model card, which names that network; then
 the model's neutral reference (pipelines/web_reference.py: into its sidecar and the web page).
 """
 

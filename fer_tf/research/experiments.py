@@ -324,13 +324,56 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
                                    "pretrained": str(pretrained_path)}, seed=train_config.seed,
                                   started=started, commit=commit),
     }
+    results["pretrained"] = start = starting_network(pretrained_path)
     pretrain_results = pathlib.Path(report_dir).parent / "fer2013" / "results.json"
-    if pretrain_results.is_file():
+    if "private_test_accuracy" in start:  # what the network it started from scores, from its sidecar
+        results["pretrained_fer2013"] = {k: start[k] for k in ("public_test_accuracy", "private_test_accuracy")}
+    elif pretrain_results.is_file():  # a backbone without a sidecar: the committed one's report
         pre = json.loads(pretrain_results.read_text())
         results["pretrained_fer2013"] = {k: pre[k] for k in ("public_test_accuracy", "private_test_accuracy")}
     reporting.write_json(pathlib.Path(report_dir) / "results.json", results)
     write_model_card(results, target / "MODEL_CARD.md")
     return results
+
+
+#: The committed FER2013 backbone, relative to the checkout (`make pretrain` publishes it).
+COMMITTED_BACKBONE = "pretrained/" + BACKBONE_NAME
+
+
+def starting_network(path):
+    """What a run starts from: the network file (relative to the working directory where it is
+    inside it), its digest and, from its JSON sidecar (:func:`publish_backbone`), how it was made
+    and what it scores on FER2013."""
+    from fer_tf.research.crossval import file_digest  # deferred: its campaign machinery
+
+    path = pathlib.Path(path)
+    shown = path.resolve()
+    shown = shown.relative_to(pathlib.Path.cwd()) if shown.is_relative_to(pathlib.Path.cwd()) else shown
+    info = {"file": shown.as_posix(), "sha256_12": file_digest(path)}
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        meta = json.loads(sidecar.read_text())
+        info.update({k: meta[k] for k in ("command", "git_commit") if meta.get(k)})
+        if info["file"] == COMMITTED_BACKBONE and meta.get("report"):  # others name the committed one's
+            info["report"] = meta["report"]
+        info.update({k: v for k, v in (meta.get("accuracy") or {}).items()
+                     if k in ("public_test_accuracy", "private_test_accuracy")})
+    return info
+
+
+def _pretraining_step(start):
+    """Step 1 of the model card: the FER2013-pretrained network the shipped model starts from."""
+    if not start:  # results written before the start was recorded: the committed backbone
+        return ("`make pretrain`: the network and its expression branch on FER2013 `Training` with softmax\n"
+                "   (`configs/pretrain.yaml`; report in `reports/fer2013/`).")
+    made = (f", made by `{start['command']}`" if start.get("command") else "") + (
+        f" at commit `{start['git_commit'][:7]}`" if start.get("git_commit") else "")
+    scores = (f"; {100 * start['private_test_accuracy']:.1f}% on FER2013 PrivateTest"
+              if start.get("private_test_accuracy") is not None else "")
+    report = f"; report in `{start['report']}`" if start.get("report") else ""
+    return (f"FER2013 pretraining: the network and its expression branch on FER2013 `Training` with\n"
+            f"   softmax. The shipped model starts from `{start['file']}`\n   (sha256 `{start['sha256_12']}`"
+            f"{made}{scores}{report}).")
 
 
 def write_model_card(results, path):
@@ -343,8 +386,10 @@ def write_model_card(results, path):
     pre = results.get("pretrained_fer2013") or {}
     forgetting = ""
     if pre:
+        start = results.get("pretrained")
+        where = "" if start and not start.get("report") else f" (`{(start or {}).get('report', 'reports/fer2013/')}`)"
         forgetting = (f"\n- In-the-wild accuracy: the FER2013-pretrained network scores "
-                      f"{100 * pre['private_test_accuracy']:.1f}% on PrivateTest (`reports/fer2013/`), the "
+                      f"{100 * pre['private_test_accuracy']:.1f}% on PrivateTest{where}, the "
                       f"shipped model {100 * fer['PrivateTest_accuracy']:.1f}%.")
     batch = results.get("batch") or {}
     recall_rows = "\n".join(
@@ -372,8 +417,7 @@ The default model of `fer-tf predict` and `fer_tf.Recognizer()`.
 - **Output:** probabilities over the labels.
 
 ## How it was trained
-1. `make pretrain`: the network and its expression branch on FER2013 `Training` with softmax
-   (`configs/pretrain.yaml`; report in `reports/fer2013/`).
+1. {_pretraining_step(results.get("pretrained"))}
 2. `make ship`: {len(results["history"])} epochs of joint training in one run (`configs/ship.yaml`):
    every batch holds {batch.get("identity_queries", "?")} identity-aware 2B(N+M) queries (identity-aware
    negatives, online positive mining, adaptive threshold) from the identity-labelled shared data,
