@@ -59,6 +59,19 @@ def test_cross_entropy_uses_soft_targets():
     np.testing.assert_allclose(plain, -np.mean(np.log([0.6, 0.5])), rtol=1e-5)
 
 
+def test_rows_without_soft_targets_keep_their_smoothed_labels():
+    """Joint batches (make ship with distillation): the identity rows carry join's fill (-1) in
+    place of soft targets and keep the smoothed one-hot of their label."""
+    probabilities = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]], np.float32)
+    labels = np.array([0, 1, 2])
+    targets = np.array([[-1, -1, -1], [-1, -1, -1], [0.2, 0.2, 0.6]], np.float32)
+    got = float(keras.ops.convert_to_numpy(network.query_cross_entropy(labels, probabilities, 0.1, targets=targets)))
+    smoothed = np.full((2, 3), 0.1 / 3) + 0.9 * np.eye(3)[:2]
+    rows = [(smoothed[0] * np.log(probabilities[0])).sum(), (smoothed[1] * np.log(probabilities[1])).sum(),
+            (targets[2] * np.log(probabilities[2])).sum()]
+    np.testing.assert_allclose(got, -np.mean(rows), rtol=1e-5)
+
+
 def test_classification_dataset_serves_soft_targets():
     n = 130
     faces = np.zeros((n, 60, 60), np.float32)

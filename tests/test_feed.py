@@ -98,6 +98,22 @@ def test_eval_and_joint_batches_are_the_same_on_both_backends(monkeypatch):
     _assert_same(tf_batches, py_batches)
     x, y = py_batches[0]
     assert len(x) == 10 and (y["tuples"][6:] == -1).all()
+    monkeypatch.undo()
+
+    soft = np.random.default_rng(0).dirichlet(np.ones(3), len(faces)).astype(np.float32)
+
+    def build_distilled_joint():  # soft targets for the second source's rows only (make ship)
+        identity = feeders.identity_aware_dataset(table, faces, LABELS, num_positives=2, num_negatives=2,
+                                                  queries_per_batch=6, seed=0, augment=False, repeat=False)
+        return feeders.joint_dataset(identity, feeders.classification_dataset(
+            faces, labels, batch_size=4, augment=False, repeat=False, soft_targets=soft))
+
+    tf_batches, py_batches = _both(monkeypatch, build_distilled_joint)
+    _assert_same(tf_batches, py_batches)
+    x, y = py_batches[0]
+    rows = np.asarray(x)[6:, 0, 0, 0].astype(int)
+    assert (y["expression_target"][:6] == -1).all() and (y["tuples"][6:] == -1).all()
+    np.testing.assert_allclose(y["expression_target"][6:], soft[rows])
 
 
 def test_pydataset_crops_depend_only_on_the_seeds_per_slice(monkeypatch):

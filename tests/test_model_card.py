@@ -55,3 +55,14 @@ def test_another_starting_network_is_described_by_its_own_sidecar(tmp_path, monk
     assert "starts from `run-publish/fer2013_backbone.keras`" in text and "67.2% on FER2013 PrivateTest" in text
     assert "the FER2013-pretrained network scores 67.2% on PrivateTest, the shipped model" in text
     assert "66.6%" not in text and "reports/fer2013/" not in text  # the committed backbone's report
+
+
+def test_the_card_says_when_the_fer2013_rows_were_distilled(tmp_path):
+    results = {**_shipped_results(), "distillation": {
+        "teacher": ["pretrained/fer2013_backbone.keras", "reports/fer2013/teachers/extra.npz"],
+        "weight": 0.5, "temperature": 1.0, "teacher_train_accuracy": 0.853}}
+    write_model_card(results, tmp_path / "card.md")
+    text = " ".join((tmp_path / "card.md").read_text().split())
+    assert ("The FER2013 rows learn soft targets: 0.5 x the mean of 2 networks' probabilities "
+            "(`fer2013_backbone.keras`, `extra.npz`), which score 85.3% on those training faces, plus "
+            "0.5 x their smoothed labels (`train.distill_from`).") in text

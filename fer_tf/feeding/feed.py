@@ -105,8 +105,9 @@ def uses_tf_data():
 
 def join(first, second, fill=-1):
     """Batch i of ``first`` followed by batch i of ``second``: images and every target; a target
-    only ``first`` has (e.g. ``tuples``) is ``fill`` for ``second``'s rows. Both must be datasets of
-    :func:`Feed.dataset` on the current backend."""
+    only one of them has (e.g. ``tuples`` of the first, ``expression_target`` of the second) is
+    ``fill`` for the other's rows. Both must be datasets of :func:`Feed.dataset` on the current
+    backend."""
     if uses_tf_data():
         return _tf_join(first, second, fill)
     return JointBatches(first, second, fill)
@@ -193,16 +194,19 @@ def _tf_dataset(feed, start_epoch, repeat):
 def _tf_join(first, second, fill):
     import tensorflow as tf  # deferred: tf.data, TensorFlow backend only
 
+    def filled(like, rows):
+        shape = tf.concat([tf.shape(rows)[:1], tf.shape(like)[1:]], axis=0)
+        return tf.fill(shape, tf.constant(fill, like.dtype))
+
     def merge(a, b):
         (xa, ya), (xb, yb) = a, b
         targets = {}
         for name, value in ya.items():
-            if name in yb:
-                other = tf.cast(yb[name], value.dtype)
-            else:
-                shape = tf.concat([tf.shape(xb)[:1], tf.shape(value)[1:]], axis=0)
-                other = tf.fill(shape, tf.constant(fill, value.dtype))
+            other = tf.cast(yb[name], value.dtype) if name in yb else filled(value, xb)
             targets[name] = tf.concat([value, other], 0)
+        for name, value in yb.items():  # e.g. distillation targets of the second's rows only
+            if name not in ya:
+                targets[name] = tf.concat([filled(value, xa), value], 0)
         return tf.concat([xa, tf.cast(xb, xa.dtype)], 0), targets
 
     ds = tf.data.Dataset.zip((first, second)).map(merge, num_parallel_calls=_map_calls(tf))
@@ -300,12 +304,17 @@ class JointBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         (xa, ya), (xb, yb) = self.first[index], self.second[index]
         rows_b = int(xb.shape[0])
+        rows_a = int(xa.shape[0])
         targets = {}
         for name, value in ya.items():
             other = yb.get(name)
             if other is None:
                 other = np.full((rows_b,) + tuple(np.shape(value)[1:]), self.fill, np.asarray(value).dtype)
             targets[name] = np.concatenate([np.asarray(value), np.asarray(other).astype(np.asarray(value).dtype)])
+        for name, value in yb.items():  # e.g. distillation targets of the second's rows only
+            if name not in ya:
+                value = np.asarray(value)
+                targets[name] = np.concatenate([np.full((rows_a,) + value.shape[1:], self.fill, value.dtype), value])
         return ops.concatenate([xa, ops.cast(xb, xa.dtype)], axis=0), targets
 
     def on_epoch_end(self):

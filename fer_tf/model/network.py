@@ -109,15 +109,17 @@ def query_cross_entropy(labels, probabilities, label_smoothing=0.0, targets=None
     """Mean cross-entropy over the query rows (``labels >= 0``; -1 marks non-queries), with
     targets ``(1 - s) * one_hot + s / C`` for label smoothing ``s``, or the given soft ``targets``
     ``[B, C]`` (e.g. :func:`fer_tf.training.distillation.soft_targets`; ``s`` is then not applied again).
-    0.0 when no row is a query."""
+    A row of ``targets`` with a negative entry (the fill of :func:`fer_tf.feeding.feed.join` for rows
+    of a source without soft targets) keeps the smoothed one-hot target. 0.0 when no row is a query."""
     num_classes = probabilities.shape[-1]
     valid = ops.cast(labels >= 0, "float32")
+    target = ops.one_hot(ops.maximum(labels, 0), num_classes, dtype="float32")
+    if label_smoothing:
+        target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
     if targets is not None:
-        target = ops.cast(targets, "float32")
-    else:
-        target = ops.one_hot(ops.maximum(labels, 0), num_classes, dtype="float32")
-        if label_smoothing:
-            target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
+        given = ops.cast(targets, "float32")
+        has = ops.cast(ops.min(given, axis=-1, keepdims=True) >= 0, "float32")
+        target = has * ops.maximum(given, 0.0) + (1.0 - has) * target
     p = ops.cast(probabilities, "float32")
     p = p / ops.sum(p, axis=-1, keepdims=True)
     per_row = -ops.sum(target * ops.log(ops.clip(p, 1e-7, 1.0 - 1e-7)), axis=-1)

@@ -28,6 +28,7 @@ from fer_tf.training import loop, precision
 from fer_tf.config import ModelConfig, TrainConfig, to_dict
 from fer_tf.data.splits import subject_kfold
 from fer_tf.data.table import FaceTable
+from fer_tf.errors import ConfigError
 from fer_tf.preprocess.normalize import normalize_many
 from fer_tf.feeding.augment import Augmentation
 from fer_tf.feeding.mixing import Mixing
@@ -217,7 +218,9 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
     - identity-aware 2B(N+M) batches from the identity-labelled shared data (CK+48 without
       contempt, the KDEF subset, Yale), one subject-independent eighth of the subjects held out;
     - FER2013 ``Training`` images with softmax cross-entropy, ``train_config.classification_per_batch``
-      of them appended to every batch (0: identity data only, which forgets FER2013).
+      of them appended to every batch (0: identity data only, which forgets FER2013); with
+      ``train_config.distill_from``, their targets are the teachers' soft targets (the identity rows
+      keep their labels).
 
     The held-out subjects and the FER2013 test splits measure it; it is exported (SavedModel,
     TFLite) and its inference ``.keras`` and default ``.tflite`` (the fastest variant that keeps
@@ -255,6 +258,18 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
     steps = train_config.steps_per_epoch or sampler.steps_per_epoch
     identity_epochs = -(-steps // sampler.steps_per_epoch)  # sampler epochs per training epoch
     per_batch = train_config.classification_per_batch
+    targets, distilled = None, None
+    if train_config.distill_from:
+        if not per_batch:
+            raise ConfigError("train.distill_from: the shipped model distils on its FER2013 rows; set "
+                              "train.classification_per_batch above 0, or leave distill_from empty")
+        fer_root = pathlib.Path(datasets_dir) / "fer2013"
+        targets, distilled = distillation.teacher_targets(
+            train_config.distill_from, fer_train_faces, fer_train_ids, labels, train_config.distill_weight,
+            train_config.distill_temperature, model_config.label_smoothing,
+            keys=face_keys(fer_table, fer_root, fer_split["Training"]))
+        print(f"distillation on the FER2013 rows: the teacher scores {distilled['teacher_train_accuracy']:.4f} "
+              "on the training faces", file=sys.stderr)
 
     def make_train(epoch):
         identity = identity_aware_dataset(train_table, train_faces, labels,
@@ -264,7 +279,7 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
             return identity
         return joint_dataset(identity, classification_dataset(
             fer_train_faces, fer_train_ids, per_batch, augment=augmentation, seed=train_config.seed,
-            start_epoch=epoch))
+            start_epoch=epoch, soft_targets=targets))
 
     print(f"shipped model: {len(train_rows)} identity-labelled training images ({len(test_rows)} held "
           f"out), {per_batch} FER2013 images per batch, {steps} steps per epoch; "
@@ -320,6 +335,7 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
         "export": {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in report["variants"].items()},
         "tflite_default": {k: v for k, v in (report.get("default") or {}).items() if k != "path"},
         "sizes_bytes": {p.name: p.stat().st_size for p in sorted(target.glob("fer_tf_basic7.*"))},
+        **({"distillation": distilled} if distilled else {}),
         "run": reporting.run_info({"model": to_dict(model_config), "train": to_dict(train_config),
                                    "pretrained": str(pretrained_path)}, seed=train_config.seed,
                                   started=started, commit=commit),
@@ -376,6 +392,18 @@ def _pretraining_step(start):
             f"{made}{scores}{report}).")
 
 
+def _distillation_note(distilled):
+    """Step 2 of the model card, when the FER2013 rows learnt a teacher's soft targets."""
+    if not distilled:
+        return ""
+    teacher = distilled["teacher"]
+    teacher = (f"the mean of {len(teacher)} networks' probabilities ({', '.join(f'`{pathlib.Path(t).name}`' for t in teacher)})"
+               if isinstance(teacher, list) else f"the probabilities of `{pathlib.Path(teacher).name}`")
+    return (f"\n   The FER2013 rows learn soft targets: {distilled['weight']:g} x {teacher}, which score "
+            f"{100 * distilled['teacher_train_accuracy']:.1f}% on those training faces, plus "
+            f"{1 - distilled['weight']:g} x their smoothed labels (`train.distill_from`).")
+
+
 def write_model_card(results, path):
     """saved_models/MODEL_CARD.md from the measured results of `make ship`."""
     h, fer, run = results["held_out_subjects"], results["fer2013"], results["run"]
@@ -425,7 +453,7 @@ The default model of `fer-tf predict` and `fer_tf.Recognizer()`.
    (happiness, neutral, sadness, surprise), followed by {batch.get("fer2013_images", 0)} FER2013
    `Training` faces that count in the cross-entropy only. One eighth of the identity subjects is
    held out ({h["images"]} images) to measure it; {results["train_images"]} identity training images,
-   {results.get("fer2013_train_images", 0)} FER2013 training images.
+   {results.get("fer2013_train_images", 0)} FER2013 training images.{_distillation_note(results.get("distillation"))}
 
 Commit `{run["git_commit"]}`, {run["date"]}, {run["machine"]["cpu"]} ({run["machine"]["cores"]} cores),
 seed {run["seed"]}. All figures below are in `reports/shipped/results.json`.
