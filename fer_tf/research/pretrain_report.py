@@ -136,7 +136,7 @@ def _best(history):
     return max(history, key=lambda h: h.get("val_accuracy", 0)) if history else {}
 
 
-def _changes(base, other):
+def config_changes(base, other):
     """What ``other``'s config changes against ``base``'s (both ``run["config"]``), e.g.
     ``"epochs 100, random_erasing 0"``; ``"-"`` when nothing but the seed differs. A key that only
     ``other`` has (an option added to the config after ``base``'s run) is a change when its value
@@ -206,7 +206,7 @@ def _other_runs_section(results, others):
     lines = ["| run | config changes | epochs | best epoch | PublicTest | PrivateTest | "
              "PrivateTest, flip-averaged | training time | commit |", "|---|---|---|---|---|---|---|---|---|",
              row("the published backbone (`results.json`)", results, "(configs/pretrain.yaml)")]
-    lines += [row(f"`runs/{name}.json`", r, _changes(base_cfg, r["run"].get("config", {})))
+    lines += [row(f"`runs/{name}.json`", r, config_changes(base_cfg, r["run"].get("config", {})))
               for name, r in others]
     pub, priv = results.get("public_test_accuracy"), results.get("private_test_accuracy")
     text = ("Other full runs, each one seed, with the config changes against the published backbone's "
