@@ -66,3 +66,16 @@ def test_the_card_says_when_the_fer2013_rows_were_distilled(tmp_path):
     assert ("The FER2013 rows learn soft targets: 0.5 x the mean of 2 networks' probabilities "
             "(`fer2013_backbone.keras`, `extra.npz`), which score 85.3% on those training faces, plus "
             "0.5 x their smoothed labels (`train.distill_from`).") in text
+
+
+def test_only_the_shipped_model_writes_the_web_page_s_reference(tmp_path):
+    """A trial of make ship (its model written elsewhere) leaves the tracked web page alone: its
+    first run had rewritten web/src/neutral_reference.json and made the next run's commit -dirty."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "pipelines"))
+    import ship
+    from web_reference import OUT
+
+    assert ship.reference_copy(REPO / "saved_models") == OUT
+    assert ship.reference_copy(tmp_path / "trial" / "saved_models") == tmp_path / "trial" / "saved_models" / OUT.name
