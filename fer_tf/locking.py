@@ -35,11 +35,11 @@ LOCK_NAME = ".fer_tf.lock"
 _HELD = {}  # resolved folder -> how many blocks of this process hold it
 
 
-def _describe(info):
+def _describe(info, command=True):
     if not info:
         return "a process that has not said which"
     since = f" since {info['since']}" if info.get("since") else ""
-    command = f": {info['command']}" if info.get("command") else ""
+    command = f": {info['command']}" if command and info.get("command") else ""
     return f"process {info.get('pid', '?')}{since}{command}"
 
 
@@ -123,7 +123,8 @@ def holder(folder):
     return None
 
 
-def described(folder):
-    """The holder of ``folder`` in words ("" when nobody holds it)."""
+def described(folder, command=True):
+    """The holder of ``folder`` in words ("" when nobody holds it); ``command=False`` leaves out
+    its command line."""
     info = holder(folder)
-    return "" if info is None else _describe(info)
+    return "" if info is None else _describe(info, command)

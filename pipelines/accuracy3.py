@@ -153,10 +153,7 @@ def training_now(name, work):
     folder's lock, fer_tf.locking, is free)."""
     from fer_tf import locking
 
-    info = locking.holder(pathlib.Path(work) / f"{name}-work")
-    if info is None:
-        return ""
-    return f"process {info.get('pid', '?')}" + (f" since {info['since']}" if info.get("since") else "")
+    return locking.described(pathlib.Path(work) / f"{name}-work", command=False)
 
 
 def store_teacher(name, network):
@@ -378,8 +375,9 @@ def main():
     if status(name) != "to run":
         print(f"{name}: {status(name)}", file=sys.stderr)
         return 2
-    if training_now(name, args.work):
-        print(f"error: {name} is training now, in {training_now(name, args.work)}; --list says how "
+    busy = training_now(name, args.work)
+    if busy:
+        print(f"error: {name} is training now, in {busy}; --list says how "
               "far it is (a second run would overwrite its checkpoints)", file=sys.stderr)
         return 2
     while name is not None:

@@ -119,7 +119,7 @@ def query_cross_entropy(labels, probabilities, label_smoothing=0.0, targets=None
     if targets is not None:
         given = ops.cast(targets, "float32")
         has = ops.cast(ops.min(given, axis=-1, keepdims=True) >= 0, "float32")
-        target = has * ops.maximum(given, 0.0) + (1.0 - has) * target
+        target = has * given + (1.0 - has) * target
     p = ops.cast(probabilities, "float32")
     p = p / ops.sum(p, axis=-1, keepdims=True)
     per_row = -ops.sum(target * ops.log(ops.clip(p, 1e-7, 1.0 - 1e-7)), axis=-1)

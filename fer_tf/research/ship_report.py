@@ -14,13 +14,9 @@ import json
 import pathlib
 
 from fer_tf.files import atomic_write_text
-from fer_tf.research.pretrain_report import config_changes
+from fer_tf.research.pretrain_report import _pct, config_changes
 
 BASELINE = "baseline"
-
-
-def _pct(value):
-    return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
 def _row(name, r, base_cfg):
