@@ -149,6 +149,31 @@ def test_choose_default_rules():
     assert variant is None and "int8 90.0%" in reason
 
 
+def _sized(ms, size, agree, mean_diff=0.01):
+    return {**_entry(ms, agree, mean_diff=mean_diff), "size": size}
+
+
+def test_choose_default_by_size_ignores_this_machines_timing():
+    # on an AVX2-only CPU dynamic timed slower than fp32; on AVX512-VNNI 3x faster: by size, the
+    # same file is chosen on both machines
+    avx2 = {"fp32": _sized(1.11, 5_900_000, 1.0, mean_diff=0.0), "float16": _sized(1.10, 2_980_000, 1.0),
+            "dynamic": _sized(1.33, 1_600_000, 0.992), "int8": _sized(1.49, 1_650_000, 0.976)}
+    vnni = {**avx2, "fp32": _sized(1.04, 5_900_000, 1.0, mean_diff=0.0), "dynamic": _sized(0.37, 1_600_000, 0.992),
+            "int8": _sized(0.36, 1_650_000, 0.976)}
+    assert choose_default(avx2)[0] == "fp32" and choose_default(vnni)[0] == "dynamic"
+    for entries in (avx2, vnni):
+        variant, reason = choose_default(entries, prefer="size")
+        assert variant == "dynamic" and reason.startswith("smallest of the variants")
+        assert "dynamic 1.60 MB (99.2%)" in reason and "below the agreement bar: int8 97.6%" in reason
+    # below the bar, the smallest is never chosen; within 5% of the smallest, fidelity decides
+    assert choose_default({**avx2, "dynamic": _sized(1.3, 1_600_000, 0.989)}, prefer="size")[0] == "float16"
+    tied = {"dynamic": _sized(0.4, 1_600_000, 0.995), "int8": _sized(0.3, 1_560_000, 0.995, mean_diff=0.03)}
+    variant, reason = choose_default(tied, prefer="size")
+    assert variant == "dynamic" and "within 5% of int8 and closer to Keras" in reason
+    with pytest.raises(ValueError, match="prefer"):
+        choose_default(tied, prefer="accuracy")
+
+
 def test_graph_cleanup_and_xnnpack_coverage(exported):
     """Batch norm is folded into the convolution, the histogram is a builtin segment sum (no one-hot,
     no Flex op), and XNNPACK runs every operation of the network: what falls back to LiteRT's own
@@ -375,5 +400,19 @@ def test_export_command(tmp_path, ckplus48_dir, capsys):
     assert rc == 0, text
     assert "model_fp32.tflite" in text and "model_int8.tflite" in text and "24 faces" in text
     assert (tmp_path / "out" / "model_int8.tflite").is_file()
+    report = json.loads((tmp_path / "out" / "export_report.json").read_text())
+    assert report["default"]["prefer"] == "speed"
+    # --prefer size: the smallest variant that keeps parity, whatever this machine's timing
+    rc = main(["export", str(ckpt), "--output", str(tmp_path / "small"), "--parity-data", str(ckplus48_dir),
+               "--format", "ckplus48", "--parity-size", "24", "--variants", "fp32,float16", "--prefer", "size"])
+    assert rc == 0, capsys.readouterr().out
+    report = json.loads((tmp_path / "small" / "export_report.json").read_text())
+    assert report["default"]["prefer"] == "size"
+    assert (report["default"]["variant"], report["default"]["reason"]) == choose_default(report["variants"], prefer="size")
+    kept = [v for v, e in report["variants"].items() if e["parity"]["top1_agreement"] >= 0.99]
+    assert report["variants"][report["default"]["variant"]]["size"] == min(report["variants"][v]["size"] for v in kept)
+    with pytest.raises(ConfigError, match="speed or size"):
+        export_model(ckpt, tmp_path / "never", variants=("fp32",), prefer="accuracy")
+    assert not (tmp_path / "never").exists()
     rc = main(["export", str(tmp_path / "nope.keras"), "--output", str(tmp_path / "o2")])
     assert rc == 2 and "nope.keras" in capsys.readouterr().err

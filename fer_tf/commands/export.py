@@ -4,7 +4,10 @@ Writes ``DIR/saved_model/``, ``DIR/inference.keras`` and ``DIR/model_{fp32,float
 each with a ``<stem>.json`` metadata file (labels, input contract, preprocessing), and prints a table
 of the variants with their sizes. ``--calibration ROOT`` gives the training faces that calibrate the
 full-integer (int8) variant (without it int8 is skipped); ``--parity-data ROOT`` compares every TFLite
-variant with the Keras model on faces from ROOT (top-1 agreement, largest probability difference).
+variant with the Keras model on faces from ROOT (top-1 agreement, largest probability difference);
+``model.tflite`` is then the fastest variant on this machine that keeps top-1 agreement, or with
+``--prefer size`` the smallest (for a model that will run on other machines: which variant is
+fastest depends on the CPU).
 The input and output of every variant, int8 included, are float32: ``[B, 60, 60, 1]`` grey pixels
 0..255 in, ``[B, C]`` probabilities out.
 
@@ -54,6 +57,10 @@ def register(subparsers):
     parser.add_argument("--flip-average", action="store_true",
                         help="average each face's probabilities with its mirror image's (about "
                              "twice the cost per face; not in the paper)")
+    parser.add_argument("--prefer", choices=("speed", "size"), default="speed",
+                        help="the default model.tflite: the fastest variant on this machine that "
+                             "keeps top-1 agreement with Keras (speed, the default), or the smallest "
+                             "(size: for a model that will run on other machines, e.g. phones)")
     parser.add_argument("--json", action="store_true", help="print the export report as JSON")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier export in DIR (all of its files)")
@@ -111,7 +118,7 @@ def run(args):
                                   args.parity_size, seed=1)
     report = export_model(args.checkpoint, args.output, calibration_faces=calibration,
                           variants=variants, parity_faces=parity_faces, overwrite=args.overwrite,
-                          flip_average=args.flip_average)
+                          flip_average=args.flip_average, prefer=args.prefer)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

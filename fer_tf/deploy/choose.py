@@ -1,12 +1,21 @@
-"""Which TFLite variant is the default: parity with Keras, latency, and the choice.
+"""Which TFLite variant is the default: parity with Keras, latency or size, and the choice.
 
-The default, ``model.tflite``: every variant is timed on one face per call (1 thread, LiteRT's
-default XNNPACK delegate, interleaved so that a busy machine slows all alike) and the fastest whose
-top-1 agreement with Keras on ``parity_faces`` is at least :data:`PARITY_TOP1` is copied, with its
-sidecar (which says which variant it is and why). Variants within :data:`LATENCY_TIE` of the
-fastest count as equally fast, and of those the one closest to Keras is taken (higher agreement,
-then smaller mean probability difference): timing noise alone never trades fidelity for nothing.
-Without parity faces nothing can be checked, and ``fp32`` is the default.
+The default, ``model.tflite``, is one of the variants whose top-1 agreement with Keras on
+``parity_faces`` is at least :data:`PARITY_TOP1`, copied with its sidecar (which says which variant
+it is and why). Which one, ``prefer``:
+
+- ``"speed"`` (``fer-tf export``): the fastest on this machine. Every variant is timed on one face
+  per call (1 thread, LiteRT's default XNNPACK delegate, interleaved so that a busy machine slows
+  all alike). Variants within :data:`LATENCY_TIE` of the fastest count as equally fast.
+- ``"size"`` (``make ship``): the smallest file. A model built here to run elsewhere (a phone, the
+  web page) should not depend on this machine's CPU: XNNPACK's int8 kernels are about 3x faster
+  than float32 on a CPU with AVX512-VNNI and 20% slower on one with AVX2 only, so the fastest
+  variant differs between build machines while the sizes do not. Files within
+  :data:`SIZE_TIE` of the smallest count as equally small.
+
+Of the variants that tie, the one closest to Keras is taken (higher agreement, then smaller mean
+probability difference): noise alone never trades fidelity for nothing. Without parity faces
+nothing can be checked, and ``fp32`` is the default.
 """
 
 from __future__ import annotations
@@ -22,6 +31,10 @@ from fer_tf.model.inference_model import as_faces, build_inference_model, check_
 PARITY_TOP1 = 0.99
 #: Latencies within this fraction of the fastest variant's count as equally fast.
 LATENCY_TIE = 0.05
+#: Files within this fraction of the smallest variant's size count as equally small.
+SIZE_TIE = 0.05
+#: What the default is chosen for among the variants that keep parity (see the module docstring).
+PREFER = ("speed", "size")
 
 
 def keras_probabilities(model, faces, batch_size=64):
@@ -98,12 +111,17 @@ def time_variants(paths, faces, calls=LATENCY_CALLS, rounds=LATENCY_ROUNDS, num_
             for name, v in medians.items()}
 
 
-def choose_default(entries, min_top1=PARITY_TOP1, tie=LATENCY_TIE):
-    """``(variant, reason)``: the fastest variant that keeps parity (see the module docstring).
+def choose_default(entries, min_top1=PARITY_TOP1, tie=None, prefer="speed"):
+    """``(variant, reason)``: the fastest (``prefer="speed"``) or smallest (``"size"``) variant that
+    keeps parity (see the module docstring); ``tie`` defaults to :data:`LATENCY_TIE` or
+    :data:`SIZE_TIE`.
 
     ``entries`` is ``{variant: entry}`` as in an export report (``status``, ``parity``,
-    ``latency_ms``). Returns ``(None, reason)`` when no variant is usable.
+    ``latency_ms``, ``size``). Returns ``(None, reason)`` when no variant is usable.
     """
+    if prefer not in PREFER:
+        raise ValueError(f"prefer must be one of {PREFER}, got {prefer!r}")
+    tie = (LATENCY_TIE if prefer == "speed" else SIZE_TIE) if tie is None else tie
     ok = {v: e for v, e in entries.items() if e.get("status") == "ok"}
     if not ok:
         return None, "no variant converted"
@@ -121,19 +139,27 @@ def choose_default(entries, min_top1=PARITY_TOP1, tie=LATENCY_TIE):
     def ms(v):
         return (keep[v].get("latency_ms") or {}).get("median", float("inf"))
 
+    def size(v):
+        return keep[v].get("size") or float("inf")
+
+    def shown(v):
+        return f"{ms(v):.3f} ms" if prefer == "speed" else f"{size(v) / 1e6:.2f} MB"
+
     def fidelity(v):  # higher agreement first, then smaller probability differences
         par = keep[v]["parity"]
         return par["top1_agreement"], -par.get("mean_abs_prob_diff", 0.0)
 
-    fastest = min(keep, key=ms)
-    near = [v for v in keep if ms(v) <= ms(fastest) * (1 + tie)]
-    best = max(near, key=lambda v: (*fidelity(v), -ms(v)))
+    cost = ms if prefer == "speed" else size
+    first = min(keep, key=cost)
+    near = [v for v in keep if cost(v) <= cost(first) * (1 + tie)]
+    best = max(near, key=lambda v: (*fidelity(v), -cost(v)))
     dropped = sorted(set(measured) - set(keep))
-    reason = (f"fastest of the variants with top-1 agreement >= {min_top1:.0%}: "
-              + ", ".join(f"{v} {ms(v):.3f} ms ({keep[v]['parity']['top1_agreement']:.1%})"
-                          for v in sorted(keep, key=ms)))
-    if best != fastest:
-        reason += (f"; {best} is within {tie:.0%} of {fastest} and closer to Keras (top-1 agreement, "
+    which = "fastest" if prefer == "speed" else "smallest"
+    reason = (f"{which} of the variants with top-1 agreement >= {min_top1:.0%}: "
+              + ", ".join(f"{v} {shown(v)} ({keep[v]['parity']['top1_agreement']:.1%})"
+                          for v in sorted(keep, key=cost)))
+    if best != first:
+        reason += (f"; {best} is within {tie:.0%} of {first} and closer to Keras (top-1 agreement, "
                    f"then mean probability difference)")
     if dropped:
         reason += "; below the agreement bar: " + ", ".join(

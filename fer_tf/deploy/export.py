@@ -15,7 +15,7 @@ probabilities. Only the EC branch is exported; the metric-learning branch is a t
     model_float16.tflite    float16 weights, float32 compute/io (+ .json)
     model_dynamic.tflite    dynamic-range quantisation: int8 weights, float32 io (+ .json)
     model_int8.tflite       int8 network calibrated on training faces, float32 preprocessing/io
-    model.tflite            the default: a copy of the fastest variant that keeps parity (+ .json)
+    model.tflite            the default: a copy of the fastest (or smallest) variant that keeps parity (+ .json)
     export_report.json      sizes, conversion notes, parity, latency and XNNPACK coverage of
                             every variant, and which one is the default and why
 
@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 from fer_tf.data.labels import label_set
-from fer_tf.deploy.choose import choose_default, parity, time_variants
+from fer_tf.deploy.choose import PREFER, choose_default, parity, time_variants
 from fer_tf.deploy.convert import VARIANTS, convert_variant, short_error, xnnpack_coverage
 from fer_tf.errors import ConfigError, ModelFileError, OutputError
 from fer_tf.files import atomic_write_bytes, atomic_write_text, fsync_dir, quiet_native_stderr
@@ -72,6 +72,7 @@ def export_model(
     source=None,
     overwrite=True,
     flip_average=False,
+    prefer="speed",
 ):
     """Export a checkpoint (path to ``.keras``) or a model; return a report dict.
 
@@ -81,8 +82,10 @@ def export_model(
     "reason"}}``. A variant that fails to convert is reported as ``failed`` with the converter's
     message and does not stop the others; ``int8`` without calibration faces is ``skipped``.
     ``parity_faces`` (``[n,60,60]``) adds each variant's :func:`parity`. ``model.tflite`` is the
-    default variant (:func:`choose_default`); its sidecar holds the variant's keys plus
-    ``default_of`` and ``default_reason``.
+    default variant (:func:`choose_default`): of those that keep parity, the fastest on this
+    machine (``prefer="speed"``) or the smallest (``prefer="size"``, for a model that will run on
+    other machines); its sidecar holds the variant's keys plus ``default_of`` and
+    ``default_reason``.
 
     Nothing is lost: the export is built in a folder beside ``output_dir`` and moved in only when
     complete, so a failure (a full disk included) leaves ``output_dir`` as it was, and a rerun
@@ -101,6 +104,9 @@ def export_model(
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"unknown TFLite variants {unknown}; use {', '.join(VARIANTS)}")
+    if prefer not in PREFER:
+        raise ConfigError(f"prefer={prefer!r}: the default TFLite variant is chosen for "
+                          f"{' or '.join(PREFER)}; use one of those")
     final = pathlib.Path(output_dir)
     check_output(final, checkpoint_or_model, overwrite)
     if isinstance(checkpoint_or_model, (str, os.PathLike)):
@@ -121,7 +127,7 @@ def export_model(
     out.mkdir()
     try:
         report = _export_into(out, final, inference, labels, source, variants, calibration_faces,
-                              parity_faces, tf)
+                              parity_faces, tf, prefer)
         publish(out, final)
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -205,7 +211,8 @@ def _paths_in(value, staging, final):
     return value
 
 
-def _export_into(out, final, inference, labels, source, variants, calibration_faces, parity_faces, tf):
+def _export_into(out, final, inference, labels, source, variants, calibration_faces, parity_faces, tf,
+                 prefer="speed"):
     """The body of :func:`export_model`: every artefact into ``out`` (the staging folder)."""
     flip = is_flip_averaged(inference)
     report = {"output_dir": str(out), "labels": list(labels), "source": source,
@@ -274,8 +281,8 @@ def _export_into(out, final, inference, labels, source, variants, calibration_fa
             timing_faces = np.random.default_rng(0).integers(0, 256, (8, 60, 60), dtype=np.uint8)
         for variant, latency in time_variants(converted, timing_faces).items():
             report["variants"][variant]["latency_ms"] = latency
-    default, reason = choose_default(report["variants"])
-    report["default"] = {"variant": default, "path": None, "reason": reason}
+    default, reason = choose_default(report["variants"], prefer=prefer)
+    report["default"] = {"variant": default, "path": None, "reason": reason, "prefer": prefer}
     target = out / DEFAULT_TFLITE
     if default is not None:
         atomic_write_bytes(target, pathlib.Path(converted[default]).read_bytes())

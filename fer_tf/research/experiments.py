@@ -223,8 +223,10 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
       keep their labels).
 
     The held-out subjects and the FER2013 test splits measure it; it is exported (SavedModel,
-    TFLite) and its inference ``.keras`` and default ``.tflite`` (the fastest variant that keeps
-    top-1 agreement with Keras, :func:`fer_tf.deploy.export.choose_default`) are copied into
+    TFLite) and its inference ``.keras`` and default ``.tflite`` (the smallest variant that keeps
+    top-1 agreement with Keras, :func:`fer_tf.deploy.choose.choose_default` with ``prefer="size"``:
+    it runs on phones and in the web page, not on the machine that builds it, so the choice must
+    not depend on this CPU) are copied into
     ``saved_models/`` with their label/preprocessing sidecars.
     """
     train_config.refuse_mixing("the shipped model (make ship)")
@@ -317,7 +319,7 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
                                  # must agree with Keras on the faces it will be checked on
                                  parity_faces=np.concatenate([raw_faces[test_rows],
                                                               fer_raw[fer_split["PrivateTest"]]]),
-                                 source="make ship")
+                                 source="make ship", prefer="size")
     target = pathlib.Path(saved_models)
     target.mkdir(parents=True, exist_ok=True)
     for src, dst in (("inference.keras", "fer_tf_basic7.keras"),
@@ -408,6 +410,8 @@ def write_model_card(results, path):
     """saved_models/MODEL_CARD.md from the measured results of `make ship`."""
     h, fer, run = results["held_out_subjects"], results["fer2013"], results["run"]
     default = (results.get("tflite_default") or {}).get("variant", "dynamic")
+    chosen_for = ("the smallest" if (results.get("tflite_default") or {}).get("prefer") == "size"
+                  else "the fastest")  # results written before `prefer` chose by speed
     dyn = results["export"].get(default, {}).get("parity", {})
     sizes = ", ".join(f"`{k}` {v / 1e6:.2f} MB" for k, v in results["sizes_bytes"].items()
                       if not k.endswith(".json"))
@@ -433,7 +437,7 @@ def write_model_card(results, path):
 The default model of `fer-tf predict` and `fer_tf.Recognizer()`.
 
 - **Files:** `fer_tf_basic7.keras` (Keras 3, loads in safe mode) and `fer_tf_basic7.tflite`
-  (the `{default}` variant, the fastest that keeps top-1 agreement with Keras; runs with
+  (the `{default}` variant, {chosen_for} that keeps top-1 agreement with Keras; runs with
   `ai_edge_litert`), each with a JSON sidecar holding the labels
   and the input contract. Sizes: {sizes}.
 - **Labels:** {", ".join(results["labels"])}.
