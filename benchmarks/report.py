@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fer_tf.research.reporting import cpu_label
+
 
 def _get(d, *keys, default=None):
     for k in keys:
@@ -57,7 +59,9 @@ def _f(x, digits=2, unit=""):
 
 def _machine(r):
     m = _get(r, "run", "machine", default={})
-    return (f"{m.get('cpu')} ({m.get('cores')} cores as seen by the OS), {m.get('platform')}, "
+    features = (f" with {', '.join(m['cpu_features'])} ({cpu_label(m)})" if m.get("cpu_features")
+                else "")
+    return (f"{m.get('cpu')}{features} ({m.get('cores')} cores as seen by the OS), {m.get('platform')}, "
             f"Python {m.get('python')}, TensorFlow {m.get('tensorflow')}, Keras {m.get('keras')}, "
             f"GPUs: {m.get('gpus')}")
 

@@ -9,6 +9,11 @@ it is compared with; times are medians over repeats. ``--quick`` runs tiny setti
 the smoke test); the full run takes about 12-15 minutes on 2 cores. The PyPI package ``fer`` is
 installed (without its dependencies) into ``.venv-bench/fer`` on first use and timed in this same
 process (benchmarks/fer_env.py).
+
+Which TFLite variant is fast depends on the CPU's vector instructions (int8 dot products: AVX512-VNNI,
+ARM dotprod), which ``results.json`` records (``run.machine.cpu_features``). The same measurement on
+another CPU goes beside the committed one: ``--sections inference --output reports/bench/cpus/NAME``
+(reports/fer2013 shows the Accuracy III networks' cost on each).
 """
 
 from __future__ import annotations

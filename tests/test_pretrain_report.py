@@ -82,6 +82,50 @@ def test_the_campaign_section_lists_planned_runs_with_results_or_not_run_yet(tmp
     assert "accuracy3_curves.png" not in _campaign_section(tmp_path, plan, bench)
 
 
+def test_the_campaign_section_shows_the_cost_on_each_benched_cpu(tmp_path):
+    """One network can meet the cost target on a CPU with int8 dot products and miss it on an
+    AVX2-only one: each bench of reports/bench/cpus/ gets its figures, named by its features."""
+    from fer_tf.research.pretrain_report import _campaign_section
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("target_private_test: 0.70\ntarget_cost_vs_fer: 1.0\nruns:\n"
+                    "  plain: {what: recipe, set: [train.mixing=mixup]}\n"
+                    "  narrow: {what: narrower, set: [model.width=0.5]}\n")
+
+    def bench(default, narrow, features=None):
+        machine = {"cpu": "EPYC", **({"cpu_features": features} if features is not None else {})}
+        return json.dumps({"inference": {"headline": {"tflite_vs_fer_ratio": default},
+                                         "architectures": {"narrow": {"vs_fer_ratio": narrow}}},
+                           "run": {"machine": machine}})
+
+    (tmp_path / "bench.json").write_text(bench(2.52, 0.83))  # written before cpu_features were
+    (tmp_path / "cpus" / "vnni").mkdir(parents=True)
+    (tmp_path / "cpus" / "vnni" / "results.json").write_text(bench(0.73, 0.35, ["avx2", "avx512f", "avx512_vnni"]))
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "plain.json").write_text(json.dumps(_results(0.70, 0.71, 75, "e" * 40)))
+    text = _campaign_section(tmp_path, plan, tmp_path / "bench.json")
+    assert ("on `reports/bench`'s CPU first, then on AVX512-VNNI (`reports/bench/cpus/vnni`), since the "
+            "CPU decides") in text
+    assert ("| `runs/plain.json` | recipe | `train.mixing=mixup` | 70.00% | 71.00% | 72.00% | "
+            "2.52x; AVX512-VNNI: 0.73x | accuracy yes, cost no (AVX512-VNNI: yes) |") in text
+    assert "| `narrow` | narrower | `model.width=0.5` | not run yet | | | 0.83x; AVX512-VNNI: 0.35x | |" in text
+    assert ("- Cost (at most 1x `fer`'s time per face, on `reports/bench`'s CPU): `narrow` (0.83x; "
+            "PrivateTest not run yet); the other 2.52x.") in text
+    assert ("- Cost on AVX512-VNNI (`reports/bench/cpus/vnni`): `plain` (0.73x; PrivateTest 71.00%), "
+            "`narrow` (0.35x; PrivateTest not run yet).") in text
+    assert "- Both in one network: no finished run yet; on AVX512-VNNI: `plain`." in text
+
+
+def test_a_cpu_is_named_by_the_instructions_that_set_its_speed():
+    from fer_tf.research.reporting import cpu_label, machine
+
+    assert cpu_label({"cpu_features": ["avx2", "fma"]}) == "AVX2"
+    assert cpu_label({"cpu_features": ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]}) == "AVX512-VNNI"
+    assert cpu_label({"cpu_features": ["asimddp"]}) == "ARM dotprod"
+    assert cpu_label({"cpu": "EPYC"}) is None and cpu_label(None) is None
+    assert isinstance(machine()["cpu_features"], list)
+
+
 def test_the_committed_plans_networks_all_have_a_measured_cost():
     from fer_tf.config import load_yaml
     from fer_tf.research.pretrain_report import _campaign_costs

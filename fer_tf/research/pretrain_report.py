@@ -19,6 +19,7 @@ import json
 import pathlib
 
 from fer_tf.config import CAPACITY_OPTIONS, ModelConfig, TrainConfig, defaults, load_yaml
+from fer_tf.research.reporting import cpu_label
 
 #: The `fer` package's accuracy on the same test images (``python benchmarks/fer_accuracy.py``).
 FER_PACKAGE = "fer_package.json"
@@ -263,6 +264,25 @@ def _campaign_costs(plan, bench_path):
     return costs
 
 
+def _other_cpus(bench_path):
+    """The same bench on other CPUs (``reports/bench/cpus/NAME/results.json`` beside
+    ``bench_path``: ``python benchmarks/run.py --sections inference --output reports/bench/cpus/NAME``):
+    ``[(label, folder, path)]``, the label naming its vector instructions (int8 dot products decide
+    which TFLite variant is fast, so the cost target can be met on one CPU and not on another)."""
+    folder = pathlib.Path(bench_path).parent / "cpus"
+    found = []
+    for path in sorted(folder.glob("*/results.json")):
+        machine = ((_load(path) or {}).get("run") or {}).get("machine")
+        found.append((cpu_label(machine) or path.parent.name, f"reports/bench/cpus/{path.parent.name}", path))
+    return found
+
+
+def _cpu_name(bench_path):
+    """How the report names the CPU of ``make bench``'s committed run."""
+    label = cpu_label(((_load(bench_path) or {}).get("run") or {}).get("machine"))
+    return f"{label}, `reports/bench`" if label else "`reports/bench`'s CPU"
+
+
 def _mixed_precision(results):
     return (((results or {}).get("run") or {}).get("config") or {}).get("train", {}).get("mixed_precision")
 
@@ -324,9 +344,20 @@ def _other_costs(costs):
             f"; the others {low:.2f}x." if low == high else f"; the others {low:.2f}x to {high:.2f}x.")
 
 
-def _campaign_outcome(plan, finished, costs, published):
-    """Where the campaign's targets stand: accuracy, cost, both in one network, and whether a run
-    is better than the published backbone on both splits (what leads to a new backbone)."""
+def _cost_line(title, names, costs, private, cost_target):
+    cheap = [n for n in names if costs.get(n) is not None and costs[n] <= cost_target]
+    return (f"- {title}: "
+            + (", ".join(f"`{n}` ({costs[n]:.2f}x; PrivateTest "
+                         + (f"{_pct(private[n])})" if n in private else "not run yet)")
+                         for n in cheap) if cheap else "no planned network")
+            + _other_costs([costs[n] for n in names if n not in cheap and costs.get(n)]))
+
+
+def _campaign_outcome(plan, finished, costs, published, other_cpus=(), cpu="`reports/bench`'s CPU"):
+    """Where the campaign's targets stand: accuracy, cost (on ``make bench``'s CPU, named ``cpu``,
+    and on each of ``other_cpus``, ``[(label, folder, costs)]``), both in one network (on the
+    former), and whether a run is better than the published backbone on both splits (what leads to
+    a new backbone)."""
     target, cost_target = plan.get("target_private_test"), plan.get("target_cost_vs_fer")
     names = list((plan.get("runs") or {}))
     left = [n for n in names if n not in finished]
@@ -347,18 +378,21 @@ def _campaign_outcome(plan, finished, costs, published):
                          + f"; the best finished run, `{best}`, scores {_pct(private[best])}, "
                          f"{100 * (target - private[best]):.2f} points short (the published backbone "
                          f"{_pct(published.get('private_test_accuracy'))}).")
-    cheap = [n for n in names if costs.get(n) is not None and cost_target is not None
-             and costs[n] <= cost_target]
     if cost_target is not None:
-        lines.append(f"- Cost (at most {cost_target:g}x `fer`'s time per face): "
-                     + (", ".join(f"`{n}` ({costs[n]:.2f}x; PrivateTest "
-                                  + (f"{_pct(private[n])})" if n in private else "not run yet)")
-                                  for n in cheap) if cheap else "no planned network")
-                     + _other_costs([costs[n] for n in names if n not in cheap and costs.get(n)]))
+        lines.append(_cost_line(f"Cost (at most {cost_target:g}x `fer`'s time per face"
+                                + (f", on {cpu}" if other_cpus else "") + ")",
+                                names, costs, private, cost_target))
+        lines += [_cost_line(f"Cost on {label} (`{folder}`)", names, other, private, cost_target)
+                  for label, folder, other in other_cpus]
     if target is not None and cost_target is not None:
-        both = [n for n in cheap if n in private and private[n] >= target]
-        lines.append("- Both in one network: " + (", ".join(f"`{n}`" for n in both) if both else
-                     ("no run" if done else "no finished run yet")) + ".")
+        def both(on):
+            found = [n for n in names if on.get(n) is not None and on[n] <= cost_target
+                     and n in private and private[n] >= target]
+            return (", ".join(f"`{n}`" for n in found) if found else
+                    ("no run" if done else "no finished run yet"))
+
+        lines.append("- Both in one network: " + both(costs)
+                     + "".join(f"; on {label}: {both(other)}" for label, _, other in other_cpus) + ".")
     better = sorted((n for n, r in finished.items() if against(r, published) == "better"),
                     key=lambda n: finished[n]["public_test_accuracy"], reverse=True)
     if better:
@@ -384,6 +418,7 @@ def _campaign_section(report_dir, plan_path=CAMPAIGN, bench_path=None):
     cost_target = plan.get("target_cost_vs_fer")
     bench_path = pathlib.Path(report_dir).parent / "bench" / "results.json" if bench_path is None else bench_path
     costs = _campaign_costs(plan, bench_path)
+    others = [(label, folder, _campaign_costs(plan, path)) for label, folder, path in _other_cpus(bench_path)]
     lines = ["## Accuracy III: a stronger network", "",
              f"The runs of `{pathlib.Path(plan_path).name}` (`python pipelines/accuracy3.py` runs the "
              f"next one, with `--all` each in turn), each a full 75-epoch run of the recipe with the options named. Target: "
@@ -391,7 +426,11 @@ def _campaign_section(report_dir, plan_path=CAMPAIGN, bench_path=None):
              + ("" if cost_target is None else
                 f", and a TFLite time per face of at most {cost_target:g}x `fer`'s")
              + ". The time per face is `make bench`'s (`reports/bench`, section 3), each network timed "
-             "before training, since its weights do not change its time.", "",
+             "before training, since its weights do not change its time"
+             + (f"; on {_cpu_name(bench_path)} first, then on "
+                + ", ".join(f"{label} (`{folder}`)" for label, folder, _ in others)
+                + ", since the CPU decides which TFLite variant is fast (int8 dot-product instructions "
+                "make the quantised ones several times faster)" if others else "") + ".", "",
              "| run | what | options | PublicTest | PrivateTest | PrivateTest, flip-averaged | "
              "per face, x `fer`'s | targets met |",
              "|---|---|---|---|---|---|---|---|"]
@@ -402,7 +441,8 @@ def _campaign_section(report_dir, plan_path=CAMPAIGN, bench_path=None):
             finished[name] = r
         options = ", ".join(f"`{item}`" for item in run.get("set", []))
         cost = costs.get(name)
-        cost_text = f"{cost:.2f}x" if cost is not None else "not measured yet (`make bench`)"
+        cost_text = (f"{cost:.2f}x" if cost is not None else "not measured yet (`make bench`)") + "".join(
+            f"; {label}: {other[name]:.2f}x" for label, _, other in others if other.get(name) is not None)
         cost_met = None if cost is None or cost_target is None else cost <= cost_target
         if r is not None and r.get("history"):
             histories[name] = r["history"]
@@ -412,7 +452,10 @@ def _campaign_section(report_dir, plan_path=CAMPAIGN, bench_path=None):
         private = r.get("private_test_accuracy")
         accurate = private is not None and target is not None and private >= target
         met = (f"accuracy {'yes' if accurate else 'no'}, cost "
-               + ("not measured" if cost_met is None else ("yes" if cost_met else "no")))
+               + ("not measured" if cost_met is None else ("yes" if cost_met else "no"))
+               + "".join(f" ({label}: {'yes' if other[name] <= cost_target else 'no'})"
+                         for label, _, other in others
+                         if other.get(name) is not None and cost_target is not None))
         lines.append(f"| `runs/{name}.json` | {run.get('what', '')} | {options} | "
                      f"{_pct(r.get('public_test_accuracy'))} | {_pct(private)} | "
                      f"{_pct(r.get('private_test_accuracy_flip'))} | {cost_text} | {met} |")
@@ -423,7 +466,8 @@ def _campaign_section(report_dir, plan_path=CAMPAIGN, bench_path=None):
               "`reports/bench` (section 3)."]
     lines += _precision_lines(report_dir, finished)
     lines += _ensemble_lines(_load(pathlib.Path(report_dir) / "ensemble.json"), target)
-    lines += _campaign_outcome(plan, finished, costs, _load(pathlib.Path(report_dir) / "results.json") or {})
+    lines += _campaign_outcome(plan, finished, costs, _load(pathlib.Path(report_dir) / "results.json") or {},
+                               others, _cpu_name(bench_path))
     if histories:
         from fer_tf.research import plots  # deferred: matplotlib
 

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 
 from fer_tf.files import atomic_write_text
+from fer_tf.training.precision import cpu_flags
 
 
 def git_commit(cwd=None, outputs=()):
@@ -52,12 +53,34 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+#: The CPU features that decide which kernels (XNNPACK, oneDNN) run and so how fast a network is:
+#: int8 dot products (VNNI, ARM's dotprod and i8mm), bfloat16, AMX.
+VECTOR_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
+                   "amx_int8", "amx_bf16", "asimddp", "i8mm", "bf16")
+
+
+def cpu_label(info):
+    """A short name of the vector instructions that set a machine's speed (``info``: a
+    :func:`machine` record): ``"AVX512-VNNI"``, ``"AVX-VNNI"``, ``"AVX2"``, ``"ARM dotprod"``...;
+    None for a record written before ``cpu_features`` was (or where they cannot be read)."""
+    features = (info or {}).get("cpu_features")
+    if not features:
+        return None
+    for flag, name in (("amx_int8", "AMX"), ("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI"),
+                       ("avx512f", "AVX512"), ("avx2", "AVX2"), ("i8mm", "ARM i8mm"),
+                       ("asimddp", "ARM dotprod")):
+        if flag in features:
+            return name
+    return "no AVX2"
+
+
 def machine():
     import keras  # deferred: keras loads its backend; reading a commit needs none
 
     info = {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
+        "cpu_features": [f for f in VECTOR_FEATURES if f in cpu_flags()],
         "platform": platform.platform(),
         "python": platform.python_version(),
         "keras": keras.__version__,
