@@ -38,3 +38,25 @@ def test_trials_are_shown_beside_the_shipped_model_and_against_the_baseline(tmp_
     assert ("`distilled` against `baseline`: held-out subjects +0.58 points (+1 of 173 images), "
             "PublicTest -0.11 points, PrivateTest +0.45 points.") in text
     assert "No `baseline`" not in text and "within run-to-run noise" in text
+
+
+def test_a_trial_from_another_network_says_which(tmp_path):
+    shipped = tmp_path / "shipped.json"
+    shipped.write_text(json.dumps(_trial(0.9191, 0.6408, 0.6545, "a" * 40)))
+    other = _trial(0.93, 0.66, 0.67, "c" * 40)
+    other["pretrained"] = {"file": "/work/acc3/run-publish/fer2013_backbone.keras", "sha256_12": "0123456789ab",
+                           "private_test_accuracy": 0.6721}
+    committed = _trial(0.92, 0.65, 0.66, "c" * 40)
+    committed["pretrained"] = {"file": "pretrained/fer2013_backbone.keras", "sha256_12": "fedcba987654"}
+    for name, r in {"from-run": other, "baseline": committed}.items():
+        (tmp_path / "trials" / name).mkdir(parents=True)
+        (tmp_path / "trials" / name / "results.json").write_text(json.dumps(r))
+    text = write_trials_readme(tmp_path / "trials", shipped).read_text()
+    assert ("| `from-run` | starts from `run-publish/fer2013_backbone.keras` (0123456789ab, FER2013 "
+            "PrivateTest 67.21%) | 93.00% |") in text
+    assert "| `baseline` | - | 92.00% |" in text
+    assert "another machine" not in text
+    other["run"]["machine"] = {**other["run"]["machine"], "platform": "Linux-elsewhere"}
+    (tmp_path / "trials" / "from-run" / "results.json").write_text(json.dumps(other))
+    text = write_trials_readme(tmp_path / "trials", shipped).read_text()
+    assert "It ran on another machine than `baseline` (Linux-elsewhere, against " in text

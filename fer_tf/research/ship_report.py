@@ -19,9 +19,26 @@ from fer_tf.research.pretrain_report import _pct, config_changes
 BASELINE = "baseline"
 
 
+def _start(r):
+    """How a trial's start differs from the committed backbone's (``""`` when it does not): the
+    network's folder and file, digest and FER2013 PrivateTest (``results["pretrained"]``)."""
+    from fer_tf.research.experiments import COMMITTED_BACKBONE  # deferred: keras
+
+    start = r.get("pretrained") or {}
+    if not start.get("file") or start["file"] == COMMITTED_BACKBONE:
+        return ""
+    path = pathlib.PurePosixPath(start["file"])
+    score = (f", FER2013 PrivateTest {_pct(start['private_test_accuracy'])}"
+             if start.get("private_test_accuracy") is not None else "")
+    return f"starts from `{path.parent.name}/{path.name}` ({start.get('sha256_12', '?')}{score})"
+
+
 def _row(name, r, base_cfg):
     h, fer = r["held_out_subjects"], r["fer2013"]
-    return (f"| {name} | {config_changes(base_cfg, r['run'].get('config', {}))} | {_pct(h['image_accuracy'])} | "
+    changes = config_changes(base_cfg, r["run"].get("config", {}))
+    start = _start(r)
+    changes = start if start and changes == "-" else f"{changes}; {start}" if start else changes
+    return (f"| {name} | {changes} | {_pct(h['image_accuracy'])} | "
             f"{_pct(h.get('sequence_accuracy'))} | {_pct(fer.get('PublicTest_accuracy'))} | "
             f"{_pct(fer.get('PrivateTest_accuracy'))} | {_pct(fer.get('PrivateTest_accuracy_flip'))} | "
             f"`{str(r['run'].get('git_commit', '?'))[:7]}` |")
@@ -35,7 +52,11 @@ def _against(name, r, base):
              f"({images:+d} of {h['images']} images)"]
     for split in ("PublicTest", "PrivateTest"):
         parts.append(f"{split} {100 * (r['fer2013'][f'{split}_accuracy'] - base['fer2013'][f'{split}_accuracy']):+.2f} points")
-    return f"`{name}` against `{BASELINE}`: " + ", ".join(parts) + "."
+    here, there = (x["run"].get("machine", {}).get("platform") for x in (r, base))
+    other = (f" It ran on another machine than `{BASELINE}` ({here}, against {there}); the recipe "
+             "trains in float32."
+             if here and there and here != there else "")
+    return f"`{name}` against `{BASELINE}`: " + ", ".join(parts) + "." + other
 
 
 def write_trials_readme(folder, shipped="reports/shipped/results.json"):
