@@ -285,11 +285,17 @@ def ckplus_start(name, work):
 
 def ckplus_commands(name, network, folder):
     """The finetune.py commands of the CK+48 study from run ``name``'s network: 2B(N+M) and
-    softmax, the config's seeds and folds, with the run's ``model.*`` options (the network's shape)."""
+    softmax on the config's folds, one seed at a time (both variants of a seed before the next
+    seed, so that a study cut short holds whole seeds, each a paired comparison), with the run's
+    ``model.*`` options (the network's shape)."""
+    from fer_tf.config import load_yaml
+
+    seeds = load_yaml(REPO / "configs" / "finetune" / "ckplus48.yaml")["evaluation"]["seeds"]
     sets = [arg for item in RUNS[name] if item.startswith("model.") for arg in ("--set", item)]
     return [[sys.executable, "pipelines/finetune.py", "--dataset", "ckplus48", "--parts", "main",
-             "--variants", variant, "--no-probe", "--pretrained", str(network), "--runs", str(folder), *sets]
-            for variant in ("2B(N+M)", "softmax")]
+             "--variants", variant, "--seeds", str(seed), "--no-probe", "--pretrained", str(network),
+             "--runs", str(folder), *sets]
+            for seed in seeds for variant in ("2B(N+M)", "softmax")]
 
 
 def ckplus_study(name, work):

@@ -199,7 +199,9 @@ def test_the_ckplus_study_starts_from_a_finished_run_s_network_and_keeps_to_it(m
     with pytest.raises(SystemExit, match="move that folder aside"):
         accuracy3.ckplus_start(name, work)
     commands = accuracy3.ckplus_commands(name, network, tmp_path / "backbones" / name)
-    assert [c[c.index("--variants") + 1] for c in commands] == ["2B(N+M)", "softmax"]
+    # seed by seed, both variants of each: a study cut short holds whole paired seeds
+    assert [(c[c.index("--seeds") + 1], c[c.index("--variants") + 1]) for c in commands] == [
+        ("0", "2B(N+M)"), ("0", "softmax"), ("1", "2B(N+M)"), ("1", "softmax"), ("2", "2B(N+M)"), ("2", "softmax")]
     for c in commands:  # the network's shape, not its distillation, goes to fine-tuning
         assert c[c.index("--set") + 1:] == ["model.width=0.5"] and c[c.index("--pretrained") + 1] == str(network)
 
