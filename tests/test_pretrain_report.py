@@ -231,8 +231,10 @@ def test_the_campaign_section_says_where_each_target_stands(tmp_path):
     text = _campaign_section(tmp_path, plan, bench)
     assert "(2 of 2 runs finished):" in text and "not met; the best finished run, `narrow`, scores 67.00%" in text
     assert "`narrow` (0.83x; PrivateTest 67.00%)" in text and "- Both in one network: no run." in text
-    assert ("- A new backbone: `narrow` is better than the published backbone on both splits: the CK+48 "
-            "study from it (`python pipelines/accuracy3.py --ckplus`, `reports/ckplus48/backbones/narrow/`)") in text
+    assert ("- A new backbone: `narrow` is better than the published backbone on both splits. The shipped "
+            "model remade from it follows (a trial first") in text
+    assert ("The CK+48 study from it (`python pipelines/accuracy3.py --ckplus`, "
+            "`reports/ckplus48/backbones/narrow/`): not run yet.") in text
     (tmp_path / "runs" / "narrow.json").write_text(json.dumps(_results(0.6400, 0.7012, 75, "f" * 40)))
     text = _campaign_section(tmp_path, plan, bench)
     assert "met by `narrow` (70.12%)" in text and "- Both in one network: `narrow`." in text
@@ -252,3 +254,33 @@ def test_fer_s_accuracy_comes_from_its_measurement_or_is_said_to_be_missing(tmp_
     assert ("The `fer` package (25.10.3) scores 66.01% on the same PrivateTest images and 65.00% on "
             "PublicTest (`fer_package.json`, `python benchmarks/fer_accuracy.py` at commit `fffffff`); its "
             "network chose its checkpoint on PublicTest and PrivateTest together") in text
+
+
+def test_a_leading_run_s_follow_ups_say_where_they_stand(tmp_path):
+    """The shipped model remade from a leading network (its trial against the recipe rerun) and
+    the CK+48 study from it (its committed run files)."""
+    from fer_tf.research.pretrain_report import _shipped_from, _study_of
+
+    assert "a trial first" in _shipped_from(tmp_path, "lead")
+    assert _study_of(tmp_path, "lead").endswith("`reports/ckplus48/backbones/lead/`): not run yet.")
+
+    def ship(held_out, public, private):
+        return {"held_out_subjects": {"image_accuracy": held_out},
+                "fer2013": {"PublicTest_accuracy": public, "PrivateTest_accuracy": private}}
+
+    trials = tmp_path / "shipped" / "trials"
+    for name, r in {"baseline": ship(0.9191, 0.6408, 0.6548), "from-lead": ship(0.9249, 0.6553, 0.6450)}.items():
+        (trials / name).mkdir(parents=True)
+        (trials / name / "results.json").write_text(json.dumps(r))
+    text = _shipped_from(tmp_path, "lead")
+    assert ("scores held-out subjects 92.49%, FER2013 PublicTest 65.53%, FER2013 PrivateTest 64.50% against "
+            "the committed recipe rerun's 91.91%, 64.08%, 65.48%: not better on every count, so the shipped "
+            "model stays.") in text
+    (trials / "from-lead" / "results.json").write_text(json.dumps(ship(0.9191, 0.6553, 0.6650)))
+    assert _shipped_from(tmp_path, "lead").endswith("better on every count, so it replaces the shipped model.")
+    for variant in ("2b_npm", "softmax"):
+        (tmp_path / "ckplus48" / "backbones" / "lead" / variant).mkdir(parents=True)
+        for fold in range(8):
+            (tmp_path / "ckplus48" / "backbones" / "lead" / variant / f"seed0-fold{fold}.json").write_text("{}")
+    (tmp_path / "ckplus48" / "backbones" / "lead" / "2b_npm" / "seed1-fold0.json").write_text("{}")
+    assert _study_of(tmp_path, "lead").endswith("17 of its 48 fine-tunings (seeds 0, 1).")

@@ -243,6 +243,8 @@ CAMPAIGN = pathlib.Path(__file__).resolve().parents[2] / "configs" / "accuracy3.
 
 #: The figure of the campaign's finished runs (written beside the README once a run is in).
 CAMPAIGN_FIGURE = "accuracy3_curves.png"
+#: The CK+48 protocol a study from a campaign's network follows (its seeds and folds).
+CKPLUS_PLAN = CAMPAIGN.parent / "finetune" / "ckplus48.yaml"
 
 
 #: The settings that change a network's work per face.
@@ -353,7 +355,43 @@ def _cost_line(title, names, costs, private, cost_target):
             + _other_costs([costs[n] for n in names if n not in cheap and costs.get(n)]))
 
 
-def _campaign_outcome(plan, finished, costs, published, other_cpus=(), cpu="`reports/bench`'s CPU"):
+def _shipped_from(reports_dir, name):
+    """What the shipped model remade from run ``name``'s network scores, from its trial
+    (``reports/shipped/trials/from-NAME``, ``pipelines/ship.py --pretrained``) against the committed
+    recipe rerun (``baseline``); a shipped model is replaced only by one better on both FER2013
+    splits and no worse on the held-out subjects."""
+    trials = pathlib.Path(reports_dir) / "shipped" / "trials"
+    trial, base = _load(trials / f"from-{name}" / "results.json"), _load(trials / "baseline" / "results.json")
+    if trial is None or base is None:
+        return (f"The shipped model remade from it follows (a trial first: `pipelines/ship.py --pretrained` "
+                f"with `--report reports/shipped/trials/from-{name}`).")
+    scores = [("held-out subjects", trial["held_out_subjects"]["image_accuracy"],
+               base["held_out_subjects"]["image_accuracy"])]
+    scores += [(f"FER2013 {split}", trial["fer2013"][f"{split}_accuracy"], base["fer2013"][f"{split}_accuracy"])
+               for split in ("PublicTest", "PrivateTest")]
+    better = all(t > b for _, t, b in scores[1:]) and scores[0][1] >= scores[0][2]
+    return (f"The shipped model remade from it (`reports/shipped/trials/from-{name}`) scores "
+            + ", ".join(f"{what} {_pct(t)}" for what, t, _ in scores) + " against the committed recipe "
+            "rerun's " + ", ".join(_pct(b) for _, _, b in scores) + ": "
+            + ("better on every count, so it replaces the shipped model." if better else
+               "not better on every count, so the shipped model stays."))
+
+
+def _study_of(reports_dir, name):
+    """How far the CK+48 study from run ``name``'s network has come (its committed run files)."""
+    folder = pathlib.Path(reports_dir) / "ckplus48" / "backbones" / name
+    plan = load_yaml(CKPLUS_PLAN)
+    total = 2 * len(plan["evaluation"]["seeds"]) * int(plan["data"]["folds"])
+    done = sorted(folder.glob("*/seed*-fold*.json"))
+    seeds = sorted({int(p.stem.split("-")[0][4:]) for p in done})
+    return (f"The CK+48 study from it (`python pipelines/accuracy3.py --ckplus`, "
+            f"`reports/ckplus48/backbones/{name}/`): "
+            + (f"{len(done)} of its {total} fine-tunings (seeds {', '.join(map(str, seeds))})."
+               if done else "not run yet."))
+
+
+def _campaign_outcome(plan, finished, costs, published, other_cpus=(), cpu="`reports/bench`'s CPU",
+                      reports_dir="reports"):
     """Where the campaign's targets stand: accuracy, cost (on ``make bench``'s CPU, named ``cpu``,
     and on each of ``other_cpus``, ``[(label, folder, costs)]``), both in one network (on the
     former), and whether a run is better than the published backbone on both splits (what leads to
@@ -398,8 +436,7 @@ def _campaign_outcome(plan, finished, costs, published, other_cpus=(), cpu="`rep
     if better:
         lines.append(f"- A new backbone: `{better[0]}` is better than the published backbone on both "
                      "splits" + (f" (so are {', '.join(f'`{n}`' for n in better[1:])})" if better[1:] else "")
-                     + f": the CK+48 study from it (`python pipelines/accuracy3.py --ckplus`, "
-                     f"`reports/ckplus48/backbones/{better[0]}/`) and the shipped model remade from it follow.")
+                     + ". " + _shipped_from(reports_dir, better[0]) + " " + _study_of(reports_dir, better[0]))
     elif finished:
         lines.append("- A new backbone: no finished run is better than the published backbone on both "
                      "splits" + (", so it stays; no CK+48 study or remade shipped model follows from "
@@ -467,7 +504,7 @@ def _campaign_section(report_dir, plan_path=CAMPAIGN, bench_path=None):
     lines += _precision_lines(report_dir, finished)
     lines += _ensemble_lines(_load(pathlib.Path(report_dir) / "ensemble.json"), target)
     lines += _campaign_outcome(plan, finished, costs, _load(pathlib.Path(report_dir) / "results.json") or {},
-                               others, _cpu_name(bench_path))
+                               others, _cpu_name(bench_path), pathlib.Path(report_dir).parent)
     if histories:
         from fer_tf.research import plots  # deferred: matplotlib
 
