@@ -174,7 +174,7 @@ def ensemble_members(work):
     """The first planned run that distils from several networks, ``{member: network file}`` for
     those on this machine (a teacher file ``NAME.npz`` stands for the network of run NAME, in
     ``work/NAME-publish``), and the members whose network is not there."""
-    from fer_tf.research.experiments import BACKBONE_NAME
+    from fer_tf.research.pretrain_report import BACKBONE_NAME
 
     name = next((n for n in RUNS if len(_teachers(n)) >= 2), None)
     if name is None:
@@ -250,7 +250,7 @@ def ckplus_start(name, work):
     ``reports/ckplus48/backbones/NAME/backbone.json``, which says what the study starts from.
     Returns the network's path and the study's folder."""
     from fer_tf.research.crossval import file_digest
-    from fer_tf.research.experiments import BACKBONE_NAME
+    from fer_tf.research.pretrain_report import BACKBONE_NAME
 
     result = RESULTS / f"{name}.json"
     network = pathlib.Path(work) / f"{name}-publish" / BACKBONE_NAME

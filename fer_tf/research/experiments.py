@@ -38,7 +38,7 @@ from fer_tf.model.predict import accuracy, per_label_recall, predict_probabiliti
 from fer_tf.preprocess.prepared import prepared_dataset
 
 BACKBONE_DIR = pathlib.Path("pretrained")
-BACKBONE_NAME = "fer2013_backbone.keras"
+BACKBONE_NAME, COMMITTED_BACKBONE = pretrain_report.BACKBONE_NAME, pretrain_report.COMMITTED_BACKBONE
 
 
 def float32_copy(model):
@@ -353,9 +353,6 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
     write_model_card(results, target / "MODEL_CARD.md")
     return results
 
-
-#: The committed FER2013 backbone, relative to the checkout (`make pretrain` publishes it).
-COMMITTED_BACKBONE = "pretrained/" + BACKBONE_NAME
 
 
 def starting_network(path):

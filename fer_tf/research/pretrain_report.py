@@ -237,6 +237,11 @@ def _other_runs_section(results, others):
     return "## Other full runs\n" + text + "\n"
 
 
+#: The file name of a published FER2013 backbone, and the committed one, relative to the checkout
+#: (`make pretrain` publishes it; a report names it without loading it).
+BACKBONE_NAME = "fer2013_backbone.keras"
+COMMITTED_BACKBONE = "pretrained/" + BACKBONE_NAME
+
 #: The Accuracy III campaign's plan (issue 27): its runs and target.
 CAMPAIGN = pathlib.Path(__file__).resolve().parents[2] / "configs" / "accuracy3.yaml"
 

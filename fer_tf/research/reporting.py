@@ -77,10 +77,11 @@ def cpu_label(info):
 def machine():
     import keras  # deferred: keras loads its backend; reading a commit needs none
 
+    flags = cpu_flags()
     info = {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "cpu_features": [f for f in VECTOR_FEATURES if f in cpu_flags()],
+        "cpu_features": [f for f in VECTOR_FEATURES if f in flags],
         "platform": platform.platform(),
         "python": platform.python_version(),
         "keras": keras.__version__,

@@ -14,7 +14,7 @@ import json
 import pathlib
 
 from fer_tf.files import atomic_write_text
-from fer_tf.research.pretrain_report import _pct, config_changes
+from fer_tf.research.pretrain_report import COMMITTED_BACKBONE, _pct, config_changes
 
 BASELINE = "baseline"
 
@@ -22,8 +22,6 @@ BASELINE = "baseline"
 def _start(r):
     """How a trial's start differs from the committed backbone's (``""`` when it does not): the
     network's folder and file, digest and FER2013 PrivateTest (``results["pretrained"]``)."""
-    from fer_tf.research.experiments import COMMITTED_BACKBONE  # deferred: keras
-
     start = r.get("pretrained") or {}
     if not start.get("file") or start["file"] == COMMITTED_BACKBONE:
         return ""
