@@ -215,7 +215,50 @@ def _inference_section(r):
     return L
 
 
-def readme(r):
+def other_cpus(out):
+    """The inference benches of other CPUs kept beside ``out``'s (``out/cpus/NAME/results.json``, each
+    written by ``run.py --sections inference --output out/cpus/NAME``), as ``(NAME, results)``."""
+    import json
+    import pathlib
+
+    found = []
+    for path in sorted(pathlib.Path(out).glob("cpus/*/results.json")):
+        try:
+            found.append((path.parent.name, json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _other_cpus_section(r, others):
+    """Section 3's headline on each CPU of ``others`` (:func:`other_cpus`), beside this run's."""
+    rows = [(name, o) for name, o in others if o.get("inference")]
+    if not rows:
+        return []
+    L = ["### The same on other CPUs\n",
+         "Which TFLite variant is fast depends on the CPU's vector instructions (int8 dot products: "
+         "AVX512-VNNI, ARM dotprod), so section 3 was also run on other CPUs "
+         "(`python benchmarks/run.py --sections inference --output reports/bench/cpus/NAME`); "
+         "each folder has its own README.\n",
+         "| CPU | vector instructions | default variant | ours ms/face | `fer` ms/face | ours / `fer` | "
+         "end to end, x `fer`'s | commit |",
+         "|---|---|---|---|---|---|---|---|"]
+    for name, o in [("this run", r)] + rows:
+        h = o.get("headline") or {}
+        m = _get(o, "run", "machine", default={})
+        where = "this run" if o is r else f"[`cpus/{name}`](cpus/{name}/README.md)"
+        e2e = ", ".join(f"{k}: {_f(v)}x" for k, v in (h.get("end_to_end_ratio_to_fer") or {}).items())
+        L.append(f"| {where} | {cpu_label(m) or 'not recorded'} | {h.get('tflite_variant')} | "
+                 f"{_f(h.get('tflite_ms'), 3)} | {_f(h.get('fer_package_ms'), 3)} | "
+                 f"**{_f(h.get('tflite_vs_fer_ratio'))}x** | {e2e or 'n/a'} | "
+                 f"`{str(_get(o, 'run', 'git_commit', default=''))[:7]}` |")
+    L.append("")
+    return L
+
+
+def readme(r, others=()):
+    """``r`` (a results dict) as reports/bench/README.md; ``others``: :func:`other_cpus`, shown after
+    section 3."""
     h = r.get("headline", {})
     run = r.get("run", {})
     quick = _get(run, "config", "quick")
@@ -366,6 +409,8 @@ def readme(r):
                  "is for forming (N+1)-tuples from every pair of a batch.\n")
 
     L.extend(_inference_section(r))
+    if r.get("inference"):
+        L.extend(_other_cpus_section(r, others))
 
     if tr:
         L.append("## 4. Achieved training FLOP/s against the matmul peak\n")

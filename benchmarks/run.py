@@ -13,7 +13,8 @@ process (benchmarks/fer_env.py).
 Which TFLite variant is fast depends on the CPU's vector instructions (int8 dot products: AVX512-VNNI,
 ARM dotprod), which ``results.json`` records (``run.machine.cpu_features``). The same measurement on
 another CPU goes beside the committed one: ``--sections inference --output reports/bench/cpus/NAME``
-(reports/fer2013 shows the Accuracy III networks' cost on each).
+(reports/fer2013 shows the Accuracy III networks' cost on each). The committed README lists them;
+``--readme-only`` renders ``<output>/README.md`` again from ``<output>/results.json`` (measures nothing).
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def parse_args(argv=None):
     parser.add_argument("--cache", default=str(REPO / "runs" / "cache"), help="face cache folder")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--readme-only", action="store_true",
+                        help="render <output>/README.md again from <output>/results.json and the "
+                             "benches of <output>/cpus/ (nothing is measured)")
     return parser.parse_args(argv)
 
 
@@ -133,13 +137,34 @@ def run(args):
                                          "datasets": str(datasets)}, started=started)
     out = pathlib.Path(args.output)
     reporting.write_json(out / "results.json", results)
-    (out / "README.md").write_text(report.readme(results), encoding="utf-8")
+    (out / "README.md").write_text(report.readme(results, report.other_cpus(out)), encoding="utf-8")
     _log(f"wrote {out / 'results.json'} and {out / 'README.md'} in {time.time() - started:.0f} s")
     return results
 
 
+def readme_only(args):
+    """``--readme-only``: README.md from the committed results.json, for a change of the report's
+    text or a new bench in ``cpus/``."""
+    import json
+
+    from benchmarks import report
+
+    out = pathlib.Path(args.output)
+    path = out / "results.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: --readme-only renders a bench that was run; run "
+                         f"`python benchmarks/run.py --output {out}` first")
+    results = json.loads(path.read_text(encoding="utf-8"))
+    (out / "README.md").write_text(report.readme(results, report.other_cpus(out)), encoding="utf-8")
+    _log(f"wrote {out / 'README.md'} from {path}")
+
+
 def main(argv=None):
-    run(parse_args(argv))
+    args = parse_args(argv)
+    if args.readme_only:
+        readme_only(args)
+    else:
+        run(args)
     return 0
 
 

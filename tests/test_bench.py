@@ -192,6 +192,38 @@ def test_readme_renders_a_full_results_dict():
         assert needle in text, needle
     assert r["headline"]["tflite_vs_fer_ratio"] == 0.8
     assert r["headline"]["flip_average_vs_fer_ratio"] == 1.4
+    assert "other CPUs" not in text
+
+
+def test_readme_lists_the_benches_of_other_cpus_and_renders_again_without_measuring(tmp_path):
+    """A bench in <output>/cpus/NAME (run.py --sections inference --output ...) gets a row beside
+    this run's in section 3; --readme-only writes README.md from results.json alone."""
+    from benchmarks import report, run
+
+    def results(variant, ms, fer_ms, features, commit):
+        return {"inference": {"ours": {}, "per_face_ms": {}, "headline": {}},
+                "headline": {"tflite_variant": variant, "tflite_ms": ms, "fer_package_ms": fer_ms,
+                             "tflite_vs_fer_ratio": ms / fer_ms,
+                             "end_to_end_ratio_to_fer": {"256x256": 0.5}},
+                "run": {"git_commit": commit, "machine": {"cpu": "c", "cores": 2,
+                                                           "cpu_features": features}}}
+
+    out = tmp_path / "bench"
+    (out / "cpus" / "vnni").mkdir(parents=True)
+    (out / "cpus" / "broken").mkdir()
+    (out / "cpus" / "broken" / "results.json").write_text("{not json")
+    (out / "results.json").write_text(json.dumps(results("fp32", 1.0, 0.4, ["avx2"], "a" * 40)))
+    (out / "cpus" / "vnni" / "results.json").write_text(
+        json.dumps(results("dynamic", 0.3, 0.5, ["avx2", "avx512_vnni"], "b" * 40)))
+    assert [name for name, _ in report.other_cpus(out)] == ["vnni"]
+    run.main(["--readme-only", "--output", str(out)])
+    text = (out / "README.md").read_text()
+    assert "### The same on other CPUs" in text
+    assert "| this run | AVX2 | fp32 | 1.000 | 0.400 | **2.50x** | 256x256: 0.50x | `aaaaaaa` |" in text
+    assert ("| [`cpus/vnni`](cpus/vnni/README.md) | AVX512-VNNI | dynamic | 0.300 | 0.500 | **0.60x** "
+            "| 256x256: 0.50x | `bbbbbbb` |") in text
+    with pytest.raises(SystemExit, match="run `python benchmarks/run.py --output"):
+        run.main(["--readme-only", "--output", str(tmp_path / "none")])
 
 
 def test_the_campaigns_networks_are_read_from_its_plan(tmp_path):
