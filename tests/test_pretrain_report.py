@@ -283,4 +283,6 @@ def test_a_leading_run_s_follow_ups_say_where_they_stand(tmp_path):
         for fold in range(8):
             (tmp_path / "ckplus48" / "backbones" / "lead" / variant / f"seed0-fold{fold}.json").write_text("{}")
     (tmp_path / "ckplus48" / "backbones" / "lead" / "2b_npm" / "seed1-fold0.json").write_text("{}")
-    assert _study_of(tmp_path, "lead").endswith("17 of its 48 fine-tunings (seeds 0, 1).")
+    assert _study_of(tmp_path, "lead").endswith(
+        "17 of its 48 fine-tunings (seeds 0, 1); paired against the committed backbone's runs in "
+        "`reports/ckplus48` (\"Does the starting point matter?\").")

@@ -391,8 +391,9 @@ def _study_of(reports_dir, name):
     seeds = sorted({int(p.stem.split("-")[0][4:]) for p in done})
     return (f"The CK+48 study from it (`python pipelines/accuracy3.py --ckplus`, "
             f"`reports/ckplus48/backbones/{name}/`): "
-            + (f"{len(done)} of its {total} fine-tunings (seeds {', '.join(map(str, seeds))})."
-               if done else "not run yet."))
+            + (f"{len(done)} of its {total} fine-tunings (seeds {', '.join(map(str, seeds))}); "
+               "paired against the committed backbone's runs in `reports/ckplus48` (\"Does the "
+               "starting point matter?\")." if done else "not run yet."))
 
 
 def _campaign_outcome(plan, finished, costs, published, other_cpus=(), cpu="`reports/bench`'s CPU",
