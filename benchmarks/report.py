@@ -220,13 +220,15 @@ def other_cpus(out):
     written by ``run.py --sections inference --output out/cpus/NAME``), as ``(NAME, results)``."""
     import json
     import pathlib
+    import sys
 
     found = []
     for path in sorted(pathlib.Path(out).glob("cpus/*/results.json")):
         try:
             found.append((path.parent.name, json.loads(path.read_text(encoding="utf-8"))))
-        except (OSError, ValueError):
-            continue
+        except (OSError, ValueError) as error:  # one unreadable bench must not stop the report
+            print(f"left out {path}: it cannot be read as JSON ({error}); run the bench for that CPU "
+                  "again", file=sys.stderr)
     return found
 
 
