@@ -215,25 +215,9 @@ def _inference_section(r):
     return L
 
 
-def other_cpus(out):
-    """The inference benches of other CPUs kept beside ``out``'s (``out/cpus/NAME/results.json``, each
-    written by ``run.py --sections inference --output out/cpus/NAME``), as ``(NAME, results)``."""
-    import json
-    import pathlib
-    import sys
-
-    found = []
-    for path in sorted(pathlib.Path(out).glob("cpus/*/results.json")):
-        try:
-            found.append((path.parent.name, json.loads(path.read_text(encoding="utf-8"))))
-        except (OSError, ValueError) as error:  # one unreadable bench must not stop the report
-            print(f"left out {path}: it cannot be read as JSON ({error}); run the bench for that CPU "
-                  "again", file=sys.stderr)
-    return found
-
-
 def _other_cpus_section(r, others):
-    """Section 3's headline on each CPU of ``others`` (:func:`other_cpus`), beside this run's."""
+    """Section 3's headline on each CPU of ``others``
+    (:func:`fer_tf.research.reporting.other_cpu_benches`), beside this run's."""
     rows = [(name, o) for name, o in others if o.get("inference")]
     if not rows:
         return []
@@ -259,8 +243,8 @@ def _other_cpus_section(r, others):
 
 
 def readme(r, others=()):
-    """``r`` (a results dict) as reports/bench/README.md; ``others``: :func:`other_cpus`, shown after
-    section 3."""
+    """``r`` (a results dict) as reports/bench/README.md; ``others``:
+    :func:`fer_tf.research.reporting.other_cpu_benches`, shown after section 3."""
     h = r.get("headline", {})
     run = r.get("run", {})
     quick = _get(run, "config", "quick")

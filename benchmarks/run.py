@@ -137,7 +137,7 @@ def run(args):
                                          "datasets": str(datasets)}, started=started)
     out = pathlib.Path(args.output)
     reporting.write_json(out / "results.json", results)
-    (out / "README.md").write_text(report.readme(results, report.other_cpus(out)), encoding="utf-8")
+    (out / "README.md").write_text(report.readme(results, reporting.other_cpu_benches(out)), encoding="utf-8")
     _log(f"wrote {out / 'results.json'} and {out / 'README.md'} in {time.time() - started:.0f} s")
     return results
 
@@ -148,6 +148,7 @@ def readme_only(args):
     import json
 
     from benchmarks import report
+    from fer_tf.research import reporting
 
     out = pathlib.Path(args.output)
     path = out / "results.json"
@@ -155,7 +156,7 @@ def readme_only(args):
         raise SystemExit(f"{path} not found: --readme-only renders a bench that was run; run "
                          f"`python benchmarks/run.py --output {out}` first")
     results = json.loads(path.read_text(encoding="utf-8"))
-    (out / "README.md").write_text(report.readme(results, report.other_cpus(out)), encoding="utf-8")
+    (out / "README.md").write_text(report.readme(results, reporting.other_cpu_benches(out)), encoding="utf-8")
     _log(f"wrote {out / 'README.md'} from {path}")
 
 

@@ -198,7 +198,8 @@ def test_readme_renders_a_full_results_dict():
 def test_readme_lists_the_benches_of_other_cpus_and_renders_again_without_measuring(tmp_path, capsys):
     """A bench in <output>/cpus/NAME (run.py --sections inference --output ...) gets a row beside
     this run's in section 3; --readme-only writes README.md from results.json alone."""
-    from benchmarks import report, run
+    from benchmarks import run
+    from fer_tf.research.reporting import other_cpu_benches
 
     def results(variant, ms, fer_ms, features, commit):
         return {"inference": {"ours": {}, "per_face_ms": {}, "headline": {}},
@@ -215,7 +216,7 @@ def test_readme_lists_the_benches_of_other_cpus_and_renders_again_without_measur
     (out / "results.json").write_text(json.dumps(results("fp32", 1.0, 0.4, ["avx2"], "a" * 40)))
     (out / "cpus" / "vnni" / "results.json").write_text(
         json.dumps(results("dynamic", 0.3, 0.5, ["avx2", "avx512_vnni"], "b" * 40)))
-    assert [name for name, _ in report.other_cpus(out)] == ["vnni"]
+    assert [name for name, _ in other_cpu_benches(out)] == ["vnni"]
     assert "left out" in capsys.readouterr().err  # the unreadable one is named, not hidden
     run.main(["--readme-only", "--output", str(out)])
     text = (out / "README.md").read_text()

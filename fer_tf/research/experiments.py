@@ -354,7 +354,6 @@ def train_shipped_model(datasets_dir, pretrained_path, model_config: ModelConfig
     return results
 
 
-
 def starting_network(path):
     """What a run starts from: the network file (relative to the working directory where it is
     inside it), its digest and, from its JSON sidecar (:func:`publish_backbone`), how it was made

@@ -19,7 +19,7 @@ import json
 import pathlib
 
 from fer_tf.config import CAPACITY_OPTIONS, ModelConfig, TrainConfig, defaults, load_yaml
-from fer_tf.research.reporting import cpu_label
+from fer_tf.research.reporting import cpu_label, other_cpu_benches
 
 #: The `fer` package's accuracy on the same test images (``python benchmarks/fer_accuracy.py``).
 FER_PACKAGE = "fer_package.json"
@@ -260,7 +260,11 @@ def _campaign_costs(plan, bench_path):
     """Each planned run's TFLite time per face as a multiple of ``fer``'s, from ``make bench``
     (``reports/bench/results.json``): the network of each run's capacity options, timed untrained
     (weights do not change the time); a run without such options is the default network."""
-    bench = _load(bench_path) or {}
+    return _costs_in(plan, _load(bench_path) or {})
+
+
+def _costs_in(plan, bench):
+    """:func:`_campaign_costs` from a bench's results already read."""
     inference = bench.get("inference") or {}
     measured = inference.get("architectures") or {}
     default = (inference.get("headline") or {}).get("tflite_vs_fer_ratio")
@@ -272,16 +276,12 @@ def _campaign_costs(plan, bench_path):
 
 
 def _other_cpus(bench_path):
-    """The same bench on other CPUs (``reports/bench/cpus/NAME/results.json`` beside
-    ``bench_path``: ``python benchmarks/run.py --sections inference --output reports/bench/cpus/NAME``):
-    ``[(label, folder, path)]``, the label naming its vector instructions (int8 dot products decide
-    which TFLite variant is fast, so the cost target can be met on one CPU and not on another)."""
-    folder = pathlib.Path(bench_path).parent / "cpus"
-    found = []
-    for path in sorted(folder.glob("*/results.json")):
-        machine = ((_load(path) or {}).get("run") or {}).get("machine")
-        found.append((cpu_label(machine) or path.parent.name, f"reports/bench/cpus/{path.parent.name}", path))
-    return found
+    """The same bench on other CPUs (:func:`reporting.other_cpu_benches` beside ``bench_path``):
+    ``[(label, folder, results)]``, the label naming its vector instructions (int8 dot products
+    decide which TFLite variant is fast, so the cost target can be met on one CPU and not on another)."""
+    return [(cpu_label(((results.get("run") or {}).get("machine"))) or name,
+             f"reports/bench/cpus/{name}", results)
+            for name, results in other_cpu_benches(pathlib.Path(bench_path).parent)]
 
 
 def _cpu_name(bench_path):
@@ -461,7 +461,7 @@ def _campaign_section(report_dir, plan_path=CAMPAIGN, bench_path=None):
     cost_target = plan.get("target_cost_vs_fer")
     bench_path = pathlib.Path(report_dir).parent / "bench" / "results.json" if bench_path is None else bench_path
     costs = _campaign_costs(plan, bench_path)
-    others = [(label, folder, _campaign_costs(plan, path)) for label, folder, path in _other_cpus(bench_path)]
+    others = [(label, folder, _costs_in(plan, bench)) for label, folder, bench in _other_cpus(bench_path)]
     lines = ["## Accuracy III: a stronger network", "",
              f"The runs of `{pathlib.Path(plan_path).name}` (`python pipelines/accuracy3.py` runs the "
              f"next one, with `--all` each in turn), each a full 75-epoch run of the recipe with the options named. Target: "

@@ -74,6 +74,21 @@ def cpu_label(info):
     return "no AVX2"
 
 
+def other_cpu_benches(bench_dir):
+    """The inference benches of other CPUs kept beside ``make bench``'s committed one
+    (``bench_dir/cpus/NAME/results.json``, each written by ``python benchmarks/run.py --sections
+    inference --output reports/bench/cpus/NAME``), as ``[(NAME, results)]``. One that cannot be read
+    is named on stderr and left out, so that it does not stop a report."""
+    found = []
+    for path in sorted(pathlib.Path(bench_dir).glob("cpus/*/results.json")):
+        try:
+            found.append((path.parent.name, json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError) as error:
+            print(f"left out {path}: it cannot be read as JSON ({error}); run the bench for that CPU "
+                  "again", file=sys.stderr)
+    return found
+
+
 def machine():
     import keras  # deferred: keras loads its backend; reading a commit needs none
 
